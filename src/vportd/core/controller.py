@@ -1,0 +1,160 @@
+"""One controller of the cluster, sans I/O: table + flow compiler (+ coordinator when leading).
+
+Inputs are port events from the OVS it masters, messages from its peers, the
+VMM's requests (when it leads) and the time; outputs are effects: flow mods for
+its switches, messages for its peers, answers for the VMM. Adapters validate
+nothing twice: the checks here are the core's edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vportd.core.coordinator import Coordinator, Migration, Timeouts
+from vportd.core.errors import NotLeader, StaleEvent, UnknownSwitch
+from vportd.core.flows import FlowCompiler, FlowMod
+from vportd.core.membership import Membership
+from vportd.core.messages import (
+    Effect,
+    MigrationView,
+    PeerMessage,
+    PortEvent,
+    PortEventSync,
+    Send,
+    SyncComplete,
+    SyncRefused,
+    VPortSync,
+)
+from vportd.core.model import VPortRecord, parse_mac
+from vportd.core.table import Change, VPortTable
+from vportd.core.topology import Topology
+from vportd.core.wire import NotifyRequest
+
+
+class Controller:
+    def __init__(
+        self,
+        me: str,
+        topology: Topology,
+        cluster: Membership,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.me = me
+        self.topology = topology
+        self.cluster = cluster
+        self.timeouts = timeouts or Timeouts()
+        self.table = VPortTable(me)
+        self.flows = FlowCompiler(topology, cluster.switches_of(me))
+        self.coordinator: Coordinator | None = None
+
+    # -- events from this controller's OVS -------------------------------
+    def port_event(self, ev: PortEvent, now: float) -> list[Effect]:
+        ev = self._checked(ev)
+        change = self.table.port_event(ev)
+        return [] if change is None else self._publish(change, now)
+
+    def vm_announced(self, ovs: str, port: int, mac: str, now: float) -> list[Effect]:
+        """A RARP or gratuitous ARP from `mac` arrived on `ovs` port `port`."""
+        self.topology.require(ovs)
+        change = self.table.vm_announced(ovs, port, parse_mac(mac))
+        return [] if change is None else self._publish(change, now)
+
+    def _checked(self, ev: PortEvent) -> PortEvent:
+        self.topology.require(ev.ovs)
+        mac = parse_mac(ev.mac)
+        return ev if mac == ev.mac else replace(ev, mac=mac)
+
+    def _publish(self, change: Change, now: float) -> list[Effect]:
+        """Claim 5 (and 2): apply to our switches, then sync to every other controller."""
+        effects: list[Effect] = list(self._applied(change.record, now))
+        msg = PortEventSync(change.kind, change.reason, change.record, self.me)
+        effects += [Send(peer, msg) for peer in self.cluster.peers(self.me)]
+        return effects
+
+    def _applied(self, rec: VPortRecord, now: float) -> list[Effect]:
+        effects: list[Effect] = list(self.flows.update_vm(rec))
+        if self.coordinator is not None:
+            effects += self.coordinator.observe(rec, now)
+        return effects
+
+    # -- messages from peers ---------------------------------------------
+    def receive(self, msg: PeerMessage, now: float) -> list[Effect]:
+        if isinstance(msg, VPortSync):
+            return self._vport_sync(msg, now)
+        if isinstance(msg, PortEventSync):
+            return self._merge(msg.record, now)  # claims 3 and 5
+        coordinator = self.coordinator
+        if coordinator is None:
+            return []  # an answer for a leader we no longer are
+        if isinstance(msg, SyncComplete):
+            return coordinator.sync_complete(msg, now)
+        return coordinator.sync_refused(msg, self.cluster, self.table, now)
+
+    def _merge(self, rec: VPortRecord, now: float) -> list[Effect]:
+        try:
+            merged = self.table.merge(rec)
+        except StaleEvent:
+            return []  # a late copy: what we hold is newer
+        return [] if merged is None else self._applied(merged, now)
+
+    def _vport_sync(self, msg: VPortSync, now: float) -> list[Effect]:
+        """Claims 1 and 6: apply the leader's entry, then answer sync complete.
+
+        The answer comes after the flow mods (the destination's pre-installed
+        arrival flow among them): adapters barrier them before sending it.
+        """
+        vm = msg.record.vm
+        try:
+            merged = self.table.merge(msg.record)
+        except StaleEvent as err:
+            refusal = SyncRefused(msg.migration_id, vm, self.me, err.detail)
+            return [Send(msg.leader, refusal)] if msg.answer else []
+        effects = [] if merged is None else self._applied(merged, now)
+        if msg.answer:
+            effects.append(Send(msg.leader, SyncComplete(msg.migration_id, vm, self.me)))
+        return effects
+
+    # -- the VMM's requests (leader only) --------------------------------
+    def _leading(self) -> Coordinator:
+        if self.coordinator is None:
+            raise NotLeader(f"controller {self.me} is not the leader ({self.cluster.leader})")
+        return self.coordinator
+
+    def notify(
+        self, vm: str, source: str, destination: str, now: float
+    ) -> tuple[MigrationView, bool, list[Effect]]:
+        """Claim 6: the VMM's migration notify. The view is `preparing` until answered."""
+        coordinator = self._leading()
+        mac = parse_mac(vm)
+        src = self.topology.resolve(source)
+        dst = self.topology.resolve(destination)
+        return coordinator.notify(self.table, self.cluster, NotifyRequest(mac, src, dst), now)
+
+    def abort(self, migration_id: str, now: float) -> tuple[MigrationView, list[Effect]]:
+        return self._leading().abort(migration_id, self.cluster, self.table, now)
+
+    def migration(self, migration_id: str) -> Migration:
+        return self._leading().get(migration_id)
+
+    def tick(self, now: float) -> list[Effect]:
+        if self.coordinator is None:
+            return []
+        return self.coordinator.tick(self.cluster, self.table, now)
+
+    def lead(self, now: float) -> None:
+        """Become the leader; take over the migrations the table shows as open."""
+        if self.coordinator is None:
+            self.coordinator = Coordinator(self.me, self.timeouts)
+            self.coordinator.adopt(self.table, now)
+        self.cluster.leader = self.me
+
+    def step_down(self) -> None:
+        self.coordinator = None
+
+    # -- switches --------------------------------------------------------
+    def switch_connected(self, switch: str) -> list[FlowMod]:
+        """Full reconcile of one switch against what the compiler knows is installed."""
+        if switch not in self.topology:
+            raise UnknownSwitch(f"unknown OVS {switch!r}")
+        self.flows.master(switch)
+        return self.flows.sync_switch(switch, self.table.all_records())

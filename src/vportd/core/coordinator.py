@@ -1,0 +1,292 @@
+"""The leader's migration coordinator (claims 6 and 7, plus abort and timeouts).
+
+notify → vPort sync to every controller, waiting for the source's and the
+destination's controllers → both answer sync complete → notify complete to the
+VMM. A migration that is aborted, whose controllers do not answer, or whose VM
+never becomes active at the destination is rolled back everywhere; one whose
+VM became active but whose source port never goes away is completed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from vportd.core.errors import (
+    AlreadyMigrating,
+    CoreError,
+    InvalidRequest,
+    MigrationConflict,
+    NoController,
+    NotOnSource,
+    UnknownMigration,
+)
+from vportd.core.membership import Membership
+from vportd.core.messages import (
+    Effect,
+    MigrationView,
+    NotifyAnswer,
+    Send,
+    SyncComplete,
+    SyncRefused,
+    VPortSync,
+)
+from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
+from vportd.core.table import VPortTable
+from vportd.core.wire import NotifyRequest
+
+
+class Status(StrEnum):
+    PREPARING = "preparing"
+    READY = "ready"
+    ACTIVATED = "activated"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.COMPLETED, Status.ABORTED, Status.FAILED)
+
+
+_STATUS_OF_PHASE = {
+    Phase.ACTIVATED: Status.ACTIVATED,
+    Phase.COMPLETED: Status.COMPLETED,
+    Phase.ABORTED: Status.ABORTED,
+    Phase.FAILED: Status.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; `activation` must cover the VMM's whole pre-copy."""
+
+    sync: float = 2.0
+    activation: float = 300.0
+    completion: float = 30.0
+
+
+@dataclass
+class Migration:
+    id: str
+    vm: str
+    source: str
+    destination: str
+    epoch: int
+    seq: int
+    origin: Location
+    state: Status
+    deadline: float
+    awaiting: set[str] = field(default_factory=set)
+    answered: bool = False
+    reason: str | None = None
+
+    def view(self) -> MigrationView:
+        return MigrationView(
+            self.id, self.vm, self.source, self.destination, self.state.value, self.seq, self.reason
+        )
+
+    def mark(self, phase: Phase, writer: str) -> MigrationMark:
+        return MigrationMark(
+            self.epoch, self.id, self.source, self.destination, self.seq, phase, writer
+        )
+
+
+class Coordinator:
+    """Runs on the leader only; everything it decides goes out as effects."""
+
+    def __init__(self, me: str, timeouts: Timeouts | None = None, keep: int = 10_000) -> None:
+        self.me = me
+        self.timeouts = timeouts or Timeouts()
+        self.keep = keep
+        self.migrations: OrderedDict[str, Migration] = OrderedDict()
+        self._latest: dict[str, str] = {}
+
+    # -- queries ---------------------------------------------------------
+    def get(self, migration_id: str) -> Migration:
+        m = self.migrations.get(migration_id)
+        if m is None:
+            raise UnknownMigration(f"no migration {migration_id!r}")
+        return m
+
+    def active(self) -> list[Migration]:
+        return [m for m in self.migrations.values() if not m.state.finished]
+
+    # -- notify (claim 6) ------------------------------------------------
+    def notify(
+        self, table: VPortTable, cluster: Membership, request: NotifyRequest, now: float
+    ) -> tuple[MigrationView, bool, list[Effect]]:
+        """Start (or find again) the migration of a VM; the answer comes as an effect."""
+        vm, source, destination = request.vm, request.source, request.destination
+        if source == destination:
+            raise InvalidRequest(f"source and destination are both {source!r}")
+        rec = table.require(vm)
+        again = self._same_again(vm, source, destination)
+        if again is not None:
+            return again.view(), False, []
+        if rec.migrating:
+            assert rec.mig is not None
+            raise AlreadyMigrating(
+                f"VM {vm} is already migrating from {rec.mig.source} to {rec.mig.destination}"
+            )
+        if rec.loc.ovs != source:
+            raise NotOnSource(f"VM {vm} is on {rec.loc.ovs}, not on {source}")
+        awaiting = {cluster.master_of(source), cluster.master_of(destination)}
+        m = self._new(rec, source, destination, awaiting, now)
+        sync = VPortRecord(vm, rec.loc, m.mark(Phase.SYNCED, self.me))
+        effects: list[Effect] = [
+            Send(c, VPortSync(sync, m.id, self.me, answer=c in awaiting)) for c in cluster.members
+        ]
+        return m.view(), True, effects
+
+    def _same_again(self, vm: str, source: str, destination: str) -> Migration | None:
+        m = self.migrations.get(self._latest.get(vm, ""))
+        if m is None or (m.source, m.destination) != (source, destination):
+            return None
+        return None if m.state in (Status.ABORTED, Status.FAILED) else m
+
+    def _new(
+        self, rec: VPortRecord, source: str, destination: str, awaiting: set[str], now: float
+    ) -> Migration:
+        epoch = 1 if rec.mig is None else rec.mig.epoch + 1
+        mid = f"{rec.vm.replace(':', '')}-{epoch}"
+        m = Migration(
+            mid, rec.vm, source, destination, epoch, rec.loc.seq + 1, rec.loc,
+            Status.PREPARING, now + self.timeouts.sync, awaiting,
+        )  # fmt: skip
+        self._remember(m)
+        return m
+
+    def _remember(self, m: Migration) -> None:
+        self.migrations[m.id] = m
+        self._latest[m.vm] = m.id
+        while len(self.migrations) > self.keep:
+            old_id, old = next(iter(self.migrations.items()))
+            if not old.state.finished:
+                break
+            del self.migrations[old_id]
+            if self._latest.get(old.vm) == old_id:
+                del self._latest[old.vm]
+
+    # -- answers from controllers (claim 6) --------------------------------
+    def sync_complete(self, msg: SyncComplete, now: float) -> list[Effect]:
+        m = self.migrations.get(msg.migration_id)
+        if m is None or m.state.finished:
+            return []
+        m.awaiting.discard(msg.controller)
+        if m.awaiting or m.answered:
+            return []
+        m.answered = True
+        if m.state is Status.PREPARING:
+            m.state = Status.READY
+            m.deadline = now + self.timeouts.activation
+        return [NotifyAnswer(m.view())]
+
+    def sync_refused(
+        self, msg: SyncRefused, cluster: Membership, table: VPortTable, now: float
+    ) -> list[Effect]:
+        m = self.migrations.get(msg.migration_id)
+        if m is None or m.state.finished:
+            return []
+        why = f"controller {msg.controller} refused the sync: {msg.reason}"
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
+
+    # -- what the table shows --------------------------------------------
+    def observe(self, rec: VPortRecord, now: float) -> list[Effect]:
+        """Follow a migration's phase as the replicated mark reports it."""
+        mig = rec.mig
+        m = self.migrations.get(mig.id) if mig is not None else None
+        if m is None or mig is None or m.state.finished:
+            return []
+        state = _STATUS_OF_PHASE.get(mig.phase)
+        if state is None or state is m.state:
+            return []
+        m.state = state
+        if state is Status.ACTIVATED:
+            m.deadline = now + self.timeouts.completion
+        if state.finished and not m.answered:
+            m.answered = True
+            error = None if state is Status.COMPLETED else MigrationConflict(f"migration {state}")
+            return [NotifyAnswer(m.view(), error)]
+        return []
+
+    # -- abort and timeouts ----------------------------------------------
+    def abort(
+        self, migration_id: str, cluster: Membership, table: VPortTable, now: float
+    ) -> tuple[MigrationView, list[Effect]]:
+        m = self.get(migration_id)
+        if m.state is Status.ABORTED:
+            return m.view(), []
+        if m.state.finished or m.state is Status.ACTIVATED:
+            raise MigrationConflict(
+                f"migration {m.id} is {m.state}: the VM is already at {m.destination}"
+                if m.state in (Status.ACTIVATED, Status.COMPLETED)
+                else f"migration {m.id} already {m.state}"
+            )
+        error = MigrationConflict(f"migration {m.id} was aborted by request")
+        effects = self._roll_back(m, Status.ABORTED, error, cluster, table)
+        return m.view(), effects
+
+    def tick(self, cluster: Membership, table: VPortTable, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for m in self.active():
+            if now >= m.deadline:
+                effects += self._expire(m, cluster, table)
+        return effects
+
+    def _expire(self, m: Migration, cluster: Membership, table: VPortTable) -> list[Effect]:
+        if m.state is Status.ACTIVATED:
+            return self._force_complete(m, cluster, table)
+        if m.state is Status.PREPARING:
+            who = ", ".join(sorted(m.awaiting))
+            why = f"no sync complete from {who} in {self.timeouts.sync:g}s"
+            return self._roll_back(m, Status.FAILED, NoController(why), cluster, table)
+        why = f"VM never became active at {m.destination} in {self.timeouts.activation:g}s"
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
+
+    def _force_complete(self, m: Migration, cluster: Membership, table: VPortTable) -> list[Effect]:
+        m.state = Status.COMPLETED
+        m.reason = "source port not deleted in time; the VM runs at the destination"
+        rec = table.record(m.vm)
+        if rec is None:
+            return []
+        done = VPortRecord(m.vm, rec.loc, m.mark(Phase.COMPLETED, self.me))
+        return self._broadcast(done, m, cluster)
+
+    def _roll_back(
+        self, m: Migration, state: Status, error: CoreError, cluster: Membership, table: VPortTable
+    ) -> list[Effect]:
+        """Put the VM back where it was, on every controller."""
+        m.state = state
+        m.reason = error.detail
+        phase = Phase.ABORTED if state is Status.ABORTED else Phase.FAILED
+        # seq + 1: a rollback is a move back, and must outrank an activation in flight.
+        back = replace(m.origin, seq=m.seq + 1, rev=0, writer=self.me)
+        rec = table.record(m.vm)
+        if rec is not None and not rec.present and rec.loc.seq > back.seq:
+            back = rec.loc  # removed meanwhile: the removal stands
+        effects = self._broadcast(VPortRecord(m.vm, back, m.mark(phase, self.me)), m, cluster)
+        if not m.answered:
+            m.answered = True
+            effects.append(NotifyAnswer(m.view(), error))
+        return effects
+
+    def _broadcast(self, rec: VPortRecord, m: Migration, cluster: Membership) -> list[Effect]:
+        return [Send(c, VPortSync(rec, m.id, self.me, answer=False)) for c in cluster.members]
+
+    # -- leader change ---------------------------------------------------
+    def adopt(self, table: VPortTable, now: float) -> None:
+        """A new leader takes over the migrations its table shows as open."""
+        for rec in table:
+            mig = rec.mig
+            if mig is None or not rec.migrating or mig.id in self.migrations:
+                continue
+            activated = mig.phase is Phase.ACTIVATED
+            m = Migration(
+                mig.id, rec.vm, mig.source, mig.destination, mig.epoch, mig.seq, rec.loc,
+                Status.ACTIVATED if activated else Status.READY,
+                now + (self.timeouts.completion if activated else self.timeouts.activation),
+                answered=True,
+            )  # fmt: skip
+            self._remember(m)

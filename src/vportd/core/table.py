@@ -1,0 +1,215 @@
+"""The vPort table every controller holds, and the rules of DESIGN §1.
+
+Own-OVS port events (claims 2, 4, 5 and what we add) become new versions of an
+entry; peer updates (claims 1, 3, 5) are merged. Each rule returns the `Change`
+to sync to the other controllers, or None when the event changes nothing.
+Every check runs before the table is written, so a refused event leaves the
+table as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from vportd.core.errors import StaleEvent, UnknownVM
+from vportd.core.messages import EventKind, PortEvent, Reason
+from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: EventKind
+    reason: Reason
+    record: VPortRecord
+
+
+class VPortTable:
+    """One controller's copy of the cluster-wide vPort list (claim 1)."""
+
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self._records: dict[str, VPortRecord] = {}
+
+    # -- reading ---------------------------------------------------------
+    def get(self, vm: str) -> VPortRecord | None:
+        """The VM's entry, or None if it has none (or was removed)."""
+        rec = self._records.get(vm)
+        return rec if rec is not None and rec.present else None
+
+    def record(self, vm: str) -> VPortRecord | None:
+        """The VM's entry including a removal tombstone."""
+        return self._records.get(vm)
+
+    def require(self, vm: str) -> VPortRecord:
+        rec = self.get(vm)
+        if rec is None:
+            raise UnknownVM(f"no vPort for VM {vm}")
+        return rec
+
+    def __iter__(self) -> Iterator[VPortRecord]:
+        return (r for r in self._records.values() if r.present)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def all_records(self) -> Iterator[VPortRecord]:
+        return iter(self._records.values())
+
+    def snapshot(self) -> dict[str, VPortRecord]:
+        return dict(self._records)
+
+    # -- peer updates (claims 1, 3, 5) -----------------------------------
+    def merge(self, rec: VPortRecord) -> VPortRecord | None:
+        """Apply a copy from a peer; the new entry if anything changed.
+
+        Raises StaleEvent when the copy is strictly older than ours; an exact
+        duplicate is not an error (messages may be delivered twice).
+        """
+        mine = self._records.get(rec.vm)
+        if mine is None:
+            self._records[rec.vm] = rec
+            return rec
+        merged = mine.merge(rec)
+        if merged is mine:
+            if rec != mine:
+                raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
+            return None
+        self._records[rec.vm] = merged
+        return merged
+
+    # -- own OVS events (claims 2, 4, 5) ---------------------------------
+    def port_event(self, ev: PortEvent) -> Change | None:
+        if ev.kind is EventKind.ADD:
+            return self._port_added(ev)
+        if ev.kind is EventKind.MODIFY:
+            return self._port_modified(ev)
+        return self._port_deleted(ev)
+
+    def _port_added(self, ev: PortEvent) -> Change | None:
+        rec = self._records.get(ev.mac)
+        if rec is None or not rec.present:
+            return self._create(ev, rec)
+        if rec.migrating:
+            return self._arrive(rec, ev, activate=False)  # claim 4: stays up
+        if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
+            return self._refresh(rec, ev, rec.loc.link_up, EventKind.ADD)
+        return None  # a second port with the VM's MAC: it counts once it is up
+
+    def _create(self, ev: PortEvent, old: VPortRecord | None) -> Change:
+        # Claim 5: a new entry is {not-migrating, down}; a tombstone's seq goes on.
+        seq = 0 if old is None else old.loc.seq + 1
+        loc = self._location(ev, link_up=False, seq=seq, rev=0)
+        mig = None if old is None else old.mig
+        return self._write(VPortRecord(ev.mac, loc, mig), EventKind.ADD, Reason.PORT)
+
+    def _port_modified(self, ev: PortEvent) -> Change | None:
+        rec = self._require_any(ev)
+        if rec.migrating:
+            return self._arrive(rec, ev, activate=ev.link_up)  # claim 4: stays up
+        if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
+            return self._refresh(rec, ev, ev.link_up, EventKind.MODIFY)  # claim 5
+        if ev.link_up and not self._failed_destination(rec, ev.ovs):
+            return self._moved(rec, ev)
+        return None
+
+    def _port_deleted(self, ev: PortEvent) -> Change | None:
+        rec = self._require_any(ev)
+        mig = rec.mig
+        if mig is not None and rec.migrating:
+            if ev.ovs != mig.source:
+                return None  # the destination tap went away: abort/timeout rolls back
+            if mig.phase < Phase.ACTIVATED and rec.loc.port not in (None, ev.port):
+                return None  # another port on the source that carried the MAC
+            return self._complete(rec, mig)
+        if rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port):
+            return None  # not where the VM is: a stale or failed-destination port
+        gone = rec.loc.bump(self.me, ovs=None, port=None, port_name=None, link_up=False)
+        return self._write(replace(rec, loc=gone), EventKind.DELETE, Reason.VM_GONE)
+
+    def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
+        """A RARP/GARP from the VM seen on `ovs`: it is active there."""
+        rec = self.get(mac)
+        if rec is None or not rec.migrating:
+            return None
+        ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
+        return self._arrive(rec, ev, activate=True)
+
+    # -- the rules' building blocks --------------------------------------
+    def _require_any(self, ev: PortEvent) -> VPortRecord:
+        rec = self._records.get(ev.mac)
+        if rec is None or not rec.present:
+            raise UnknownVM(f"port {ev.kind} on {ev.ovs} port {ev.port}: no vPort for {ev.mac}")
+        return rec
+
+    def _location(self, ev: PortEvent, *, link_up: bool, seq: int, rev: int) -> Location:
+        return Location(
+            ev.ovs, ev.port, ev.port_name, link_up, seq, rev, self.me,
+            ev.ips, ev.iface_id, ev.vm_id,
+        )  # fmt: skip
+
+    def _refresh(
+        self, rec: VPortRecord, ev: PortEvent, link_up: bool, kind: EventKind
+    ) -> Change | None:
+        loc = rec.loc
+        port_name = ev.port_name or loc.port_name
+        ips = ev.ips or loc.ips
+        same = (loc.port, loc.port_name, loc.link_up, loc.ips) == (ev.port, port_name, link_up, ips)
+        if same:
+            return None
+        new = loc.bump(self.me, port=ev.port, port_name=port_name, link_up=link_up, ips=ips)
+        return self._write(replace(rec, loc=new), kind, Reason.PORT)
+
+    def _moved(self, rec: VPortRecord, ev: PortEvent) -> Change:
+        """The MAC came up somewhere else without a notify: a move, as EVPN sees one."""
+        loc = self._location(ev, link_up=True, seq=rec.loc.seq + 1, rev=0)
+        return self._write(replace(rec, loc=loc), EventKind.MODIFY, Reason.VM_MOVED)
+
+    def _failed_destination(self, rec: VPortRecord, ovs: str) -> bool:
+        mig = rec.mig
+        return (
+            mig is not None
+            and mig.phase in (Phase.ABORTED, Phase.FAILED)
+            and (mig.destination == ovs)
+        )
+
+    def _arrive(self, rec: VPortRecord, ev: PortEvent, *, activate: bool) -> Change | None:
+        """A port event for a migrating VM: only the destination's ports count."""
+        mig = rec.mig
+        assert mig is not None
+        if ev.ovs != mig.destination or mig.phase >= Phase.ACTIVATED:
+            return None
+        if activate:
+            return self._activate(rec, mig, ev)
+        if mig.phase == Phase.ARRIVED and mig.dest_port == ev.port:
+            return None
+        arrived = mig.advance(
+            Phase.ARRIVED, self.me, dest_port=ev.port, dest_port_name=ev.port_name
+        )
+        return self._write(replace(rec, mig=arrived), EventKind.ADD, Reason.PORT)
+
+    def _activate(self, rec: VPortRecord, mig: MigrationMark, ev: PortEvent) -> Change:
+        """Make-before-break: the VM is live at the destination, point traffic there."""
+        name = ev.port_name or mig.dest_port_name
+        done = mig.advance(Phase.ACTIVATED, self.me, dest_port=ev.port, dest_port_name=name)
+        # rev 1: the destination's own report outranks the source's guess (rev 0).
+        loc = replace(
+            rec.loc, ovs=ev.ovs, port=ev.port, port_name=name, link_up=True,
+            seq=mig.seq, rev=1, writer=self.me, ips=ev.ips or rec.loc.ips,
+        )  # fmt: skip
+        return self._write(VPortRecord(rec.vm, loc, done), EventKind.MODIFY, Reason.VM_ACTIVATED)
+
+    def _complete(self, rec: VPortRecord, mig: MigrationMark) -> Change:
+        """Claim 2: the source port is gone; the VM stays up, the migration ends."""
+        loc = rec.loc
+        if mig.phase < Phase.ACTIVATED:
+            loc = replace(
+                loc, ovs=mig.destination, port=mig.dest_port, port_name=mig.dest_port_name,
+                link_up=True, seq=mig.seq, rev=0, writer=self.me,
+            )  # fmt: skip
+        done = mig.advance(Phase.COMPLETED, self.me)
+        return self._write(VPortRecord(rec.vm, loc, done), EventKind.DELETE, Reason.VM_MIGRATION)
+
+    def _write(self, rec: VPortRecord, kind: EventKind, reason: Reason) -> Change:
+        self._records[rec.vm] = rec
+        return Change(kind, reason, rec)

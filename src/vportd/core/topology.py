@@ -1,0 +1,178 @@
+"""Switches, the links between them, and the paths the flow compiler uses.
+
+Unicast follows shortest paths. To keep flow tables small, each switch gets a
+*default port*, its shortest-path step towards the root (the best-connected
+switch); a VM's MAC needs a flow on a switch only where the step towards the
+VM differs from that default. Since a switch that uses its default is still on
+a shortest path, every hop gets strictly closer to the VM: no loops. On a
+leaf-spine fabric or a tree, a hypervisor thus holds flows for its own VMs only.
+
+Broadcast follows a spanning tree (breadth-first from the root), so floods
+never loop either.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from vportd.core.errors import InvalidRequest, UnknownSwitch
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEnd:
+    switch: str
+    port: int
+
+
+class Topology:
+    """The graph of switches; paths are computed lazily and cached per version."""
+
+    def __init__(self) -> None:
+        self._dpids: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._links: dict[str, dict[int, LinkEnd]] = {}
+        self.version = 0
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._root: str | None = None
+        self._defaults: dict[str, int | None] | None = None
+        self._exceptions: dict[str, dict[str, int]] = {}
+        self._tree: dict[str, frozenset[int]] | None = None
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._reset_cache()
+
+    # -- the graph -------------------------------------------------------
+    def add_switch(self, name: str, dpid: int) -> None:
+        if not name:
+            raise InvalidRequest("a switch needs a name")
+        if self._names.get(dpid, name) != name:
+            raise InvalidRequest(f"dpid {dpid:#x} already belongs to {self._names[dpid]}")
+        old = self._dpids.get(name)
+        if old is not None and old != dpid:
+            del self._names[old]
+        self._dpids[name] = dpid
+        self._names[dpid] = name
+        self._links.setdefault(name, {})
+        self._changed()
+
+    def add_link(self, a: str, a_port: int, b: str, b_port: int) -> None:
+        self.require(a)
+        self.require(b)
+        if a == b:
+            raise InvalidRequest(f"a link from {a} to itself is not an inter-switch link")
+        self._links[a][a_port] = LinkEnd(b, b_port)
+        self._links[b][b_port] = LinkEnd(a, a_port)
+        self._changed()
+
+    def remove_link(self, switch: str, port: int) -> None:
+        end = self._links.get(switch, {}).pop(port, None)
+        if end is not None:
+            self._links[end.switch].pop(end.port, None)
+            self._changed()
+
+    def require(self, name: str) -> str:
+        if name not in self._dpids:
+            raise UnknownSwitch(f"unknown OVS {name!r}")
+        return name
+
+    def resolve(self, name_or_dpid: str) -> str:
+        """An OVS named by its name or its datapath id (hex, with or without 0x)."""
+        if name_or_dpid in self._dpids:
+            return name_or_dpid
+        try:
+            dpid = int(name_or_dpid, 16)
+        except ValueError:
+            raise UnknownSwitch(f"unknown OVS {name_or_dpid!r}") from None
+        name = self._names.get(dpid)
+        if name is None:
+            raise UnknownSwitch(f"unknown OVS {name_or_dpid!r}")
+        return name
+
+    def dpid(self, name: str) -> int:
+        return self._dpids[self.require(name)]
+
+    @property
+    def switches(self) -> list[str]:
+        return list(self._dpids)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._dpids
+
+    def link_ports(self, switch: str) -> dict[int, LinkEnd]:
+        return self._links.get(switch, {})
+
+    def is_link(self, switch: str, port: int) -> bool:
+        return port in self._links.get(switch, {})
+
+    # -- paths -----------------------------------------------------------
+    @property
+    def root(self) -> str | None:
+        if self._root is None and self._dpids:
+            self._root = min(self._dpids, key=lambda s: (-len(self._links[s]), s))
+        return self._root
+
+    def _steps_towards(self, target: str) -> dict[str, int]:
+        """For every switch that reaches `target`, its first port on a shortest path."""
+        steps: dict[str, int] = {}
+        seen = {target}
+        queue = deque([target])
+        while queue:
+            here = queue.popleft()
+            for _, end in sorted(self._links[here].items()):
+                if end.switch not in seen:
+                    seen.add(end.switch)
+                    steps[end.switch] = end.port
+                    queue.append(end.switch)
+        return steps
+
+    def default_port(self, switch: str) -> int | None:
+        if self._defaults is None:
+            root = self.root
+            steps = self._steps_towards(root) if root is not None else {}
+            self._defaults = {s: steps.get(s) for s in self._dpids}
+        return self._defaults.get(switch)
+
+    def exceptions(self, target: str) -> dict[str, int]:
+        """Switches whose step towards `target` is not their default, with that step."""
+        cached = self._exceptions.get(target)
+        if cached is None:
+            self.default_port(target)
+            defaults = self._defaults or {}
+            steps = self._steps_towards(target)
+            cached = {s: p for s, p in steps.items() if p != defaults.get(s)}
+            self._exceptions[target] = cached
+        return cached
+
+    def precompute(self) -> None:
+        """Fill every cache now rather than on the first event that needs it."""
+        for switch in self._dpids:
+            self.exceptions(switch)
+        self.tree_ports(next(iter(self._dpids), ""))
+
+    def tree_ports(self, switch: str) -> frozenset[int]:
+        """The inter-switch ports of `switch` that belong to the flooding tree."""
+        if self._tree is None:
+            self._tree = self._spanning_tree()
+        return self._tree.get(switch, frozenset())
+
+    def _spanning_tree(self) -> dict[str, frozenset[int]]:
+        ports: dict[str, set[int]] = {s: set() for s in self._dpids}
+        seen: set[str] = set()
+        for start in sorted(self._dpids, key=lambda s: (s != self.root, s)):
+            if start in seen:
+                continue
+            seen.add(start)
+            queue = deque([start])
+            while queue:
+                here = queue.popleft()
+                for port, end in sorted(self._links[here].items()):
+                    if end.switch not in seen:
+                        seen.add(end.switch)
+                        ports[here].add(port)
+                        ports[end.switch].add(end.port)
+                        queue.append(end.switch)
+        return {s: frozenset(p) for s, p in ports.items()}

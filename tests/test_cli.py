@@ -1,0 +1,82 @@
+"""The installed console scripts ``vportd`` and ``vportctl`` start and behave."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vportd import __version__
+
+BIN = Path(sys.executable).parent
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = BIN / script
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: install the package (make env)")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_vportd_version() -> None:
+    result = run("vportd", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"vportd {__version__}"
+
+
+def test_vportd_config_says_runtime_not_built() -> None:
+    result = run("vportd", "--config", "x")
+    assert result.returncode == 2
+    assert "controller runtime is not built yet" in result.stderr
+
+
+def test_vportd_without_config_is_a_usage_error() -> None:
+    result = run("vportd")
+    assert result.returncode == 2
+    assert "--config" in result.stderr
+
+
+def test_vportctl_help_lists_every_command() -> None:
+    result = run("vportctl", "--help")
+    assert result.returncode == 0, result.stderr
+    for command in (
+        "status",
+        "vports",
+        "vport",
+        "migrate",
+        "migrations",
+        "abort",
+        "lab",
+        "demo",
+        "bench",
+        "--json",
+    ):
+        assert command in result.stdout
+
+
+def test_vportctl_version() -> None:
+    result = run("vportctl", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"vportctl {__version__}"
+
+
+def test_vportctl_status_needs_cluster_api() -> None:
+    result = run("vportctl", "status")
+    assert result.returncode == 2
+    assert "vportctl: 'status' needs the cluster API (not built yet)" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_vportctl_json_flag_before_or_after_command(where: str) -> None:
+    args = ["--json", "vports"] if where == "before" else ["vports", "--json"]
+    result = run("vportctl", *args)
+    assert result.returncode == 2
+    assert "'vports' needs the cluster API" in result.stderr
+
+
+def test_vportctl_migrate_requires_source_and_destination() -> None:
+    result = run("vportctl", "migrate", "52:54:00:00:00:01", "--from", "hv1")
+    assert result.returncode == 2
+    assert "--to" in result.stderr
