@@ -125,10 +125,10 @@ class Coordinator:
         again = self._same_again(vm, source, destination)
         if again is not None:
             return again.view(), False, []
-        if rec.migrating:
-            assert rec.mig is not None
+        running = self._running(vm) or (rec.mig if rec.migrating else None)
+        if running is not None:
             raise AlreadyMigrating(
-                f"VM {vm} is already migrating from {rec.mig.source} to {rec.mig.destination}"
+                f"VM {vm} is already migrating from {running.source} to {running.destination}"
             )
         if rec.loc.ovs != source:
             raise NotOnSource(f"VM {vm} is on {rec.loc.ovs}, not on {source}")
@@ -139,6 +139,11 @@ class Coordinator:
             Send(c, VPortSync(sync, m.id, self.me, answer=c in awaiting)) for c in cluster.members
         ]
         return m.view(), True, effects
+
+    def _running(self, vm: str) -> Migration | None:
+        """The VM's migration this leader started and that has not finished yet."""
+        m = self.migrations.get(self._latest.get(vm, ""))
+        return None if m is None or m.state.finished else m
 
     def _same_again(self, vm: str, source: str, destination: str) -> Migration | None:
         m = self.migrations.get(self._latest.get(vm, ""))

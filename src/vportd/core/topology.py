@@ -111,9 +111,35 @@ class Topology:
     # -- paths -----------------------------------------------------------
     @property
     def root(self) -> str | None:
+        """The middle of a longest shortest path: the centre of a tree, near it otherwise.
+
+        Two breadth-first sweeps find such a path in linear time; on a mesh,
+        where every switch is as central as another, the best connected wins.
+        """
         if self._root is None and self._dpids:
-            self._root = min(self._dpids, key=lambda s: (-len(self._links[s]), s))
+            start = min(self._dpids, key=lambda s: (-len(self._links[s]), s))
+            far = self._farthest(start)[-1]
+            path = self._farthest(far)
+            self._root = path[len(path) // 2] if len(path) > 2 else start  # noqa: PLR2004
         return self._root
+
+    def _farthest(self, start: str) -> list[str]:
+        """A path from `start` to a switch farthest from it (ties: by name)."""
+        parent: dict[str, str | None] = {start: None}
+        queue = deque([start])
+        last = start
+        while queue:
+            last = queue.popleft()
+            for end in sorted(e.switch for e in self._links[last].values()):
+                if end not in parent:
+                    parent[end] = last
+                    queue.append(end)
+        path: list[str] = []
+        node: str | None = last
+        while node is not None:
+            path.append(node)
+            node = parent[node]
+        return path[::-1]
 
     def _steps_towards(self, target: str) -> dict[str, int]:
         """For every switch that reaches `target`, its first port on a shortest path."""

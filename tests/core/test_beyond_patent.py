@@ -1,0 +1,238 @@
+"""What we add to the patent (DESIGN §1 "Beyond the patent"), checked on outcomes."""
+
+from __future__ import annotations
+
+from tests.core.support import (
+    TIMEOUTS,
+    VM_A,
+    add,
+    delete,
+    link,
+    ready_migration,
+    switch_over,
+)
+from vportd.core.errors import AlreadyMigrating, MigrationConflict, StaleEvent
+from vportd.core.flows import FlowMod
+from vportd.core.messages import PortEventSync, Send, SyncComplete, VPortSync
+from vportd.core.model import MigrationState, PortState
+from vportd.sim.cluster import SimCluster
+
+ALL_SWITCHES = ("hv0", "hv1", "hv2")
+
+
+def reach(sim: SimCluster, mac: str) -> set[frozenset[tuple[str, int]]]:
+    """Where a frame for `mac` goes, from an unused edge port of every switch."""
+    assert sim.fabric is not None
+    return {frozenset(sim.fabric.deliveries(s, 99, mac)) for s in ALL_SWITCHES}
+
+
+def tables_equal(sim: SimCluster) -> bool:
+    snapshots = [ctl.table.snapshot() for ctl in sim.controllers.values()]
+    return all(s == snapshots[0] for s in snapshots)
+
+
+def test_make_before_break_traffic_follows_the_vm_as_soon_as_it_is_up_at_the_destination(
+    sim: SimCluster,
+) -> None:
+    ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(add("hv2", 7, VM_A))
+    sim.deliver_all()
+    assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}  # pre-copy: still at the source
+
+    sim.port_event(link("hv2", 7, VM_A, up=True))  # the VM resumes at the destination
+    sim.deliver_all()
+
+    # Every switch now sends to the destination, before the source port is deleted.
+    assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
+    assert sim.leader.migration(sim.leader.coordinator.active()[0].id).state == "activated"  # type: ignore[union-attr]
+
+
+def test_the_vms_announcement_activates_it_too(sim: SimCluster) -> None:
+    ready_migration(sim, VM_A, "hv1", "hv2")
+    assert sim.fabric is not None
+    _, punted = sim.fabric.trace("hv2", 7, "ff:ff:ff:ff:ff:ff", VM_A)
+    assert punted == {"hv2"}  # the pre-installed arrival flow copies its RARP to c2
+
+    sim.run(sim.controllers["c2"].vm_announced("hv2", 7, VM_A, sim.now))
+    sim.deliver_all()
+
+    assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
+
+
+def test_sync_complete_from_the_destination_comes_after_its_pre_installed_flows(
+    sim: SimCluster,
+) -> None:
+    sim.notify(VM_A, "hv1", "hv2")
+    i = next(i for i, m in enumerate(sim.queue) if m.to == "c2")
+    msg = sim.queue.pop(i).message
+    effects = sim.controllers["c2"].receive(msg, sim.now)
+
+    kinds = [type(e) for e in effects]
+    assert kinds.index(Send) > max(i for i, k in enumerate(kinds) if k is FlowMod)
+    last = effects[-1]
+    assert isinstance(last, Send) and isinstance(last.message, SyncComplete)
+    arrival = [e for e in effects if isinstance(e, FlowMod) and e.flow.match.eth_src == VM_A]
+    assert [m.switch for m in arrival] == ["hv2"]
+
+
+def test_a_migration_raises_the_sequence_number_and_late_copies_cannot_roll_it_back(
+    sim: SimCluster,
+) -> None:
+    c0 = sim.controllers["c0"]
+    old = c0.table.require(VM_A)
+    late = PortEventSync(*_modify_sync(old))
+
+    ready_migration(sim, VM_A, "hv1", "hv2")
+    switch_over(sim, VM_A, ("hv1", 1), ("hv2", 7))
+    ready_migration(sim, VM_A, "hv2", "hv1")  # and back again: A→B→A
+    switch_over(sim, VM_A, ("hv2", 7), ("hv1", 3))
+
+    now = c0.table.require(VM_A)
+    assert now.seq == old.seq + 2
+    assert (now.loc.ovs, now.loc.port) == ("hv1", 3)
+    for ctl in sim.controllers.values():  # the late copy changes nothing anywhere
+        assert ctl.receive(late, sim.now) == []
+        assert ctl.table.require(VM_A) == now
+    try:
+        c0.table.merge(old)
+    except StaleEvent:
+        pass
+    else:
+        raise AssertionError("an older entry was accepted")
+    assert reach(sim, VM_A) == {frozenset({("hv1", 3)})}
+
+
+def _modify_sync(rec: object) -> tuple[object, ...]:
+    from vportd.core.messages import EventKind, Reason  # noqa: PLC0415
+
+    return (EventKind.MODIFY, Reason.PORT, rec, "c1")
+
+
+def test_duplicated_messages_change_nothing(sim: SimCluster) -> None:
+    mid = sim.notify(VM_A, "hv1", "hv2")
+    for _ in range(len(sim.queue)):
+        sim.deliver(0, keep=True)  # every message twice
+        sim.deliver(0)
+    sim.deliver_all()
+    answers = [a for a in sim.answers if a.migration.id == mid]
+    assert len(answers) == 1 and answers[0].ok
+    assert tables_equal(sim)
+
+
+def test_abort_rolls_back_everywhere_and_the_failed_destination_port_does_not_remove_the_vm(
+    sim: SimCluster,
+) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(add("hv2", 7, VM_A))
+    sim.deliver_all()
+
+    sim.abort(mid)
+    sim.deliver_all()
+
+    assert sim.leader.migration(mid).state == "aborted"
+    for ctl in sim.controllers.values():
+        rec = ctl.table.require(VM_A)
+        assert rec.migration_state is MigrationState.NOT_MIGRATING
+        assert (rec.loc.ovs, rec.loc.port, rec.port_state) == ("hv1", 1, PortState.UP)
+    sim.port_event(link("hv2", 7, VM_A, up=True))  # the dead destination flaps
+    sim.port_event(delete("hv2", 7, VM_A))  # and its tap is removed
+    sim.deliver_all()
+    assert all(ctl.table.get(VM_A) is not None for ctl in sim.controllers.values())
+    assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}
+    assert tables_equal(sim)
+
+
+def test_a_migration_that_never_activates_times_out_and_rolls_back(sim: SimCluster) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+
+    sim.advance(TIMEOUTS.activation + 1)
+    sim.deliver_all()
+
+    assert sim.leader.migration(mid).state == "failed"
+    for ctl in sim.controllers.values():
+        assert ctl.table.require(VM_A).migration_state is MigrationState.NOT_MIGRATING
+    assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}
+
+
+def test_a_controller_that_never_answers_fails_the_notify_with_a_rollback(
+    sim: SimCluster,
+) -> None:
+    mid = sim.notify(VM_A, "hv1", "hv2")
+    sim.queue = [m for m in sim.queue if m.to != "c2"]  # c2 is unreachable
+    sim.deliver_all()
+    assert sim.answer_for(mid) is None
+
+    sim.advance(TIMEOUTS.sync + 0.1)
+    sim.deliver_all()
+
+    answer = sim.answer_for(mid)
+    assert answer is not None and answer.error is not None and answer.error.status == 503
+    for cid in ("c0", "c1"):
+        rec = sim.controllers[cid].table.require(VM_A)
+        assert rec.migration_state is MigrationState.NOT_MIGRATING
+
+
+def test_an_activated_migration_whose_source_stays_is_completed_and_the_late_delete_is_harmless(
+    sim: SimCluster,
+) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(add("hv2", 7, VM_A))
+    sim.port_event(link("hv2", 7, VM_A, up=True))
+    sim.deliver_all()
+
+    sim.advance(TIMEOUTS.completion + 1)
+    sim.deliver_all()
+    assert sim.leader.migration(mid).state == "completed"
+    sim.port_event(delete("hv1", 1, VM_A))  # the source tap finally goes
+    sim.deliver_all()
+
+    for ctl in sim.controllers.values():
+        rec = ctl.table.require(VM_A)
+        assert (rec.loc.ovs, rec.migration_state) == ("hv2", MigrationState.NOT_MIGRATING)
+    assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
+
+
+def test_notify_is_idempotent_and_a_second_destination_is_refused(sim: SimCluster) -> None:
+    first, created, _ = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
+    again, created_again, effects = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
+    assert created and not created_again and effects == []
+    assert again.id == first.id
+    try:
+        sim.leader.notify(VM_A, "hv1", "hv0", sim.now)
+    except AlreadyMigrating as err:
+        assert "hv2" in err.detail and err.status == 409
+    else:
+        raise AssertionError("a second destination was accepted")
+
+
+def test_an_activated_migration_cannot_be_aborted(sim: SimCluster) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(add("hv2", 7, VM_A))
+    sim.port_event(link("hv2", 7, VM_A, up=True))
+    sim.deliver_all()
+    try:
+        sim.abort(mid)
+    except MigrationConflict as err:
+        assert "hv2" in err.detail
+    else:
+        raise AssertionError("aborted a VM already running at its destination")
+
+
+def test_a_vm_removed_everywhere_when_its_port_goes_and_it_is_not_migrating(
+    sim: SimCluster,
+) -> None:
+    sim.port_event(delete("hv1", 1, VM_A))
+    sim.deliver_all()
+    assert all(ctl.table.get(VM_A) is None for ctl in sim.controllers.values())
+    assert reach(sim, VM_A) == {frozenset()}
+
+
+def test_vport_sync_duplicate_is_answered_again(sim: SimCluster) -> None:
+    sim.notify(VM_A, "hv1", "hv2")
+    sync = next(m.message for m in sim.queue if m.to == "c1")
+    assert isinstance(sync, VPortSync)
+    first = sim.controllers["c1"].receive(sync, sim.now)
+    second = sim.controllers["c1"].receive(sync, sim.now)
+    assert [e for e in second if isinstance(e, Send)] == [
+        e for e in first if isinstance(e, Send)
+    ]

@@ -1,0 +1,117 @@
+"""The flow compiler and the topology, judged by where frames go in the fake fabric."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.core.support import VM_A, VM_B, VM_C, boot, mesh
+from vportd.core.errors import InvalidRequest, UnknownSwitch
+from vportd.core.flows import FlowCommand, FlowMod
+from vportd.core.membership import Membership
+from vportd.core.topology import Topology
+from vportd.sim.cluster import SimCluster
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def tree(pods: int = 3, per_pod: int = 3) -> Topology:
+    """core — pod{i} — hv{i}.{j}; ports: core i → pod i port 1; pod port 10+j → hv port 1."""
+    topo = Topology()
+    topo.add_switch("core", 1)
+    dpid = 2
+    for i in range(pods):
+        topo.add_switch(f"pod{i}", dpid)
+        topo.add_link("core", 10 + i, f"pod{i}", 1)
+        dpid += 1
+        for j in range(per_pod):
+            topo.add_switch(f"hv{i}.{j}", dpid)
+            topo.add_link(f"pod{i}", 10 + j, f"hv{i}.{j}", 1)
+            dpid += 1
+    return topo
+
+
+def test_every_vm_is_reached_from_every_switch_and_only_through_its_port(sim: SimCluster) -> None:
+    assert sim.fabric is not None
+    places = {VM_A: ("hv1", 1), VM_B: ("hv2", 1), VM_C: ("hv0", 1)}
+    for mac, place in places.items():
+        for switch in ("hv0", "hv1", "hv2"):
+            assert sim.fabric.deliveries(switch, 99, mac) == {place}
+
+
+def test_broadcast_reaches_every_other_vm_once_despite_the_loop(sim: SimCluster) -> None:
+    assert sim.fabric is not None
+    # The mesh has a loop (hv0-hv1-hv2); the flood follows a spanning tree.
+    assert sim.fabric.deliveries("hv1", 1, BROADCAST, VM_A) == {("hv2", 1), ("hv0", 1)}
+
+
+def test_unknown_unicast_is_dropped_not_flooded(sim: SimCluster) -> None:
+    assert sim.fabric is not None
+    assert sim.fabric.deliveries("hv1", 1, "02:00:00:00:00:77") == set()
+
+
+def test_a_tree_keeps_hypervisor_tables_small_by_default_routes() -> None:
+    topo = tree()
+    sim = SimCluster.build(topo, 3, masters={s: "c0" for s in topo.switches})
+    boot(sim, VM_A, "hv0.0", 5)
+    boot(sim, VM_B, "hv2.1", 5)
+    assert sim.fabric is not None
+    for switch in topo.switches:
+        assert sim.fabric.deliveries(switch, 99, VM_A) == {("hv0.0", 5)}
+        assert sim.fabric.deliveries(switch, 99, VM_B) == {("hv2.1", 5)}
+    per_vm = {
+        s: sum(1 for f in sw.flows.values() if f.match.eth_dst in (VM_A, VM_B))
+        for s, sw in sim.fabric.switches.items()
+    }
+    # A VM's flow sits on its hypervisor, its pod switch and the core: nowhere else.
+    assert {s for s, n in per_vm.items() if n} == {"hv0.0", "pod0", "hv2.1", "pod2", "core"}
+
+
+def test_the_default_port_points_to_the_root_and_exceptions_are_shortest_steps() -> None:
+    topo = tree()
+    assert topo.root == "core"
+    assert topo.default_port("hv1.2") == 1
+    assert topo.default_port("core") is None
+    assert topo.exceptions("hv1.2") == {"pod1": 12, "core": 11}
+
+
+def test_reconnect_corrects_only_the_difference(sim: SimCluster) -> None:
+    c1 = sim.controllers["c1"]
+    installed = list(c1.flows.installed["hv1"].values())
+    assert c1.switch_connected("hv1") == []  # nothing to do when all is in place
+
+    missing, *kept = installed
+    stray = FlowMod("hv1", FlowCommand.ADD, missing).flow.__class__(
+        1, 100, missing.match.__class__(eth_dst="02:00:00:00:00:66"), missing.actions, 7
+    )
+    c1.flows.set_installed("hv1", [*kept, stray])  # what the switch reports after a restart
+
+    mods = c1.switch_connected("hv1")
+
+    assert sorted((m.command.value, m.flow) for m in mods) == sorted(
+        [("add", missing), ("delete", stray)], key=lambda t: t[0]
+    )
+
+
+def test_topology_refuses_what_cannot_be() -> None:
+    topo = mesh(2)
+    with pytest.raises(InvalidRequest):
+        topo.add_link("hv0", 5, "hv0", 6)
+    with pytest.raises(UnknownSwitch):
+        topo.add_link("hv0", 5, "hv7", 6)
+    with pytest.raises(InvalidRequest):
+        topo.add_switch("hv9", 1)  # dpid 1 is hv0's
+
+
+def test_a_link_change_recomputes_paths() -> None:
+    topo = mesh(3)
+    assert topo.root == "hv0"  # in a mesh every switch is as central: the first wins
+    assert topo.exceptions("hv2") == {"hv0": 102, "hv1": 102}
+    topo.remove_link("hv1", 102)
+    assert topo.exceptions("hv2") == {"hv0": 102}
+    assert topo.default_port("hv1") == 100
+
+
+def test_spread_gives_each_switch_one_master() -> None:
+    m = Membership(["c0", "c1"])
+    m.spread(["s3", "s1", "s2"])
+    assert m.masters == {"s1": "c0", "s2": "c1", "s3": "c0"}
