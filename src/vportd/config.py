@@ -1,0 +1,133 @@
+"""The controller's TOML configuration, validated at start.
+
+Unknown keys and bad values are refused with a message that names the key
+(`openflow.listen: ...`), so that a typo never silently falls back to a
+default. Every field has a sane default except the controller's id.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:  # noqa: PLR2004
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_host_port)]
+
+
+class ControllerSection(_Section):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class OpenFlowSection(_Section):
+    listen: ListenAddress = "127.0.0.1:6653"
+    echo_interval: Seconds = 2.0
+    echo_misses: Annotated[int, Field(ge=1, le=100)] = 3
+    max_message: Annotated[int, Field(ge=64, le=65535)] = 65535
+    send_queue: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+
+
+class OVSDBSection(_Section):
+    remotes: list[str] = Field(default_factory=lambda: ["unix:/var/run/openvswitch/db.sock"])
+
+    @field_validator("remotes")
+    @classmethod
+    def _remotes(cls, value: list[str]) -> list[str]:
+        for remote in value:
+            if not remote.startswith(("unix:", "tcp:", "ssl:")):
+                raise ValueError(f"{remote!r} is not an OVSDB remote (unix:PATH or tcp:HOST:PORT)")
+        return value
+
+
+class APISection(_Section):
+    listen: ListenAddress = "127.0.0.1:8080"
+    token_file: Path | None = None
+    peer_token_file: Path | None = None
+
+
+class StoreSection(_Section):
+    kind: Literal["memory", "etcd"] = "memory"
+    endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
+
+
+class MigrationSection(_Section):
+    sync_timeout: Seconds = 2.0
+    activation_timeout: Seconds = 300.0
+    completion_timeout: Seconds = 30.0
+
+
+class LinkSection(_Section):
+    """An inter-hypervisor link declared by hand: port `a_port` of `a` leads to `b`."""
+
+    a: str
+    a_port: Annotated[int, Field(ge=1, le=0xFFFFFF00)]
+    b: str
+    b_port: Annotated[int, Field(ge=1, le=0xFFFFFF00)]
+
+
+class TopologySection(_Section):
+    lldp: bool = True
+    lldp_interval: Seconds = 5.0
+    links: list[LinkSection] = Field(default_factory=list)
+
+
+class LoggingSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    controller: ControllerSection
+    openflow: OpenFlowSection = OpenFlowSection()
+    ovsdb: OVSDBSection = OVSDBSection()
+    api: APISection = APISection()
+    store: StoreSection = StoreSection()
+    migration: MigrationSection = MigrationSection()
+    topology: TopologySection = TopologySection()
+    logging: LoggingSection = LoggingSection()
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        why = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{key}: {why}")
+    return "; ".join(lines)
+
+
+def parse_config(text: str, origin: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{origin}: not valid TOML: {err}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: {_explain(err)}") from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    return parse_config(text, str(path))

@@ -1,0 +1,1 @@
+"""The test bed: private Open vSwitch instances, hypervisor bridges, VMs as namespaces."""
