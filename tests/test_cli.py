@@ -26,10 +26,34 @@ def test_vportd_version() -> None:
     assert result.stdout.strip() == f"vportd {__version__}"
 
 
-def test_vportd_config_says_runtime_not_built() -> None:
-    result = run("vportd", "--config", "x")
+def test_vportd_with_a_missing_config_file_names_it() -> None:
+    result = run("vportd", "--config", "/nonexistent/vportd.toml")
     assert result.returncode == 2
-    assert "controller runtime is not built yet" in result.stderr
+    assert "/nonexistent/vportd.toml" in result.stderr
+
+
+def test_vportd_refuses_an_unknown_key_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[controller]\nid = "c0"\n[openflow]\nlisten = "127.0.0.1:6653"\nlistn = 1\n')
+    result = run("vportd", "--config", str(bad))
+    assert result.returncode == 2
+    assert "openflow.listn: unknown key" in result.stderr
+
+
+def test_vportd_refuses_a_bad_value_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[controller]\nid = "c0"\n[migration]\nsync_timeout = -3\n')
+    result = run("vportd", "--config", str(bad))
+    assert result.returncode == 2
+    assert "migration.sync_timeout" in result.stderr
+
+
+def test_vportd_check_prints_the_validated_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[controller]\nid = "c7"\n')
+    result = run("vportd", "--config", str(good), "--check")
+    assert result.returncode == 0
+    assert '"id": "c7"' in result.stdout
 
 
 def test_vportd_without_config_is_a_usage_error() -> None:

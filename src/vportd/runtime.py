@@ -1,0 +1,341 @@
+"""The controller process: the sans-I/O core wired to OpenFlow, OVSDB and the clock.
+
+Everything long-lived runs in one `asyncio.TaskGroup` (`Runtime.run`): the
+OpenFlow server, one OVSDB monitor per remote, the effect executor, the timer
+and LLDP. The core is called synchronously on the loop; its effects go, in
+order, through one queue to the executor, which sends flow mods (with a barrier
+before any peer message that follows them) and delivers peer messages.
+
+Switch identity: a switch is named after its OVSDB bridge; an OpenFlow
+connection whose datapath id OVSDB has not shown yet waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from vportd.config import Config
+from vportd.core.controller import Controller
+from vportd.core.coordinator import Timeouts
+from vportd.core.errors import CoreError
+from vportd.core.flows import FlowMod
+from vportd.core.membership import Membership
+from vportd.core.messages import Effect, EventKind, NotifyAnswer, PortEvent, Send
+from vportd.core.topology import Topology
+from vportd.southbound import frames
+from vportd.southbound.ofcodec import PortInfo, PortReason
+from vportd.southbound.openflow import (
+    FlowModsFailed,
+    OpenFlowServer,
+    SwitchClosed,
+    SwitchConnection,
+)
+from vportd.southbound.ovsdb import (
+    EMPTY,
+    Change,
+    DeclaredLink,
+    IfaceRow,
+    OvsdbMonitor,
+    Snapshot,
+    declared_links,
+    diff_ports,
+)
+
+log = logging.getLogger("vportd.runtime")
+
+_KIND = {
+    Change.ADD: EventKind.ADD,
+    Change.MODIFY: EventKind.MODIFY,
+    Change.DELETE: EventKind.DELETE,
+}
+
+
+def port_events(change: Change, row: IfaceRow) -> list[PortEvent]:
+    """The core's events for one VM port change; an add that is already up is add + modify."""
+    assert row.mac is not None and row.ofport is not None
+    ev = PortEvent(
+        _KIND[change], row.bridge, row.ofport, row.mac, row.name, row.link_up,
+        (), row.iface_id, row.vm_id,
+    )  # fmt: skip
+    if change is Change.ADD and row.link_up:
+        return [ev, replace(ev, kind=EventKind.MODIFY)]
+    return [ev]
+
+
+@dataclass
+class Runtime:
+    config: Config
+    clock: Callable[[], float] = time.monotonic
+    topology: Topology = field(default_factory=Topology)
+    switches: dict[str, SwitchConnection] = field(default_factory=dict)
+    answers: list[NotifyAnswer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        me = self.config.controller.id
+        m = self.config.migration
+        timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
+        self.core = Controller(me, self.topology, Membership([me], leader=me), timeouts)
+        self.core.lead(self.clock())
+        of = self.config.openflow
+        host, _, port = of.listen.rpartition(":")
+        self.openflow = OpenFlowServer(
+            self, host, int(port), echo_interval=of.echo_interval, echo_misses=of.echo_misses,
+            max_message=of.max_message, send_queue=of.send_queue,
+        )  # fmt: skip
+        self.monitors = [
+            OvsdbMonitor(r, partial(self._on_snapshot, r)) for r in self.config.ovsdb.remotes
+        ]
+        self._snapshots: dict[str, Snapshot] = {}
+        self._snapshot = EMPTY
+        self._waiting: dict[int, SwitchConnection] = {}
+        self._declared: set[DeclaredLink] = set()
+        self._discovered: dict[tuple[str, int], DeclaredLink] = {}
+        self._applied_links: set[DeclaredLink] = set()
+        self._effects: asyncio.Queue[list[Effect | _Adopt]] = asyncio.Queue()
+        self.port_event_hook: Callable[[PortEvent], None] | None = None
+
+    # -- life ------------------------------------------------------------
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.openflow.serve())
+            for monitor in self.monitors:
+                tg.create_task(monitor.run())
+            tg.create_task(self._execute())
+            tg.create_task(self._tick())
+            if self.config.topology.lldp:
+                tg.create_task(self._lldp())
+
+    def submit(self, effects: Sequence[Effect | _Adopt]) -> None:
+        if effects:
+            self._effects.put_nowait(list(effects))
+
+    def now(self) -> float:
+        return self.clock()
+
+    # -- the core's inputs -----------------------------------------------
+    def feed(self, ev: PortEvent) -> None:
+        try:
+            self.submit(self.core.port_event(ev, self.now()))
+        except CoreError as err:
+            log.warning("port %s on %s port %d: %s", ev.kind, ev.ovs, ev.port, err.detail)
+        if self.port_event_hook is not None:
+            self.port_event_hook(ev)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.submit(self.core.tick(self.now()))
+
+    # -- OVSDB -----------------------------------------------------------
+    def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
+        self._snapshots[remote] = snap
+        old, new = self._snapshot, self._union()
+        self._snapshot = new
+        self._learn_bridges(new)
+        for change in diff_ports(old, new):
+            if change.row.bridge in self.switches:
+                for ev in port_events(change.change, change.row):
+                    self.feed(ev)
+        self._declared = declared_links(new)
+        self._sync_links()
+
+    def _union(self) -> Snapshot:
+        """Several OVSDB servers (one per hypervisor): the union of what they show."""
+        if len(self._snapshots) == 1:
+            return next(iter(self._snapshots.values()))
+        bridges: dict[str, int] = {}
+        ifaces: dict[str, IfaceRow] = {}
+        for snap in self._snapshots.values():
+            bridges |= snap.bridges
+            ifaces |= {f"{r.bridge}/{n}": r for n, r in snap.ifaces.items()}
+        return Snapshot(bridges, ifaces)
+
+    def _learn_bridges(self, snap: Snapshot) -> None:
+        for name, dpid in snap.bridges.items():
+            if name not in self.topology or self.topology.dpid(name) != dpid:
+                self.topology.add_switch(name, dpid)
+                log.info("switch %s is datapath %016x", name, dpid)
+            conn = self._waiting.pop(dpid, None)
+            if conn is not None and not conn.closed:
+                self.submit([_Adopt(name, conn)])
+
+    # -- OpenFlow --------------------------------------------------------
+    async def switch_connected(self, conn: SwitchConnection) -> None:
+        assert conn.dpid is not None
+        name = self._name_of(conn.dpid)
+        if name is None:
+            log.info("datapath %016x connected; waiting for OVSDB to name it", conn.dpid)
+            self._waiting[conn.dpid] = conn
+            return
+        # Adopting needs a flow dump: queued with the effects, so that it keeps their order.
+        self.submit([_Adopt(name, conn)])
+
+    def _name_of(self, dpid: int) -> str | None:
+        try:
+            return self.topology.resolve(f"{dpid:x}")
+        except CoreError:
+            return None
+
+    async def _adopt(self, name: str, conn: SwitchConnection) -> None:
+        """Master the switch: read its flows, correct only the difference."""
+        old = self.switches.get(name)
+        if old is not None and old is not conn:
+            old.close("replaced by a new connection from the same switch")
+        self.switches[name] = conn
+        self.core.cluster.masters[name] = self.core.me
+        dump = await conn.dump()
+        if dump.foreign:
+            log.info("%s: removing %d flows vportd did not make", name, len(dump.foreign))
+            await conn.delete_foreign(dump.foreign)
+        self.core.flows.set_installed(name, dump.flows)
+        mods = self.core.switch_connected(name)
+        log.info("%s: reconciled, %d flows held, %d to correct", name, len(dump.flows), len(mods))
+        await self._send_mods(mods)
+        for row in self._snapshot.ifaces.values():
+            if row.bridge == name and row.is_vm and row.ofport:
+                for ev in port_events(Change.ADD, row):
+                    self.feed(ev)
+
+    def switch_disconnected(self, conn: SwitchConnection, reason: str) -> None:
+        for name, known in list(self.switches.items()):
+            if known is conn:
+                del self.switches[name]
+                log.warning("switch %s disconnected: %s", name, reason)
+
+    def port_status(self, conn: SwitchConnection, reason: PortReason, port: PortInfo) -> None:
+        """Link changes arrive here first; OVSDB tells which VM the port is."""
+        name = self._conn_name(conn)
+        if name is None or reason != "modify":
+            return
+        for row in self._snapshot.ifaces.values():
+            if row.bridge == name and row.ofport == port.port_no and row.is_vm:
+                assert row.mac is not None
+                self.feed(PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
+                                    port.link_up, (), row.iface_id, row.vm_id))  # fmt: skip
+
+    def packet_in(self, conn: SwitchConnection, in_port: int, data: bytes) -> None:
+        name = self._conn_name(conn)
+        eth = frames.parse_ethernet(data)
+        if name is None or eth is None:
+            return
+        if eth.ethertype == frames.ETH_LLDP:
+            self._on_lldp(name, in_port, eth)
+        elif frames.announces(eth):
+            try:
+                self.submit(self.core.vm_announced(name, in_port, eth.src, self.now()))
+            except CoreError as err:
+                log.debug("announcement on %s port %d ignored: %s", name, in_port, err.detail)
+
+    def _conn_name(self, conn: SwitchConnection) -> str | None:
+        return next((n for n, c in self.switches.items() if c is conn), None)
+
+    # -- topology --------------------------------------------------------
+    def _on_lldp(self, name: str, in_port: int, eth: frames.Ethernet) -> None:
+        origin = frames.parse_lldp(eth.payload)
+        if origin is None:
+            return
+        peer = self._name_of(origin[0])
+        if peer is None or peer == name:
+            return
+        ends = sorted([(name, in_port), (peer, origin[1])])
+        link = DeclaredLink(ends[0][0], ends[0][1], ends[1][0], ends[1][1])
+        if self._discovered.get((name, in_port)) != link:
+            self._discovered[(name, in_port)] = link
+            log.info("LLDP: %s port %d leads to %s port %d", name, in_port, peer, origin[1])
+            self._sync_links()
+
+    def _sync_links(self) -> None:
+        static = {DeclaredLink(x.a, x.a_port, x.b, x.b_port) for x in self.config.topology.links}
+        wanted = {
+            link for link in self._declared | set(self._discovered.values()) | static
+            if link.a in self.topology and link.b in self.topology
+        }  # fmt: skip
+        if wanted == self._applied_links:
+            return
+        for link in self._applied_links - wanted:
+            self.topology.remove_link(link.a, link.a_port)
+        for link in wanted - self._applied_links:
+            self.topology.add_link(link.a, link.a_port, link.b, link.b_port)
+        self._applied_links = wanted
+        log.info("topology: %d inter-switch links", len(wanted))
+        for name in self.switches:
+            self.submit(self.core.switch_connected(name))
+
+    async def _lldp(self) -> None:
+        while True:
+            for name, conn in list(self.switches.items()):
+                await self._probe(name, conn)
+            await asyncio.sleep(self.config.topology.lldp_interval)
+
+    async def _probe(self, name: str, conn: SwitchConnection) -> None:
+        vm_ports = {
+            r.ofport for r in self._snapshot.ifaces.values() if r.bridge == name and r.is_vm
+        }
+        for port in conn.ports.values():
+            if port.reserved or port.port_no in vm_ports:
+                continue
+            assert conn.dpid is not None
+            try:
+                await conn.packet_out(port.port_no, frames.build_lldp(conn.dpid, port.port_no))
+            except SwitchClosed:
+                return
+
+    # -- effects ---------------------------------------------------------
+    async def _execute(self) -> None:
+        while True:
+            batch = await self._effects.get()
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: Iterable[Effect | _Adopt]) -> None:
+        mods: list[FlowMod] = []
+        for effect in batch:
+            if isinstance(effect, FlowMod):
+                mods.append(effect)
+                continue
+            await self._send_mods(mods)  # the readiness barrier: flows first
+            mods = []
+            if isinstance(effect, _Adopt):
+                await self._adopt_guarded(effect)
+            elif isinstance(effect, Send):
+                self._deliver(effect)
+            else:
+                self.answers.append(effect)
+        await self._send_mods(mods)
+
+    async def _adopt_guarded(self, effect: _Adopt) -> None:
+        try:
+            await self._adopt(effect.name, effect.conn)
+        except SwitchClosed as err:
+            log.warning("%s closed while being adopted: %s", effect.name, err)
+
+    def _deliver(self, send: Send) -> None:
+        if send.to != self.core.me:
+            log.error("no transport to controller %s yet (single-controller mode)", send.to)
+            return
+        self.submit(self.core.receive(send.message, self.now()))
+
+    async def _send_mods(self, mods: list[FlowMod]) -> None:
+        by_switch: dict[str, list[FlowMod]] = {}
+        for mod in mods:
+            by_switch.setdefault(mod.switch, []).append(mod)
+        for name, batch in by_switch.items():
+            conn = self.switches.get(name)
+            if conn is None or conn.closed:
+                continue  # reconciled when it comes back
+            try:
+                await conn.send_flow_mods(batch)
+            except (SwitchClosed, TimeoutError, FlowModsFailed) as err:
+                log.warning("%s: flow mods not confirmed (%s); it will be reconciled", name, err)
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopt:
+    """Adopt a switch, queued with the effects so that it keeps their order."""
+
+    name: str
+    conn: SwitchConnection
