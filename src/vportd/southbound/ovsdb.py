@@ -12,6 +12,7 @@ infrastructure: a patch port (`options:peer`) or a port with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import warnings
@@ -111,6 +112,15 @@ def declared_links(snap: Snapshot) -> set[DeclaredLink]:
     return links
 
 
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 # -- reading rows out of the IDL (runs in the monitor thread) --------------
 def _single(value: Any) -> Any:
     """An optional OVSDB column is a list of zero or one element in the IDL."""
@@ -166,15 +176,30 @@ class OvsdbMonitor:
         self._stop = threading.Event()
 
     async def run(self) -> None:
-        """Until cancelled; the thread stops within a poll interval after that."""
+        """Until cancelled; the thread stops within a poll interval after that.
+
+        A daemon thread of its own rather than the loop's executor: a stuck
+        OVSDB connection must never keep the process from exiting.
+        """
         loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
 
         def hand_over(snap: Snapshot) -> None:
             loop.call_soon_threadsafe(self.on_snapshot, snap)
 
+        def body() -> None:
+            error: BaseException | None = None
+            try:
+                self._follow(hand_over)
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(_settle, done, error)
+
         self._stop.clear()
+        threading.Thread(target=body, name=f"ovsdb {self.remote}", daemon=True).start()
         try:
-            await asyncio.to_thread(self._follow, hand_over)
+            await done
         finally:
             self._stop.set()
 
