@@ -10,12 +10,15 @@ These calls block: run them in a thread from asyncio code.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from vportd.lab import procs
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
@@ -93,22 +96,46 @@ class PrivateOVS:
         except (OSError, ValueError):
             return None
 
-    def _kill(self, daemon: str, wait: float = 5.0) -> None:
+    def owns(self, daemon: str) -> procs.Matcher:
+        """A command-line test: is this `daemon` of this instance (not a reused pid)?"""
+        pidfile = f"--pidfile={self._pidfile(daemon)}"
+
+        def matches(argv: procs.Cmdline) -> bool:
+            return bool(argv) and Path(argv[0]).name == daemon and pidfile in argv
+
+        return matches
+
+    def running(self, daemon: str) -> int | None:
+        """The pid of `daemon` if its pidfile names a live process of this instance."""
         pid = self.pid(daemon)
+        return pid if procs.alive(pid, self.owns(daemon)) else None
+
+    def daemons(self, daemon: str) -> list[int]:
+        """Every live `daemon` of this instance, found by command line (pidfile or not)."""
+        return procs.find(self.owns(daemon))
+
+    def _kill(self, daemon: str, wait: float = 5.0) -> None:
+        pids = set(self.daemons(daemon))
+        pid = self.running(daemon)
+        if pid is not None:
+            pids.add(pid)
+        for pid in sorted(pids):
+            procs.stop(pid, self.owns(daemon), wait)
+
+    def exit_cleanup(self, wait: float = 5.0) -> None:
+        """Stop ovs-vswitchd with `exit --cleanup`: it deletes its datapath and tap devices.
+
+        A plain SIGTERM leaves the userspace datapath's persistent taps
+        (`ovs-netdev` and one per bridge) behind in the network namespace.
+        """
+        pid = self.running("ovs-vswitchd")
         if pid is None:
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
+        ctl = str(self._ctl("ovs-vswitchd"))
+        with contextlib.suppress(OVSError, subprocess.TimeoutExpired):
+            self._run(["ovs-appctl", "-t", ctl, "--timeout=5", "exit", "--cleanup"], wait + 2)
+        if not procs.wait_gone(pid, wait):
+            procs.stop(pid, self.owns("ovs-vswitchd"), 1.0)
 
     # -- commands ----------------------------------------------------------
     def _run(self, args: list[str], timeout: float = 30.0) -> str:
@@ -141,3 +168,40 @@ class PrivateOVS:
         )  # fmt: skip
         if controllers:
             self.vsctl("set-controller", name, *controllers)
+
+    def set_controllers(self, bridge: str, targets: list[str], max_backoff_ms: int = 1000) -> None:
+        """Point `bridge` at `targets`, retrying a refused connection every `max_backoff_ms`.
+
+        OVS's default backoff grows to 8 s, so a bridge that tried before its
+        controller listened could wait that long; 1 s keeps a lab snappy.
+        """
+        args: list[str] = []
+        refs = []
+        for n, target in enumerate(targets):
+            refs.append(f"@c{n}")
+            args += ["--", f"--id=@c{n}", "create", "Controller", f'target="{target}"',
+                     f"max_backoff={max_backoff_ms}"]  # fmt: skip
+        value = f"[{','.join(refs)}]" if refs else "[]"
+        self.vsctl("set", "Bridge", bridge, f"controller={value}", *args)
+
+    def rows(self, table: str, *columns: str) -> list[dict[str, Any]]:
+        """The rows of an OVSDB table as dicts (sets as lists, maps as dicts, uuids as str)."""
+        out = self.vsctl("--format=json", f"--columns={','.join(columns)}", "list", table)
+        doc = json.loads(out)
+        return [
+            dict(zip(doc["headings"], (_decode(v) for v in row), strict=True))
+            for row in doc["data"]
+        ]
+
+
+def _decode(value: Any) -> Any:
+    """One OVSDB JSON value as `ovs-vsctl --format=json` prints it."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):  # noqa: PLR2004
+        tag, body = value
+        if tag in ("uuid", "named-uuid"):
+            return body
+        if tag == "set":
+            return [_decode(v) for v in body]
+        if tag == "map":
+            return {_decode(k): _decode(v) for k, v in body}
+    return value

@@ -1,0 +1,90 @@
+"""The lab's state file, `DIR/lab.json`: what `lab up` asked for and what it created.
+
+It is an intent log: a namespace, veth or bridge is recorded *before* it is
+created and the file is rewritten atomically (write, fsync, rename) after each
+step, so after a crash the file names everything that may exist. The layout
+itself is not stored: it is recomputed from the recorded options by
+`plan.make_plan`, which is deterministic. `lab down` also works when this file
+is missing or unreadable (it then falls back to the lab's naming pattern and
+marks, see `bed.down`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vportd.lab.plan import Plan, make_plan
+
+VERSION = 1
+STARTING, UP = "starting", "up"
+
+
+class StateError(Exception):
+    """The state file exists but cannot be used (corrupt, truncated, other version)."""
+
+
+@dataclass
+class Options:
+    hypervisors: int
+    vms: int
+    controllers: int
+    openflow_port: int
+    api_port: int
+
+
+@dataclass
+class State:
+    dir: str
+    options: Options
+    phase: str = STARTING
+    started_at: float = 0.0
+    vportd: str = ""
+    ovs_started: bool = False
+    bridges: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    host_ifs: list[str] = field(default_factory=list)
+    controllers: dict[str, int] = field(default_factory=dict)  # id -> pid
+    version: int = VERSION
+
+    def plan(self) -> Plan:
+        o = self.options
+        return make_plan(
+            Path(self.dir), hypervisors=o.hypervisors, vms=o.vms, controllers=o.controllers,
+            openflow_port=o.openflow_port, api_port=o.api_port,
+        )  # fmt: skip
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        data = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def load(path: Path) -> State | None:
+    """The state in `path`; None if there is none; StateError if it is unusable."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StateError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        raw: dict[str, Any] = json.loads(text)
+        if raw.get("version") != VERSION:
+            raise StateError(f"{path}: state version {raw.get('version')!r}, expected {VERSION}")
+        raw["options"] = Options(**raw["options"])
+        raw["controllers"] = {str(k): int(v) for k, v in raw.get("controllers", {}).items()}
+        return State(**raw)
+    except StateError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise StateError(f"{path}: unreadable lab state ({err})") from None

@@ -1,0 +1,118 @@
+"""The lab's layout, state file and controller config: pure, no root needed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vportd import cli
+from vportd.config import parse_config
+from vportd.lab import controllers as ctl
+from vportd.lab.commands import LabError
+from vportd.lab.plan import SUN_PATH_MAX, make_plan
+from vportd.lab.state import Options, State, StateError, load
+
+
+def test_the_default_layout() -> None:
+    plan = make_plan(Path("/run/vportd-lab"))
+    assert [(h.name, h.dpid_hex) for h in plan.hypervisors] == [
+        ("hv0", "0000000000000001"),
+        ("hv1", "0000000000000002"),
+    ]
+    assert [(v.name, v.mac, v.cidr, v.hypervisor, v.port, v.host_if) for v in plan.vms] == [
+        ("vm0", "02:00:00:00:00:01", "10.0.0.1/24", "hv0", 1, "vm0h"),
+        ("vm1", "02:00:00:00:00:02", "10.0.0.2/24", "hv1", 2, "vm1h"),
+        ("vm2", "02:00:00:00:00:03", "10.0.0.3/24", "hv0", 3, "vm2h"),
+    ]
+    (c0,) = plan.controllers
+    assert (c0.id, c0.openflow, c0.api) == ("c0", "127.0.0.1:6653", "127.0.0.1:8080")
+    assert c0.target == "tcp:127.0.0.1:6653"
+    assert plan.ovs_rundir == Path("/run/vportd-lab/ovs")
+
+
+def test_patch_links_are_a_full_mesh_with_fixed_ports() -> None:
+    plan = make_plan(Path("/x"), hypervisors=3)
+    assert [(k.a, k.a_name, k.a_port, k.b, k.b_name, k.b_port) for k in plan.links] == [
+        ("hv0", "p0-1", 101, "hv1", "p1-0", 100),
+        ("hv0", "p0-2", 102, "hv2", "p2-0", 100),
+        ("hv1", "p1-2", 102, "hv2", "p2-1", 101),
+    ]
+
+
+def test_vm_ids_are_stable_and_distinct() -> None:
+    a = make_plan(Path("/x"), vms=5)
+    b = make_plan(Path("/y"), vms=5)
+    assert [v.vm_id for v in a.vms] == [v.vm_id for v in b.vms]
+    assert len({v.vm_id for v in a.vms}) == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"hypervisors": 0}, "--hypervisors must be between 1"),
+        ({"vms": 100}, "--vms must be between 1 and 99"),
+        ({"controllers": 10}, "--controllers must be between 0 and 9"),
+        ({"openflow_port": 8080, "api_port": 8080}, "overlap"),
+        ({"controllers": 2, "openflow_port": 6653, "api_port": 6654}, "overlap"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, int], message: str) -> None:
+    with pytest.raises(LabError, match=message):
+        make_plan(Path("/x"), **options)
+
+
+def test_a_lab_dir_too_long_for_unix_sockets_is_refused() -> None:
+    with pytest.raises(LabError, match=f"unix sockets allow {SUN_PATH_MAX}"):
+        make_plan(Path("/" + "d" * 100))
+
+
+def test_the_controller_config_is_one_vportd_accepts() -> None:
+    plan = make_plan(Path("/run/vportd-lab"), controllers=2, openflow_port=7000, api_port=9000)
+    c1 = plan.controllers[1]
+    config = parse_config(ctl.config_text(plan, c1))
+    assert config.controller.id == "c1"
+    assert config.openflow.listen == "127.0.0.1:7001"
+    assert config.api.listen == "127.0.0.1:9001"
+    assert config.api.token_file == Path("/run/vportd-lab/api.token")
+    assert config.ovsdb.remotes == ["unix:/run/vportd-lab/ovs/db.sock"]
+    assert config.topology.lldp is False
+    assert config.logging.level == "info"
+
+
+def test_a_vportd_command_line_is_told_apart() -> None:
+    mine = ctl.owned_by(Path("/run/lab"))
+    py = "/venv/bin/python"
+    assert mine([py, "/venv/bin/vportd", "--config", "/run/lab/c0.toml"])
+    assert mine(["/usr/bin/vportd", "--config=/run/lab/c1.toml"])
+    assert not mine([py, "/venv/bin/vportd", "--config", "/run/lab2/c0.toml"])
+    assert not mine(["/usr/bin/vim", "--config", "/run/lab/c0.toml"])
+    assert ctl.owns(Path("/run/lab/c0.toml"))(["vportd", "--config", "/run/lab/c0.toml"])
+    assert not ctl.owns(Path("/run/lab/c0.toml"))(["vportd", "--config", "/run/lab/c1.toml"])
+
+
+def test_the_state_file_round_trips(tmp_path: Path) -> None:
+    state = State(str(tmp_path), Options(2, 3, 1, 6653, 8080), namespaces=["vm0"])
+    state.controllers["c0"] = 42
+    state.save(tmp_path / "lab.json")
+    loaded = load(tmp_path / "lab.json")
+    assert loaded == state
+    assert loaded is not None and loaded.plan().vms[0].name == "vm0"
+    assert load(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"version": 1}', '{"version": 99, "options": {}}'])
+def test_a_broken_state_file_is_reported(tmp_path: Path, text: str) -> None:
+    (tmp_path / "lab.json").write_text(text)
+    with pytest.raises(StateError):
+        load(tmp_path / "lab.json")
+
+
+@pytest.mark.parametrize("action", ["up", "status", "down"])
+def test_the_lab_needs_root(
+    action: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["lab", action, "--dir", "/nonexistent"]) == 1
+    assert f"'lab {action}' needs root" in capsys.readouterr().err
