@@ -30,6 +30,10 @@ def _topology() -> Topology:
     return topo
 
 
+def _places(edge: set[tuple[str, int]]) -> str:
+    return ", ".join(f"{switch} port {port}" for switch, port in sorted(edge)) or "dropped"
+
+
 class Demo:
     def __init__(self, out: TextIO | None) -> None:
         self.sim = SimCluster.build(_topology(), 3)
@@ -51,17 +55,15 @@ class Demo:
     def where(self, mac: str) -> str:
         fabric = self.sim.fabric
         assert fabric is not None
-        seen = {
-            ", ".join(f"{sw} port {p}" for sw, p in sorted(fabric.deliveries(s, 99, mac))) or "dropped"
-            for s in HYPERVISORS
-        }
+        seen = {_places(fabric.deliveries(s, 99, mac)) for s in HYPERVISORS}
         return " | ".join(sorted(seen))
 
     def table_line(self) -> str:
         parts = []
         for cid, ctl in self.sim.controllers.items():
             rec = ctl.table.require(VM)
-            parts.append(f"{cid}: {rec.loc.ovs} {rec.migration_state}/{rec.port_state} seq={rec.seq}")
+            state = f"{rec.migration_state}/{rec.port_state}"
+            parts.append(f"{cid}: {rec.loc.ovs} {state} seq={rec.seq}")
         return "; ".join(parts)
 
     def migrate(self, dst: str, dst_port: int) -> dict[str, object]:

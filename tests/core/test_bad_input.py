@@ -47,7 +47,9 @@ def test_unknown_vm_is_refused(sim: SimCluster) -> None:
     assert err.status == 404
     c1 = sim.controllers["c1"]
     refused(sim, UnknownVM, lambda: c1.port_event(link("hv1", 9, UNKNOWN, up=True), 0.0))
-    refused(sim, UnknownVM, lambda: c1.port_event(PortEvent(EventKind.DELETE, "hv1", 9, UNKNOWN), 0))
+    refused(
+        sim, UnknownVM, lambda: c1.port_event(PortEvent(EventKind.DELETE, "hv1", 9, UNKNOWN), 0)
+    )
 
 
 def test_unknown_ovs_is_refused(sim: SimCluster) -> None:

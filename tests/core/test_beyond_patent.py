@@ -13,7 +13,7 @@ from tests.core.support import (
 )
 from vportd.core.errors import AlreadyMigrating, MigrationConflict, StaleEvent
 from vportd.core.flows import FlowMod
-from vportd.core.messages import PortEventSync, Send, SyncComplete, VPortSync
+from vportd.core.messages import EventKind, PortEventSync, Reason, Send, SyncComplete, VPortSync
 from vportd.core.model import MigrationState, PortState
 from vportd.sim.cluster import SimCluster
 
@@ -80,7 +80,7 @@ def test_a_migration_raises_the_sequence_number_and_late_copies_cannot_roll_it_b
 ) -> None:
     c0 = sim.controllers["c0"]
     old = c0.table.require(VM_A)
-    late = PortEventSync(*_modify_sync(old))
+    late = PortEventSync(EventKind.MODIFY, Reason.PORT, old, "c1")
 
     ready_migration(sim, VM_A, "hv1", "hv2")
     switch_over(sim, VM_A, ("hv1", 1), ("hv2", 7))
@@ -100,12 +100,6 @@ def test_a_migration_raises_the_sequence_number_and_late_copies_cannot_roll_it_b
     else:
         raise AssertionError("an older entry was accepted")
     assert reach(sim, VM_A) == {frozenset({("hv1", 3)})}
-
-
-def _modify_sync(rec: object) -> tuple[object, ...]:
-    from vportd.core.messages import EventKind, Reason  # noqa: PLC0415
-
-    return (EventKind.MODIFY, Reason.PORT, rec, "c1")
 
 
 def test_duplicated_messages_change_nothing(sim: SimCluster) -> None:
@@ -233,6 +227,4 @@ def test_vport_sync_duplicate_is_answered_again(sim: SimCluster) -> None:
     assert isinstance(sync, VPortSync)
     first = sim.controllers["c1"].receive(sync, sim.now)
     second = sim.controllers["c1"].receive(sync, sim.now)
-    assert [e for e in second if isinstance(e, Send)] == [
-        e for e in first if isinstance(e, Send)
-    ]
+    assert [e for e in second if isinstance(e, Send)] == [e for e in first if isinstance(e, Send)]

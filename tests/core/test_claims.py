@@ -6,6 +6,8 @@ VM A is on hv1 port 1, VM B on hv2 port 1, VM C on hv0 port 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tests.core.support import VM_A, add, delete, link, ready_migration
 from vportd.core.flows import FlowCommand, FlowMod, Output
 from vportd.core.messages import (
@@ -34,7 +36,7 @@ UP, DOWN = PortState.UP, PortState.DOWN
 MIGRATING, NOT_MIGRATING = MigrationState.MIGRATING, MigrationState.NOT_MIGRATING
 
 
-def sends(effects: list[object]) -> list[Send]:
+def sends(effects: Sequence[object]) -> list[Send]:
     return [e for e in effects if isinstance(e, Send)]
 
 

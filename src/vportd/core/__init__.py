@@ -1,7 +1,7 @@
 """The sans-I/O core: every rule of the protocol, as plain classes.
 
-Start here: `table` holds the vPort rules (claims 1–5), `coordinator` the
-leader's handshake (claims 6–7, abort, timeouts), `vmm` the VMM's half
-(claims 8–9), `flows` the flow compiler, `controller` puts them together.
+Start here: `table` holds the vPort rules (claims 1-5), `coordinator` the
+leader's handshake (claims 6-7, abort, timeouts), `vmm` the VMM's half
+(claims 8-9), `flows` the flow compiler, `controller` puts them together.
 Nothing in this package reads a clock, opens a socket or starts a task.
 """

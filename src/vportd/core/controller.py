@@ -25,7 +25,7 @@ from vportd.core.messages import (
     SyncRefused,
     VPortSync,
 )
-from vportd.core.model import VPortRecord, parse_mac
+from vportd.core.model import Phase, VPortRecord, parse_mac
 from vportd.core.table import Change, VPortTable
 from vportd.core.topology import Topology
 from vportd.core.wire import NotifyRequest
@@ -95,7 +95,15 @@ class Controller:
             merged = self.table.merge(rec)
         except StaleEvent:
             return []  # a late copy: what we hold is newer
-        return [] if merged is None else self._applied(merged, now)
+        return [] if merged is None else self._applied_merge(merged, now)
+
+    def _applied_merge(self, rec: VPortRecord, now: float) -> list[Effect]:
+        """Apply a peer's entry, then correct it where our own OVS says otherwise."""
+        effects = self._applied(rec, now)
+        correction = self.table.reconcile(rec.vm)
+        if correction is not None:
+            effects += self._publish(correction, now)
+        return effects
 
     def _vport_sync(self, msg: VPortSync, now: float) -> list[Effect]:
         """Claims 1 and 6: apply the leader's entry, then answer sync complete.
@@ -106,13 +114,38 @@ class Controller:
         vm = msg.record.vm
         try:
             merged = self.table.merge(msg.record)
-        except StaleEvent as err:
-            refusal = SyncRefused(msg.migration_id, vm, self.me, err.detail)
-            return [Send(msg.leader, refusal)] if msg.answer else []
-        effects = [] if merged is None else self._applied(merged, now)
+        except StaleEvent:
+            merged = None  # we hold it already (a duplicate), or something newer
+        effects = [] if merged is None else self._applied_merge(merged, now)
         if msg.answer:
-            effects.append(Send(msg.leader, SyncComplete(msg.migration_id, vm, self.me)))
+            conflict = self._sync_conflict(msg.record)
+            answer: SyncComplete | SyncRefused = (
+                SyncComplete(msg.migration_id, vm, self.me)
+                if conflict is None
+                else SyncRefused(msg.migration_id, vm, self.me, conflict)
+            )
+            effects.append(Send(msg.leader, answer))
         return effects
+
+    def _sync_conflict(self, sync: VPortRecord) -> str | None:
+        """Why the migration the leader syncs cannot go on, as our entry shows it.
+
+        Not "our entry is newer than the sync": a duplicate sync, or one that
+        arrives after the VM's port appeared at the destination, is applied
+        already. What stops a migration is a newer migration of the VM, or the
+        VM having moved since the leader looked: its activation would not
+        outrank where the VM is now.
+        """
+        mark, held = sync.mig, self.table.record(sync.vm)
+        if mark is None or held is None or held.mig is None:
+            return None
+        if held.mig.id != mark.id:
+            return f"VM {sync.vm} is in a newer migration, {held.mig.id}"
+        if held.mig.phase >= Phase.ACTIVATED:
+            return None
+        if held.loc.seq >= mark.seq:
+            return f"VM {sync.vm} moved since (seq {held.loc.seq}, the migration has {mark.seq})"
+        return None
 
     # -- the VMM's requests (leader only) --------------------------------
     def _leading(self) -> Coordinator:

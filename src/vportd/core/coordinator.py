@@ -98,10 +98,16 @@ class Coordinator:
 
     def __init__(self, me: str, timeouts: Timeouts | None = None, keep: int = 10_000) -> None:
         self.me = me
+        # Rollbacks are locations the leader writes, apart from what its own table
+        # writes for the switches it masters: a writer id of their own, so that
+        # the two never write different entries under one version.
+        self.writer = f"{me}/leader"
         self.timeouts = timeouts or Timeouts()
         self.keep = keep
         self.migrations: OrderedDict[str, Migration] = OrderedDict()
         self._latest: dict[str, str] = {}
+        # The unfinished ones, so that a tick costs what is in flight, not the history.
+        self._open: dict[str, Migration] = {}
 
     # -- queries ---------------------------------------------------------
     def get(self, migration_id: str) -> Migration:
@@ -111,7 +117,9 @@ class Coordinator:
         return m
 
     def active(self) -> list[Migration]:
-        return [m for m in self.migrations.values() if not m.state.finished]
+        for mid in [mid for mid, m in self._open.items() if m.state.finished]:
+            del self._open[mid]
+        return list(self._open.values())
 
     # -- notify (claim 6) ------------------------------------------------
     def notify(
@@ -121,10 +129,10 @@ class Coordinator:
         vm, source, destination = request.vm, request.source, request.destination
         if source == destination:
             raise InvalidRequest(f"source and destination are both {source!r}")
-        rec = table.require(vm)
-        again = self._same_again(vm, source, destination)
+        again = self._same_again(table, vm, source, destination)
         if again is not None:
-            return again.view(), False, []
+            return again.view(), False, []  # the same answer, whatever our table shows now
+        rec = table.require(vm)
         running = self._running(vm) or (rec.mig if rec.migrating else None)
         if running is not None:
             raise AlreadyMigrating(
@@ -145,19 +153,35 @@ class Coordinator:
         m = self.migrations.get(self._latest.get(vm, ""))
         return None if m is None or m.state.finished else m
 
-    def _same_again(self, vm: str, source: str, destination: str) -> Migration | None:
+    def _same_again(
+        self, table: VPortTable, vm: str, source: str, destination: str
+    ) -> Migration | None:
         m = self.migrations.get(self._latest.get(vm, ""))
         if m is None or (m.source, m.destination) != (source, destination):
             return None
-        return None if m.state in (Status.ABORTED, Status.FAILED) else m
+        if m.state in (Status.ABORTED, Status.FAILED):
+            return None
+        if m.state is Status.COMPLETED:
+            rec = table.get(vm)
+            if rec is None or rec.loc.seq > m.seq:
+                return None  # removed or moved since (back to the source, say): not a retry
+        return m
 
     def _new(
         self, rec: VPortRecord, source: str, destination: str, awaiting: set[str], now: float
     ) -> Migration:
         epoch = 1 if rec.mig is None else rec.mig.epoch + 1
+        seq = rec.loc.seq + 1
+        last = self.migrations.get(self._latest.get(rec.vm, ""))
+        if last is not None:
+            # Our table may not show our own last mark, or rollback, yet: the new
+            # migration comes after them, so that no two of our writes share a version.
+            epoch = max(epoch, last.epoch + 1)
+            rolled_back = last.state in (Status.ABORTED, Status.FAILED)
+            seq = max(seq, last.seq + (2 if rolled_back else 1))
         mid = f"{rec.vm.replace(':', '')}-{epoch}"
         m = Migration(
-            mid, rec.vm, source, destination, epoch, rec.loc.seq + 1, rec.loc,
+            mid, rec.vm, source, destination, epoch, seq, rec.loc,
             Status.PREPARING, now + self.timeouts.sync, awaiting,
         )  # fmt: skip
         self._remember(m)
@@ -166,6 +190,7 @@ class Coordinator:
     def _remember(self, m: Migration) -> None:
         self.migrations[m.id] = m
         self._latest[m.vm] = m.id
+        self._open[m.id] = m
         while len(self.migrations) > self.keep:
             old_id, old = next(iter(self.migrations.items()))
             if not old.state.finished:
@@ -267,7 +292,7 @@ class Coordinator:
         m.reason = error.detail
         phase = Phase.ABORTED if state is Status.ABORTED else Phase.FAILED
         # seq + 1: a rollback is a move back, and must outrank an activation in flight.
-        back = replace(m.origin, seq=m.seq + 1, rev=0, writer=self.me)
+        back = replace(m.origin, seq=m.seq + 1, rev=0, writer=self.writer)
         rec = table.record(m.vm)
         if rec is not None and not rec.present and rec.loc.seq > back.seq:
             back = rec.loc  # removed meanwhile: the removal stands

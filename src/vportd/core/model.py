@@ -155,8 +155,10 @@ class VPortRecord:
 
     def merge(self, other: VPortRecord) -> VPortRecord:
         """The join of two copies of the same VM's entry."""
-        loc = other.loc if other.loc.version > self.loc.version else self.loc
-        mig = _later_mark(self.mig, other.mig)
+        # Hot (every peer update): `version`s compared without the properties.
+        a, b = self.loc, other.loc
+        loc = b if b is not a and (b.seq, b.rev, b.writer) > (a.seq, a.rev, a.writer) else a
+        mig = self.mig if other.mig is self.mig else _later_mark(self.mig, other.mig)
         if loc is self.loc and mig is self.mig:
             return self
         if loc is other.loc and mig is other.mig:

@@ -30,6 +30,10 @@ class VPortTable:
     def __init__(self, me: str) -> None:
         self.me = me
         self._records: dict[str, VPortRecord] = {}
+        # The ports our own OVS reported, per MAC: {(ovs, port): its last event}, and
+        # those OVS. Not replicated: the master of a switch is the authority on its ports.
+        self._ports: dict[str, dict[tuple[str, int], PortEvent]] = {}
+        self._own: set[str] = set()
 
     # -- reading ---------------------------------------------------------
     def get(self, vm: str) -> VPortRecord | None:
@@ -80,6 +84,7 @@ class VPortTable:
 
     # -- own OVS events (claims 2, 4, 5) ---------------------------------
     def port_event(self, ev: PortEvent) -> Change | None:
+        self._saw(ev)
         if ev.kind is EventKind.ADD:
             return self._port_added(ev)
         if ev.kind is EventKind.MODIFY:
@@ -134,6 +139,60 @@ class VPortTable:
             return None
         ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
         return self._arrive(rec, ev, activate=True)
+
+    # -- what our own OVS says -------------------------------------------
+    def _saw(self, ev: PortEvent) -> None:
+        """Remember the ports our own OVS reports, with their last link state."""
+        self._own.add(ev.ovs)
+        ports = self._ports.setdefault(ev.mac, {})
+        where = (ev.ovs, ev.port)
+        if ev.kind is EventKind.DELETE:
+            ports.pop(where, None)
+            if not ports:
+                del self._ports[ev.mac]
+        elif ev.kind is EventKind.MODIFY or where not in ports:
+            ports[where] = ev
+
+    def reconcile(self, vm: str) -> Change | None:
+        """Correct an entry that contradicts what our own OVS reported.
+
+        Copies from peers can be older than the facts of our OVS: a rollback
+        the leader wrote while our port delete or link change was on its way,
+        or the removal of the VM elsewhere while it was booting on our OVS. The
+        master of a switch is the authority on its ports, so we write what our
+        OVS says, as the next revision of what we hold (never a new `seq`,
+        which would outrank a migration in progress).
+        """
+        rec = self._records.get(vm)
+        if rec is None:
+            return None
+        loc, mig = rec.loc, rec.mig
+        ports = self._ports.get(vm, {})
+        migrating = mig is not None and rec.migrating
+        if mig is not None and migrating:
+            if mig.phase >= Phase.ACTIVATED:
+                return None  # the migration's own rules place the VM
+            # It runs where it was: not on the destination's tap, not active yet.
+            ports = {where: ev for where, ev in ports.items() if where[0] != mig.destination}
+        if loc.ovs is not None:
+            if loc.ovs not in self._own:
+                return None  # elsewhere: its master answers for it
+            seen = None if loc.port is None else ports.get((loc.ovs, loc.port))
+            if seen is not None:
+                if migrating or seen.link_up == loc.link_up:
+                    return None  # (a migrating VM's port is up whatever its link says)
+                new = loc.bump(self.me, link_up=seen.link_up)
+                return self._write(replace(rec, loc=new), EventKind.MODIFY, Reason.PORT)
+        if ports:
+            # Removed, or placed on a port of ours that is gone, while another
+            # port of ours carries its MAC: the VM is there.
+            ev = min(ports.values(), key=lambda e: (not e.link_up, e.ovs, e.port))
+            here = self._location(ev, link_up=ev.link_up, seq=loc.seq, rev=loc.rev + 1)
+            return self._write(replace(rec, loc=here), EventKind.ADD, Reason.PORT)
+        if loc.ovs is None:
+            return None
+        gone = loc.bump(self.me, ovs=None, port=None, port_name=None, link_up=False)
+        return self._write(replace(rec, loc=gone), EventKind.DELETE, Reason.VM_GONE)
 
     # -- the rules' building blocks --------------------------------------
     def _require_any(self, ev: PortEvent) -> VPortRecord:

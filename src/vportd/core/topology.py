@@ -40,6 +40,7 @@ class Topology:
         self._defaults: dict[str, int | None] | None = None
         self._exceptions: dict[str, dict[str, int]] = {}
         self._tree: dict[str, frozenset[int]] | None = None
+        self._ends: dict[str, list[LinkEnd]] | None = None
 
     def _changed(self) -> None:
         self.version += 1
@@ -146,14 +147,23 @@ class Topology:
         steps: dict[str, int] = {}
         seen = {target}
         queue = deque([target])
+        ends = self._neighbours()
         while queue:
             here = queue.popleft()
-            for _, end in sorted(self._links[here].items()):
+            for end in ends[here]:
                 if end.switch not in seen:
                     seen.add(end.switch)
                     steps[end.switch] = end.port
                     queue.append(end.switch)
         return steps
+
+    def _neighbours(self) -> dict[str, list[LinkEnd]]:
+        """Per switch, the far ends of its links in port order, sorted once for every BFS."""
+        if self._ends is None:
+            self._ends = {
+                s: [end for _, end in sorted(links.items())] for s, links in self._links.items()
+            }
+        return self._ends
 
     def default_port(self, switch: str) -> int | None:
         if self._defaults is None:

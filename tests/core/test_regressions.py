@@ -1,0 +1,325 @@
+"""Regressions the stateful test (test_stateful.py) found in the core, one test each.
+
+Set-up (see conftest): hv0, hv1, hv2 in a mesh mastered by c0, c1, c2; c0 leads.
+VM A is on hv1 port 1, VM B on hv2 port 1, VM C on hv0 port 1. "On its way"
+means a message still in the sim's queue.
+"""
+
+from __future__ import annotations
+
+from tests.core.support import (
+    TIMEOUTS,
+    VM_A,
+    VM_B,
+    VM_C,
+    add,
+    boot,
+    delete,
+    link,
+    ready_migration,
+    switch_over,
+)
+from vportd.core.messages import EventKind, PortEvent, PortEventSync, VPortSync
+from vportd.core.model import MigrationState, PortState
+from vportd.sim.cluster import InFlight, SimCluster
+
+UP, DOWN = PortState.UP, PortState.DOWN
+MIGRATING, NOT_MIGRATING = MigrationState.MIGRATING, MigrationState.NOT_MIGRATING
+SWITCHES = ("hv0", "hv1", "hv2")
+
+Entry = tuple[str | None, int | None, PortState, MigrationState]
+
+
+def entries(sim: SimCluster, vm: str) -> set[Entry]:
+    """The VM's entry as each controller shows it (one element when they agree)."""
+    out: set[Entry] = set()
+    for ctl in sim.controllers.values():
+        rec = ctl.table.require(vm)
+        out.add((rec.loc.ovs, rec.loc.port, rec.port_state, rec.migration_state))
+    return out
+
+
+def reach(sim: SimCluster, vm: str) -> set[frozenset[tuple[str, int]]]:
+    """Where a frame for `vm` goes, from an unused edge port of every switch."""
+    assert sim.fabric is not None
+    return {frozenset(sim.fabric.deliveries(s, 99, vm)) for s in SWITCHES}
+
+
+def tables_equal(sim: SimCluster) -> bool:
+    snapshots = [ctl.table.snapshot() for ctl in sim.controllers.values()]
+    return all(s == snapshots[0] for s in snapshots)
+
+
+def deliver_from(sim: SimCluster, origin: str, to: str) -> None:
+    """Deliver the first pending port event sync from `origin` to `to`, and only it."""
+    i = next(
+        i
+        for i, m in enumerate(sim.queue)
+        if m.to == to and isinstance(m.message, PortEventSync) and m.message.origin == origin
+    )
+    sim.deliver(i)
+
+
+def is_sync(item: InFlight, migration_id: str) -> bool:
+    return isinstance(item.message, VPortSync) and item.message.migration_id == migration_id
+
+
+def start_migration(sim: SimCluster, vm: str, source: str, destination: str) -> str:
+    """Notify, leaving the syncs on their way."""
+    view, started, effects = sim.leader.notify(vm, source, destination, sim.now)
+    assert started
+    sim.run(effects)
+    return view.id
+
+
+def test_a_link_change_at_the_source_that_the_rollback_overtakes_is_kept(
+    sim: SimCluster,
+) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(mid)  # the rollback is on its way when the VM's link at the source drops
+    sim.port_event(link("hv1", 1, VM_A, up=False))
+
+    sim.deliver_all()
+
+    # c1's OVS says the link is down: the rollback's copy of the entry (link up) loses.
+    assert entries(sim, VM_A) == {("hv1", 1, DOWN, NOT_MIGRATING)}
+    assert tables_equal(sim)
+
+
+def test_a_vm_deleted_at_the_source_after_an_abort_stays_deleted_when_the_rollback_arrives(
+    sim: SimCluster,
+) -> None:
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(mid)
+    sim.port_event(delete("hv1", 1, VM_A))  # before c1 hears of the abort
+
+    sim.deliver_all()
+
+    assert all(ctl.table.get(VM_A) is None for ctl in sim.controllers.values())
+    assert reach(sim, VM_A) == {frozenset()}
+    assert tables_equal(sim)
+
+
+def test_a_vm_booted_elsewhere_before_its_removal_is_heard_there_is_kept(
+    sim: SimCluster,
+) -> None:
+    vm = "02:00:00:00:00:d1"
+    sim.port_event(add("hv1", 5, vm))
+    sim.port_event(link("hv1", 5, vm, up=True))
+    sim.port_event(delete("hv1", 5, vm))  # gone from hv1; c2 has heard nothing of it yet
+    sim.port_event(add("hv2", 5, vm))  # when it starts on hv2
+    sim.port_event(link("hv2", 5, vm, up=True))
+
+    sim.deliver_all()
+
+    assert entries(sim, vm) == {("hv2", 5, UP, NOT_MIGRATING)}
+    assert reach(sim, vm) == {frozenset({("hv2", 5)})}
+
+
+def test_a_rollback_to_a_port_that_is_gone_moves_the_vm_to_its_port_of_now(
+    sim: SimCluster,
+) -> None:
+    mid = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(mid)
+    sim.port_event(delete("hv1", 1, VM_A))  # A's tap on hv1 is re-created as port 3
+    sim.port_event(add("hv1", 3, VM_A))
+    sim.port_event(link("hv1", 3, VM_A, up=True))
+
+    sim.deliver_all()
+
+    assert entries(sim, VM_A) == {("hv1", 3, UP, NOT_MIGRATING)}
+    assert reach(sim, VM_A) == {frozenset({("hv1", 3)})}
+    assert tables_equal(sim)
+
+
+def test_a_vm_a_late_rollback_removed_is_put_back_on_the_source_of_its_next_migration(
+    sim: SimCluster,
+) -> None:
+    first = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(first)  # its rollback (to hv1 port 1) is on its way when A leaves hv1...
+    sim.port_event(delete("hv1", 1, VM_A))
+    sim.port_event(add("hv0", 4, VM_A))  # ...starts on hv0...
+    sim.port_event(link("hv0", 4, VM_A, up=True))
+    second = start_migration(sim, VM_A, "hv0", "hv2")  # ...and is to move on to hv2
+
+    sim.deliver_all()
+
+    # c1 removes A from hv1 port 1, where the rollback put it; c0, the master of
+    # hv0, puts it back where it runs, under the second migration.
+    answer = sim.answer_for(second)
+    assert answer is not None and answer.ok
+    assert entries(sim, VM_A) == {("hv0", 4, UP, MIGRATING)}
+    assert reach(sim, VM_A) == {frozenset({("hv0", 4)})}
+    assert tables_equal(sim)
+
+
+def test_a_late_rollback_to_a_dead_port_is_corrected_under_the_vms_next_migration(
+    sim: SimCluster,
+) -> None:
+    sim.port_event(delete("hv2", 1, VM_B))  # B's tap is re-created as hv2 port 5
+    sim.port_event(add("hv2", 5, VM_B))
+    sim.port_event(link("hv2", 5, VM_B, up=True))
+    start_migration(sim, VM_B, "hv2", "hv1")  # the leader, not aware yet, notifies
+    sim.advance(TIMEOUTS.sync + 0.1)  # and fails it: its rollback says "hv2 port 1"
+    second = start_migration(sim, VM_B, "hv2", "hv1")  # the VMM tries again
+    sim.deliver(next(i for i, m in enumerate(sim.queue) if m.to == "c2" and is_sync(m, second)))
+
+    sim.deliver_all()  # c2, migrating B, gets the late rollback to the port it deleted
+
+    answer = sim.answer_for(second)
+    assert answer is not None and answer.ok
+    assert entries(sim, VM_B) == {("hv2", 5, UP, MIGRATING)}
+    assert reach(sim, VM_B) == {frozenset({("hv2", 5)})}
+    assert tables_equal(sim)
+
+
+def test_a_vm_started_elsewhere_under_a_stale_migration_mark_is_found_where_it_runs(
+    sim: SimCluster,
+) -> None:
+    start_migration(sim, VM_A, "hv1", "hv0")
+    sim.deliver(next(i for i, m in enumerate(sim.queue) if m.to == "c2"))  # c2 marks A migrating
+    sim.advance(TIMEOUTS.sync + 0.1)  # the others never answer: the leader fails it
+    sim.port_event(delete("hv1", 1, VM_A))  # A goes from hv1 and starts on hv2, where c2
+    sim.port_event(add("hv2", 5, VM_A))  # still believes in the migration, so the
+    sim.port_event(link("hv2", 5, VM_A, up=True))  # events count for nothing yet
+    deliver_from(sim, "c1", to="c2")  # A's removal reaches c2 before the rollback
+
+    sim.port_event(link("hv2", 5, VM_A, up=False))  # not an unknown VM on hv2: it is there
+    sim.deliver_all()
+
+    assert entries(sim, VM_A) == {("hv2", 5, DOWN, NOT_MIGRATING)}
+    assert reach(sim, VM_A) == {frozenset({("hv2", 5)})}
+    assert tables_equal(sim)
+
+
+def test_a_rollback_to_a_place_whose_port_the_leader_never_learned_is_completed_by_its_master(
+    sim: SimCluster,
+) -> None:
+    ready_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(add("hv2", 7, VM_A))
+    sim.port_event(link("hv2", 7, VM_A, up=True))  # A runs on hv2 port 7...
+    sim.port_event(delete("hv1", 1, VM_A))  # ...and goes from hv1 before c1 hears of port 7
+    deliver_from(sim, "c1", to="c0")  # the leader learns "completed, on hv2 (port unknown)"
+    back = start_migration(sim, VM_A, "hv2", "hv0")
+    sim.abort(back)  # its rollback carries the place the leader knows: hv2, no port
+
+    sim.deliver_all()
+
+    assert entries(sim, VM_A) == {("hv2", 7, UP, NOT_MIGRATING)}
+    assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
+    assert tables_equal(sim)
+
+
+def test_a_notify_again_right_after_an_abort_is_a_new_migration_with_a_new_id(
+    sim: SimCluster,
+) -> None:
+    first = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(first)  # the leader's own table has not seen the first migration yet
+
+    second = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.deliver_all()
+
+    assert second != first
+    answer = sim.answer_for(second)
+    assert answer is not None and answer.ok and answer.migration.state == "ready"
+
+
+def test_rollbacks_of_two_quick_migrations_leave_every_table_equal(sim: SimCluster) -> None:
+    first = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(first)
+    # c1 learns A's address; the leader hears of it before it sees its own rollback.
+    sim.port_event(PortEvent(EventKind.MODIFY, "hv1", 1, VM_A, "tap1", True, ("10.0.0.9",)))
+    deliver_from(sim, "c1", to="c0")
+    second = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.abort(second)  # a second rollback, with the address in its copy of the entry
+    rollbacks = [
+        i for i, m in enumerate(sim.queue) if m.to == "c2" and isinstance(m.message, VPortSync)
+    ]
+    sim.deliver(rollbacks[-1])  # c2 gets the second rollback before the first
+
+    sim.deliver_all()
+
+    assert tables_equal(sim)
+    assert {ctl.table.require(VM_A).loc.ips for ctl in sim.controllers.values()} == {("10.0.0.9",)}
+
+
+def test_a_vm_moved_on_the_leaders_own_switch_after_its_rollback_converges(
+    sim: SimCluster,
+) -> None:
+    # VM C is on hv0, which the leader (c0) masters itself.
+    mid = ready_migration(sim, VM_C, "hv0", "hv1")
+    sim.abort(mid)  # the rollback is on its way, also to c0's own table...
+    sim.port_event(delete("hv0", 1, VM_C))  # ...when C's tap on hv0 is re-created
+    sim.port_event(add("hv0", 4, VM_C))
+    sim.port_event(link("hv0", 4, VM_C, up=True))
+
+    sim.deliver_all()
+
+    # c0's table and c0 as leader wrote one sequence number each: never one version.
+    assert tables_equal(sim)
+    assert entries(sim, VM_C) == {("hv0", 4, UP, NOT_MIGRATING)}
+    assert reach(sim, VM_C) == {frozenset({("hv0", 4)})}
+
+
+def test_a_duplicated_sync_does_not_fail_a_migration_in_progress(sim: SimCluster) -> None:
+    mid = sim.notify(VM_A, "hv1", "hv2")
+    duplicate = next(m for m in sim.queue if m.to == "c2")  # the destination's sync
+    sim.deliver_all()
+    sim.port_event(add("hv2", 7, VM_A))  # the destination port appears
+    sim.deliver_all()
+
+    sim.queue.append(duplicate)  # and the sync arrives once more
+    sim.deliver_all()
+
+    assert sim.leader.migration(mid).state == "ready"
+    switch_over(sim, VM_A, ("hv1", 1), ("hv2", 7))
+    assert sim.leader.migration(mid).state == "completed"
+    assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
+
+
+def test_a_notify_from_a_stale_view_of_the_vm_is_refused_by_its_controller(
+    sim: SimCluster,
+) -> None:
+    sim.port_event(delete("hv2", 1, VM_B))  # B's tap is re-created as hv2 port 5,
+    sim.port_event(add("hv2", 5, VM_B))
+    sim.port_event(link("hv2", 5, VM_B, up=True))
+    mid = sim.notify(VM_B, "hv2", "hv1")  # and the leader, which has not heard, notifies
+
+    sim.deliver_all()
+
+    # Its activation could not outrank where B is now: c2 refuses the sync.
+    answer = sim.answer_for(mid)
+    assert answer is not None and answer.error is not None
+    assert "refused the sync" in answer.error.detail
+    assert entries(sim, VM_B) == {("hv2", 5, UP, NOT_MIGRATING)}
+    assert reach(sim, VM_B) == {frozenset({("hv2", 5)})}
+
+
+def test_a_repeated_notify_is_answered_the_same_while_the_leaders_table_lags(
+    sim: SimCluster,
+) -> None:
+    first = start_migration(sim, VM_A, "hv1", "hv2")
+    sim.port_event(delete("hv1", 1, VM_A))  # A's tap goes (before c1 hears of the sync)
+    deliver_from(sim, "c1", to="c0")  # and the leader hears of that first
+
+    again, started, effects = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
+
+    assert (again.id, started, effects) == (first, False, [])
+
+
+def test_a_new_migration_along_a_path_travelled_before_is_not_answered_with_the_old_one(
+    sim: SimCluster,
+) -> None:
+    old = ready_migration(sim, VM_A, "hv1", "hv2")
+    switch_over(sim, VM_A, ("hv1", 1), ("hv2", 7))
+    sim.port_event(delete("hv2", 7, VM_A))  # A is removed
+    sim.deliver_all()
+    boot(sim, VM_A, "hv1", 3)  # and started again on hv1
+
+    view, started, effects = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
+
+    assert started and view.id != old and view.state == "preparing"
+    sim.run(effects)
+    sim.deliver_all()
+    answer = sim.answer_for(view.id)
+    assert answer is not None and answer.ok
