@@ -8,6 +8,17 @@ before any peer message that follows them) and delivers peer messages.
 
 Switch identity: a switch is named after its OVSDB bridge; an OpenFlow
 connection whose datapath id OVSDB has not shown yet waits for it.
+
+The vPort table follows OVSDB whether or not a bridge's OpenFlow channel is
+up: a controller that (re)starts knows every VM before it reconciles the
+first switch, so that reconciling one switch never deletes the flows of VMs
+on a switch that has not connected yet (and never re-adds them a moment
+later). Reconciling reads the switch's flows and sends only the difference.
+
+LLDP (when `topology.lldp` is on): a probe leaves every infrastructure port
+each `lldp_interval`; the flow `LLDP_PUNT` (ours, kept out of the compiler's
+view) brings probes to the controller. A discovered link goes when its port
+is deleted or goes down, or after `LLDP_MISSES` intervals without a probe.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -23,7 +35,14 @@ from vportd.config import Config
 from vportd.core.controller import Controller
 from vportd.core.coordinator import Timeouts
 from vportd.core.errors import CoreError
-from vportd.core.flows import FlowMod
+from vportd.core.flows import (
+    CLASSIFY_TABLE,
+    Flow,
+    FlowCommand,
+    FlowMod,
+    Match,
+    ToController,
+)
 from vportd.core.membership import Membership
 from vportd.core.messages import Effect, EventKind, NotifyAnswer, PortEvent, Send
 from vportd.core.topology import Topology
@@ -31,6 +50,7 @@ from vportd.southbound import frames
 from vportd.southbound.ofcodec import PortInfo, PortReason
 from vportd.southbound.openflow import (
     FlowModsFailed,
+    OpenFlowError,
     OpenFlowServer,
     SwitchClosed,
     SwitchConnection,
@@ -45,6 +65,14 @@ from vportd.southbound.ovsdb import (
     declared_links,
     diff_ports,
 )
+
+# LLDP probes to the controller (802.1AB's nearest-bridge address; never forwarded).
+COOKIE_LLDP = 0x05 << 56
+PRIO_LLDP = 300
+LLDP_PUNT = Flow(
+    CLASSIFY_TABLE, PRIO_LLDP, Match(eth_dst="01:80:c2:00:00:0e"), (ToController(),), COOKIE_LLDP
+)
+LLDP_MISSES = 3  # a discovered link goes after this many intervals without a probe through it
 
 log = logging.getLogger("vportd.runtime")
 
@@ -68,12 +96,23 @@ def port_events(change: Change, row: IfaceRow) -> list[PortEvent]:
 
 
 @dataclass
+class RuntimeStats:
+    """What the runtime did to its switches: for tests, benchmarks and metrics."""
+
+    flow_mods_sent: int = 0  # every flow mod written to a switch, of any kind
+    foreign_flows_deleted: int = 0  # of those: deletes of flows vportd did not make
+    reconciles: Counter[str] = field(default_factory=Counter)  # adoptions done, per switch
+    flows_confirmed_at: float | None = None  # clock time of the last barrier-confirmed flow mods
+
+
+@dataclass
 class Runtime:
     config: Config
     clock: Callable[[], float] = time.monotonic
     topology: Topology = field(default_factory=Topology)
     switches: dict[str, SwitchConnection] = field(default_factory=dict)
     answers: list[NotifyAnswer] = field(default_factory=list)
+    stats: RuntimeStats = field(default_factory=RuntimeStats)
 
     def __post_init__(self) -> None:
         me = self.config.controller.id
@@ -94,9 +133,11 @@ class Runtime:
         self._snapshot = EMPTY
         self._waiting: dict[int, SwitchConnection] = {}
         self._declared: set[DeclaredLink] = set()
-        self._discovered: dict[tuple[str, int], DeclaredLink] = {}
+        # LLDP: the link each receiving port leads over, and when a probe last came through.
+        self._discovered: dict[tuple[str, int], tuple[DeclaredLink, float]] = {}
         self._applied_links: set[DeclaredLink] = set()
         self._effects: asyncio.Queue[list[Effect | _Adopt]] = asyncio.Queue()
+        self._busy = False
         self.port_event_hook: Callable[[PortEvent], None] | None = None
 
     # -- life ------------------------------------------------------------
@@ -117,6 +158,11 @@ class Runtime:
     def now(self) -> float:
         return self.clock()
 
+    @property
+    def idle(self) -> bool:
+        """No effect (flow mods, adoption) is queued or being carried out."""
+        return not self._busy and self._effects.empty()
+
     # -- the core's inputs -----------------------------------------------
     def feed(self, ev: PortEvent) -> None:
         try:
@@ -133,14 +179,14 @@ class Runtime:
 
     # -- OVSDB -----------------------------------------------------------
     def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
+        """Feed the VM port changes of every named bridge, connected or not (module doc)."""
         self._snapshots[remote] = snap
-        old, new = self._snapshot, self._union()
+        old, new = self._snapshot, _named_only(self._union())
         self._snapshot = new
         self._learn_bridges(new)
         for change in diff_ports(old, new):
-            if change.row.bridge in self.switches:
-                for ev in port_events(change.change, change.row):
-                    self.feed(ev)
+            for ev in port_events(change.change, change.row):
+                self.feed(ev)
         self._declared = declared_links(new)
         self._sync_links()
 
@@ -182,24 +228,44 @@ class Runtime:
             return None
 
     async def _adopt(self, name: str, conn: SwitchConnection) -> None:
-        """Master the switch: read its flows, correct only the difference."""
+        """Master the switch: read its flows, correct only the difference.
+
+        The switch is registered only once its flows are read: until then,
+        flow mods for it are left to this reconcile and topology changes do
+        not resync it against what the compiler believed before.
+        """
+        dump = await conn.dump()
+        self._register(name, conn)
+        if dump.foreign:
+            log.info("%s: removing %d flows vportd did not make", name, len(dump.foreign))
+            self.stats.flow_mods_sent += len(dump.foreign)
+            self.stats.foreign_flows_deleted += len(dump.foreign)
+            await conn.delete_foreign(dump.foreign)
+        held, punting = self._without_lldp_punt(dump.flows)
+        self.core.flows.set_installed(name, held)
+        mods = self.core.switch_connected(name)
+        if self.config.topology.lldp and not punting:
+            mods.append(FlowMod(name, FlowCommand.ADD, LLDP_PUNT))
+        log.info("%s: reconciled, %d flows held, %d to correct", name, len(dump.flows), len(mods))
+        await self._send_mods(mods)
+        self.stats.reconciles[name] += 1
+
+    def _register(self, name: str, conn: SwitchConnection) -> None:
         old = self.switches.get(name)
         if old is not None and old is not conn:
             old.close("replaced by a new connection from the same switch")
         self.switches[name] = conn
         self.core.cluster.masters[name] = self.core.me
-        dump = await conn.dump()
-        if dump.foreign:
-            log.info("%s: removing %d flows vportd did not make", name, len(dump.foreign))
-            await conn.delete_foreign(dump.foreign)
-        self.core.flows.set_installed(name, dump.flows)
-        mods = self.core.switch_connected(name)
-        log.info("%s: reconciled, %d flows held, %d to correct", name, len(dump.flows), len(mods))
-        await self._send_mods(mods)
-        for row in self._snapshot.ifaces.values():
-            if row.bridge == name and row.is_vm and row.ofport:
-                for ev in port_events(Change.ADD, row):
-                    self.feed(ev)
+
+    def _without_lldp_punt(self, flows: list[Flow]) -> tuple[list[Flow], bool]:
+        """The flows for the compiler, and whether our LLDP punt flow is among them.
+
+        With LLDP off, a punt flow left from an earlier run stays in the
+        compiler's view, which deletes it as a flow it does not want.
+        """
+        if not self.config.topology.lldp or LLDP_PUNT not in flows:
+            return flows, False
+        return [f for f in flows if f != LLDP_PUNT], True
 
     def switch_disconnected(self, conn: SwitchConnection, reason: str) -> None:
         for name, known in list(self.switches.items()):
@@ -208,15 +274,29 @@ class Runtime:
                 log.warning("switch %s disconnected: %s", name, reason)
 
     def port_status(self, conn: SwitchConnection, reason: PortReason, port: PortInfo) -> None:
-        """Link changes arrive here first; OVSDB tells which VM the port is."""
+        """Link changes arrive here first; OVSDB tells which VM the port is.
+
+        A port that goes down or away also takes the links LLDP found through it.
+        """
         name = self._conn_name(conn)
-        if name is None or reason != "modify":
+        if name is None:
             return
+        if reason == "delete" or not port.link_up:
+            self._forget_links_at(name, port.port_no)
+        if reason != "modify":
+            return
+        row = self._vm_row(name, port.port_no)
+        if row is not None:
+            assert row.mac is not None
+            self.feed(PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
+                                port.link_up, (), row.iface_id, row.vm_id))  # fmt: skip
+
+    def _vm_row(self, name: str, port: int) -> IfaceRow | None:
+        """The OVSDB row of the VM port `port` of switch `name`, if it is one."""
         for row in self._snapshot.ifaces.values():
-            if row.bridge == name and row.ofport == port.port_no and row.is_vm:
-                assert row.mac is not None
-                self.feed(PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
-                                    port.link_up, (), row.iface_id, row.vm_id))  # fmt: skip
+            if row.bridge == name and row.ofport == port and row.is_vm:
+                return row
+        return None
 
     def packet_in(self, conn: SwitchConnection, in_port: int, data: bytes) -> None:
         name = self._conn_name(conn)
@@ -237,22 +317,45 @@ class Runtime:
     # -- topology --------------------------------------------------------
     def _on_lldp(self, name: str, in_port: int, eth: frames.Ethernet) -> None:
         origin = frames.parse_lldp(eth.payload)
-        if origin is None:
-            return
+        if origin is None or self._vm_row(name, in_port) is not None:
+            return  # not our probe, or from a VM's port: a VM does not make links
         peer = self._name_of(origin[0])
         if peer is None or peer == name:
             return
         ends = sorted([(name, in_port), (peer, origin[1])])
         link = DeclaredLink(ends[0][0], ends[0][1], ends[1][0], ends[1][1])
-        if self._discovered.get((name, in_port)) != link:
-            self._discovered[(name, in_port)] = link
+        known = self._discovered.get((name, in_port))
+        self._discovered[(name, in_port)] = (link, self.now())
+        if known is None or known[0] != link:
             log.info("LLDP: %s port %d leads to %s port %d", name, in_port, peer, origin[1])
+            self._sync_links()
+
+    def _forget_links_at(self, name: str, port: int) -> None:
+        """A port went down or away: the links LLDP found through it are gone."""
+        gone = [
+            at for at, (link, _) in self._discovered.items()
+            if (link.a, link.a_port) == (name, port) or (link.b, link.b_port) == (name, port)
+        ]  # fmt: skip
+        self._drop_discovered(gone, "its port went down or away")
+
+    def _expire_discovered(self) -> None:
+        limit = self.now() - LLDP_MISSES * self.config.topology.lldp_interval
+        stale = [at for at, (_, seen) in self._discovered.items() if seen < limit]
+        self._drop_discovered(stale, f"no probe through it for {LLDP_MISSES} intervals")
+
+    def _drop_discovered(self, where: list[tuple[str, int]], why: str) -> None:
+        for at in where:
+            link, _ = self._discovered.pop(at)
+            log.info("LLDP: link %s port %d - %s port %d gone: %s",
+                     link.a, link.a_port, link.b, link.b_port, why)  # fmt: skip
+        if where:
             self._sync_links()
 
     def _sync_links(self) -> None:
         static = {DeclaredLink(x.a, x.a_port, x.b, x.b_port) for x in self.config.topology.links}
+        discovered = {link for link, _ in self._discovered.values()}
         wanted = {
-            link for link in self._declared | set(self._discovered.values()) | static
+            link for link in self._declared | discovered | static
             if link.a in self.topology and link.b in self.topology
         }  # fmt: skip
         if wanted == self._applied_links:
@@ -270,6 +373,7 @@ class Runtime:
         while True:
             for name, conn in list(self.switches.items()):
                 await self._probe(name, conn)
+            self._expire_discovered()
             await asyncio.sleep(self.config.topology.lldp_interval)
 
     async def _probe(self, name: str, conn: SwitchConnection) -> None:
@@ -289,7 +393,11 @@ class Runtime:
     async def _execute(self) -> None:
         while True:
             batch = await self._effects.get()
-            await self._run_batch(batch)
+            self._busy = True
+            try:
+                await self._run_batch(batch)
+            finally:
+                self._busy = False
 
     async def _run_batch(self, batch: Iterable[Effect | _Adopt]) -> None:
         mods: list[FlowMod] = []
@@ -308,10 +416,13 @@ class Runtime:
         await self._send_mods(mods)
 
     async def _adopt_guarded(self, effect: _Adopt) -> None:
+        """Adopt; a switch that fails it is dropped, to be adopted again when it reconnects."""
         try:
             await self._adopt(effect.name, effect.conn)
         except SwitchClosed as err:
             log.warning("%s closed while being adopted: %s", effect.name, err)
+        except (TimeoutError, OpenFlowError) as err:
+            effect.conn.close(f"adoption failed: {err!r}")
 
     def _deliver(self, send: Send) -> None:
         if send.to != self.core.me:
@@ -327,10 +438,32 @@ class Runtime:
             conn = self.switches.get(name)
             if conn is None or conn.closed:
                 continue  # reconciled when it comes back
+            self.stats.flow_mods_sent += len(batch)
             try:
                 await conn.send_flow_mods(batch)
-            except (SwitchClosed, TimeoutError, FlowModsFailed) as err:
-                log.warning("%s: flow mods not confirmed (%s); it will be reconciled", name, err)
+            except TimeoutError:
+                # Not confirmed: what it holds is unknown. Reconnecting reconciles it.
+                conn.close("flow mods not confirmed by a barrier in time")
+            except SwitchClosed as err:
+                log.warning(
+                    "%s: flow mods not confirmed (%s); reconciled when it is back", name, err
+                )
+            except FlowModsFailed as err:
+                log.error("%s: %s; reconciled when it reconnects", name, err)
+            else:
+                self.stats.flows_confirmed_at = self.now()
+
+
+def _named_only(snap: Snapshot) -> Snapshot:
+    """The snapshot without the ports of bridges that have no datapath id yet.
+
+    Such a bridge is not a switch of the topology; once it has one, its VM
+    ports show up in the next diff as adds.
+    """
+    if all(row.bridge in snap.bridges for row in snap.ifaces.values()):
+        return snap
+    ifaces = {n: r for n, r in snap.ifaces.items() if r.bridge in snap.bridges}
+    return Snapshot(snap.bridges, ifaces)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ from tests.core.support import (
     switch_over,
 )
 from vportd.core.messages import EventKind, PortEvent, PortEventSync, VPortSync
-from vportd.core.model import MigrationState, PortState
+from vportd.core.model import Location, MigrationState, PortState, VPortRecord
+from vportd.core.table import VPortTable
 from vportd.sim.cluster import InFlight, SimCluster
 
 UP, DOWN = PortState.UP, PortState.DOWN
@@ -62,6 +63,13 @@ def deliver_from(sim: SimCluster, origin: str, to: str) -> None:
 
 def is_sync(item: InFlight, migration_id: str) -> bool:
     return isinstance(item.message, VPortSync) and item.message.migration_id == migration_id
+
+
+def first_sync(sim: SimCluster, to: str) -> int:
+    """Where the first pending vPort sync for `to` is in the queue."""
+    return next(
+        i for i, m in enumerate(sim.queue) if m.to == to and isinstance(m.message, VPortSync)
+    )
 
 
 def start_migration(sim: SimCluster, vm: str, source: str, destination: str) -> str:
@@ -177,7 +185,7 @@ def test_a_vm_started_elsewhere_under_a_stale_migration_mark_is_found_where_it_r
     sim: SimCluster,
 ) -> None:
     start_migration(sim, VM_A, "hv1", "hv0")
-    sim.deliver(next(i for i, m in enumerate(sim.queue) if m.to == "c2"))  # c2 marks A migrating
+    sim.deliver(first_sync(sim, to="c2"))  # c2 marks A migrating
     sim.advance(TIMEOUTS.sync + 0.1)  # the others never answer: the leader fails it
     sim.port_event(delete("hv1", 1, VM_A))  # A goes from hv1 and starts on hv2, where c2
     sim.port_event(add("hv2", 5, VM_A))  # still believes in the migration, so the
@@ -189,6 +197,65 @@ def test_a_vm_started_elsewhere_under_a_stale_migration_mark_is_found_where_it_r
 
     assert entries(sim, VM_A) == {("hv2", 5, DOWN, NOT_MIGRATING)}
     assert reach(sim, VM_A) == {frozenset({("hv2", 5)})}
+    assert tables_equal(sim)
+
+
+def test_a_vm_started_on_the_destination_of_a_stale_migration_is_kept_by_its_master(
+    sim: SimCluster,
+) -> None:
+    start_migration(sim, VM_A, "hv1", "hv2")
+    sim.advance(TIMEOUTS.sync + 0.1)  # nobody answered: the leader fails it
+    sim.port_event(delete("hv1", 1, VM_A))  # A goes from hv1 and starts on hv2
+    sim.port_event(add("hv2", 5, VM_A))
+    sim.port_event(link("hv2", 5, VM_A, up=True))
+    sim.deliver(first_sync(sim, to="c2"))  # the stale sync
+
+    here = sim.controllers["c2"].table.get(VM_A)  # c2 does not remove what runs on hv2
+    assert here is not None and (here.loc.ovs, here.loc.port) == ("hv2", 5)
+    sim.port_event(link("hv2", 5, VM_A, up=False))
+    sim.deliver_all()
+
+    assert entries(sim, VM_A) == {("hv2", 5, DOWN, NOT_MIGRATING)}
+    assert reach(sim, VM_A) == {frozenset({("hv2", 5)})}
+    assert tables_equal(sim)
+
+
+def test_an_event_on_a_port_our_ovs_reported_is_taken_while_a_peer_says_the_vm_is_gone() -> None:
+    table = VPortTable("c2")
+    vm = "02:00:00:00:00:d2"
+    table.port_event(add("hv2", 5, vm))
+    table.port_event(link("hv2", 5, vm, up=True))
+    gone = Location(None, None, None, False, seq=3, rev=0, writer="c1")
+    table.merge(VPortRecord(vm, gone))  # a removal elsewhere, newer than our boot
+
+    change = table.port_event(link("hv2", 5, vm, up=False))  # not an unknown VM: it is here
+
+    rec = table.get(vm)
+    assert change is not None and rec is not None and change.record == rec
+    assert (rec.loc.ovs, rec.loc.port, rec.port_state) == ("hv2", 5, DOWN)
+    assert rec.loc.version > gone.version
+
+
+def test_a_port_delete_under_a_mark_the_vm_moved_past_removes_it_with_a_newer_entry(
+    sim: SimCluster,
+) -> None:
+    start_migration(sim, VM_C, "hv0", "hv1")  # the leader sees C on hv0 port 1...
+    sim.port_event(delete("hv0", 1, VM_C))  # ...but its tap is re-created as port 5
+    sim.port_event(add("hv0", 5, VM_C))
+    sim.port_event(link("hv0", 5, VM_C, up=True))
+    c0 = sim.controllers["c0"]
+    sim.deliver(first_sync(sim, to="c0"))
+    before = c0.table.require(VM_C)
+    assert before.migrating  # under the mark of a migration C has moved past
+
+    sim.port_event(delete("hv0", 5, VM_C))  # C is removed
+
+    after = c0.table.record(VM_C)  # removed, not "completed" to hv1 with an older entry
+    assert after is not None and not after.present
+    assert after.loc.version > before.loc.version
+    sim.deliver_all()
+    assert all(ctl.table.get(VM_C) is None for ctl in sim.controllers.values())
+    assert reach(sim, VM_C) == {frozenset()}
     assert tables_equal(sim)
 
 

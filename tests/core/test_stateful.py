@@ -2,26 +2,36 @@
 
 Three controllers (c0 leads) master five switches: four hypervisors hv0..hv3 on a
 spine `sp`, with direct links hv0-hv1 and hv2-hv3, so that some MACs need a flow
-off the default path. Rules boot, flap and remove VMs, and drive migrations the
-way a VMM does (notify; once notify complete: destination port add, source link
-down, destination link up, source port delete), with aborts, timeouts and a
-repeated notify. Peer messages are delivered in any order, some twice.
+off the default path. Rules boot, flap and remove VMs (never one in a migration
+the VMM drives), and a VMM migrates them: notify, then, once notify complete,
+destination port add, source link down, destination link up (or the VM's RARP
+first), source port delete, one step per turn, interleaved with everything else.
+A migration's script, drawn with its notify, may instead end it early with an
+abort or by letting its deadline pass. The same notify is repeated now and then.
+Peer messages are delivered one at a time in any order, some twice, or all at
+once; time passes in small steps (syncs expire) or jumps past a deadline.
 
 The machine keeps the physical truth: which (switch, port) each VM's live
-interface is on and whether its link is up. The invariants:
+interface is on, and whether its link is up. The invariants:
 
 (a) once every message is delivered, every controller holds the same records,
     tombstones and version fields included (each table is the join of the same
     writes, so anything less than equality is a replica that will diverge);
 (b) a VM under a notified migration (answer ok, not yet ended) is never `down`
-    on a controller whose entry carries that migration's mark;
+    on a controller whose entry carries that migration's mark (after every step);
 (c) after a migration completes and everything is delivered, every switch sends
     the VM's MAC to its new port only, and no flow outputs to the old port;
 (d) once everything is delivered, no entry is `migrating` unless the VM is in a
-    migration the VMM is still driving, and the leader agrees;
-plus, after full delivery, every live VM is where the table says on every
-controller and reachable from every switch, a removed VM is reachable from none,
-and no flow outputs to an edge port that is not a live VM's.
+    migration the VMM is still driving, and the leader runs exactly those;
+and, once everything is delivered: every VM is where it runs, with its link
+state, on every controller, reachable from every switch at that port; a removed
+VM is on none and reachable from none; no flow outputs to an edge port without
+a live VM; the destination of each migration not yet active (and only it) holds
+the VM's arrival flow. The VMM also checks its answers: a notify is answered
+"ready" or refused, a repeated notify gets the same migration, a new one a new
+id, and a migration fails after notify complete only when its deadline passed.
+
+Run with --hypothesis-show-statistics to see how the migrations ended.
 """
 
 from __future__ import annotations

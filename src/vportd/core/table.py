@@ -84,6 +84,13 @@ class VPortTable:
 
     # -- own OVS events (claims 2, 4, 5) ---------------------------------
     def port_event(self, ev: PortEvent) -> Change | None:
+        if ev.kind is not EventKind.ADD and self.get(ev.mac) is None:
+            if (ev.ovs, ev.port) not in self._ports.get(ev.mac, {}):
+                self._require_any(ev)  # a port we never heard of: refused
+            # A port our OVS reported, while a peer's copy says the VM is gone:
+            # what our OVS says now decides (see reconcile).
+            self._saw(ev)
+            return self.reconcile(ev.mac)
         self._saw(ev)
         if ev.kind is EventKind.ADD:
             return self._port_added(ev)
@@ -95,7 +102,7 @@ class VPortTable:
         rec = self._records.get(ev.mac)
         if rec is None or not rec.present:
             return self._create(ev, rec)
-        if rec.migrating:
+        if self._live(rec) is not None:
             return self._arrive(rec, ev, activate=False)  # claim 4: stays up
         if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
             return self._refresh(rec, ev, rec.loc.link_up, EventKind.ADD)
@@ -110,7 +117,7 @@ class VPortTable:
 
     def _port_modified(self, ev: PortEvent) -> Change | None:
         rec = self._require_any(ev)
-        if rec.migrating:
+        if self._live(rec) is not None:
             return self._arrive(rec, ev, activate=ev.link_up)  # claim 4: stays up
         if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
             return self._refresh(rec, ev, ev.link_up, EventKind.MODIFY)  # claim 5
@@ -120,8 +127,8 @@ class VPortTable:
 
     def _port_deleted(self, ev: PortEvent) -> Change | None:
         rec = self._require_any(ev)
-        mig = rec.mig
-        if mig is not None and rec.migrating:
+        mig = self._live(rec)
+        if mig is not None:
             if ev.ovs != mig.source:
                 return None  # the destination tap went away: abort/timeout rolls back
             if mig.phase < Phase.ACTIVATED and rec.loc.port not in (None, ev.port):
@@ -135,7 +142,7 @@ class VPortTable:
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
         """A RARP/GARP from the VM seen on `ovs`: it is active there."""
         rec = self.get(mac)
-        if rec is None or not rec.migrating:
+        if rec is None or self._live(rec) is None:
             return None
         ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
         return self._arrive(rec, ev, activate=True)
@@ -166,14 +173,14 @@ class VPortTable:
         rec = self._records.get(vm)
         if rec is None:
             return None
-        loc, mig = rec.loc, rec.mig
-        ports = self._ports.get(vm, {})
-        migrating = mig is not None and rec.migrating
-        if mig is not None and migrating:
+        loc, mig = rec.loc, self._live(rec)
+        ports = candidates = self._ports.get(vm, {})
+        migrating = mig is not None
+        if mig is not None:
             if mig.phase >= Phase.ACTIVATED:
                 return None  # the migration's own rules place the VM
             # It runs where it was: not on the destination's tap, not active yet.
-            ports = {where: ev for where, ev in ports.items() if where[0] != mig.destination}
+            candidates = {w: ev for w, ev in ports.items() if w[0] != mig.destination}
         if loc.ovs is not None:
             if loc.ovs not in self._own:
                 return None  # elsewhere: its master answers for it
@@ -183,10 +190,10 @@ class VPortTable:
                     return None  # (a migrating VM's port is up whatever its link says)
                 new = loc.bump(self.me, link_up=seen.link_up)
                 return self._write(replace(rec, loc=new), EventKind.MODIFY, Reason.PORT)
-        if ports:
+        if candidates:
             # Removed, or placed on a port of ours that is gone, while another
             # port of ours carries its MAC: the VM is there.
-            ev = min(ports.values(), key=lambda e: (not e.link_up, e.ovs, e.port))
+            ev = min(candidates.values(), key=lambda e: (not e.link_up, e.ovs, e.port))
             here = self._location(ev, link_up=ev.link_up, seq=loc.seq, rev=loc.rev + 1)
             return self._write(replace(rec, loc=here), EventKind.ADD, Reason.PORT)
         if loc.ovs is None:
@@ -195,6 +202,23 @@ class VPortTable:
         return self._write(replace(rec, loc=gone), EventKind.DELETE, Reason.VM_GONE)
 
     # -- the rules' building blocks --------------------------------------
+    def _live(self, rec: VPortRecord) -> MigrationMark | None:
+        """The VM's migration, if it runs and the VM has not moved past it.
+
+        A mark stays open on a controller until the leader's word closes it;
+        meanwhile the VM may have been removed and started again, or rolled
+        back, with a `seq` at or above the migration's own. Such a mark is
+        stale: the migration's rules, whose writes carry the migration's `seq`,
+        would write an entry older than the one held.
+        """
+        mig = rec.mig
+        if mig is None or not rec.migrating:
+            return None
+        seq = rec.loc.seq
+        if seq < mig.seq or (seq == mig.seq and mig.phase >= Phase.ACTIVATED):
+            return mig
+        return None
+
     def _require_any(self, ev: PortEvent) -> VPortRecord:
         rec = self._records.get(ev.mac)
         if rec is None or not rec.present:

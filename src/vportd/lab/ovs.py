@@ -86,6 +86,9 @@ class PrivateOVS:
     def stop_vswitchd(self) -> None:
         self._kill("ovs-vswitchd")
 
+    def stop_ovsdb(self) -> None:
+        self._kill("ovsdb-server")
+
     def stop(self) -> None:
         self._kill("ovs-vswitchd")
         self._kill("ovsdb-server")

@@ -1,0 +1,47 @@
+"""Smoke test of `python -m vportd.bench_southbound` at a tiny size: counts, never times."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vportd.bench_southbound import SECTION, run_southbound_bench, write_markdown
+
+OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
+
+
+@pytest.mark.ovs
+@pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="Open vSwitch not installed")
+def test_a_tiny_run_measures_every_port_and_installs_every_flow(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text(f"# Benchmarks\n\n{OTHER}")
+    assert run_southbound_bench(output, ports=6, switches=3) == 0
+
+    doc = json.loads((tmp_path / "bench-results" / "southbound.json").read_text())
+    latency, install = doc["latency"], doc["install"]
+    assert (latency["ports"], latency["switches"]) == (6, 3)
+    for part in ("end_to_end", "ovs", "controller", "vsctl"):
+        assert latency[part]["n"] == 6
+        assert len(doc["raw_ms"][part]) == 6
+    assert latency["flow_mods"] > 0
+    assert (install["switches"], install["vms"]) == (3, 6)
+    assert install["equal"] is True
+    assert install["flows"] == sum(install["flows_per_switch"].values()) == install["ofctl_flows"]
+    assert install["flow_mods"] == install["flows"]  # from nothing: one add per flow
+    assert install["restart_flow_mods"] == 0
+
+    text = output.read_text()
+    assert text.count(SECTION) == 1 and OTHER.strip() in text
+    assert "--ports 6 --switches 3" in text
+
+
+def test_the_section_is_replaced_and_the_others_kept(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(f"# Benchmarks\n\n{SECTION}\n\nold\n\n{OTHER}")
+    write_markdown(path, f"{SECTION}\n\nnew\n")
+    assert path.read_text() == f"# Benchmarks\n\n{SECTION}\n\nnew\n\n{OTHER}"
+    write_markdown(path, f"{SECTION}\n\nnewer\n")
+    assert path.read_text() == f"# Benchmarks\n\n{SECTION}\n\nnewer\n\n{OTHER}"
