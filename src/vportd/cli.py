@@ -39,14 +39,20 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from vportd.bench import run_bench  # noqa: PLC0415 (lazy: keeps CLI start-up light)
+    rc = 0
+    if args.suite in ("core", "all"):
+        from vportd.bench import run_bench  # noqa: PLC0415 (lazy: keeps CLI start-up light)
 
-    rc: int = run_bench(
-        events=args.events,
-        switches=args.switches,
-        controllers=args.controllers,
-        output=args.output,
-    )
+        rc |= run_bench(
+            events=args.events,
+            switches=args.switches,
+            controllers=args.controllers,
+            output=args.output,
+        )
+    if args.suite in ("southbound", "all"):
+        from vportd.bench_southbound import run_southbound_bench  # noqa: PLC0415
+
+        rc |= run_southbound_bench(args.output)
     return rc
 
 
@@ -310,8 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = add(
         "bench",
-        "benchmark the core (port events through the vPort table and flow compiler)",
+        "benchmark the core (port events through the vPort table and flow compiler) "
+        "and the southbound (OVS to core latency, flow install; needs root and OVS)",
         _run_bench,
+    )
+    p.add_argument(
+        "--suite",
+        choices=("core", "southbound", "all"),
+        default="all",
+        help="which benchmarks to run (default: %(default)s)",
     )
     p.add_argument(
         "--events",
