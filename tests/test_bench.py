@@ -15,8 +15,8 @@ from vportd.bench import (
     bench,
     build_fabric,
     run_bench,
-    write_markdown,
 )
+from vportd.benchdoc import write_markdown
 from vportd.sim.cluster import SimCluster
 
 EVENTS = 2000

@@ -59,6 +59,7 @@ from pathlib import Path
 from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import Any, TypeVar
 
+from vportd.benchdoc import write_markdown
 from vportd.core.controller import Controller
 from vportd.core.errors import CoreError
 from vportd.core.flows import FlowMod
@@ -918,24 +919,6 @@ def markdown(r: Result) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section of `path`, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body.rstrip("\n") + "\n")
 
 
 def run_bench(events: int, switches: int, controllers: int, output: Path) -> int:

@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from vportd.benchdoc import write_markdown
 from vportd.config import Config, parse_config
 from vportd.core.messages import EventKind, PortEvent
 from vportd.lab.ovs import PrivateOVS
@@ -559,24 +560,6 @@ def markdown(r: Result) -> str:
         + ". Raw numbers (per port, ms): `bench-results/southbound.json`.",
         "",
     ])  # fmt: skip
-
-
-def write_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section of `path`, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body.rstrip("\n") + "\n")
 
 
 def summary(r: Result) -> str:

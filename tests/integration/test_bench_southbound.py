@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vportd.bench_southbound import SECTION, run_southbound_bench, write_markdown
+from vportd.bench_southbound import SECTION, run_southbound_bench
+from vportd.benchdoc import write_markdown
 
 OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
 

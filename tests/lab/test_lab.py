@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ import pytest
 from vportd.config import load_config
 from vportd.lab import bed, netns, procs
 from vportd.lab.commands import LabError
-from vportd.lab.plan import VM_NAMESPACE, vm_id
+from vportd.lab.plan import vm_id
 
 BIN = Path(sys.executable).parent
 
@@ -67,26 +64,6 @@ def free_port() -> int:
 
 def sh(*args: str) -> str:
     return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
-
-
-@pytest.fixture
-def lab_dir() -> Iterator[Path]:
-    holders = procs.tap_holders()
-    if "ovs-netdev" in holders:
-        pytest.skip(
-            f"another userspace-datapath Open vSwitch runs in this network namespace (pid "
-            f"{holders['ovs-netdev'][0]} holds ovs-netdev) and only one can: stop that lab first"
-        )
-    taken = [n for n in netns.namespaces() if VM_NAMESPACE.match(n)]
-    if taken:
-        pytest.skip(f"VM namespaces of another lab exist ({', '.join(taken)}): stop that lab first")
-    base = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))  # short: unix sockets take 108 chars
-    lab = base / "lab"
-    try:
-        yield lab
-    finally:
-        vportctl("lab", "down", "--dir", str(lab))
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def up(lab: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:

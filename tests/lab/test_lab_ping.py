@@ -9,45 +9,18 @@ installed (whose packet counters show it).
 from __future__ import annotations
 
 import itertools
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.lab.test_lab import pytestmark as lab_marks
 from tests.lab.test_lab import status, up, vportctl
-from vportd.lab import netns, procs
-from vportd.lab.plan import VM_NAMESPACE
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
 
 # vportd's cookie kinds (core/flows.py, runtime.py): VM, arrival, flood, base, LLDP
 OUR_COOKIES = {0x01, 0x02, 0x03, 0x04, 0x05}
-
-
-@pytest.fixture
-def lab_dir() -> Iterator[Path]:
-    holders = procs.tap_holders()
-    if "ovs-netdev" in holders:
-        pytest.skip(
-            f"another userspace-datapath Open vSwitch runs in this network namespace (pid "
-            f"{holders['ovs-netdev'][0]} holds ovs-netdev) and only one can: stop that lab first"
-        )
-    taken = [n for n in netns.namespaces() if VM_NAMESPACE.match(n)]
-    if taken:
-        pytest.skip(f"VM namespaces of another lab exist ({', '.join(taken)}): stop that lab first")
-    base = Path(tempfile.mkdtemp(prefix="vp-", dir="/tmp"))  # short: unix sockets take 108 chars
-    lab = base / "lab"
-    try:
-        yield lab
-    finally:
-        vportctl("lab", "down", "--dir", str(lab))
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def ping(src: dict[str, Any], dst: dict[str, Any], attempts: int = 5) -> str:

@@ -1,0 +1,34 @@
+"""Fixtures for the lab tests: a fresh lab directory, torn down whatever happens."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.test_lab import vportctl
+from vportd.lab import netns, procs
+from vportd.lab.plan import VM_NAMESPACE
+
+
+@pytest.fixture
+def lab_dir() -> Iterator[Path]:
+    holders = procs.tap_holders()
+    if "ovs-netdev" in holders:
+        pytest.skip(
+            f"another userspace-datapath Open vSwitch runs in this network namespace (pid "
+            f"{holders['ovs-netdev'][0]} holds ovs-netdev) and only one can: stop that lab first"
+        )
+    taken = [n for n in netns.namespaces() if VM_NAMESPACE.match(n)]
+    if taken:
+        pytest.skip(f"VM namespaces of another lab exist ({', '.join(taken)}): stop that lab first")
+    base = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))  # short: unix sockets take 108 chars
+    lab = base / "lab"
+    try:
+        yield lab
+    finally:
+        vportctl("lab", "down", "--dir", str(lab))
+        shutil.rmtree(base, ignore_errors=True)
