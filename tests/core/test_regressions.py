@@ -19,7 +19,14 @@ from tests.core.support import (
     ready_migration,
     switch_over,
 )
-from vportd.core.messages import EventKind, PortEvent, PortEventSync, VPortSync
+from vportd.core.messages import (
+    EventKind,
+    PortEvent,
+    PortEventSync,
+    SyncComplete,
+    SyncRefused,
+    VPortSync,
+)
 from vportd.core.model import Location, MigrationState, PortState, VPortRecord
 from vportd.core.table import VPortTable
 from vportd.sim.cluster import InFlight, SimCluster
@@ -63,6 +70,10 @@ def deliver_from(sim: SimCluster, origin: str, to: str) -> None:
 
 def is_sync(item: InFlight, migration_id: str) -> bool:
     return isinstance(item.message, VPortSync) and item.message.migration_id == migration_id
+
+
+def handshake(item: InFlight) -> bool:
+    return isinstance(item.message, VPortSync | SyncComplete | SyncRefused)
 
 
 def first_sync(sim: SimCluster, to: str) -> int:
@@ -344,7 +355,7 @@ def test_a_duplicated_sync_does_not_fail_a_migration_in_progress(sim: SimCluster
     assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
 
 
-def test_a_notify_from_a_stale_view_of_the_vm_is_refused_by_its_controller(
+def test_a_notify_from_a_stale_view_of_the_vm_is_refused_before_the_vmm_moves_it(
     sim: SimCluster,
 ) -> None:
     sim.port_event(delete("hv2", 1, VM_B))  # B's tap is re-created as hv2 port 5,
@@ -352,14 +363,44 @@ def test_a_notify_from_a_stale_view_of_the_vm_is_refused_by_its_controller(
     sim.port_event(link("hv2", 5, VM_B, up=True))
     mid = sim.notify(VM_B, "hv2", "hv1")  # and the leader, which has not heard, notifies
 
-    sim.deliver_all()
+    while any(handshake(m) for m in sim.queue):  # the handshake goes faster than the news
+        sim.deliver(next(i for i, m in enumerate(sim.queue) if handshake(m)))
 
-    # Its activation could not outrank where B is now: c2 refuses the sync.
+    # c2 knows: the migration's activation could not outrank where B is now.
     answer = sim.answer_for(mid)
     assert answer is not None and answer.error is not None
     assert "refused the sync" in answer.error.detail
+    sim.deliver_all()
     assert entries(sim, VM_B) == {("hv2", 5, UP, NOT_MIGRATING)}
     assert reach(sim, VM_B) == {frozenset({("hv2", 5)})}
+
+
+def test_a_migration_the_vms_late_history_went_past_fails_at_once(sim: SimCluster) -> None:
+    vm = "02:00:00:00:00:d3"
+    boot(sim, vm, "hv1", 5)
+    # Removed from hv1, then started and removed there twice more: c1 is at seq 2,
+    # and tells the others later.
+    sim.port_event(delete("hv1", 5, vm))
+    for port in (6, 8):
+        sim.port_event(add("hv1", port, vm))
+        sim.port_event(link("hv1", port, vm, up=True))
+        sim.port_event(delete("hv1", port, vm))
+    news = list(sim.queue)
+    sim.queue.clear()
+    sim.port_event(add("hv0", 7, vm))  # the VM starts on hv0: seq 1 for c0, which moves it
+    sim.port_event(link("hv0", 7, vm, up=True))
+    sim.deliver_all()
+    mid = ready_migration(sim, vm, "hv0", "hv2")  # answered: neither end has heard yet
+
+    sim.queue.extend(news)  # the old news arrive
+    sim.deliver_all()
+
+    # The VM's seq went past the migration's: it could not activate. It fails now,
+    # rather than at its deadline, and the VM stays where it runs.
+    assert sim.leader.migration(mid).state == "failed"
+    assert entries(sim, vm) == {("hv0", 7, UP, NOT_MIGRATING)}
+    assert reach(sim, vm) == {frozenset({("hv0", 7)})}
+    assert tables_equal(sim)
 
 
 def test_a_repeated_notify_is_answered_the_same_while_the_leaders_table_lags(

@@ -74,7 +74,7 @@ class Controller:
     def _applied(self, rec: VPortRecord, now: float) -> list[Effect]:
         effects: list[Effect] = list(self.flows.update_vm(rec))
         if self.coordinator is not None:
-            effects += self.coordinator.observe(rec, now)
+            effects += self.coordinator.observe(rec, self.cluster, self.table, now)
         return effects
 
     # -- messages from peers ---------------------------------------------

@@ -223,12 +223,20 @@ class Coordinator:
         return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
 
     # -- what the table shows --------------------------------------------
-    def observe(self, rec: VPortRecord, now: float) -> list[Effect]:
+    def observe(
+        self, rec: VPortRecord, cluster: Membership, table: VPortTable, now: float
+    ) -> list[Effect]:
         """Follow a migration's phase as the replicated mark reports it."""
         mig = rec.mig
         m = self.migrations.get(mig.id) if mig is not None else None
         if m is None or mig is None or m.state.finished:
             return []
+        if mig.phase < Phase.ACTIVATED and rec.loc.seq >= m.seq:
+            # The VM's history (an older life, removed and started again elsewhere,
+            # heard of late) went past the migration: its activation could not
+            # outrank where the VM is, so it cannot happen. Fail it now.
+            why = f"VM {m.vm} moved (seq {rec.loc.seq}) before migration {m.id} activated"
+            return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return []
