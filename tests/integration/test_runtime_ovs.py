@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from tests.integration.support import (
 from vportd.core.flows import vm_flow
 from vportd.core.model import PortState
 from vportd.core.topology import LinkEnd
-from vportd.lab.ovs import PrivateOVS
+from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.runtime import LLDP_PUNT, Runtime
 
 pytestmark = [
@@ -45,13 +44,8 @@ MAC_A, MAC_B, MAC_C = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0a:
 
 @pytest.fixture(scope="module")
 def ovs() -> Iterator[PrivateOVS]:
-    rundir = Path(tempfile.mkdtemp(prefix="ovs"))  # short: unix sockets take 108 chars
-    switch = PrivateOVS(rundir, dummy=True).start()
-    try:
+    with temporary_ovs() as switch:
         yield switch
-    finally:
-        switch.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 @pytest.fixture

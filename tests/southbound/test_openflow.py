@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from vportd.core.flows import (
     vm_flow,
 )
 from vportd.core.topology import Topology
-from vportd.lab.ovs import PrivateOVS
+from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.southbound.ofcodec import Role
 from vportd.southbound.openflow import OpenFlowError, OpenFlowServer, SwitchConnection
 
@@ -38,13 +37,8 @@ FRAME = bytes.fromhex("ffffffffffff" + MAC_B.replace(":", "") + "0806") + bytes(
 def ovs() -> Iterator[PrivateOVS]:
     if shutil.which("ovs-vswitchd") is None:
         pytest.skip("Open vSwitch is not installed (make env installs it)")
-    rundir = Path(tempfile.mkdtemp(prefix="ovs"))  # short: unix sockets take 108 chars
-    switch = PrivateOVS(rundir, dummy=True).start()
-    try:
+    with temporary_ovs() as switch:
         yield switch
-    finally:
-        switch.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

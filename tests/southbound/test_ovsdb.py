@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vportd.lab.ovs import PrivateOVS
+from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.southbound.ovsdb import IfaceRow, OvsdbMonitor, Snapshot
 
 pytestmark = [
@@ -30,13 +28,8 @@ WAIT = 10.0
 
 @pytest.fixture
 def ovs() -> Iterator[PrivateOVS]:
-    rundir = Path(tempfile.mkdtemp(prefix="ovs"))  # short: unix sockets take 108 chars
-    switch = PrivateOVS(rundir, dummy=True).start()
-    try:
+    with temporary_ovs() as switch:
         yield switch
-    finally:
-        switch.stop()
-        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def _set(value: Any) -> list[Any]:

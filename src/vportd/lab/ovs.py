@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,3 +211,15 @@ def _decode(value: Any) -> Any:
         if tag == "map":
             return {_decode(k): _decode(v) for k, v in body}
     return value
+
+
+@contextlib.contextmanager
+def temporary_ovs(dummy: bool = True) -> Iterator[PrivateOVS]:
+    """A started private OVS in a fresh short temp dir, stopped and removed after."""
+    rundir = Path(tempfile.mkdtemp(prefix="ovs"))  # short: unix sockets take 108 chars
+    switch = PrivateOVS(rundir, dummy=dummy).start()
+    try:
+        yield switch
+    finally:
+        switch.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
