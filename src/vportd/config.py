@@ -58,15 +58,37 @@ class OVSDBSection(_Section):
         return value
 
 
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or value.endswith("/"):
+        raise ValueError(f"expected a base URL like http://HOST:PORT, got {value!r}")
+    return value
+
+
 class APISection(_Section):
+    """The REST API. Without a token file the matching endpoints refuse every request."""
+
     listen: ListenAddress = "127.0.0.1:8080"
-    token_file: Path | None = None
-    peer_token_file: Path | None = None
+    # The URL peers and forwarded requests use; default http://{listen}.
+    advertise: Annotated[str, AfterValidator(_url)] | None = None
+    token_file: Path | None = None  # the VMM's and operators' bearer token
+    peer_token_file: Path | None = None  # the controllers' bearer token (east-west)
+    max_body: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    peer_timeout: Seconds = 5.0  # an east-west request that takes longer has failed
+
+    @property
+    def url(self) -> str:
+        return self.advertise or f"http://{self.listen}"
 
 
 class StoreSection(_Section):
+    """Where the vPort table lives: this process only (one controller) or etcd (a cluster)."""
+
     kind: Literal["memory", "etcd"] = "memory"
-    endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
+    endpoints: list[ListenAddress] = Field(default_factory=lambda: ["127.0.0.1:2379"], min_length=1)
+    prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")] = "/vportd"
+    # Leader, members and masters hold their keys on a lease of this TTL: a dead
+    # controller's roles move on within about this long.
+    lease_ttl: Annotated[int, Field(ge=2, le=60)] = 2
 
 
 class MigrationSection(_Section):

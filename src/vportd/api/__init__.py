@@ -1,0 +1,1 @@
+"""The REST API: northbound (VMM, operators) and east-west (peers), FastAPI."""

@@ -1,0 +1,1 @@
+"""The cluster: etcd as the store of record, leadership, mastership, peer transport."""
