@@ -148,6 +148,16 @@ class VPortTable:
         return self._arrive(rec, ev, activate=True)
 
     # -- what our own OVS says -------------------------------------------
+    def release(self, ovs: str) -> None:
+        """Another controller masters `ovs` now: its ports are no longer ours to vouch for."""
+        self._own.discard(ovs)
+        for vm in list(self._ports):
+            ports = self._ports[vm]
+            for where in [w for w in ports if w[0] == ovs]:
+                del ports[where]
+            if not ports:
+                del self._ports[vm]
+
     def _saw(self, ev: PortEvent) -> None:
         """Remember the ports our own OVS reports, with their last link state."""
         self._own.add(ev.ovs)
