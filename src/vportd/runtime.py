@@ -27,9 +27,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any, Protocol
 
 from vportd.config import Config
 from vportd.core.controller import Controller
@@ -44,10 +45,21 @@ from vportd.core.flows import (
     ToController,
 )
 from vportd.core.membership import Membership
-from vportd.core.messages import Effect, EventKind, NotifyAnswer, PortEvent, Send
+from vportd.core.messages import (
+    Effect,
+    EventKind,
+    NotifyAnswer,
+    PeerMessage,
+    PortEvent,
+    PortEventSync,
+    Send,
+    VPortSync,
+)
+from vportd.core.model import VPortRecord
 from vportd.core.topology import Topology
+from vportd.metrics import Metrics
 from vportd.southbound import frames
-from vportd.southbound.ofcodec import PortInfo, PortReason
+from vportd.southbound.ofcodec import PortInfo, PortReason, Role
 from vportd.southbound.openflow import (
     FlowModsFailed,
     OpenFlowError,
@@ -95,6 +107,25 @@ def port_events(change: Change, row: IfaceRow) -> list[PortEvent]:
     return [ev]
 
 
+class ClusterPort(Protocol):
+    """The cluster adapter as the runtime sees it (`cluster.node`); absent with one controller."""
+
+    async def run(self) -> None:
+        """Keep the session, leadership, mastership and the table's copy going."""
+
+    def deliver(self, send: Send) -> None:
+        """Send a message to another controller (never blocks; ordered per peer)."""
+
+    def persist(self, records: Sequence[tuple[VPortRecord, bool]]) -> None:
+        """Record entries in the store of record; True: written as the leader (fenced so)."""
+
+    def switches_changed(self) -> None:
+        """The topology learnt or lost a switch: reconsider who masters what."""
+
+    def generation(self, switch: str) -> int | None:
+        """The generation id of this controller's mastership of `switch`, if it has one."""
+
+
 @dataclass
 class RuntimeStats:
     """What the runtime did to its switches: for tests, benchmarks and metrics."""
@@ -113,13 +144,20 @@ class Runtime:
     switches: dict[str, SwitchConnection] = field(default_factory=dict)
     answers: list[NotifyAnswer] = field(default_factory=list)
     stats: RuntimeStats = field(default_factory=RuntimeStats)
+    cluster: ClusterPort | None = None  # None: one controller, its table in memory
 
     def __post_init__(self) -> None:
         me = self.config.controller.id
         m = self.config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
-        self.core = Controller(me, self.topology, Membership([me], leader=me), timeouts)
-        self.core.lead(self.clock())
+        solo = self.config.store.kind == "memory"
+        self.core = Controller(me, self.topology, Membership([me], me if solo else None), timeouts)
+        if solo:
+            self.core.lead(self.clock())
+        self.metrics = Metrics(me)
+        # Every switch connected to us, mastered or not; `switches` holds the mastered ones.
+        self.connected: dict[str, SwitchConnection] = {}
+        self._waiters: dict[str, list[asyncio.Future[NotifyAnswer]]] = {}
         of = self.config.openflow
         host, _, port = of.listen.rpartition(":")
         self.openflow = OpenFlowServer(
@@ -136,13 +174,18 @@ class Runtime:
         # LLDP: the link each receiving port leads over, and when a probe last came through.
         self._discovered: dict[tuple[str, int], tuple[DeclaredLink, float]] = {}
         self._applied_links: set[DeclaredLink] = set()
-        self._effects: asyncio.Queue[list[Effect | _Adopt]] = asyncio.Queue()
+        self._effects: asyncio.Queue[list[Effect | _Adopt | _Done]] = asyncio.Queue()
         self._busy = False
         self.port_event_hook: Callable[[PortEvent], None] | None = None
 
     # -- life ------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, *also: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run every long-lived task in one TaskGroup; `also` adds more (the API server)."""
         async with asyncio.TaskGroup() as tg:
+            for start in also:
+                tg.create_task(start())
+            if self.cluster is not None:
+                tg.create_task(self.cluster.run())
             tg.create_task(self.openflow.serve())
             for monitor in self.monitors:
                 tg.create_task(monitor.run())
@@ -151,9 +194,36 @@ class Runtime:
             if self.config.topology.lldp:
                 tg.create_task(self._lldp())
 
-    def submit(self, effects: Sequence[Effect | _Adopt]) -> None:
+    def submit(self, effects: Sequence[Effect | _Adopt | _Done]) -> None:
         if effects:
             self._effects.put_nowait(list(effects))
+
+    async def carry_out(self, effects: Sequence[Effect]) -> None:
+        """Submit effects and wait until they are carried out (flow mods confirmed)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.submit([*effects, _Done(done)])
+        await done
+
+    async def answer(self, migration_id: str, effects: Sequence[Effect]) -> NotifyAnswer:
+        """Submit the effects of a notify and wait for the leader's answer to it."""
+        waiter: asyncio.Future[NotifyAnswer] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(migration_id, []).append(waiter)
+        try:
+            self.submit(effects)
+            return await waiter
+        finally:
+            waiters = self._waiters.get(migration_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(migration_id, None)
+
+    def receive(self, message: PeerMessage) -> None:
+        """A message from a peer (by REST, or a record from the store's watch)."""
+        try:
+            self.submit(self.core.receive(message, self.now()))
+        except CoreError as err:
+            log.warning("message from a peer refused: %s", err.detail)
 
     def now(self) -> float:
         return self.clock()
@@ -163,14 +233,52 @@ class Runtime:
         """No effect (flow mods, adoption) is queued or being carried out."""
         return not self._busy and self._effects.empty()
 
+    def mastered(self, switch: str) -> bool:
+        """Whether this controller masters `switch` (with one controller: every switch)."""
+        return self.cluster is None or self.core.cluster.masters.get(switch) == self.core.me
+
     # -- the core's inputs -----------------------------------------------
     def feed(self, ev: PortEvent) -> None:
+        """A port event from OVS; only the switch's master feeds it to the core (claim 5)."""
+        if not self.mastered(ev.ovs):
+            return
+        self.metrics.port_event(ev.kind.value)
         try:
             self.submit(self.core.port_event(ev, self.now()))
         except CoreError as err:
             log.warning("port %s on %s port %d: %s", ev.kind, ev.ovs, ev.port, err.detail)
         if self.port_event_hook is not None:
             self.port_event_hook(ev)
+
+    # -- mastership (told by the cluster adapter) ----------------------------
+    def gain(self, switch: str) -> None:
+        """We master `switch` now: take its ports as ours, then adopt its flows."""
+        self.core.cluster.masters[switch] = self.core.me  # (feed is gated on it)
+        for ev in self._switch_ports(switch):
+            self.feed(ev)
+        try:
+            self.submit(self.core.master_switch(switch, self.now()))
+        except CoreError as err:
+            log.warning("cannot master %s: %s", switch, err.detail)
+            return
+        conn = self.connected.get(switch)
+        if conn is not None and not conn.closed:
+            self.submit([_Adopt(switch, conn)])
+
+    def lose(self, switch: str, master: str | None) -> None:
+        """Another controller (or none yet) masters `switch`: leave its flows to it."""
+        self.core.release_switch(switch, master)
+        conn = self.switches.pop(switch, None)
+        if conn is not None and not conn.closed:
+            self.submit([_Adopt(switch, conn, Role.SLAVE)])
+        log.info("%s: mastered by %s now", switch, master or "nobody")
+
+    def _switch_ports(self, switch: str) -> list[PortEvent]:
+        events: list[PortEvent] = []
+        for row in self._snapshot.ifaces.values():
+            if row.bridge == switch and row.is_vm and row.ofport is not None:
+                events += port_events(Change.ADD, row)
+        return events
 
     async def _tick(self) -> None:
         while True:
@@ -202,13 +310,17 @@ class Runtime:
         return Snapshot(bridges, ifaces)
 
     def _learn_bridges(self, snap: Snapshot) -> None:
+        learnt = False
         for name, dpid in snap.bridges.items():
             if name not in self.topology or self.topology.dpid(name) != dpid:
                 self.topology.add_switch(name, dpid)
                 log.info("switch %s is datapath %016x", name, dpid)
+                learnt = True
             conn = self._waiting.pop(dpid, None)
             if conn is not None and not conn.closed:
-                self.submit([_Adopt(name, conn)])
+                self._connected(name, conn)
+        if learnt and self.cluster is not None:
+            self.cluster.switches_changed()
 
     # -- OpenFlow --------------------------------------------------------
     async def switch_connected(self, conn: SwitchConnection) -> None:
@@ -218,8 +330,18 @@ class Runtime:
             log.info("datapath %016x connected; waiting for OVSDB to name it", conn.dpid)
             self._waiting[conn.dpid] = conn
             return
-        # Adopting needs a flow dump: queued with the effects, so that it keeps their order.
-        self.submit([_Adopt(name, conn)])
+        self._connected(name, conn)
+
+    def _connected(self, name: str, conn: SwitchConnection) -> None:
+        """Adopt the switch if we master it, else tell it we are a slave.
+
+        Adopting needs a flow dump: queued with the effects, so that it keeps their order.
+        """
+        old = self.connected.get(name)
+        if old is not None and old is not conn:
+            old.close("replaced by a new connection from the same switch")
+        self.connected[name] = conn
+        self.submit([_Adopt(name, conn, Role.MASTER if self.mastered(name) else Role.SLAVE)])
 
     def _name_of(self, dpid: int) -> str | None:
         try:
@@ -234,6 +356,7 @@ class Runtime:
         flow mods for it are left to this reconcile and topology changes do
         not resync it against what the compiler believed before.
         """
+        await self._claim_role(name, conn, Role.MASTER)
         dump = await conn.dump()
         self._register(name, conn)
         if dump.foreign:
@@ -250,12 +373,22 @@ class Runtime:
         await self._send_mods(mods)
         self.stats.reconciles[name] += 1
 
+    async def _claim_role(self, name: str, conn: SwitchConnection, role: Role) -> None:
+        """Tell the switch our role, with the generation id of the current mastership."""
+        if self.cluster is None:
+            return  # alone: the switch's default role (EQUAL) is all we need
+        generation = self.cluster.generation(name)
+        if generation is None:
+            # Nobody's generation to send (a slave before any master): the switch's
+            # default role, EQUAL, receives no flow mods from us anyway.
+            return
+        granted, gen = await conn.role_request(role, generation)
+        log.info("%s: role %s (generation %d)", name, granted.name, gen)
+
     def _register(self, name: str, conn: SwitchConnection) -> None:
-        old = self.switches.get(name)
-        if old is not None and old is not conn:
-            old.close("replaced by a new connection from the same switch")
         self.switches[name] = conn
-        self.core.cluster.masters[name] = self.core.me
+        if self.cluster is None:
+            self.core.cluster.masters[name] = self.core.me
 
     def _without_lldp_punt(self, flows: list[Flow]) -> tuple[list[Flow], bool]:
         """The flows for the compiler, and whether our LLDP punt flow is among them.
@@ -268,9 +401,10 @@ class Runtime:
         return [f for f in flows if f != LLDP_PUNT], True
 
     def switch_disconnected(self, conn: SwitchConnection, reason: str) -> None:
-        for name, known in list(self.switches.items()):
+        for name, known in list(self.connected.items()):
             if known is conn:
-                del self.switches[name]
+                del self.connected[name]
+                self.switches.pop(name, None)
                 log.warning("switch %s disconnected: %s", name, reason)
 
     def port_status(self, conn: SwitchConnection, reason: PortReason, port: PortInfo) -> None:
@@ -399,7 +533,7 @@ class Runtime:
             finally:
                 self._busy = False
 
-    async def _run_batch(self, batch: Iterable[Effect | _Adopt]) -> None:
+    async def _run_batch(self, batch: Iterable[Effect | _Adopt | _Done]) -> None:
         mods: list[FlowMod] = []
         for effect in batch:
             if isinstance(effect, FlowMod):
@@ -411,13 +545,47 @@ class Runtime:
                 await self._adopt_guarded(effect)
             elif isinstance(effect, Send):
                 self._deliver(effect)
+            elif isinstance(effect, _Done):
+                if not effect.future.done():
+                    effect.future.set_result(None)
             else:
-                self.answers.append(effect)
+                self._answered(effect)
         await self._send_mods(mods)
+        self._persist(batch)
+
+    def _answered(self, answer: NotifyAnswer) -> None:
+        self.answers.append(answer)
+        del self.answers[: -self._KEEP_ANSWERS]
+        for waiter in self._waiters.pop(answer.migration.id, []):
+            if not waiter.done():
+                waiter.set_result(answer)
+
+    _KEEP_ANSWERS = 1000
+
+    def _persist(self, batch: Iterable[object]) -> None:
+        """Entries this batch told peers about go to the store of record too (once each)."""
+        if self.cluster is None:
+            return
+        records: dict[str, tuple[VPortRecord, bool]] = {}
+        for effect in batch:
+            if not isinstance(effect, Send):
+                continue
+            msg = effect.message
+            if isinstance(msg, PortEventSync) and msg.origin == self.core.me:
+                records[msg.record.vm] = (msg.record, False)
+            elif isinstance(msg, VPortSync) and msg.leader == self.core.me:
+                records[msg.record.vm] = (msg.record, True)
+        if records:
+            self.cluster.persist(list(records.values()))
 
     async def _adopt_guarded(self, effect: _Adopt) -> None:
         """Adopt; a switch that fails it is dropped, to be adopted again when it reconnects."""
         try:
+            if effect.role is Role.SLAVE:
+                await self._claim_role(effect.name, effect.conn, Role.SLAVE)
+                return
+            if not self.mastered(effect.name):
+                return  # mastership moved while this waited in the queue
             await self._adopt(effect.name, effect.conn)
         except SwitchClosed as err:
             log.warning("%s closed while being adopted: %s", effect.name, err)
@@ -425,10 +593,12 @@ class Runtime:
             effect.conn.close(f"adoption failed: {err!r}")
 
     def _deliver(self, send: Send) -> None:
-        if send.to != self.core.me:
-            log.error("no transport to controller %s yet (single-controller mode)", send.to)
-            return
-        self.submit(self.core.receive(send.message, self.now()))
+        if send.to == self.core.me:
+            self.receive(send.message)
+        elif self.cluster is not None:
+            self.cluster.deliver(send)
+        else:
+            log.error("message for controller %s, but this one runs alone", send.to)
 
     async def _send_mods(self, mods: list[FlowMod]) -> None:
         by_switch: dict[str, list[FlowMod]] = {}
@@ -468,7 +638,15 @@ def _named_only(snap: Snapshot) -> Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class _Adopt:
-    """Adopt a switch, queued with the effects so that it keeps their order."""
+    """Adopt a switch (or tell it we are a slave), queued with the effects to keep their order."""
 
     name: str
     conn: SwitchConnection
+    role: Role = Role.MASTER
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """Resolved when the executor reaches it: everything before it was carried out."""
+
+    future: asyncio.Future[None]

@@ -185,6 +185,33 @@ class Controller:
         self.coordinator = None
 
     # -- switches --------------------------------------------------------
+    def master_switch(self, switch: str, now: float) -> list[Effect]:
+        """We master `switch` now; its ports must have been fed as port events first.
+
+        Entries that place a VM on it while its OVS shows no such port (removed
+        while nobody mastered it) are corrected, as the master of a switch does.
+        """
+        if switch not in self.topology:
+            raise UnknownSwitch(f"unknown OVS {switch!r}")
+        self.cluster.masters[switch] = self.me
+        self.table.own(switch)
+        self.flows.master(switch)
+        effects: list[Effect] = []
+        for rec in [r for r in self.table if r.loc.ovs == switch]:
+            change = self.table.reconcile(rec.vm)
+            if change is not None:
+                effects += self._publish(change, now)
+        return effects
+
+    def release_switch(self, switch: str, master: str | None) -> None:
+        """Another controller (or none, for now) masters `switch`: stop managing it."""
+        if master is None:
+            self.cluster.masters.pop(switch, None)
+        else:
+            self.cluster.masters[switch] = master
+        self.table.release(switch)
+        self.flows.release(switch)
+
     def switch_connected(self, switch: str) -> list[FlowMod]:
         """Full reconcile of one switch against what the compiler knows is installed."""
         if switch not in self.topology:

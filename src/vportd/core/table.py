@@ -148,6 +148,10 @@ class VPortTable:
         return self._arrive(rec, ev, activate=True)
 
     # -- what our own OVS says -------------------------------------------
+    def own(self, ovs: str) -> None:
+        """We master `ovs` now: its ports are ours to vouch for (see reconcile)."""
+        self._own.add(ovs)
+
     def release(self, ovs: str) -> None:
         """Another controller masters `ovs` now: its ports are no longer ours to vouch for."""
         self._own.discard(ovs)
