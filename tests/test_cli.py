@@ -1,5 +1,8 @@
 """The installed console scripts ``vportd`` and ``vportctl`` start and behave."""
 
+import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +14,27 @@ from vportd import __version__
 BIN = Path(sys.executable).parent
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = BIN / script
     if not exe.exists():
         pytest.fail(f"{exe} is missing: install the package (make env)")
     return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, timeout=60, check=False
+        [str(exe), *args], capture_output=True, text=True, timeout=60, check=False, env=env
     )
+
+
+def no_api_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose vportd API is a loopback port nothing listens on, and no lab."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {
+        **os.environ,
+        "VPORTD_API": f"http://127.0.0.1:{port}",
+        "VPORTD_LAB_DIR": str(tmp_path / "no-lab"),
+    }
 
 
 def test_vportd_version() -> None:
@@ -86,18 +103,26 @@ def test_vportctl_version() -> None:
     assert result.stdout.strip() == f"vportctl {__version__}"
 
 
-def test_vportctl_status_needs_cluster_api() -> None:
-    result = run("vportctl", "status")
-    assert result.returncode == 2
-    assert "vportctl: 'status' needs the cluster API (not built yet)" in result.stderr
+def test_vportctl_status_without_a_cluster_exits_3(tmp_path: Path) -> None:
+    env = no_api_env(tmp_path)
+    result = run("vportctl", "status", env=env)
+    assert result.returncode == 3
+    assert f"cannot reach the vportd API: {env['VPORTD_API']}" in result.stderr
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_vportctl_json_flag_before_or_after_command(where: str) -> None:
+def test_vportctl_json_flag_before_or_after_command(where: str, tmp_path: Path) -> None:
     args = ["--json", "vports"] if where == "before" else ["vports", "--json"]
-    result = run("vportctl", *args)
-    assert result.returncode == 2
-    assert "'vports' needs the cluster API" in result.stderr
+    result = run("vportctl", *args, env=no_api_env(tmp_path))
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["error"] == "unreachable"
+
+
+def test_vportctl_help_documents_exit_codes_and_api_resolution() -> None:
+    result = run("vportctl", "--help")
+    assert result.returncode == 0
+    for text in ("exit status", "$VPORTD_API", "$VPORTD_TOKEN_FILE", "--lab", "examples:"):
+        assert text in result.stdout
 
 
 def test_vportctl_migrate_requires_source_and_destination() -> None:

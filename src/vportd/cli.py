@@ -1,22 +1,33 @@
 """``vportctl``: the operator's and VM manager's command line for a vportd cluster.
 
-The commands follow DESIGN.md §4. ``migrate`` is the VM manager's migration
-notify: it returns once the cluster answered *notify complete*, i.e. both the
-source and the destination controller have the VM's vPort entry in the
-migrating/up state and the network is ready for the VM to move.
+The commands follow DESIGN.md §4. ``status``, ``vports``, ``vport``,
+``migrate``, ``migrations`` and ``abort`` talk to the cluster's REST API
+through `vportd.client`; ``migrate`` is the VM manager's migration notify: it
+returns once the cluster answered *notify complete*, i.e. both the source and
+the destination controller have the VM's vPort entry in the migrating/up state
+and the network is ready for the VM to move. Their exit codes are
+`vportd.client.EXIT_*`, stable for hook scripts.
 
-Commands that talk to a running cluster need the REST API, which is not built
-yet; they say so and exit 2. ``demo`` and ``bench`` run in-process. ``lab
-up|status|down`` (root) build the local test bed (see ``vportd.lab.bed``).
+``demo`` and ``bench`` run in-process. ``lab up|status|down`` (root) build the
+local test bed (see ``vportd.lab.bed``).
 """
 
+from __future__ import annotations
+
 import argparse
+import json
+import os
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vportd import __version__
+
+if TYPE_CHECKING:
+    from vportd.client import Client, ClientError, Json, Target
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,6 +40,160 @@ def _not_built(command: str) -> Handler:
         return EXIT_NOT_BUILT
 
     return handler
+
+
+# -- the cluster API's commands (status, vports, vport, migrate, migrations, abort) --
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a cluster command prints: one JSON document (--json) or text, and its exit code."""
+
+    doc: object
+    text: str
+    exit_code: int = 0
+    warning: str = ""  # said on stderr in both modes
+
+
+Command = Callable[["Client", argparse.Namespace], Output]
+
+
+def _api_command(command: Command) -> Handler:
+    """Resolve the API and token, run `command`, print its output or the error."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from vportd import client as api  # noqa: PLC0415 (lazy: keeps CLI start-up light)
+
+        target: Target | None = None
+        try:
+            target = api.resolve_target(args.api, args.token_file, args.lab, os.environ)
+            with api.connect(target, args.timeout) as conn:
+                out = command(conn, args)
+        except api.ClientError as err:
+            return _report_error(err, target, as_json=args.json)
+        print(json.dumps(out.doc, indent=2) if args.json else out.text)
+        if out.warning:
+            print(f"vportctl: {out.warning}", file=sys.stderr)
+        return out.exit_code
+
+    return handler
+
+
+def _report_error(err: ClientError, target: Target | None, *, as_json: bool) -> int:
+    """The error on stderr, for people; with --json also as the one document on stdout."""
+    if as_json:
+        print(json.dumps(err.to_json(), indent=2))
+    print(f"vportctl: {err.detail}{_hint(err, target)}", file=sys.stderr)
+    return err.exit_code
+
+
+def _hint(err: ClientError, target: Target | None) -> str:
+    """Where the API or the token came from, when that is the likely mistake."""
+    from vportd.client import EXIT_AUTH, ApiError, Unreachable  # noqa: PLC0415
+
+    if target is None:
+        return ""
+    if isinstance(err, Unreachable):
+        return f" (API from {target.urls_from}; see --api, $VPORTD_API, --lab)"
+    if not isinstance(err, ApiError) or err.exit_code != EXIT_AUTH:
+        return ""
+    if target.token_file is None:
+        return " (no token: give --token-file or set $VPORTD_TOKEN_FILE)"
+    return f" (token file {target.token_file}, from {target.token_from})"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns, two spaces apart; None shows as '-'."""
+    cells = [list(headers)] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _fields(doc: Json) -> str:
+    """A JSON object as `key: value` lines (lists comma-separated)."""
+    width = max((len(k) for k in doc), default=0)
+    return "\n".join(f"{k + ':':<{width + 1}} {_cell(v)}" for k, v in doc.items())
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    return "-" if value is None else str(value)
+
+
+def _status(conn: Client, args: argparse.Namespace) -> Output:
+    doc = conn.status()
+    cluster, health = doc["cluster"], doc["health"]
+    members = cluster.get("members", [])
+    rows = [
+        [m.get("id"), m.get("api"), "yes" if m.get("healthy") else "NO", _cell(m.get("switches"))]
+        for m in members
+    ]
+    ok = health.get("ok", True)
+    extra = {k: v for k, v in health.items() if k != "ok"}
+    health_text = "ok" if ok else "NOT OK " + json.dumps(extra, sort_keys=True)
+    lines = [
+        f"leader: {cluster.get('leader') or 'NONE'}",
+        f"health of the answering controller: {health_text}",
+        _table(["MEMBER", "API", "HEALTHY", "SWITCHES"], rows),
+    ]
+    if cluster.get("leader"):
+        return Output(doc, "\n".join(lines))
+    # a hook can wait for a usable cluster with `until vportctl status; do sleep 1; done`
+    from vportd.client import EXIT_UNAVAILABLE  # noqa: PLC0415
+
+    return Output(doc, "\n".join(lines), EXIT_UNAVAILABLE, "the cluster has no leader")
+
+
+VPORT_COLUMNS = ("vm", "ovs", "port", "port_name", "migration_state", "port_state", "seq")
+
+
+def _vports(conn: Client, args: argparse.Namespace) -> Output:
+    vports = conn.vports()
+    headers = ["VM", "OVS", "PORT", "PORT NAME", "MIGRATION", "STATE", "SEQ", "TO", "IPS"]
+    rows = [
+        [*(v.get(k) for k in VPORT_COLUMNS), v.get("destination"), _cell(v.get("ips", []))]
+        for v in vports
+    ]
+    return Output(vports, _table(headers, rows) if vports else "no vPorts")
+
+
+def _vport(conn: Client, args: argparse.Namespace) -> Output:
+    vport = conn.vport(args.vm)
+    return Output(vport, _fields(vport))
+
+
+def _migrate(conn: Client, args: argparse.Namespace) -> Output:
+    migration, created = conn.migrate(args.vm, args.source, args.destination, wait=args.wait)
+    m = migration
+    how = "new migration" if created else "the same migration again"
+    text = (
+        f"notify complete ({how}): migration {m.get('id')} of {m.get('vm')} "
+        f"{m.get('source')} -> {m.get('destination')} is {m.get('state')}; "
+        "the network is ready, start the live migration"
+    )
+    return Output({**migration, "created": created}, text)
+
+
+MIGRATION_COLUMNS = ("id", "vm", "source", "destination", "state", "seq", "reason")
+
+
+def _migrations(conn: Client, args: argparse.Namespace) -> Output:
+    if args.id is not None:
+        migration = conn.migration(args.id)
+        return Output(migration, _fields(migration))
+    migrations = conn.migrations()
+    rows = [[m.get(k) for k in MIGRATION_COLUMNS] for m in migrations]
+    headers = [c.upper() for c in MIGRATION_COLUMNS]
+    return Output(migrations, _table(headers, rows) if migrations else "no migrations")
+
+
+def _abort(conn: Client, args: argparse.Namespace) -> Output:
+    migration = conn.abort(args.id)
+    state = migration.get("state", "aborted")
+    return Output(migration, f"migration {migration.get('id', args.id)}: {state}")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -246,7 +411,148 @@ Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
     dn.set_defaults(handler=_lab_handler("down"))
 
 
+def _add_api_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--api, --token-file, --lab, --timeout: before the command (default None) or after it.
+
+    The copy after the command defaults to SUPPRESS so that it does not reset
+    a value given before the command, as --json does.
+    """
+    from vportd.client import DEFAULT_TIMEOUT  # noqa: PLC0415
+
+    parser.add_argument(
+        "--api", metavar="URL[,URL...]", default=default,
+        help="the cluster's REST API: one or more controllers' base URLs "
+        "(default: $VPORTD_API, else the lab's controllers, else http://127.0.0.1:8080)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--token-file", type=Path, metavar="PATH", default=default,
+        help="file holding the API's bearer token "
+        "(default: $VPORTD_TOKEN_FILE, else the lab's api.token)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lab", type=Path, metavar="DIR", default=default,
+        help="take the API and token from the lab that is up in DIR "
+        "(default: a lab up in $VPORTD_LAB_DIR or /run/vportd-lab, if any)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=_positive_float, metavar="SECONDS",
+        default=DEFAULT_TIMEOUT if default is None else default,
+        help=f"give up on one request after SECONDS (default: {DEFAULT_TIMEOUT:g})",
+    )  # fmt: skip
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {value:g}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value:g}")
+    return value
+
+
+def _add_cluster_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    from vportd.client import DEFAULT_WAIT  # noqa: PLC0415
+
+    def add(name: str, help_text: str, command: Command, example: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_text, description=textwrap.fill(help_text), parents=parents,
+            epilog=f"example:\n  {example}\n\nexit status and where the API and token come "
+            "from: see `vportctl --help`",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        p.set_defaults(handler=_api_command(command))
+        return p
+
+    add(
+        "status", "show the cluster: leader, members, and which switches each one masters "
+        "(exit status 3 while the cluster has no leader)", _status, "vportctl status",
+    )  # fmt: skip
+    add("vports", "list every vPort entry (VM port) the cluster knows", _vports, "vportctl vports")
+    p = add(
+        "vport", "show one VM's vPort entry: location, migration and port state, sequence",
+        _vport, "vportctl --json vport 02:00:00:00:00:01",
+    )  # fmt: skip
+    p.add_argument("vm", metavar="VM", help="the VM, named by its MAC address")
+
+    p = add(
+        "migrate",
+        "notify the cluster of a VM live migration and wait until the network is ready "
+        "(exits 0 once the cluster answered notify complete; only then start moving the VM). "
+        "The same notify again is harmless (the same migration), so on 503 or a lost "
+        "connection (a leader failover) it is sent again until --wait SECONDS have passed.",
+        _migrate,
+        "vportctl migrate 02:00:00:00:00:01 --from hv0 --to hv1 && virsh migrate ...",
+    )
+    p.add_argument("vm", metavar="VM", help="the VM, named by its MAC address")
+    p.add_argument(
+        "--from", dest="source", metavar="OVS", required=True,
+        help="source switch: its name or datapath id",
+    )  # fmt: skip
+    p.add_argument(
+        "--to", dest="destination", metavar="OVS", required=True,
+        help="destination switch: its name or datapath id",
+    )  # fmt: skip
+    p.add_argument(
+        "--wait", type=_non_negative_float, default=DEFAULT_WAIT, metavar="SECONDS",
+        help="keep retrying through 503s and connection errors for SECONDS; 0: one attempt; "
+        "an attempt in progress may add --timeout (default: %(default)g)",
+    )  # fmt: skip
+
+    p = add(
+        "migrations", "list migrations and their state (preparing, ready, activated, "
+        "completed, aborted, failed), or show one", _migrations, "vportctl migrations",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", nargs="?", help="show only this migration")
+    p = add(
+        "abort", "abort a migration and roll it back on every controller", _abort,
+        "vportctl abort m-42",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="the migration id (see `vportctl migrations`)")
+
+
+EPILOG = """\
+where the API is (first match wins):
+  --api URL[,URL...]  >  $VPORTD_API  >  every controller of the lab in --lab DIR
+  (or of a lab that is up in $VPORTD_LAB_DIR or /run/vportd-lab), first one first
+  >  http://127.0.0.1:8080.  Several URLs: any controller serves the API; a
+  request that cannot connect to one goes to the next.
+the bearer token: --token-file PATH  >  $VPORTD_TOKEN_FILE  >  the lab's api.token.
+
+exit status of status, vports, vport, migrate, migrations, abort (for hooks):
+  {ok}  done (migrate: notify complete, new or the same migration again)
+  {refused}  the cluster refused: unknown VM/OVS/migration (404), conflict such as
+     VM not on that source or already migrating (409), bad input (400/422)
+  {usage}  usage error (bad options), or --lab names no lab
+  {unavailable}  cluster unavailable, safe to retry: unreachable or timed out, no
+     leader (503), a controller did not answer and the migration was rolled
+     back (503), any other 5xx; `status`: the cluster has no leader
+  {auth}  authentication: no or wrong token (401/403), token file unreadable
+With --json, stdout holds exactly one JSON document: the answer, or
+{{"error": CODE, "detail": TEXT, "status": HTTP status or null}}.
+
+examples:
+  vportctl status
+  vportctl --json vports
+  vportctl migrate 02:00:00:00:00:01 --from hv0 --to hv1 && virsh migrate ...
+  vportctl --api http://10.0.0.5:8080 --token-file /etc/vportd/api.token migrations
+  vportctl abort m-42
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from vportd import client  # noqa: PLC0415 (light: it imports httpx only when used)
+
     # --json is accepted before or after the command: `vportctl --json vports`
     # and `vportctl vports --json` mean the same. The subcommand copy uses
     # SUPPRESS so that it does not reset a --json given before the command.
@@ -260,53 +566,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="vportctl",
-        description=(
+        # the raw formatter keeps the epilog's tables; the description is wrapped here
+        description=textwrap.fill(
             "Inspect and drive a vportd cluster: the cluster-wide vPort table, VM "
             "live migrations (the VM manager's notify and abort), the local lab, "
             "the demo and the benchmark."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG.format(
+            ok=client.EXIT_OK,
+            refused=client.EXIT_REFUSED,
+            usage=client.EXIT_USAGE,
+            unavailable=client.EXIT_UNAVAILABLE,
+            auth=client.EXIT_AUTH,
         ),
     )
     parser.add_argument(
         "--json", action="store_true", help="print machine-readable JSON instead of text"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_api_flags(parser, default=None)
+    api_flags = argparse.ArgumentParser(add_help=False)
+    _add_api_flags(api_flags, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, help_text: str, handler: Handler | None = None) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[json_flag])
-        p.set_defaults(handler=handler or _not_built(name))
+        p.set_defaults(handler=handler)
         return p
 
-    add("status", "show the cluster: leader, members, and which switches each one masters")
-    add("vports", "list every vPort entry (VM port) the cluster knows")
-    p = add("vport", "show one VM's vPort entry: location, migration and port state, sequence")
-    p.add_argument("vm", metavar="VM", help="the VM, named by its MAC address")
-
-    p = add(
-        "migrate",
-        "notify the cluster of a VM live migration and wait until the network is ready "
-        "(exits 0 once the cluster answered notify complete; only then start moving the VM)",
-    )
-    p.add_argument("vm", metavar="VM", help="the VM, named by its MAC address")
-    p.add_argument(
-        "--from",
-        dest="source",
-        metavar="OVS",
-        required=True,
-        help="source switch: its name or datapath id",
-    )
-    p.add_argument(
-        "--to",
-        dest="destination",
-        metavar="OVS",
-        required=True,
-        help="destination switch: its name or datapath id",
-    )
-
-    add("migrations", "list migrations and their state (preparing, ready, activated, ...)")
-    p = add("abort", "abort a migration and roll it back on every controller")
-    p.add_argument("id", metavar="ID", help="the migration id (see `vportctl migrations`)")
-
+    _add_cluster_commands(sub, [json_flag, api_flags])
     _add_lab(sub, json_flag)
 
     add(
