@@ -1,0 +1,536 @@
+"""etcd as the cluster's store of record: sessions, roles, vPort records and one resumable watch.
+
+Keyspace under the prefix P:
+  P/vports/{mac}     a vPort record (JSON); written only by a compare-and-swap merge
+  P/leader           {"id", "api"} on the leader's lease, created only if absent
+  P/members/{id}     {"id", "api", "openflow"} on the member's lease
+  P/masters/{switch} {"id"} on the master's lease; its create_revision is the
+                     mastership's generation id (monotonic)
+
+A role is held as long as its key lives; a `Fence` names the key and its
+create_revision, and a fenced write only applies while that key is the same
+incarnation. A controller whose lease expired therefore gets `Fenced` and
+must stop acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import NoReturn
+
+import aetcd
+from aetcd import rpc
+
+from vportd.cluster.etcd_rpc import (
+    CHANNEL_OPTIONS,
+    Backoff,
+    Compacted,
+    Fenced,
+    LeaseLost,
+    Msg,
+    StoreError,
+    Stubs,
+    Transient,
+    check_watch,
+    created_at,
+    delete_op,
+    is_delete,
+    modified_at,
+    put_op,
+    range_kvs,
+    range_op,
+    retrying,
+    translate,
+    txn_request,
+    watch_stream,
+)
+from vportd.core.model import VPortRecord
+from vportd.core.wire import record_from_json, record_to_json
+
+__all__ = ["KV", "EtcdStore", "Fence", "Fenced", "LeaseLost", "StoreError"]
+
+log = logging.getLogger("vportd.etcd")
+
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, successes and failures each
+CHUNK_ATTEMPTS = 3  # whole-chunk CAS rounds before a contended chunk goes key by key
+PARALLEL_CHUNKS = 8  # chunks of one merge in flight at once
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A role's key (relative to the prefix) and the create_revision of our incarnation of it."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class KV:
+    """A key under the prefix as `follow` delivers it; `value` None means deleted."""
+
+    key: str
+    value: bytes | None
+    create_revision: int
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A create-if-absent's outcome: our fence, or None and the revision the holder was seen at."""
+
+    fence: Fence | None
+    revision: int
+
+
+def _encode(rec: VPortRecord) -> bytes:
+    return json.dumps(record_to_json(rec), separators=(",", ":")).encode()
+
+
+def _decode(value: bytes) -> VPortRecord:
+    return record_from_json(json.loads(value))
+
+
+def _collapse(records: Iterable[VPortRecord]) -> dict[str, VPortRecord]:
+    """One record per VM: the join of every copy given."""
+    out: dict[str, VPortRecord] = {}
+    for rec in records:
+        have = out.get(rec.vm)
+        out[rec.vm] = rec if have is None else have.merge(rec)
+    return out
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception a caller should see from a group: a lost role before anything else."""
+    flat = list(_leaves(group))
+    return next((e for e in flat if isinstance(e, Fenced | LeaseLost)), flat[0])
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+class EtcdStore:
+    """One controller's connection to etcd; every method retries what etcd lets it retry."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        prefix: str = "/vportd",
+        lease_ttl: int = 2,
+        *,
+        call_timeout: float = 5.0,
+        patience: float = 10.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoint")
+        self.prefix = prefix.rstrip("/") + "/"
+        self.lease_ttl = lease_ttl
+        self._timeout = call_timeout
+        self._patience = patience  # how long a call keeps retrying an unreachable etcd
+        host, _, port = _target(endpoints).rpartition(":")
+        self._client = aetcd.Client(host=host, port=int(port), options=CHANNEL_OPTIONS)
+        self._stubs: Stubs | None = None
+
+    async def __aenter__(self) -> EtcdStore:
+        await self._client.connect()
+        self._stubs = Stubs.of(self._client.channel, self._timeout)
+        return self
+
+    async def __aexit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stubs = None
+        await self._client.close()
+
+    # -- plumbing -------------------------------------------------------------
+    @property
+    def stubs(self) -> Stubs:
+        if self._stubs is None:
+            raise StoreError("EtcdStore used outside `async with`")
+        return self._stubs
+
+    def key(self, rel: str) -> bytes:
+        return (self.prefix + rel).encode()
+
+    def _rel(self, key: bytes) -> str:
+        return key.decode()[len(self.prefix) :]
+
+    async def _txn(
+        self, what: str, compare: Sequence[Msg], success: Sequence[Msg], failure: Sequence[Msg] = ()
+    ) -> Msg:
+        request = txn_request(compare, success, failure)
+        return await retrying(what, lambda: self.stubs.txn(request), self._patience)
+
+    # -- sessions -------------------------------------------------------------
+    async def grant_lease(self) -> int:
+        req = rpc.LeaseGrantRequest(TTL=self.lease_ttl)
+
+        async def grant() -> Msg:
+            return await self.stubs.lease.LeaseGrant(req, timeout=self._timeout)
+
+        resp = await retrying("lease grant", grant, self._patience)
+        if resp.error:
+            raise StoreError(f"lease grant: {resp.error}")
+        log.info("granted lease %x (ttl %d s)", resp.ID, resp.TTL)
+        return int(resp.ID)
+
+    async def keep_alive(self, lease: int) -> NoReturn:
+        """Keep `lease` alive every ttl/3 until it is lost, then raise LeaseLost.
+
+        Lost means etcd says so, or no keepalive was answered for a whole TTL
+        (counted from when the last answered one was sent): past that, etcd may
+        have expired it and another controller may hold our roles.
+        """
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + self.lease_ttl
+        backoff = Backoff(first=0.05, cap=self.lease_ttl / 6)
+        while True:
+            sent = loop.time()
+            try:
+                ttl = await self.stubs.keepalive(
+                    lease, max(0.05, min(self._timeout, expires - sent))
+                )
+            except (rpc.AioRpcError, Transient) as err:
+                expires = await self._keepalive_failed(lease, err, expires, backoff)
+                continue
+            if ttl <= 0:
+                raise LeaseLost(f"lease {lease:x} expired or was revoked")
+            if backoff.attempts:
+                log.info("lease %x: keepalive answered again", lease)
+            backoff.reset()
+            expires = sent + ttl
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    async def _keepalive_failed(
+        self, lease: int, err: Exception, expires: float, backoff: Backoff
+    ) -> float:
+        error = translate(err, "keepalive") if isinstance(err, rpc.AioRpcError) else err
+        if isinstance(error, LeaseLost):
+            raise error
+        left = expires - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise LeaseLost(
+                f"lease {lease:x}: no keepalive answered for {self.lease_ttl} s: {error}"
+            )
+        if not backoff.attempts:
+            log.warning("lease %x: keepalive failed (%s); %.2f s left on it", lease, error, left)
+        await asyncio.sleep(min(backoff.next(), left))
+        return expires
+
+    async def revoke(self, lease: int) -> None:
+        req = rpc.LeaseRevokeRequest(ID=lease)
+
+        async def revoke() -> Msg:
+            return await self.stubs.lease.LeaseRevoke(req, timeout=self._timeout)
+
+        with contextlib.suppress(LeaseLost):  # already gone: what revoke wanted
+            await retrying("lease revoke", revoke, self._patience)
+        log.info("revoked lease %x", lease)
+
+    # -- roles ----------------------------------------------------------------
+    async def _create(self, rel: str, value: bytes, lease: int) -> _Claim:
+        """Create `rel` on `lease` unless it exists; ours if it is (now) on our lease."""
+        key = self.key(rel)
+        while True:
+            resp = await self._txn(
+                f"create {rel}", [created_at(key, 0)], [put_op(key, value, lease)], [range_op(key)]
+            )
+            revision = int(resp.header.revision)
+            if resp.succeeded:
+                return _Claim(Fence(rel, revision), revision)
+            kvs = range_kvs(resp.responses[0])
+            if not kvs:
+                continue  # deleted between compare and read: try again
+            if int(kvs[0].lease) == lease:
+                # A retried create whose first attempt did land, or a second claim.
+                return _Claim(Fence(rel, int(kvs[0].create_revision)), revision)
+            return _Claim(None, revision)
+
+    async def _delete(self, fence: Fence) -> bool:
+        """Delete the fence's key if it is still that incarnation; True if it was."""
+        key = self.key(fence.key)
+        resp = await self._txn(
+            f"delete {fence.key}", [created_at(key, fence.revision)], [delete_op(key)]
+        )
+        return bool(resp.succeeded)
+
+    async def register(self, me: str, info: dict[str, str], lease: int) -> Fence:
+        """Put our members key on `lease`, taking it over from an older incarnation of us."""
+        rel = f"members/{me}"
+        value = json.dumps({**info, "id": me}).encode()
+        while True:
+            claim = await self._create(rel, value, lease)
+            if claim.fence is not None:
+                log.info("registered as member %s (lease %x)", me, lease)
+                return claim.fence
+            await self._take_over(rel)
+
+    async def _take_over(self, rel: str) -> None:
+        """Delete a stale `rel` (a previous run of this id): our key must be a new incarnation."""
+        key = self.key(rel)
+        resp = await self._txn(f"read {rel}", [], [range_op(key)])
+        for kv in range_kvs(resp.responses[0]):
+            log.warning("taking over %s from lease %x (a previous run?)", rel, kv.lease)
+            await self._txn(f"delete {rel}", [modified_at(key, kv.mod_revision)], [delete_op(key)])
+
+    async def campaign(self, me: str, info: dict[str, str], lease: int) -> Fence:
+        """Become the leader: block until our leader key exists, watching the holder's."""
+        value = json.dumps({**info, "id": me}).encode()
+        while True:
+            claim = await self._create("leader", value, lease)
+            if claim.fence is not None:
+                log.info("%s elected leader (generation %d)", me, claim.fence.revision)
+                return claim.fence
+            await self._wait_deleted("leader", claim.revision + 1)
+
+    async def _wait_deleted(self, rel: str, start: int) -> None:
+        """Return once `rel` is deleted at or after revision `start` (or on a stream error:
+        the caller re-reads, so a missed wake-up costs a round trip, never a deletion)."""
+        key = self.key(rel)
+        try:
+            async with watch_stream(self.stubs, key, start) as call:
+                async for resp in call:
+                    check_watch(resp, f"watch {rel}")
+                    if any(ev.kv.key == key and is_delete(ev) for ev in resp.events):
+                        return
+        except (rpc.AioRpcError, Transient, Compacted) as err:
+            log.info("watch on %s broke (%s); reading it again", rel, err)
+            await asyncio.sleep(Backoff().next())
+
+    async def resign(self, fence: Fence) -> None:
+        if await self._delete(fence):
+            log.info("resigned leadership (generation %d)", fence.revision)
+
+    async def claim(self, switch: str, me: str, lease: int) -> Fence | None:
+        """Become master of `switch`; the fence's revision is the generation id."""
+        claim = await self._create(f"masters/{switch}", json.dumps({"id": me}).encode(), lease)
+        if claim.fence is not None:
+            log.info("%s masters %s (generation %d)", me, switch, claim.fence.revision)
+        return claim.fence
+
+    async def release(self, fence: Fence) -> None:
+        if await self._delete(fence):
+            log.info("released %s (generation %d)", fence.key, fence.revision)
+
+    # -- records --------------------------------------------------------------
+    async def merge(self, records: Sequence[VPortRecord], fences: Sequence[Fence] = ()) -> None:
+        """Join `records` into the stored ones (compare-and-swap per key, many keys per txn)."""
+        items = list(_collapse(records).items())
+        size = MAX_TXN_OPS - len(fences)
+        if size < 1:
+            raise ValueError(f"{len(fences)} fences leave no room in a transaction")
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        gate = asyncio.Semaphore(PARALLEL_CHUNKS)
+
+        async def one(chunk: list[tuple[str, VPortRecord]]) -> None:
+            async with gate:
+                await self._merge_chunk(chunk, fences, CHUNK_ATTEMPTS)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for chunk in chunks:
+                    group.create_task(one(chunk))
+        except BaseExceptionGroup as errors:
+            raise _first_error(errors) from None
+
+    async def _merge_chunk(
+        self, items: list[tuple[str, VPortRecord]], fences: Sequence[Fence], attempts: int | None
+    ) -> None:
+        keys = [self.key(f"vports/{vm}") for vm, _ in items]
+        fence_cmp = [created_at(self.key(f.key), f.revision) for f in fences]
+        resp = await self._txn("read vports", fence_cmp, [range_op(k) for k in keys])
+        self._check_fences(resp, fences, offset=None)
+        stored = [range_kvs(r) for r in resp.responses]
+        tries = 0
+        while attempts is None or tries < attempts:
+            tries += 1
+            compare, puts = self._plan(keys, items, stored)
+            if not puts:
+                return
+            reread = [range_op(self.key(f.key)) for f in fences] + [range_op(k) for k in keys]
+            resp = await self._txn("merge vports", fence_cmp + compare, puts, reread)
+            if resp.succeeded:
+                return
+            self._check_fences(resp, fences, offset=0)
+            stored = [range_kvs(r) for r in resp.responses[len(fences) :]]
+        # Contended as a whole: key by key, each retried until it lands.
+        for item in items:
+            await self._merge_chunk([item], fences, None)
+
+    def _check_fences(self, resp: Msg, fences: Sequence[Fence], offset: int | None) -> None:
+        """Raise Fenced if `resp` failed on a fence. With `offset` None the txn compared
+        only fences; otherwise its failure branch read each fence key from `offset` on."""
+        if offset is None:
+            if not resp.succeeded:
+                raise Fenced(f"fenced out: {', '.join(f.key for f in fences)} changed")
+            return
+        for n, fence in enumerate(fences):
+            kvs = range_kvs(resp.responses[offset + n])
+            have = int(kvs[0].create_revision) if kvs else 0
+            if have != fence.revision:
+                raise Fenced(f"fenced out: {fence.key} is generation {have}, not {fence.revision}")
+
+    @staticmethod
+    def _plan(
+        keys: list[bytes], items: list[tuple[str, VPortRecord]], stored: list[list[Msg]]
+    ) -> tuple[list[Msg], list[Msg]]:
+        """The compares and puts that join each item into what was read (none if stored wins)."""
+        compare: list[Msg] = []
+        puts: list[Msg] = []
+        for key, (_, rec), kvs in zip(keys, items, stored, strict=True):
+            if not kvs:
+                compare.append(created_at(key, 0))
+                puts.append(put_op(key, _encode(rec)))
+                continue
+            have = _decode(kvs[0].value)
+            joined = have.merge(rec)
+            if joined is not have:
+                compare.append(modified_at(key, kvs[0].mod_revision))
+                puts.append(put_op(key, _encode(joined)))
+        return compare, puts
+
+    async def records(self) -> tuple[dict[str, VPortRecord], int]:
+        """Every stored vPort record by MAC, and the revision they were read at."""
+        prefix = self.key("vports/")
+        kvs, revision = await retrying(
+            "read vports", lambda: self.stubs.range_prefix(prefix), self._patience
+        )
+        return {self._rel(kv.key)[len("vports/") :]: _decode(kv.value) for kv in kvs}, revision
+
+    # -- the watch ------------------------------------------------------------
+    async def follow(
+        self,
+        sub: str,
+        on_reset: Callable[[dict[str, KV], int], None],
+        on_change: Callable[[list[KV], int], None],
+    ) -> NoReturn:
+        """Mirror every key under P/sub into the callbacks, forever (run it in a TaskGroup).
+
+        on_reset(all, revision) first and after a compaction made resuming
+        impossible; on_change(events, revision) for each watch answer with
+        events, `revision` being the newest event's. After a disconnect it
+        resumes right after the last revision delivered. An exception raised by
+        a callback ends `follow` (it is the caller's bug, not etcd's).
+        """
+        follower = _Follower(self, sub, on_reset, on_change)
+        await follower.run()
+
+
+class _Follower:
+    """The state of one `follow`: the last revision delivered, and how to get back to it."""
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        sub: str,
+        on_reset: Callable[[dict[str, KV], int], None],
+        on_change: Callable[[list[KV], int], None],
+    ) -> None:
+        self.store, self.sub = store, sub
+        self.prefix = store.key(sub)
+        self.on_reset, self.on_change = on_reset, on_change
+        self.revision: int | None = None  # None: a full read is due
+        self.backoff = Backoff(first=0.05, cap=1.0)
+
+    async def run(self) -> NoReturn:
+        while True:
+            try:
+                if self.revision is None:
+                    await self._reset()
+                await self._watch()
+            except Compacted as err:
+                log.warning(
+                    "follow %s: cannot resume after revision %s (%s); full resync",
+                    *(self.sub, self.revision, err),
+                )
+                self.revision = None
+            except (rpc.AioRpcError, Transient) as err:
+                await self._pause(
+                    translate(err, "watch") if isinstance(err, rpc.AioRpcError) else err
+                )
+
+    async def _pause(self, err: Exception) -> None:
+        delay = self.backoff.next()
+        then = "read everything" if self.revision is None else f"resume after {self.revision}"
+        log.warning(
+            "follow %s: etcd connection lost (%s); in %.2f s, reconnect and %s",
+            *(self.sub, err, delay, then),
+        )
+        await asyncio.sleep(delay)
+
+    async def _reset(self) -> None:
+        kvs, revision = await self.store.stubs.range_prefix(self.prefix)
+        view = {kv.key: kv for kv in (_to_kv(self.store.prefix, raw) for raw in kvs)}
+        log.info("follow %s: read %d keys at revision %d", self.sub, len(view), revision)
+        self.revision = revision
+        self.on_reset(view, revision)
+
+    async def _watch(self) -> None:
+        assert self.revision is not None
+        resumed = self.backoff.attempts > 0
+        async with watch_stream(self.store.stubs, self.prefix, self.revision + 1) as call:
+            async for resp in call:
+                check_watch(resp, f"follow {self.sub}")
+                if resp.created:
+                    self._check_not_rewound(int(resp.header.revision))
+                    if resumed:
+                        log.info(
+                            "follow %s: watching again after revision %d", self.sub, self.revision
+                        )
+                    self.backoff.reset()
+                    continue
+                self._deliver(resp)
+        raise Transient(f"follow {self.sub}: watch stream ended")
+
+    def _check_not_rewound(self, now: int) -> None:
+        """A store behind what we delivered is another history (restored from a backup, or a
+        new cluster): waiting for revisions past ours would miss everything, so reload."""
+        if self.revision is not None and now < self.revision:
+            raise Compacted(now, f"etcd is at revision {now}, behind ours; another history")
+
+    def _deliver(self, resp: Msg) -> None:
+        if not resp.events:
+            # A progress answer: only sent once the watch has caught up, so every
+            # event up to its header revision has been delivered.
+            self.revision = max(self.revision or 0, int(resp.header.revision))
+            return
+        events = [_to_kv(self.store.prefix, ev.kv, is_delete(ev)) for ev in resp.events]
+        # Not the header revision: a catching-up watch may send a batch whose
+        # header is ahead of its last event.
+        revision = max(kv.mod_revision for kv in events)
+        self.revision = revision
+        self.on_change(events, revision)
+
+
+def _to_kv(prefix: str, kv: Msg, deleted: bool = False) -> KV:
+    """A raw key-value as `follow` delivers it: key relative to `prefix`."""
+    value = None if deleted else bytes(kv.value)
+    key = bytes(kv.key).decode()[len(prefix) :]
+    return KV(key, value, int(kv.create_revision), int(kv.mod_revision))
+
+
+def _target(endpoints: list[str]) -> str:
+    """The gRPC target for `endpoints`: one HOST:PORT, or several IPv4 ones for failover."""
+    if len(endpoints) == 1:
+        return endpoints[0]
+    for endpoint in endpoints:
+        try:
+            ipaddress.IPv4Address(endpoint.rpartition(":")[0])
+        except ValueError:
+            raise ValueError(
+                f"several etcd endpoints must be IPv4 HOST:PORT, not {endpoint!r}"
+                " (give one DNS name with every member's address instead)"
+            ) from None
+    # gRPC's ipv4: scheme takes a list of addresses and fails over between them.
+    return "ipv4:" + ",".join(endpoints)

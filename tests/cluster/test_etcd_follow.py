@@ -1,0 +1,175 @@
+"""follow() against a real etcd: resume after an etcd restart, full resync after compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from tests.cluster.conftest import StoreFactory
+from tests.cluster.support import PATIENCE, at, eventually, eventually_async, mac
+from vportd.cluster.etcd import KV, EtcdStore
+from vportd.core.model import VPortRecord
+from vportd.core.wire import record_from_json, record_to_json
+from vportd.lab.etcd import PrivateEtcd
+
+pytestmark = pytest.mark.etcd
+
+
+class Mirror:
+    """What a follower sees: its view, every reset and every delivered revision."""
+
+    def __init__(self) -> None:
+        self.view: dict[str, KV] = {}
+        self.resets: list[int] = []
+        self.revisions: list[int] = []
+        self.keys_seen: set[str] = set()
+        self.hook: str | None = None  # a key whose arrival calls `on_hook`
+        self.on_hook: Callable[[], None] = lambda: None
+
+    def reset(self, kvs: dict[str, KV], revision: int) -> None:
+        self.resets.append(revision)
+        self.view = dict(kvs)
+
+    def change(self, kvs: list[KV], revision: int) -> None:
+        self.revisions.append(revision)
+        for kv in kvs:
+            self.keys_seen.add(kv.key)
+            if kv.value is None:
+                self.view.pop(kv.key, None)
+            else:
+                self.view[kv.key] = kv
+        if self.hook is not None and any(kv.key == self.hook for kv in kvs):
+            self.hook = None
+            self.on_hook()
+
+    def records(self) -> dict[str, VPortRecord]:
+        return {
+            k.removeprefix("vports/"): record_from_json(json.loads(kv.value or b""))
+            for k, kv in self.view.items()
+        }
+
+
+async def equal_to_etcd(mirror: Mirror, store: EtcdStore) -> bool:
+    stored, _ = await store.records()
+    return mirror.records() == stored
+
+
+async def test_follow_resumes_after_an_etcd_restart(
+    etcd: PrivateEtcd, connect: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vportd.etcd")
+    mirror = Mirror()
+    before = [at(mac(n), 1, 0, "w") for n in range(50)]
+    unseen = [at(mac(n), 2, 0, "w") for n in range(40, 60)]  # written just before the crash
+    after = [at(mac(n), 3, 0, "w") for n in range(55, 80)]
+    async with connect(patience=30.0) as follower, connect(patience=30.0) as writer:
+        task = asyncio.create_task(follower.follow("vports/", mirror.reset, mirror.change))
+        try:
+            await eventually(lambda: bool(mirror.resets), "the first full read")
+            await writer.merge(before)
+            await eventually_async(lambda: equal_to_etcd(mirror, writer), "the first writes")
+            await writer.merge(unseen)
+            await asyncio.to_thread(etcd.restart, True)  # SIGKILL and start again
+            await writer.merge(after)
+            await eventually_async(lambda: equal_to_etcd(mirror, writer), "the view equals etcd")
+        finally:
+            task.cancel()
+    assert len(mirror.resets) == 1  # resumed, never reloaded
+    assert mirror.revisions == sorted(set(mirror.revisions))  # no revision twice, in order
+    assert {f"vports/{r.vm}" for r in before + unseen + after} <= mirror.keys_seen
+    assert any("watching again after revision" in r.getMessage() for r in caplog.records)
+
+
+async def test_follow_resyncs_when_its_revision_was_compacted(
+    etcd: PrivateEtcd, connect: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vportd.etcd")
+    mirror = Mirror()
+    outage_done = threading.Event()
+    missed = [at(mac(n), 5, 0, "gw") for n in range(10, 30)]
+
+    def outage() -> None:
+        """While the follower is stuck: restart etcd, write, compact past the follower."""
+        etcd.restart(hard=True)
+        for rec in missed:
+            etcd.put(f"/test/vports/{rec.vm}", json.dumps(record_to_json(rec)).encode())
+        etcd.compact()
+        outage_done.set()
+
+    def pause_follower() -> None:
+        # Blocks the event loop on purpose: the follower can neither read nor
+        # reconnect until etcd has restarted and compacted past its revision.
+        worker = threading.Thread(target=outage)
+        worker.start()
+        outage_done.wait(PATIENCE)
+        worker.join(PATIENCE)
+
+    mirror.on_hook = pause_follower
+    mirror.hook = f"vports/{mac(99)}"
+    async with connect(patience=30.0) as follower, connect(patience=30.0) as writer:
+        task = asyncio.create_task(follower.follow("vports/", mirror.reset, mirror.change))
+        try:
+            await eventually(lambda: bool(mirror.resets), "the first full read")
+            await writer.merge([at(mac(n), 1, 0, "w") for n in range(20)])
+            await writer.merge([at(mac(99), 1, 0, "w")])  # the hook: pauses the follower
+            await eventually(outage_done.is_set, "the outage")
+            await eventually(lambda: len(mirror.resets) == 2, "a second full read")
+            await writer.merge([at(mac(n), 6, 0, "w") for n in range(25, 35)])
+            await eventually_async(lambda: equal_to_etcd(mirror, writer), "the view equals etcd")
+        finally:
+            task.cancel()
+    assert mirror.resets[1] > mirror.resets[0]
+    assert any("full resync" in r.getMessage() for r in caplog.records)
+    for rec in missed[:15]:  # written only while the follower was paused (not after)
+        assert mirror.records()[rec.vm] == rec
+
+
+async def test_follow_sees_deletions_of_role_keys(store: EtcdStore) -> None:
+    mirror = Mirror()
+    lease = await store.grant_lease()
+    task = asyncio.create_task(store.follow("masters/", mirror.reset, mirror.change))
+    try:
+        await eventually(lambda: bool(mirror.resets), "the first full read")
+        fence = await store.claim("hv1", "c1", lease)
+        assert fence is not None
+        await eventually(lambda: "masters/hv1" in mirror.view, "the claim")
+        assert mirror.view["masters/hv1"].create_revision == fence.revision
+        await store.release(fence)
+        await eventually(lambda: "masters/hv1" not in mirror.view, "the release")
+    finally:
+        task.cancel()
+
+
+async def test_follow_reloads_when_etcd_comes_back_with_another_history(
+    etcd: PrivateEtcd, connect: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd restored empty (data dir lost): the follower must not wait for its old revision."""
+    caplog.set_level(logging.INFO, logger="vportd.etcd")
+    mirror = Mirror()
+    async with connect(patience=30.0) as follower, connect(patience=30.0) as writer:
+        task = asyncio.create_task(follower.follow("vports/", mirror.reset, mirror.change))
+        try:
+            await eventually(lambda: bool(mirror.resets), "the first full read")
+            for n in range(10):  # ten revisions: more than the new history will have
+                await writer.merge([at(mac(n), 1, 0, "w")])
+            await eventually_async(lambda: equal_to_etcd(mirror, writer), "the first writes")
+
+            def wipe() -> None:
+                etcd.stop()
+                shutil.rmtree(etcd.data_dir)
+                etcd.start()
+
+            await asyncio.to_thread(wipe)
+            await writer.merge([at(mac(50), 1, 0, "w")])
+            await eventually(lambda: len(mirror.resets) == 2, "a second full read")
+            await eventually_async(lambda: equal_to_etcd(mirror, writer), "the view equals etcd")
+        finally:
+            task.cancel()
+    assert set(mirror.records()) == {mac(50)}
+    assert any("another history" in r.getMessage() for r in caplog.records)
