@@ -11,7 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
@@ -127,12 +135,27 @@ class Config(_Section):
     logging: LoggingSection = LoggingSection()
 
 
+    @model_validator(mode="after")
+    def _cluster_needs_peer_token(self) -> Config:
+        if self.store.kind == "etcd" and self.api.peer_token_file is None:
+            raise ValueError(
+                "api.peer_token_file: required with store.kind = \"etcd\" "
+                "(controllers authenticate each other with it)"
+            )
+        return self
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        why = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{key}: {why}")
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            why = "unknown key"
+        elif e["type"] == "value_error":
+            why = str(e.get("ctx", {}).get("error", e["msg"]))
+        else:
+            why = e["msg"]
+        lines.append(f"{key}: {why}" if key else why)  # a cross-key rule names its keys
     return "; ".join(lines)
 
 

@@ -49,8 +49,34 @@ def _logging(config: Config) -> None:
     )
 
 
-async def _serve(config: Config) -> None:
-    from vportd.runtime import Runtime  # noqa: PLC0415 - keeps --help and --check light
+def read_token(path: Path | None, key: str) -> str | None:
+    """A bearer token from its file (whitespace stripped); None when not configured."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from None
+    if len(token) < MIN_TOKEN:
+        raise ConfigError(f"{key}: the token in {path} is shorter than {MIN_TOKEN} characters")
+    return token
+
+
+MIN_TOKEN = 16
+
+
+async def _serve(config: Config, token: str | None, peer_token: str | None) -> None:
+    # Imported here: keeps --help and --check light.
+    from contextlib import AsyncExitStack  # noqa: PLC0415
+
+    from vportd.api.app import create_app  # noqa: PLC0415
+    from vportd.api.server import serve  # noqa: PLC0415
+    from vportd.api.service import Peer  # noqa: PLC0415
+    from vportd.cluster.etcd import EtcdStore  # noqa: PLC0415
+    from vportd.cluster.node import ClusterNode  # noqa: PLC0415
+    from vportd.cluster.peers import Forwarder, PeerClient  # noqa: PLC0415
+    from vportd.runtime import Runtime  # noqa: PLC0415
+    from vportd.service import ControllerService  # noqa: PLC0415
 
     task = asyncio.current_task()
     assert task is not None
@@ -58,9 +84,30 @@ async def _serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     runtime = Runtime(config)
-    log.info("controller %s starting (OpenFlow %s)", config.controller.id, config.openflow.listen)
+    me = Peer(config.controller.id, config.api.url)
+    client = PeerClient(peer_token, timeout=config.api.peer_timeout)
+    forwarder = Forwarder()
+    node, store = None, None
+    if config.store.kind == "etcd":
+        s = config.store
+        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
+        node = ClusterNode(runtime, store, client, me)
+        runtime.cluster = node
+    service = ControllerService(runtime, me, node)
+    app = create_app(
+        service, token=token, peer_token=peer_token, max_body=config.api.max_body, forwarder=forwarder
+    )
+    log.info(
+        "controller %s starting (OpenFlow %s, API %s, store %s)",
+        me.id, config.openflow.listen, me.api, config.store.kind,
+    )  # fmt: skip
     try:
-        await runtime.run()
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(client.aclose)
+            stack.push_async_callback(forwarder.aclose)
+            if store is not None:
+                await stack.enter_async_context(store)
+            await runtime.run(lambda: serve(app, config.api.listen))
     except asyncio.CancelledError:
         log.info("controller %s stopped", config.controller.id)
 
@@ -77,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)
         return 2
+    try:
+        token = read_token(config.api.token_file, "api.token_file")
+        peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
+    except ConfigError as err:
+        print(f"vportd: configuration error: {err}", file=sys.stderr)
+        return 2
     if args.check:
         print(config.model_dump_json(indent=2))
         return 0
     _logging(config)
-    asyncio.run(_serve(config))
+    if token is None:
+        log.warning("api.token_file is not set: the northbound API refuses every request")
+    asyncio.run(_serve(config, token, peer_token))
     return 0
 
 
