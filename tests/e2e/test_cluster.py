@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import Cluster, Node, cluster
+from tests.e2e.support import TOKEN, Cluster, Node, cluster
 from tests.integration.support import Fabric
 from vportd.lab.etcd import PrivateEtcd, temporary_etcd
 from vportd.lab.ovs import PrivateOVS, temporary_ovs
@@ -202,3 +202,78 @@ async def stored_records(c: Cluster) -> dict[str, tuple[str, int]]:
     async with EtcdStore([c.etcd.endpoint]) as store:
         records, _ = await store.records()
     return {vm: (str(r.loc.ovs), r.seq) for vm, r in records.items() if r.present}
+
+
+async def test_failover_leader_killed_between_vport_sync_and_notify_complete(
+    c3: Cluster,
+) -> None:
+    """The VMM's retry gets the same migration from the new leader; nothing stays migrating."""
+    leader = await c3.leader()
+    masters = {s["name"]: s["master"] for s in await leader.get("/v1/switches")}
+    # The destination's master will be paused, so that the leader waits for its answer.
+    dst = next(s for s, m in sorted(masters.items()) if m != leader.id)
+    src = next(s for s in sorted(masters) if s != dst)
+    paused = next(n for n in c3.nodes if n.id == masters[dst])
+    await vm_on(c3, src, "vm1", 1)
+    paused.kill(signal.SIGSTOP)
+    first = asyncio.create_task(notify(leader, MAC, src, dst))
+    try:
+        witness = next(n for n in c3.nodes if n not in (leader, paused))
+        await c3.until(lambda: migrating_on(c3, witness), "the vPort sync to reach a controller")
+        leader.kill(signal.SIGKILL)
+    finally:
+        paused.kill(signal.SIGCONT)
+    with pytest.raises(httpx.HTTPError):
+        await first  # the leader died with the request
+    retry = await retry_notify(c3, MAC, src, dst)
+    assert retry.status_code in (200, 201), retry.text
+    migration = retry.json()
+    for view in await c3.everywhere(MAC):
+        assert view is not None and view["migration_state"] == "migrating"
+        assert view["destination"] == dst
+    await c3.fabric.add_vm(dst, "vm1-dst", 1, MAC)
+    await c3.fabric.vsctl("del-port", src, "vm1")
+    await c3.until(lambda: done_at(c3, MAC, dst), "not-migrating at the destination everywhere")
+    new_leader = await c3.leader()
+    async with new_leader.client() as client:
+        final = (await client.get(f"/v1/migrations/{migration['id']}")).json()
+    assert final["state"] == "completed", final
+
+
+async def migrating_on(c: Cluster, node: Node) -> bool:
+    view = await c.vport(node, MAC)
+    return view is not None and view["migration_state"] == "migrating"
+
+
+async def retry_notify(c: Cluster, vm: str, source: str, destination: str) -> httpx.Response:
+    """The VMM retries on 503 or a dead controller, as `vportctl migrate --wait` does."""
+    for _ in range(200):
+        for node in c.live():
+            try:
+                r = await notify(node, vm, source, destination)
+            except httpx.HTTPError:
+                continue
+            if r.status_code != 503:
+                return r
+        await asyncio.sleep(0.1)
+    raise AssertionError("no controller answered the notify")
+
+
+async def test_auth_and_oversized_bodies_are_refused_and_change_nothing(c3: Cluster) -> None:
+    await vm_on(c3, "hv0", "vm1", 1)
+    node = c3.nodes[0]
+    body = {"vm": MAC, "source": "hv0", "destination": "hv1"}
+    async with httpx.AsyncClient(base_url=node.api, timeout=10) as anon:
+        assert (await anon.post("/v1/migrations", json=body)).status_code == 401
+        wrong = {"Authorization": "Bearer not-the-token-at-all"}
+        assert (await anon.post("/v1/migrations", json=body, headers=wrong)).status_code == 403
+        vmm = {"Authorization": f"Bearer {TOKEN}"}
+        sync = await anon.post("/v1/peer/port-events", json={"events": []}, headers=vmm)
+        assert sync.status_code == 403  # the VMM's token is not a controller's
+        huge = {**body, "padding": "x" * (2 * 1024 * 1024)}
+        assert (await anon.post("/v1/migrations", json=huge, headers=vmm)).status_code == 413
+        assert (await anon.get("/metrics")).status_code == 200
+    for view in await c3.everywhere(MAC):
+        assert view is not None and view["migration_state"] == "not-migrating"
+    async with c3.nodes[0].client() as client:
+        assert (await client.get("/v1/migrations")).json() == []
