@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 # Notify → notify complete takes milliseconds on loopback; seconds means a timeout.
+STATES = ("preparing", "ready", "activated", "completed", "aborted", "failed")
 HANDSHAKE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -30,6 +31,10 @@ class Metrics:
             "vportd_port_events_total", "Port events from this controller's own OVS, by kind",
             [*c, "kind"], registry=r,
         )  # fmt: skip
+        self._states = Gauge(
+            "vportd_migrations", "Migrations the leader holds, by state (0 on followers)",
+            [*c, "state"], registry=r,
+        )  # fmt: skip
         self._table = Gauge("vportd_vports", "vPorts in this controller's table", c, registry=r)
         self._leader_changes = Counter(
             "vportd_leader_changes_total", "Leaders this controller has seen take over", c,
@@ -48,6 +53,10 @@ class Metrics:
 
     def port_event(self, kind: str) -> None:
         self._port_events.labels(self.controller, kind).inc()
+
+    def migration_states(self, counts: dict[str, int]) -> None:
+        for state in STATES:
+            self._states.labels(self.controller, state).set(counts.get(state, 0))
 
     def table_size(self, vports: int) -> None:
         self._table.labels(self.controller).set(vports)

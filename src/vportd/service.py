@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 from vportd.api.service import ClusterView, Health, MemberView, Peer, SwitchView
 from vportd.cluster.node import ClusterNode
@@ -45,8 +46,11 @@ class ControllerService:
 
     @property
     def metrics(self) -> Metrics:
-        self.runtime.metrics.table_size(len(self.runtime.core.table))
-        return self.runtime.metrics
+        metrics, core = self.runtime.metrics, self.runtime.core
+        metrics.table_size(len(core.table))
+        held = [] if core.coordinator is None else core.coordinator.migrations.values()
+        metrics.migration_states(Counter(str(m.state) for m in held))
+        return metrics
 
     def leader(self) -> Peer | None:
         return self._me if self.node is None else self.node.leader()
