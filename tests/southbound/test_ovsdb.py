@@ -3,6 +3,8 @@
 After each change (bridges, VM and patch ports, external_ids, link state,
 deletes, a port moved between bridges, an ovsdb-server restart), the latest
 snapshot handed over must equal the one built from `ovs-vsctl list` output.
+With ovs-vswitchd stopped, a port shows its requested number (pending) unless
+another port holds it, and ovs-vswitchd's numbering or failure then wins.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,7 +42,8 @@ def _set(value: Any) -> list[Any]:
 def full_read(ovs: PrivateOVS) -> Snapshot:
     """The snapshot the monitor should hold, read afresh with ovs-vsctl."""
     ifaces = {r["_uuid"]: r for r in ovs.rows(
-        "Interface", "_uuid", "name", "ofport", "external_ids", "link_state", "type", "options"
+        "Interface", "_uuid", "name", "ofport", "ofport_request", "external_ids", "link_state",
+        "type", "options",
     )}  # fmt: skip
     ports = {r["_uuid"]: _set(r["interfaces"]) for r in ovs.rows("Port", "_uuid", "interfaces")}
     bridges: dict[str, int] = {}
@@ -52,7 +55,9 @@ def full_read(ovs: PrivateOVS) -> Snapshot:
         for port in _set(br["ports"]):
             for uuid in ports.get(port, []):
                 i = ifaces[uuid]
-                ext, opts, ofport = i["external_ids"], i["options"], _set(i["ofport"])
+                ext, opts = i["external_ids"], i["options"]
+                # Until ovs-vswitchd numbers a port, the monitor shows the requested number.
+                ofport = _set(i["ofport"]) or _set(i["ofport_request"])
                 peer = ext.get("vportd-peer") or (
                     opts.get("peer") if i["type"] == "patch" else None
                 )
@@ -130,3 +135,53 @@ async def test_the_incremental_snapshot_equals_a_full_read(ovs: PrivateOVS) -> N
         await agrees(ovs, seen, "a bridge deleted")
         assert set(seen[-1].bridges) == {"b1"}
         assert all(row.bridge == "b1" for row in seen[-1].ifaces.values())
+
+
+def _dummy(bridge: str, name: str, port: int, *extra: str) -> list[str]:
+    return ["--", "add-port", bridge, name, "--", "set", "Interface", name, "type=dummy",
+            f"ofport_request={port}", *extra]  # fmt: skip
+
+
+async def shows(seen: list[Snapshot], name: str, want: Callable[[IfaceRow], bool]) -> IfaceRow:
+    """Poll until the latest snapshot's row `name` satisfies `want`; that row."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while True:
+        row = seen[-1].ifaces.get(name) if seen else None
+        if row is not None and want(row):
+            return row
+        if loop.time() > deadline:
+            raise AssertionError(f"row {name} never as wanted; last {row}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_requested_number_is_shown_until_ovs_vswitchd_numbers_the_port(
+    ovs: PrivateOVS,
+) -> None:
+    """With ovs-vswitchd stopped the committed rows are all there is: what they show."""
+
+    def vsctl(*args: str) -> Any:  # ovs-vswitchd is down: nobody to wait for
+        return asyncio.to_thread(ovs.vsctl, "--no-wait", *args)
+
+    mac = "external_ids:attached-mac=02:00:00:00:00:01"
+    await asyncio.to_thread(ovs.add_bridge, "b1", 1)
+    async with monitor(ovs) as seen:
+        await vsctl(*_dummy("b1", "held", 3))
+        await shows(seen, "held", lambda r: r.ofport == 3 and not r.pending)
+        await asyncio.to_thread(ovs.stop_vswitchd)
+        await vsctl(*_dummy("b1", "v1", 5, mac), *_dummy("b1", "v2", 3, mac))
+        await vsctl(*_dummy("b1", "bad", 7, mac), "--", "set", "Interface", "bad", "type=nowhere")
+        v1 = await shows(seen, "v1", lambda r: r.pending)
+        assert (v1.ofport, v1.link_up, v1.mac) == (5, False, "02:00:00:00:00:01")
+        v2 = await shows(seen, "v2", lambda r: True)
+        assert v2.ofport is None  # 3 is held: ovs-vswitchd will number it otherwise
+        assert (await shows(seen, "bad", lambda r: True)).ofport == 7
+
+        await asyncio.to_thread(ovs.start_vswitchd)
+        v1 = await shows(seen, "v1", lambda r: not r.pending and r.link_up)
+        assert v1.ofport == 5
+        v2 = await shows(seen, "v2", lambda r: not r.pending and r.ofport is not None)
+        assert v2.ofport != 3
+        bad = await shows(seen, "bad", lambda r: r.error is not None)
+        assert bad.ofport is None and not bad.pending
+        assert seen[-1].ifaces["held"].ofport == 3

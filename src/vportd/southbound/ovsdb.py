@@ -11,6 +11,15 @@ A VM port is an Interface with `external_ids:attached-mac` (libvirt's
 and OpenStack's convention, with `iface-id` and `vm-id`); any other port is
 infrastructure: a patch port (`options:peer`) or a port with
 `external_ids:vportd-peer=BRIDGE/INTERFACE` declares an inter-switch link.
+
+Port numbers, as early as the facts allow: ovs-vswitchd writes `ofport` tens
+of ms after the transaction that added the port has committed (it reconfigures
+every port of every bridge first). A port added with `ofport_request` (as
+libvirt and our lab do) is shown at once with the requested number, marked
+`pending`, link down, unless another port of its bridge holds or wants that
+number (ovs-vswitchd would number it otherwise). When ovs-vswitchd writes
+`ofport`, that number wins: a different one moves the port (`diff_ports`:
+delete + add), -1 (it failed the port, see the `error` column) removes it.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -32,8 +41,11 @@ log = logging.getLogger("vportd.ovsdb")
 _COLUMNS = {
     "Bridge": ["name", "datapath_id", "ports"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "ofport", "external_ids", "link_state", "type", "options"],
-}
+    "Interface": [
+        "name", "ofport", "ofport_request", "error", "external_ids", "link_state", "type",
+        "options",
+    ],
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,10 @@ class IfaceRow:
     iface_id: str | None = None
     vm_id: str | None = None
     peer: str | None = None  # BRIDGE/INTERFACE or, for a patch port, INTERFACE
+    # `ofport` is the requested number, ovs-vswitchd has not confirmed it yet (module doc).
+    # Not compared: the confirmation of the same number is no change of the port.
+    pending: bool = field(default=False, compare=False)
+    error: str | None = field(default=None, compare=False)  # why ovs-vswitchd failed the port
 
     @property
     def is_vm(self) -> bool:
@@ -79,25 +95,34 @@ class PortChange:
 
 
 def diff_ports(old: Snapshot, new: Snapshot) -> list[PortChange]:
-    """VM port changes between two snapshots; a port counts once it has an ofport."""
+    """VM port changes between two snapshots; a port counts once it has an ofport.
+
+    A port whose number changed (ovs-vswitchd did not grant the requested one)
+    is deleted at the old number and added at the new one: the entry never
+    claimed a port the VM was on.
+    """
     before, after = old.ifaces, new.ifaces
     # The monitor keeps the object of an unchanged row: identity finds what changed.
     gone = [(n, r) for n, r in before.items() if after.get(n) is not r]
     came = [(n, r) for n, r in after.items() if before.get(n) is not r]
     changes: list[PortChange] = []
     for name, row in gone:
-        now = after.get(name)
-        if row.is_vm and row.ofport and (now is None or not now.ofport or now.mac != row.mac):
+        if row.is_vm and row.ofport and not _same_port(row, after.get(name)):
             changes.append(PortChange(Change.DELETE, row))
     for name, row in came:
         if not row.is_vm or not row.ofport:
             continue
         was = before.get(name)
-        if was is None or not was.ofport or was.mac != row.mac:
+        if was is None or not was.ofport or not _same_port(was, row):
             changes.append(PortChange(Change.ADD, row))
         elif was != row:
             changes.append(PortChange(Change.MODIFY, row))
     return changes
+
+
+def _same_port(was: IfaceRow, now: IfaceRow | None) -> bool:
+    """Still the same VM port: same VM, same OpenFlow number (and bridge: names are unique)."""
+    return now is not None and now.ofport == was.ofport and now.mac == was.mac
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +168,26 @@ def _single(value: Any) -> Any:
 def _iface_row(row: Any, bridge: str) -> IfaceRow:
     ext = dict(row.external_ids)
     options = dict(row.options)
-    ofport = _single(row.ofport)
+    ofport, pending = _ofport(_single(row.ofport), _single(row.ofport_request))
     peer = ext.get("vportd-peer") or (options.get("peer") if row.type == "patch" else None)
     return IfaceRow(
-        name=row.name, bridge=bridge, ofport=ofport if ofport and ofport > 0 else None,
-        link_up=_single(row.link_state) == "up", mac=_mac_or_none(ext.get("attached-mac")),
-        iface_id=ext.get("iface-id"), vm_id=ext.get("vm-id"), peer=peer,
+        name=row.name, bridge=bridge, ofport=ofport, link_up=_single(row.link_state) == "up",
+        mac=_mac_or_none(ext.get("attached-mac")), iface_id=ext.get("iface-id"),
+        vm_id=ext.get("vm-id"), peer=peer, pending=pending, error=_single(row.error),
     )  # fmt: skip
+
+
+def _ofport(assigned: int | None, requested: int | None) -> tuple[int | None, bool]:
+    """The port's number and whether it is only requested yet (module doc).
+
+    `ofport` is empty until ovs-vswitchd has numbered the port, and -1 once
+    it failed to create it: the request counts only while it is empty.
+    """
+    if assigned is not None:
+        return (assigned if assigned > 0 else None), False
+    if requested is not None and requested > 0:
+        return requested, True
+    return None, False
 
 
 def _mac_or_none(text: str | None) -> str | None:
@@ -188,6 +226,10 @@ class _Mirror:
     port or bridge changed, and copies two dicts. An interface that did not
     change keeps its `IfaceRow` object. Rows that left the IDL without a
     notice, or came without one (it reconnected), count as changed.
+
+    A requested number is shown only if no other interface of the bridge
+    holds it (`_holders`: who has each number, assigned or requested first);
+    a contested request is shown without a number until ovs-vswitchd decides.
     """
 
     def __init__(self) -> None:
@@ -199,6 +241,7 @@ class _Mirror:
         self._rows: dict[UUID, IfaceRow] = {}  # interface -> its row in the snapshot
         self._dpids: dict[str, int] = {}  # what the snapshot shows
         self._by_name: dict[str, IfaceRow] = {}
+        self._holders: dict[tuple[str, int], UUID] = {}  # (bridge, ofport) -> interface
 
     def notice(self, row: Any) -> None:
         self._changed[row.uuid] = row._table.name
@@ -265,8 +308,10 @@ class _Mirror:
     def _place(self, uuid: UUID, row: Any, *, reread: bool) -> None:
         """Put an interface in the snapshot under its bridge, or take it out."""
         old = self._rows.pop(uuid, None)
-        if old is not None and self._by_name.get(old.name) is old:
-            del self._by_name[old.name]
+        if old is not None:
+            if self._by_name.get(old.name) is old:
+                del self._by_name[old.name]
+            self._release(uuid, old)
         port = self._port_of_iface.get(uuid)
         bridge_uuid = None if port is None else self._bridge_of_port.get(port)
         bridge = None if bridge_uuid is None else self._bridges.get(bridge_uuid)
@@ -275,8 +320,26 @@ class _Mirror:
         new = old
         if new is None or reread or new.bridge != bridge.name:
             new = _iface_row(row, bridge.name)
+            if new.error and (old is None or old.error != new.error):
+                log.warning("ovs-vswitchd failed port %s: %s", new.name, new.error)
+        new = self._claimed(uuid, new)
         self._rows[uuid] = new
         self._by_name[new.name] = new
+
+    def _claimed(self, uuid: UUID, new: IfaceRow) -> IfaceRow:
+        """Register the row's number; a request another interface holds shows no number."""
+        if new.ofport is None:
+            return new
+        key = (new.bridge, new.ofport)
+        if new.pending and self._holders.get(key, uuid) != uuid:
+            return replace(new, ofport=None)
+        self._holders[key] = uuid  # an assigned number wins over a request
+        return new
+
+    def _release(self, uuid: UUID, old: IfaceRow) -> None:
+        key = (old.bridge, old.ofport or 0)
+        if self._holders.get(key) == uuid:
+            del self._holders[key]
 
 
 class OvsdbMonitor:
