@@ -32,7 +32,7 @@ class Metrics:
             [*c, "kind"], registry=r,
         )  # fmt: skip
         self._states = Gauge(
-            "vportd_migrations", "Migrations the leader holds, by state (0 on followers)",
+            "vportd_migrations_by_state", "Migrations the leader holds, by state (0 on followers)",
             [*c, "state"], registry=r,
         )  # fmt: skip
         self._table = Gauge("vportd_vports", "vPorts in this controller's table", c, registry=r)

@@ -619,9 +619,24 @@ class Runtime:
                     "%s: flow mods not confirmed (%s); reconciled when it is back", name, err
                 )
             except FlowModsFailed as err:
-                log.error("%s: %s; reconciled when it reconnects", name, err)
+                log.error("%s: %s; reading back what it holds", name, err)
+                await self._reread(name, conn)
             else:
                 self.stats.flows_confirmed_at = self.now()
+
+    async def _reread(self, name: str, conn: SwitchConnection) -> None:
+        """After refused flow mods: believe what the switch holds, not what we sent.
+
+        Not a re-send: a flow the switch refuses would be refused again. The
+        next change that touches those flows tries them again.
+        """
+        try:
+            dump = await conn.dump()
+        except (SwitchClosed, TimeoutError, OpenFlowError) as err:
+            conn.close(f"flows not readable after refused flow mods: {err!r}")
+            return
+        held, _ = self._without_lldp_punt(dump.flows)
+        self.core.flows.set_installed(name, held)
 
 
 def _named_only(snap: Snapshot) -> Snapshot:

@@ -25,6 +25,7 @@ from tests.integration.support import (
     Fabric,
     assert_flows_agree,
     config,
+    free_port,
     running,
     until,
 )
@@ -293,6 +294,7 @@ async def test_the_daemon_installs_the_flows_and_stops_on_sigterm(
     cfg.write_text(
         f'[controller]\nid = "c0"\n[openflow]\nlisten = "127.0.0.1:{fabric.port}"\n'
         f'[ovsdb]\nremotes = ["{fabric.ovs.db}"]\n[topology]\nlldp = false\n'
+        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
     )
     log = tmp_path / "c0.log"
     vportd = Path(sys.executable).parent / "vportd"
