@@ -1,0 +1,85 @@
+"""The FastAPI app of one controller, built by `create_app` (no module-level app).
+
+The app only parses, authenticates, forwards and renders: every answer comes
+from the `Service`. In front of the routes, outermost first: the body-size
+limit (413), then the bearer-token check (401/403, see `guard` for which
+paths are open); every refusal is `{"error": code, "detail": text}`.
+
+Routes: northbound `/v1/...` (`northbound`), east-west `/v1/peer/...`
+(`peer`), and open `/healthz`, `/v1/healthz`, `/metrics`, `/docs`,
+`/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from vportd import __version__
+from vportd.api.errors import install_error_handlers
+from vportd.api.guard import BearerAuth, BodyLimit
+from vportd.api.models import HealthOut
+from vportd.api.northbound import northbound_router
+from vportd.api.peer import peer_router
+from vportd.api.service import Service
+from vportd.cluster.peers import Forwarder
+
+HTTP_UNAVAILABLE = 503
+
+DESCRIPTION = """\
+The REST API of one vportd controller (DESIGN §4). Any controller answers;
+migration requests sent to a follower are relayed to the leader.
+
+Auth: `/v1/peer/...` needs the controllers' bearer token, every other `/v1`
+route the VMM's and operators' token. `/healthz`, `/metrics`, `/docs` and
+`/openapi.json` are open. Errors are `{"error": code, "detail": text}`.
+"""
+
+
+def create_app(
+    service: Service,
+    *,
+    token: str | None,
+    peer_token: str | None,
+    max_body: int,
+    forwarder: Forwarder,
+) -> FastAPI:
+    """One controller's API. A token that is None refuses its routes (403)."""
+    app = FastAPI(
+        title="vportd", version=__version__, description=DESCRIPTION,
+        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+    )  # fmt: skip
+    install_error_handlers(app)
+    app.include_router(northbound_router(service, forwarder))
+    app.include_router(peer_router(service))
+    app.include_router(_open_router(service))
+    # Starlette runs the middleware added last first: the size limit, then auth.
+    app.add_middleware(BearerAuth, token=token, peer_token=peer_token)
+    app.add_middleware(BodyLimit, max_body=max_body)
+    return app
+
+
+def _open_router(service: Service) -> APIRouter:
+    router = APIRouter(tags=["open"])
+
+    @router.get(
+        "/healthz", response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "unhealthy"}},
+    )  # fmt: skip
+    @router.get(
+        "/v1/healthz", response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "unhealthy"}},
+    )  # fmt: skip
+    async def healthz() -> Response:
+        """200 when healthy, 503 otherwise (for load balancers), with the details."""
+        health = service.health()
+        body = HealthOut(ok=health.ok, detail=health.detail).model_dump(mode="json")
+        return JSONResponse(body, status_code=200 if health.ok else HTTP_UNAVAILABLE)
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus exposition text."""
+        text, content_type = service.metrics.render()
+        return Response(text, media_type=content_type)
+
+    return router

@@ -1,0 +1,149 @@
+"""Northbound routes (DESIGN §4): the VMM's migrations and the operators' views.
+
+Reads of the table, the cluster and the switches are answered by any
+controller; migration requests and reads go to the leader (`forwarding`).
+A VM is named by its MAC in any common form, normalised here before the
+service sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+
+from vportd.api.forwarding import LeaderOnly
+from vportd.api.models import (
+    ClusterOut,
+    ErrorOut,
+    MemberOut,
+    MigrationOut,
+    NotifyBody,
+    SwitchOut,
+    VPortOut,
+    normalise_mac,
+)
+from vportd.api.service import Service
+from vportd.cluster.peers import Forwarder
+from vportd.core.messages import MigrationView
+from vportd.core.model import VPortRecord
+from vportd.core.wire import NotifyRequest, migration_to_json, vport_to_json
+
+HTTP_CREATED = 201
+
+# Enforced by the BearerAuth middleware before any parsing; declared here so
+# that the OpenAPI schema shows which token each route needs.
+VMM_TOKEN = HTTPBearer(
+    scheme_name="vmm-token", auto_error=False,
+    description="The VMM's and operators' token (api.token_file)",
+)  # fmt: skip
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    always = (401, 403, 413)
+    return {s: {"model": ErrorOut} for s in sorted({*always, *statuses})}
+
+
+def _dpid(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def _vport(rec: VPortRecord, dpids: dict[str, str]) -> VPortOut:
+    body = vport_to_json(rec)
+    return VPortOut(**body, dpid=dpids.get(rec.loc.ovs or ""))
+
+
+def _migration(view: MigrationView, status: int = 200) -> JSONResponse:
+    headers = {"Location": f"/v1/migrations/{view.id}"} if status == HTTP_CREATED else None
+    return JSONResponse(migration_to_json(view), status_code=status, headers=headers)
+
+
+def northbound_router(service: Service, forwarder: Forwarder) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Security(VMM_TOKEN)])
+    _migration_routes(router, service, LeaderOnly(service, forwarder))
+    _view_routes(router, service)
+    return router
+
+
+def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -> None:
+    @router.post(
+        "/migrations", tags=["migrations"], status_code=HTTP_CREATED, response_model=MigrationOut,
+        responses={200: {"model": MigrationOut, "description": "The same migration again"},
+                   **_errors(400, 404, 409, 422, 503)},
+    )  # fmt: skip
+    async def notify(body: NotifyBody, request: Request) -> Response:
+        """Migration notify (claim 6): answers once both controllers synced (notify complete)."""
+        notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
+
+        async def local() -> Response:
+            view, new = await service.notify(notify)
+            return _migration(view, HTTP_CREATED if new else 200)
+
+        return await leader.run(request, local)
+
+    @router.get(
+        "/migrations", tags=["migrations"], response_model=list[MigrationOut],
+        responses=_errors(503),
+    )  # fmt: skip
+    async def migrations(request: Request) -> Response:
+        async def local() -> Response:
+            return JSONResponse([migration_to_json(m) for m in service.migrations()])
+
+        return await leader.run(request, local)
+
+    @router.get(
+        "/migrations/{migration_id}", tags=["migrations"], response_model=MigrationOut,
+        responses=_errors(404, 503),
+    )  # fmt: skip
+    async def migration(migration_id: str, request: Request) -> Response:
+        async def local() -> Response:
+            return _migration(service.migration(migration_id))
+
+        return await leader.run(request, local)
+
+    @router.delete(
+        "/migrations/{migration_id}", tags=["migrations"], response_model=MigrationOut,
+        responses=_errors(404, 409, 503),
+    )  # fmt: skip
+    async def abort(migration_id: str, request: Request) -> Response:
+        """Abort: the cluster rolls the VM back to its source."""
+
+        async def local() -> Response:
+            return _migration(await service.abort(migration_id))
+
+        return await leader.run(request, local)
+
+
+def _view_routes(router: APIRouter, service: Service) -> None:
+    def dpids() -> dict[str, str]:
+        return {s.name: _dpid(s.dpid) for s in service.switches()}
+
+    @router.get("/vports", tags=["vports"], responses=_errors())
+    async def vports() -> list[VPortOut]:
+        known = dpids()
+        return [_vport(rec, known) for rec in service.vports()]
+
+    @router.get("/vports/{vm}", tags=["vports"], responses=_errors(400, 404))
+    async def vport(vm: str) -> VPortOut:
+        return _vport(service.vport(normalise_mac(vm)), dpids())
+
+    @router.get("/cluster", tags=["cluster"], responses=_errors())
+    async def cluster() -> ClusterOut:
+        view = service.cluster()
+        members = [
+            MemberOut(id=m.id, api=m.api, healthy=m.healthy, switches=list(m.switches))
+            for m in view.members
+        ]
+        return ClusterOut(leader=view.leader, members=members)
+
+    @router.get("/switches", tags=["cluster"], responses=_errors())
+    async def switches() -> list[SwitchOut]:
+        return [
+            SwitchOut(
+                name=s.name, dpid=_dpid(s.dpid), master=s.master,
+                connected=s.connected, generation=s.generation,
+            )
+            for s in service.switches()
+        ]  # fmt: skip

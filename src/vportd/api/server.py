@@ -1,0 +1,72 @@
+"""Serves an ASGI app with uvicorn inside the caller's event loop, as one cancellable task.
+
+uvicorn's `Server.serve` installs SIGINT/SIGTERM handlers of its own while it
+runs (and re-raises the signals afterwards); the daemon owns those signals,
+so `_Server` installs none. Stopping is the caller's: cancel the task, and
+the server stops listening, lets requests in flight finish (for at most
+`grace` seconds), then re-raises the cancellation. The socket is bound before
+uvicorn starts, so that a port in use raises OSError here instead of
+uvicorn's `sys.exit`. uvicorn logs through the standard `logging` tree
+(`uvicorn.error`); its access log is off unless asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The daemon handles SIGTERM/SIGINT and cancels us: no handlers here.
+        yield
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` → (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {listen!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+async def serve(
+    app: ASGIApp,
+    listen: str,
+    *,
+    access_log: bool = False,
+    grace: float = 5.0,
+    on_listening: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve `app` on `listen` until cancelled. `on_listening(host, port)` once bound."""
+    host, port = parse_listen(listen)
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app, log_config=None, access_log=access_log, lifespan="off", http="h11", ws="none",
+        timeout_graceful_shutdown=max(1, round(grace)), server_header=False,
+    )  # fmt: skip
+    server = _Server(config)
+    if on_listening is not None:
+        on_listening(bound_host, bound_port)
+    try:
+        await server.serve(sockets=[sock])
+    except asyncio.CancelledError:
+        if server.started:
+            # Cancelled in the main loop: stop listening and drain, then go on cancelling.
+            server.should_exit = True
+            await server.shutdown(sockets=[sock])
+        raise
+    finally:
+        sock.close()

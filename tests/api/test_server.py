@@ -1,0 +1,53 @@
+"""`serve()` really serves on a loopback port, leaves signals alone, and stops when cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import pytest
+
+from tests.api.conftest import AUTH, Rig
+from vportd.api.server import parse_listen, serve
+
+
+async def test_serve_on_loopback_until_cancelled(rig: Rig) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
+    )
+    port = await bound
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/v1/vports", headers=AUTH)).status_code == 200
+        assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/healthz")
+
+
+async def test_port_in_use_raises(rig: Rig) -> None:
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
+    )
+    port = await bound
+    with pytest.raises(OSError):
+        await serve(rig.apps["c1"], f"127.0.0.1:{port}")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
+    with pytest.raises(ValueError):
+        parse_listen("localhost")
