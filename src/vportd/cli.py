@@ -301,8 +301,9 @@ def _add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
         "--dir",
         type=Path,
         default=default_dir,
-        help="the lab's directory: state, controller configs and logs, the API token, and "
-        "the private OVS run directory (default: $VPORTD_LAB_DIR or %(default)s)",
+        help="the lab's directory: state, controller configs and logs, the token files, the "
+        "etcd's data and the private OVS run directory (default: $VPORTD_LAB_DIR or "
+        "%(default)s)",
     )
     lab = sub.add_parser(
         "lab",
@@ -310,8 +311,9 @@ def _add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
         description=(
             "Run a small vportd lab on this machine (as root): a private Open vSwitch with the "
             "userspace datapath, one bridge per hypervisor joined by patch ports, VMs as network "
-            "namespaces with a veth to their hypervisor's bridge, and vportd controllers that the "
-            "bridges (fail_mode=secure) connect to."
+            "namespaces with a veth to their hypervisor's bridge, and a cluster of vportd "
+            "controllers (with a private etcd as their store) that the bridges "
+            "(fail_mode=secure) connect to."
         ),
         parents=[json_flag],
     )
@@ -332,13 +334,21 @@ Start the lab. Layout (fixed, so tests and people can name things):
                  is OpenFlow port k+1, with external_ids attached-mac, iface-id
                  vm{k}-eth0 and vm-id
   controller c   id c{c}: OpenFlow on 127.0.0.1:OPENFLOW_PORT+c, API on
-                 127.0.0.1:API_PORT+c; config DIR/c{c}.toml, log DIR/c{c}.log
+                 127.0.0.1:API_PORT+c; config DIR/c{c}.toml, log DIR/c{c}.log;
+                 every bridge connects to every controller
+  etcd           with N >= 1 controllers: their store, on 127.0.0.1 (free
+                 ports picked at start), data and log in DIR/etcd
+  tokens         DIR/api.token (VMM, operators) and DIR/peer.token (between
+                 controllers), random, mode 0600
 
+`up` returns once the cluster has settled: a leader, and every bridge
+mastered by a controller connected to it (the cluster spreads mastership).
 A lab already up in DIR (or its leftovers) is an error: `lab down` first.
 Only one lab can run at a time: the userspace datapath allows one OVS per
 network namespace.
 Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
-3 up, but a controller is not running (its log tail is printed);
+3 up, but a controller is not running (its log tail is printed) or the
+cluster did not settle within --wait (what is missing is printed);
 130 interrupted (nothing is left behind).""",
     )
     up.add_argument(
@@ -351,7 +361,8 @@ Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
     )  # fmt: skip
     up.add_argument(
         "--controllers", type=_count(0, 9), default=1, metavar="N",
-        help="number of controllers; 0 builds the data plane only (default: %(default)s)",
+        help="number of controllers, one cluster with the lab's etcd as its store; 0 builds "
+        "the data plane only, without etcd (default: %(default)s)",
     )  # fmt: skip
     up.add_argument(
         "--openflow-port", type=_port, default=6653, metavar="PORT",
@@ -368,8 +379,8 @@ Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
     )  # fmt: skip
     up.add_argument(
         "--wait", type=float, default=10.0, metavar="SECONDS",
-        help="how long to wait for the controllers to listen and the bridges to connect "
-        "(default: %(default)s)",
+        help="how long to wait for each of: the controllers to listen, the bridges to connect, "
+        "the cluster to elect a leader and master every bridge (default: %(default)s)",
     )  # fmt: skip
     up.add_argument(
         "--keep-on-error", action="store_true",
@@ -381,9 +392,11 @@ Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
         "status",
         help="show the lab's controllers, hypervisors, links and VMs",
         description=(
-            "Show the lab in DIR: controllers (pid, alive), hypervisor bridges (dpid, which "
-            "controllers they are connected to), patch links, VMs (MAC, IP, namespace, port), "
-            "the OVSDB socket and the API token file. Exit status 1 when no lab is up."
+            "Show the lab in DIR: controllers (pid, alive), the etcd (endpoint, pid), the "
+            "leader and each bridge's master (from the controllers' API, when it answers), "
+            "hypervisor bridges (dpid, which controllers they are connected to), patch links, "
+            "VMs (MAC, IP, namespace, port), the OVSDB socket and the token files. "
+            "Exit status 1 when no lab is up."
         ),
         parents=[json_flag, dir_flag],
     )
@@ -401,10 +414,11 @@ Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
         "down",
         help="stop the lab and remove everything it created",
         description=(
-            "Stop the lab in DIR and remove everything it created: controllers, the private "
-            "Open vSwitch, VM namespaces and veths, the userspace datapath's tap devices, and "
-            "DIR itself. Works after a crash too (state file missing or partial), from the "
-            "lab's names and the alias mark on its interfaces. Safe to run twice."
+            "Stop the lab in DIR and remove everything it created: controllers, the etcd and "
+            "its data, the private Open vSwitch, VM namespaces and veths, the userspace "
+            "datapath's tap devices, and DIR itself. Works after a crash too (state file "
+            "missing or partial), from the lab's names and the alias mark on its interfaces. "
+            "Safe to run twice."
         ),
         parents=[json_flag, dir_flag],
     )

@@ -15,13 +15,14 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vportd.config import load_config
-from vportd.lab import bed, netns, procs
+from vportd.lab import bed, netns, procs, store
 from vportd.lab.commands import LabError
 from vportd.lab.plan import vm_id
 
@@ -33,14 +34,47 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (namespaces, veths, OVS)"),
 ]
 
-# A controller stand-in: validates its config with vportd's own schema, then
-# accepts OpenFlow connections on the configured address and holds them.
+# A controller stand-in: validates its config with vportd's own schema, checks
+# that the etcd it names answers, accepts OpenFlow connections on the configured
+# address and holds them, and answers the API as a one-member cluster that
+# leads and masters every bridge (so that `lab up` sees a settled cluster).
 STAND_IN = """\
-import socket, sys
+import json, socket, subprocess, sys, threading, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from vportd.config import load_config
 
 cfg = load_config(Path(sys.argv[sys.argv.index("--config") + 1]))
+with urllib.request.urlopen(f"http://{cfg.store.endpoints[0]}/health", timeout=5) as answer:
+    assert json.load(answer)["health"] == "true"
+me, db = cfg.controller.id, cfg.ovsdb.remotes[0]
+
+def answer(path):
+    if path == "/v1/cluster":
+        return {"leader": me, "members": [{"id": me, "api": "", "healthy": True, "switches": []}]}
+    if path == "/v1/healthz":
+        return {"ok": True, "detail": {}}
+    if path == "/v1/switches":
+        names = subprocess.run(["ovs-vsctl", f"--db={db}", "list-br"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        return [{"name": n, "dpid": "", "master": me, "connected": True, "generation": None}
+                for n in names]
+    return None
+
+class Api(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = answer(self.path)
+        self.send_response(404 if body is None else 200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+host, port = cfg.api.listen.rsplit(":", 1)
+api = ThreadingHTTPServer((host, int(port)), Api)
+threading.Thread(target=api.serve_forever, daemon=True).start()
 host, port = cfg.openflow.listen.rsplit(":", 1)
 server = socket.create_server((host, int(port)))
 held = []
@@ -104,6 +138,8 @@ def assert_gone(lab: Path, names: dict[str, Any]) -> None:
     ours = {vm["port_name"] for vm in names["vms"]} | {hv["bridge"] for hv in names["hypervisors"]}
     assert not ifnames & (ours | {"ovs-netdev"})
     assert not lab_processes(lab)
+    assert not store.running(lab)  # no etcd of the lab (its --data-dir was under it)
+    assert not (lab / "etcd").exists()
     assert not lab.exists()
 
 
@@ -213,23 +249,45 @@ def check_status(lab_dir: Path, doc: dict[str, Any]) -> None:
     assert config.controller.id == "c0" and config.openflow.listen == c0["openflow"]
     assert config.ovsdb.remotes == [st["ovs"]["db"]] and config.topology.lldp is False
     assert config.api.listen == c0["api"]
-    token = Path(st["token_file"])
-    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) >= 32
+    check_etcd(st)
+    assert config.store.kind == "etcd" and config.store.endpoints == [st["etcd"]["endpoint"]]
+    tokens = [Path(st["token_file"]), Path(st["peer_token_file"])]
+    assert [config.api.token_file, config.api.peer_token_file] == tokens
+    for token in tokens:
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) >= 32
+    assert tokens[0].read_text() != tokens[1].read_text()
     text = vportctl("lab", "status", "--dir", str(lab_dir))
     assert text.returncode == 0 and "vm2" in text.stdout and "hv1" in text.stdout
+    assert f"etcd: {st['etcd']['endpoint']} (pid {st['etcd']['pid']})" in text.stdout
+
+
+def check_etcd(st: dict[str, Any]) -> None:
+    """The lab's etcd runs, detached, where status says, and answers on its endpoint."""
+    etcd = st["etcd"]
+    assert etcd["alive"] is True and procs.alive(etcd["pid"])
+    assert etcd["data_dir"] == f"{st['dir']}/etcd/data" and Path(etcd["data_dir"]).is_dir()
+    assert os.getsid(etcd["pid"]) == etcd["pid"]  # its own session: it outlives `lab up`
+    with urllib.request.urlopen(f"http://{etcd['endpoint']}/health", timeout=5) as answer:
+        assert json.load(answer)["health"] == "true"
 
 
 @pytest.mark.parametrize("controller", ["killed", "left running"])
 def test_down_after_a_crash(lab_dir: Path, controller: str) -> None:
-    """kill -9 the daemons, delete the state file: `lab down` still removes everything."""
+    """kill -9 the daemons (OVS; the controller and etcd too, or not), delete the state
+    file: `lab down` still removes everything."""
     result, doc = up(lab_dir, "--vportd", str(stand_in(lab_dir.parent)))
     assert result.returncode == 0, result.stderr
+    # The stand-in never answers OpenFlow's hello, so OVS drops and retries its
+    # connections: `up` saw both, a later look may not.
+    assert "controller c0: all 2 bridges connected" in result.stderr
     st = status(lab_dir)
     (c0,) = st["controllers"]
-    assert c0["alive"] is True and c0["connections"] == 2
+    assert c0["alive"] is True
+    assert st["cluster"]["leader"] == "c0" and st["hypervisors"][0]["master"] == "c0"
+    check_etcd(st)
     victims = [st["ovs"]["ovsdb_server"], st["ovs"]["ovs_vswitchd"]]
     if controller == "killed":
-        victims.append(c0["pid"])
+        victims += [c0["pid"], st["etcd"]["pid"]]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     for pid in victims:
@@ -241,6 +299,7 @@ def test_down_after_a_crash(lab_dir: Path, controller: str) -> None:
     gone = vportctl("lab", "down", "--dir", str(lab_dir))
     assert gone.returncode == 0, gone.stderr
     assert "stale tap ovs-netdev" in gone.stderr
+    assert f"removed etcd data {lab_dir}/etcd" in gone.stderr
     assert_gone(lab_dir, doc)
 
 

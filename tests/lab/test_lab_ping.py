@@ -1,9 +1,11 @@
-"""The lab with its real controller: every pair of VMs pings through the controller's flows.
+"""The lab with its real controllers: every pair of VMs pings through the controllers' flows.
 
-`vportctl lab up` (2 hypervisors, 3 VMs, one `vportd`), then ping between every
-ordered pair of VM namespaces. The bridges are in secure mode and hold no
-NORMAL action: a ping that gets through went through the flows vportd
-installed (whose packet counters show it).
+`vportctl lab up` (2 hypervisors, 3 VMs, one `vportd` or a cluster of three on
+the lab's etcd), then ping between every ordered pair of VM namespaces. The
+bridges are in secure mode and hold no NORMAL action: a ping that gets
+through went through the flows vportd installed (whose packet counters show
+it). With three controllers, `lab status` also shows the etcd, a leader and
+a master for every bridge, and `lab down` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.lab.test_lab import assert_gone, check_etcd, status, up, vportctl
 from tests.lab.test_lab import pytestmark as lab_marks
-from tests.lab.test_lab import status, up, vportctl
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
 
@@ -53,16 +57,13 @@ def cookie_kind(line: str) -> int:
     return int(cookie, 16) >> 56
 
 
-def test_every_pair_of_vms_pings_through_the_controllers_flows(lab_dir: Path) -> None:
-    result, doc = up(lab_dir)
+@pytest.mark.parametrize("controllers", [1, 3])
+def test_every_pair_of_vms_pings_through_the_controllers_flows(
+    lab_dir: Path, controllers: int
+) -> None:
+    result, doc = up(lab_dir, "--controllers", str(controllers))
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        (c0,) = status(lab_dir)["controllers"]
-        if c0["alive"] and c0["connections"] == len(doc["hypervisors"]):
-            break
-        time.sleep(0.2)
-    assert c0["alive"] and c0["connections"] == 2, c0
+    check_cluster(lab_dir, controllers)
     vms = doc["vms"]
     assert len(vms) == 3 and {vm["hypervisor"] for vm in vms} == {"hv0", "hv1"}
 
@@ -92,4 +93,29 @@ def test_every_pair_of_vms_pings_through_the_controllers_flows(lab_dir: Path) ->
 
     gone = vportctl("lab", "down", "--dir", str(lab_dir))
     assert gone.returncode == 0, gone.stderr
-    assert not lab_dir.exists()
+    assert_gone(lab_dir, doc)
+
+
+def log_tail(path: str, lines: int = 25) -> str:
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def check_cluster(lab_dir: Path, controllers: int) -> None:
+    """Every controller runs with every bridge connected; the etcd runs; `lab status` shows
+    a running leader and a running master for every hypervisor (the cluster's choice)."""
+    st = status(lab_dir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if all(c["alive"] and c["connections"] == 2 for c in st["controllers"]):
+            break
+        time.sleep(0.2)
+        st = status(lab_dir)
+    assert [c["id"] for c in st["controllers"]] == [f"c{n}" for n in range(controllers)]
+    for c in st["controllers"]:
+        assert c["alive"] and c["pid"] and c["connections"] == 2, (c, log_tail(c["log"]))
+    check_etcd(st)
+    ids = {c["id"] for c in st["controllers"]}
+    assert st["cluster"]["error"] is None and st["cluster"]["leader"] in ids, st["cluster"]
+    for hv in st["hypervisors"]:
+        assert hv["master"] in ids, hv
+        assert st["cluster"]["masters"][hv["bridge"]] == hv["master"]

@@ -10,6 +10,7 @@ import pytest
 from vportd import cli
 from vportd.config import parse_config
 from vportd.lab import controllers as ctl
+from vportd.lab import store
 from vportd.lab.commands import LabError
 from vportd.lab.plan import SUN_PATH_MAX, make_plan
 from vportd.lab.state import Options, State, StateError, load
@@ -56,6 +57,8 @@ def test_vm_ids_are_stable_and_distinct() -> None:
         ({"controllers": 10}, "--controllers must be between 0 and 9"),
         ({"openflow_port": 8080, "api_port": 8080}, "overlap"),
         ({"controllers": 2, "openflow_port": 6653, "api_port": 6654}, "overlap"),
+        ({"controllers": 2, "openflow_port": 6653, "etcd_port": 6654}, "etcd ports"),
+        ({"etcd_port": 2379, "etcd_peer_port": 2379}, "etcd ports"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, int], message: str) -> None:
@@ -79,6 +82,25 @@ def test_the_controller_config_is_one_vportd_accepts() -> None:
     assert config.ovsdb.remotes == ["unix:/run/vportd-lab/ovs/db.sock"]
     assert config.topology.lldp is False
     assert config.logging.level == "info"
+    # one code path for every lab with controllers: the cluster, on the lab's etcd
+    assert config.store.kind == "etcd"
+    assert config.store.endpoints == ["127.0.0.1:2379"]
+    assert config.api.peer_token_file == Path("/run/vportd-lab/peer.token")
+
+
+def test_the_etcd_is_planned_with_controllers_only() -> None:
+    etcd = make_plan(Path("/run/lab"), etcd_port=3000, etcd_peer_port=3001).etcd
+    assert etcd is not None and etcd.endpoint == "127.0.0.1:3000" and etcd.peer_port == 3001
+    assert etcd.data_dir == Path("/run/lab/etcd/data")
+    assert make_plan(Path("/run/lab"), controllers=0).etcd is None
+
+
+def test_an_etcd_command_line_is_told_apart() -> None:
+    mine = store.owned_by(Path("/run/lab"))
+    assert mine(["etcd", "--name", "vportd", "--data-dir", "/run/lab/etcd/data"])
+    assert mine(["/usr/bin/etcd", "--data-dir=/run/lab/etcd/data"])
+    assert not mine(["etcd", "--data-dir", "/run/lab2/etcd/data"])
+    assert not mine(["vportd", "--data-dir", "/run/lab/etcd/data"])
 
 
 def test_a_vportd_command_line_is_told_apart() -> None:
@@ -93,12 +115,15 @@ def test_a_vportd_command_line_is_told_apart() -> None:
 
 
 def test_the_state_file_round_trips(tmp_path: Path) -> None:
-    state = State(str(tmp_path), Options(2, 3, 1, 6653, 8080), namespaces=["vm0"])
+    state = State(str(tmp_path), Options(2, 3, 1, 6653, 8080, 4000, 4001), namespaces=["vm0"])
     state.controllers["c0"] = 42
+    state.etcd_started, state.etcd_pid = True, 43
     state.save(tmp_path / "lab.json")
     loaded = load(tmp_path / "lab.json")
     assert loaded == state
     assert loaded is not None and loaded.plan().vms[0].name == "vm0"
+    etcd = loaded.plan().etcd
+    assert etcd is not None and etcd.endpoint == "127.0.0.1:4000"
     assert load(tmp_path / "missing.json") is None
 
 

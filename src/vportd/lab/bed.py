@@ -3,11 +3,14 @@
 In this order, recording each step in the state file before taking it: a
 private Open vSwitch (userspace datapath) in DIR/ovs; the hypervisor bridges;
 the patch-port mesh between them; the VM namespaces with their veths (host
-ends on the bridges, with libvirt-style external_ids); the API token; the
-controllers' configs and processes. Once the controllers listen, every bridge
-is pointed at every controller (so OVS's first attempt connects), and `up`
-waits briefly for the connections. If a step fails, what was built is taken
-down again (`teardown.down`) and nothing is left behind.
+ends on the bridges, with libvirt-style external_ids); the API and peer
+tokens; with controllers, a private etcd (their store, detached in DIR/etcd);
+the controllers' configs and processes. Once the controllers listen, every
+bridge is pointed at every controller (so OVS's first attempt connects), and
+`up` waits (each step up to --wait) for the connections, then for the cluster
+to settle: a leader, and a master connected to every bridge (the cluster
+spreads mastership by itself). If a step fails, what was built is taken down
+again (`teardown.down`) and nothing is left behind.
 
 `up` refuses (exit 1) when a lab is already up in DIR, when DIR holds the
 leftovers of a crashed lab, or when something the lab needs is taken: a VM
@@ -16,7 +19,8 @@ datapath that a network namespace can hold. It never adopts or repairs half
 a lab: `lab down` first.
 
 The controllers are not needed for the lab to come up: a controller that
-exits at once is reported with the tail of its log (exit 3), the rest stays.
+exits at once is reported with the tail of its log, and a cluster that does
+not settle with what is missing (exit 3 for both); the rest stays.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vportd.lab import controllers as ctl
-from vportd.lab import netns, procs
+from vportd.lab import netns, procs, roles, store
 from vportd.lab.commands import LabError, tool
+from vportd.lab.etcd import EtcdError
 from vportd.lab.messages import (
     EXIT_CONTROLLER_DOWN,
     EXIT_FAILED,
@@ -41,7 +46,7 @@ from vportd.lab.messages import (
     say,
 )  # fmt: skip
 from vportd.lab.ovs import OVSError, PrivateOVS
-from vportd.lab.plan import DATAPATH_TAP, Controller, Plan, make_plan
+from vportd.lab.plan import DATAPATH_TAP, Controller, Plan
 from vportd.lab.report import describe, openflow_connections, summary
 from vportd.lab.state import UP, Options, State, StateError, load
 from vportd.lab.teardown import down, leftovers
@@ -69,10 +74,8 @@ class UpOptions:
 # -- up --------------------------------------------------------------------
 def up(opts: UpOptions) -> int:
     try:
-        plan = make_plan(
-            opts.dir, hypervisors=opts.hypervisors, vms=opts.vms, controllers=opts.controllers,
-            openflow_port=opts.openflow_port, api_port=opts.api_port,
-        )  # fmt: skip
+        options = _options(opts)
+        plan = State(str(opts.dir), options).plan()
         vportd = (opts.vportd or ctl.default_vportd()) if opts.controllers else None
         if vportd is not None and not (vportd.is_file() and os.access(vportd, os.X_OK)):
             raise LabError(f"--vportd {vportd}: not an executable file")
@@ -85,15 +88,12 @@ def up(opts: UpOptions) -> int:
     except LabError as err:
         return _fail(opts, "cannot-start", f"cannot start: {err}", EXIT_FAILED)
 
-    options = Options(
-        opts.hypervisors, opts.vms, opts.controllers, opts.openflow_port, opts.api_port
-    )
     state = State(str(plan.dir), options, started_at=time.time(), vportd=str(vportd or ""))
     ovs = PrivateOVS(plan.ovs_rundir, dummy=False)
     started = time.monotonic()
     try:
         _build(plan, state, ovs, vportd, opts.wait)
-    except (LabError, OVSError, OSError, subprocess.SubprocessError) as err:
+    except (LabError, OVSError, EtcdError, OSError, subprocess.SubprocessError) as err:
         say(f"lab up failed: {err}")
         _show_ovs_errors(ovs)
         _give_up(plan, opts)
@@ -110,6 +110,20 @@ def up(opts: UpOptions) -> int:
     else:
         print(summary(describe(state)))
     return rc
+
+
+def _options(opts: UpOptions) -> Options:
+    """The options to record, with the etcd's ports picked now (free ones, fixed from here on)."""
+    busy = {
+        port
+        for first in (opts.openflow_port, opts.api_port)
+        for port in range(first, first + opts.controllers)
+    }
+    client, peer = store.free_ports(busy)
+    return Options(
+        opts.hypervisors, opts.vms, opts.controllers, opts.openflow_port, opts.api_port,
+        etcd_port=client, etcd_peer_port=peer,
+    )  # fmt: skip
 
 
 def _fail(opts: UpOptions, code: str, message: str, rc: int, detail: str | None = None) -> int:
@@ -171,20 +185,30 @@ def _preflight(plan: Plan) -> None:
     for tap in (DATAPATH_TAP, *(hv.bridge for hv in plan.hypervisors)):
         if tap in names and netns.kind(names[tap]) != "tun":
             raise LabError(f"interface {tap} exists already and is not a tap of Open vSwitch")
+    for what, addr, hint in _addresses(plan):
+        host, _, port = addr.rpartition(":")
+        with socket.socket() as s:
+            # as a server binds: connections in TIME_WAIT do not make the port busy
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, int(port)))
+            except OSError as err:
+                raise LabError(f"{what} {addr} is not free ({err.strerror}): {hint}") from None
+
+
+def _addresses(plan: Plan) -> list[tuple[str, str, str]]:
+    """(what, HOST:PORT, what to do if it is busy) of every address the lab will listen on."""
+    found = []
     for c in plan.controllers:
-        for what, addr in (("OpenFlow", c.openflow), ("API", c.api)):
-            host, _, port = addr.rpartition(":")
-            with socket.socket() as s:
-                # as a server binds: connections in TIME_WAIT do not make the port busy
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((host, int(port)))
-                except OSError as err:
-                    flag = "--openflow-port" if what == "OpenFlow" else "--api-port"
-                    raise LabError(
-                        f"{what} address {addr} of controller {c.id} is not free ({err.strerror}): "
-                        f"choose another {flag}"
-                    ) from None
+        found.append((f"OpenFlow address of controller {c.id}", c.openflow,
+                      "choose another --openflow-port"))  # fmt: skip
+        found.append((f"API address of controller {c.id}", c.api, "choose another --api-port"))
+    if plan.etcd is not None:
+        # picked free a moment ago: only a race makes it busy
+        again = "try again (the lab picks free ones)"
+        found.append(("etcd client address", plan.etcd.endpoint, again))
+        found.append(("etcd peer address", f"127.0.0.1:{plan.etcd.peer_port}", again))
+    return found
 
 
 def _whose(pid: int) -> str:
@@ -255,6 +279,14 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
     _check_ports(plan, ovs)
 
     ctl.write_token(plan.token_file)
+    ctl.write_token(plan.peer_token_file)
+    if plan.etcd is not None:
+        say(f"starting etcd on {plan.etcd.endpoint} in {plan.etcd.workdir}")
+        state.etcd_started = True
+        save()
+        state.etcd_pid = store.start(plan.etcd)
+        save()
+        say(f"etcd started (pid {state.etcd_pid})")
     for c in plan.controllers:
         assert vportd is not None
         c.config.write_text(ctl.config_text(plan, c))
@@ -310,14 +342,31 @@ def _show_ovs_errors(ovs: PrivateOVS) -> None:
 
 
 def _await_controllers(plan: Plan, state: State, ovs: PrivateOVS, wait: float) -> int:
+    """Wait for the connections, then for the cluster; EXIT_CONTROLLER_DOWN if a controller
+    is not running or the cluster did not settle within `wait` s (each)."""
+    if not plan.controllers:
+        say("no controllers (--controllers 0): the bridges are in secure mode and forward nothing")
+        return EXIT_OK
+    _await_connections(plan, state, ovs, wait)
+    dead = [c for c in plan.controllers if not _running(c, state)]
+    for c in dead:
+        _report_dead(c, state)
+    settled = _await_cluster(plan, state, wait)
+    if dead or not settled:
+        say(
+            "the lab's switches and VMs are up, but a bridge without a running master "
+            "forwards nothing (secure mode)"
+        )
+        return EXIT_CONTROLLER_DOWN
+    return EXIT_OK
+
+
+def _await_connections(plan: Plan, state: State, ovs: PrivateOVS, wait: float) -> None:
     """Wait until every bridge has a TCP connection to every running controller (or `wait` s).
 
     OVSDB's Controller.is_connected would say so too, but seconds later (see
     `report.connections`).
     """
-    if not plan.controllers:
-        say("no controllers (--controllers 0): the bridges are in secure mode and forward nothing")
-        return EXIT_OK
 
     def connections() -> dict[str, int]:
         return openflow_connections(plan, ovs)
@@ -330,27 +379,50 @@ def _await_controllers(plan: Plan, state: State, ovs: PrivateOVS, wait: float) -
 
     procs.wait_until(settled, wait)
     count = connections()
-    rc = EXIT_OK
     for c in plan.controllers:
-        pid = state.controllers[c.id]
-        if _running(c, state):
-            if not _listening(c, state):
-                say(f"warning: controller {c.id} (pid {pid}) does not listen on {c.openflow}")
-            elif count[c.id] < len(plan.hypervisors):
-                n = len(plan.hypervisors)
-                say(f"warning: only {count[c.id]} of {n} bridges connected to {c.id}")
-            else:
-                say(f"controller {c.id}: all {len(plan.hypervisors)} bridges connected")
+        if not _running(c, state):
             continue
-        rc = EXIT_CONTROLLER_DOWN
-        code = ctl.exit_status(pid)
-        how = f"exited with status {code}" if code is not None else "is not running"
-        say(f"warning: controller {c.id} (pid {pid}) {how}; last lines of {c.log}:")
-        for line in ctl.log_tail(c.log):
-            say(f"  | {line}")
-    if rc != EXIT_OK:
-        say(
-            "the lab's switches and VMs are up, but without a running controller nothing is "
-            "forwarded (secure mode)"
-        )
-    return rc
+        if not _listening(c, state):
+            pid = state.controllers[c.id]
+            say(f"warning: controller {c.id} (pid {pid}) does not listen on {c.openflow}")
+        elif count[c.id] < len(plan.hypervisors):
+            n = len(plan.hypervisors)
+            say(f"warning: only {count[c.id]} of {n} bridges connected to {c.id}")
+        else:
+            say(f"controller {c.id}: all {len(plan.hypervisors)} bridges connected")
+
+
+def _report_dead(c: Controller, state: State) -> None:
+    pid = state.controllers[c.id]
+    code = ctl.exit_status(pid)
+    how = f"exited with status {code}" if code is not None else "is not running"
+    say(f"warning: controller {c.id} (pid {pid}) {how}; last lines of {c.log}:")
+    for line in ctl.log_tail(c.log):
+        say(f"  | {line}")
+
+
+def _await_cluster(plan: Plan, state: State, wait: float) -> bool:
+    """Wait until the running controllers agree on a leader and every bridge has a
+    connected master (their REST API says so); say what is missing after `wait` s."""
+
+    def running() -> list[Controller]:
+        return [c for c in plan.controllers if _running(c, state)]
+
+    problems: list[str] = []
+
+    def settled() -> bool:
+        nonlocal problems
+        live = running()
+        problems = roles.missing(plan, live) if live else ["no controller runs"]
+        return not problems or not live  # with none left, nothing can change any more
+
+    # A pause between rounds: each round asks every controller's API.
+    if procs.wait_until(settled, wait, step=0.2) and not problems:
+        seen = roles.view(plan, running())
+        masters = ", ".join(f"{bridge} {master}" for bridge, master in seen.masters.items())
+        say(f"cluster settled: leader {seen.leader}; masters {masters}")
+        return True
+    say(f"warning: the cluster did not settle within {wait:g} s (--wait):")
+    for problem in problems:
+        say(f"  {problem}")
+    return False

@@ -2,6 +2,9 @@
 
 Each controller runs as `vportd --config DIR/cN.toml`, detached (own session,
 stdin closed, stdout and stderr to DIR/cN.log), so it outlives `vportctl lab up`.
+Every controller, also a lone one, keeps its table in the lab's etcd (one code
+path: the cluster elects a leader and spreads the bridges' mastership itself);
+the VMM's token and the controllers' own (east-west) token are two files.
 The lab never depends on what the controller does: it starts the process,
 records its pid and, if the process dies, reports it with the tail of its log.
 """
@@ -40,6 +43,7 @@ def config_text(plan: Plan, ctrl: Controller) -> str:
     def q(value: object) -> str:  # a TOML basic string (JSON's escapes are valid TOML)
         return json.dumps(str(value))
 
+    assert plan.etcd is not None, "a lab with controllers has an etcd"
     text = f"""\
 # vportd controller {ctrl.id} of the lab in {plan.dir}, written by `vportctl lab up`.
 [controller]
@@ -54,6 +58,11 @@ remotes = [{q(f"unix:{plan.ovs_rundir / 'db.sock'}")}]
 [api]
 listen = {q(ctrl.api)}
 token_file = {q(plan.token_file)}
+peer_token_file = {q(plan.peer_token_file)}
+
+[store]
+kind = "etcd"
+endpoints = [{q(plan.etcd.endpoint)}]
 
 [topology]
 # The inter-hypervisor links are patch ports: the controller reads options:peer from OVSDB.
@@ -67,7 +76,7 @@ level = "info"
 
 
 def write_token(path: Path) -> None:
-    """A fresh random API token, readable by root only."""
+    """A fresh random bearer token, readable by root only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -2,7 +2,10 @@
 
 For tests, the lab and benchmarks; the system's etcd service is never used.
 `restart()` keeps the data dir and both ports, so clients can reconnect to
-the same endpoint and find their keys, leases and revisions. Auto-compaction
+the same endpoint and find their keys, leases and revisions. By default etcd
+is a plain child of this process; `detached=True` gives it its own session
+and no file handle of ours, so that it outlives this process (the lab's etcd,
+which `vportctl lab down` stops later by its command line). Auto-compaction
 is off unless asked for, so a test decides when history goes away
 (`compact`). These calls block: run them in a thread from asyncio code.
 """
@@ -47,6 +50,8 @@ class PrivateEtcd:
     # "revision" mode with this retention (e.g. "1000") or a period like "5m"; None = off.
     auto_compaction: str | None = None
     auto_compaction_mode: str = "revision"
+    # Own session (no Ctrl-C from our terminal), log written by etcd alone: it outlives us.
+    detached: bool = False
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -93,10 +98,15 @@ class PrivateEtcd:
         if self.pid is not None:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("ab")
+        log = self.log_file.open("ab")
         self._proc = subprocess.Popen(
-            self.argv(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=self.detached,
+        )  # fmt: skip
+        if self.detached:
+            log.close()  # etcd holds its own copy; ours would only leak
+        else:
+            self._log = log
         self._wait_healthy(timeout)
         return self
 

@@ -11,7 +11,10 @@ without asking. The conventions (the brief of issue 3, DESIGN.md §5):
   port k+1 on its bridge) and `eth0` (inside), MAC 02:00:00:00:00:{k+1:02x},
   IP 10.0.0.{k+1}/24;
 - controller c: id `c{c}`, OpenFlow on 127.0.0.1:(openflow_port+c), API on
-  127.0.0.1:(api_port+c).
+  127.0.0.1:(api_port+c);
+- with controllers, one etcd (their store) on 127.0.0.1:etcd_port (peer
+  port etcd_peer_port), its data in DIR/etcd/data and its log in
+  DIR/etcd/etcd.log.
 """
 
 from __future__ import annotations
@@ -101,12 +104,38 @@ class Controller:
 
 
 @dataclass(frozen=True)
+class Etcd:
+    """The lab's etcd: one member on loopback, the controllers' store."""
+
+    client_port: int
+    peer_port: int
+    workdir: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"  # as PrivateEtcd names it
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "etcd.log"
+
+
+@dataclass(frozen=True)
 class Plan:
     dir: Path
     hypervisors: tuple[Hypervisor, ...]
     links: tuple[Link, ...]
     vms: tuple[VM, ...]
     controllers: tuple[Controller, ...]
+    etcd: Etcd | None = None  # only with controllers
+
+    @property
+    def etcd_dir(self) -> Path:
+        return self.dir / "etcd"
 
     @property
     def ovs_rundir(self) -> Path:
@@ -119,6 +148,10 @@ class Plan:
     @property
     def token_file(self) -> Path:
         return self.dir / "api.token"
+
+    @property
+    def peer_token_file(self) -> Path:
+        return self.dir / "peer.token"
 
     @property
     def marker(self) -> str:
@@ -151,6 +184,21 @@ def _check(what: str, value: int, low: int, high: int) -> None:
         raise LabError(f"{what} must be between {low} and {high}, got {value}")
 
 
+def _check_ports_apart(
+    controllers: int, openflow_port: int, api_port: int, etcd_port: int, etcd_peer_port: int
+) -> None:
+    of_ports = set(range(openflow_port, openflow_port + controllers))
+    api_ports = set(range(api_port, api_port + controllers))
+    if of_ports & api_ports:
+        raise LabError("--openflow-port and --api-port ranges overlap: choose ports further apart")
+    if not controllers:
+        return  # no etcd without controllers
+    _check("etcd port", etcd_port, 1, 65535)
+    _check("etcd peer port", etcd_peer_port, 1, 65535)
+    if {etcd_port, etcd_peer_port} & (of_ports | api_ports) or etcd_port == etcd_peer_port:
+        raise LabError(f"etcd ports {etcd_port}, {etcd_peer_port} overlap the controllers' ports")
+
+
 def make_plan(
     lab_dir: Path,
     *,
@@ -159,6 +207,8 @@ def make_plan(
     controllers: int = 1,
     openflow_port: int = 6653,
     api_port: int = 8080,
+    etcd_port: int = 2379,
+    etcd_peer_port: int = 2380,
 ) -> Plan:
     """The lab these options describe; LabError if an option is out of range."""
     _check("--hypervisors", hypervisors, 1, MAX_HYPERVISORS)
@@ -166,9 +216,7 @@ def make_plan(
     _check("--controllers", controllers, 0, MAX_CONTROLLERS)
     for what, port in (("--openflow-port", openflow_port), ("--api-port", api_port)):
         _check(what, port, 1, 65535 - max(controllers - 1, 0))
-    of_ports = set(range(openflow_port, openflow_port + controllers))
-    if of_ports & set(range(api_port, api_port + controllers)):
-        raise LabError("--openflow-port and --api-port ranges overlap: choose ports further apart")
+    _check_ports_apart(controllers, openflow_port, api_port, etcd_port, etcd_peer_port)
     lab_dir = Path(lab_dir).absolute()
 
     hvs = tuple(Hypervisor(f"hv{i}", i + 1) for i in range(hypervisors))
@@ -210,7 +258,8 @@ def make_plan(
         )
         for c in range(controllers)
     )
-    plan = Plan(lab_dir, hvs, links, guests, ctrls)
+    etcd = Etcd(etcd_port, etcd_peer_port, lab_dir / "etcd") if controllers else None
+    plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd)
     longest = max(plan.sockets(), key=lambda p: len(str(p)))
     if len(str(longest)) > SUN_PATH_MAX:
         raise LabError(

@@ -1,4 +1,9 @@
-"""`vportctl lab status`: the lab as JSON (for tests and tools) or as text (for people)."""
+"""`vportctl lab status`: the lab as JSON (for tests and tools) or as text (for people).
+
+Besides what the lab built (from the state file, OVSDB and /proc), it shows
+who leads the cluster and masters each bridge, from one running controller's
+REST API; when no API answers, those are null and `cluster.error` says why.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vportd.lab import controllers as ctl
-from vportd.lab import procs
+from vportd.lab import procs, roles, store
 from vportd.lab.messages import EXIT_FAILED, EXIT_OK, say
 from vportd.lab.ovs import OVSError, PrivateOVS
 from vportd.lab.plan import Plan
@@ -57,6 +62,10 @@ def describe(state: State) -> dict[str, Any]:
     vswitchd = ovs.running("ovs-vswitchd")
     connected = connections(plan, ovs) if vswitchd is not None else {}
     sessions = openflow_connections(plan, ovs)
+    running = [
+        c for c in plan.controllers if procs.alive(state.controllers.get(c.id), ctl.owns(c.config))
+    ]
+    seen = roles.view(plan, running) if plan.controllers else None
     return {
         "dir": str(plan.dir),
         "phase": state.phase,
@@ -80,6 +89,7 @@ def describe(state: State) -> dict[str, Any]:
                 "dpid": hv.dpid_hex,
                 "bridge": hv.bridge,
                 "connected": sorted(connected.get(hv.bridge, set())),
+                "master": seen.masters.get(hv.bridge) if seen else None,
             }
             for hv in plan.hypervisors
         ],
@@ -116,7 +126,24 @@ def describe(state: State) -> dict[str, Any]:
             "ovsdb_server": ovs.running("ovsdb-server"),
             "ovs_vswitchd": vswitchd,
         },
+        "etcd": _etcd(state),
+        "cluster": seen.to_json() if seen else None,
         "token_file": str(plan.token_file),
+        "peer_token_file": str(plan.peer_token_file),
+    }
+
+
+def _etcd(state: State) -> dict[str, Any] | None:
+    """The lab's etcd; None in a lab without controllers."""
+    etcd = state.plan().etcd
+    if etcd is None:
+        return None
+    return {
+        "endpoint": etcd.endpoint,
+        "pid": state.etcd_pid,
+        "alive": procs.alive(state.etcd_pid, store.owned_by(Path(state.dir))),
+        "data_dir": str(etcd.data_dir),
+        "log": str(etcd.log),
     }
 
 
@@ -141,9 +168,11 @@ def summary(d: dict[str, Any]) -> str:
         else:
             state = f"NOT RUNNING (see {c['log']})"
         lines.append(f"  {c['id']:<4} OpenFlow {c['openflow']:<16} API {c['api']:<16} {state}")
+    lines += _cluster_lines(d)
     lines.append("hypervisors (bridges, fail_mode=secure):")
     for hv in d["hypervisors"]:
-        lines.append(f"  {hv['name']:<4} dpid {hv['dpid']}")
+        master = f", master {hv['master']}" if hv.get("master") else ""
+        lines.append(f"  {hv['name']:<4} dpid {hv['dpid']}{master}")
     if d["links"]:
         lines.append("links:")
     for k in d["links"]:
@@ -155,8 +184,22 @@ def summary(d: dict[str, Any]) -> str:
             f"  {vm['name']:<4} {vm['mac']}  {vm['cidr']:<14} on {vm['hypervisor']} "
             f"port {vm['port']} ({vm['port_name']})"
         )
-    lines.append(f"API token: {d['token_file']}")
+    lines.append(f"API token: {d['token_file']} (controllers' own: {d['peer_token_file']})")
     return "\n".join(lines)
+
+
+def _cluster_lines(d: dict[str, Any]) -> list[str]:
+    """The etcd and the leader, for `summary`; nothing in a lab without controllers."""
+    etcd, cluster = d.get("etcd"), d.get("cluster")
+    if etcd is None or cluster is None:
+        return []
+    state = f"pid {etcd['pid']}" if etcd["alive"] else f"NOT RUNNING (see {etcd['log']})"
+    lines = [f"etcd: {etcd['endpoint']} ({state}), data in {etcd['data_dir']}"]
+    if cluster["error"] is None:
+        lines.append(f"leader: {cluster['leader'] or 'none'} (as {cluster['from']} sees it)")
+    else:
+        lines.append(f"leader: unknown (the API does not answer: {cluster['error']})")
+    return lines
 
 
 def status(lab_dir: Path, as_json: bool = False) -> int:

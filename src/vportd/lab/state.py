@@ -34,6 +34,9 @@ class Options:
     controllers: int
     openflow_port: int
     api_port: int
+    # Picked free by `up` (the kernel's choice), then fixed for the lab's life.
+    etcd_port: int = 2379
+    etcd_peer_port: int = 2380
 
 
 @dataclass
@@ -44,6 +47,8 @@ class State:
     started_at: float = 0.0
     vportd: str = ""
     ovs_started: bool = False
+    etcd_started: bool = False
+    etcd_pid: int | None = None
     bridges: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     host_ifs: list[str] = field(default_factory=list)
@@ -54,7 +59,8 @@ class State:
         o = self.options
         return make_plan(
             Path(self.dir), hypervisors=o.hypervisors, vms=o.vms, controllers=o.controllers,
-            openflow_port=o.openflow_port, api_port=o.api_port,
+            openflow_port=o.openflow_port, api_port=o.api_port, etcd_port=o.etcd_port,
+            etcd_peer_port=o.etcd_peer_port,
         )  # fmt: skip
 
     def save(self, path: Path) -> None:

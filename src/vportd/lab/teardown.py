@@ -4,17 +4,19 @@ It works from the state file and, when that is missing or partial, from what
 the system shows, in this order:
 
 1. controllers: the recorded pids, and any `vportd` whose --config lies in DIR;
-2. Open vSwitch: the daemons whose pidfile lies in DIR/ovs (by pidfile or by
+2. etcd: the recorded pid, and any `etcd` whose --data-dir lies in DIR; once
+   it is stopped, its data and log (DIR/etcd);
+3. Open vSwitch: the daemons whose pidfile lies in DIR/ovs (by pidfile or by
    command line), ovs-vswitchd first with `exit --cleanup` so that it deletes
    its datapath and tap devices itself;
-3. the VMs' veths, by recorded name or by the lab's alias mark (deleting the
+4. the VMs' veths, by recorded name or by the lab's alias mark (deleting the
    host end removes `eth0` at once, whereas a namespace's own deletion is
    asynchronous), and the userspace datapath's tap devices (`ovs-netdev`, one
    per bridge) that no process holds any more: ovs-vswitchd makes them
    persistent and leaves them behind when it dies;
-4. the VM namespaces, recorded or carrying the mark (told apart before step 3),
+5. the VM namespaces, recorded or carrying the mark (told apart before step 3),
    after stopping any process still running inside;
-5. DIR: only the files the lab writes there, then DIR itself if empty.
+6. DIR: only the files the lab writes there, then DIR itself if empty.
 
 A resource that carries another lab's mark, or a tap that a live process
 holds, is left alone and reported.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vportd.lab import controllers as ctl
-from vportd.lab import netns, procs
+from vportd.lab import netns, procs, store
 from vportd.lab.commands import LabError
 from vportd.lab.messages import EXIT_FAILED, EXIT_OK, say
 from vportd.lab.ovs import OVSError, PrivateOVS
@@ -39,7 +41,7 @@ from vportd.lab.state import State, StateError, load
 MARK_PREFIX = "vportd-lab:"
 
 # What the lab writes in its directory: nothing else is ever removed.
-LAB_FILES = ("lab.json", ".lab.json.tmp", "api.token")
+LAB_FILES = ("lab.json", ".lab.json.tmp", "api.token", "peer.token")
 LAB_PATTERNS = ("c[0-9]*.toml", "c[0-9]*.log")
 OVS_PATTERNS = (
     "conf.db", ".conf.db.~lock~", ".conf.db.tmp*", "db.sock", "*.ctl", "*.pid", "*.log",
@@ -52,8 +54,7 @@ def leftovers(lab_dir: Path) -> list[Path]:
     found = [lab_dir / name for name in LAB_FILES if (lab_dir / name).exists()]
     for pattern in LAB_PATTERNS:
         found += lab_dir.glob(pattern)
-    if (lab_dir / "ovs").is_dir():
-        found.append(lab_dir / "ovs")
+    found += [lab_dir / name for name in ("ovs", "etcd") if (lab_dir / name).is_dir()]
     return found
 
 
@@ -88,6 +89,7 @@ class Teardown:
         if self.state is None and not self.how:
             self.how.append("no state file; cleaning up by the lab's names and marks")
         self.controllers()
+        self.etcd()
         self.ovs()
         doomed = self.lab_namespaces()
         self.links()
@@ -104,6 +106,23 @@ class Teardown:
         for pid in sorted(pids):
             if procs.stop(pid, matches):
                 self.done.append(f"controller pid {pid}")
+
+    def etcd(self) -> None:
+        """Stop the lab's etcd (after the controllers: they would only log its loss), then
+        remove its data: only once no etcd of the lab runs on it."""
+        recorded = self.state.etcd_pid if self.state is not None else None
+        for pid in store.stop(self.dir, store.running(self.dir, recorded)):
+            self.done.append(f"etcd pid {pid}")
+        left = store.running(self.dir)
+        if left:
+            self.failed.append(f"etcd: still running: pids {', '.join(map(str, left))}")
+            return
+        workdir = self.dir / "etcd"
+        try:
+            if store.remove_files(workdir):
+                self.done.append(f"etcd data {workdir}")
+        except OSError as err:
+            self.failed.append(f"etcd data {workdir}: {err}")
 
     def processes_in(self, namespace: str) -> None:
         """Stop what runs inside a VM namespace (a ping, a test's server...)."""
