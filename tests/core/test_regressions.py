@@ -431,3 +431,25 @@ def test_a_new_migration_along_a_path_travelled_before_is_not_answered_with_the_
     sim.deliver_all()
     answer = sim.answer_for(view.id)
     assert answer is not None and answer.ok
+
+
+def test_an_entry_on_a_switch_this_controller_does_not_know_yet_makes_no_flows() -> None:
+    """A peer's (or the store's) entry may name a switch our OVSDB has not shown yet.
+
+    Found in the 3-controller lab: the merge crashed the controller with a
+    KeyError in the topology. It must apply, make no flow towards the unknown
+    switch, and route there once the switch and its link appear.
+    """
+    from vportd.core.flows import FlowCompiler  # noqa: PLC0415
+    from vportd.core.model import Location, VPortRecord  # noqa: PLC0415
+    from vportd.core.topology import Topology  # noqa: PLC0415
+
+    topo = Topology()
+    topo.add_switch("hv0", 1)
+    compiler = FlowCompiler(topo, ["hv0"])
+    rec = VPortRecord("02:00:00:00:00:07", Location("hv9", 3, "tap", True, 0, 0, "c1"), None)
+    assert compiler.update_vm(rec) == []
+    topo.add_switch("hv9", 9)
+    topo.add_link("hv0", 109, "hv9", 100)
+    mods = compiler.update_vm(rec)
+    assert any("109" in repr(m.flow.actions) for m in mods), mods

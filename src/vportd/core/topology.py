@@ -150,7 +150,8 @@ class Topology:
         ends = self._neighbours()
         while queue:
             here = queue.popleft()
-            for end in ends[here]:
+            # A peer's entry may name a switch our OVSDB has not shown yet: no path to it.
+            for end in ends.get(here, ()):
                 if end.switch not in seen:
                     seen.add(end.switch)
                     steps[end.switch] = end.port
