@@ -54,7 +54,7 @@ from hypothesis.stateful import (
 
 from vportd.core.coordinator import Status, Timeouts
 from vportd.core.errors import CoreError
-from vportd.core.flows import CLASSIFY_TABLE, FORWARD_TABLE, Output
+from vportd.core.flows import CLASSIFY_TABLE, FLOOD_TABLE, FORWARD_TABLE, Output
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
 from vportd.core.topology import Topology
@@ -578,7 +578,7 @@ class ClusterMachine(RuleBasedStateMachine):
         for name, switch in fabric.switches.items():
             links = self.sim.topology.link_ports(name)
             for flow in switch.flows.values():
-                if flow.table != FORWARD_TABLE:
+                if flow.table not in (FORWARD_TABLE, FLOOD_TABLE):
                     continue
                 in_port = flow.match.in_port
                 if in_port is not None and in_port not in links:

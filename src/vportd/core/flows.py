@@ -8,10 +8,16 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   Priority 0: go to table 1.
 * table 1, forwarding by destination MAC. Priority 100: a local VM's MAC to its
   port; a remote VM's MAC to the link towards its switch, only where that link
-  is not the switch's default port (see topology). Priority 50: broadcast and
-  multicast flood along the spanning tree, one flow per input port, to every
-  local VM port and tree link but the input. Priority 10: other unicast goes to
-  the default port. No match: dropped.
+  is not the switch's default port (see topology). Priority 50, one flow per
+  flood member (local VM port or spanning-tree link): broadcast and multicast
+  from that port go to table 2. Priority 10: other unicast goes to the default
+  port. No match: dropped, so a frame that enters on a non-tree link or on a
+  port without a VM is never flooded (no loop, no flood from a stray port).
+* table 2, flooding. Priority 50: broadcast and multicast to every member. The
+  input port is among them, and OpenFlow never outputs a frame to its input
+  port (OFPP_IN_PORT would be needed), so this is "every member but the
+  input" in one flow per switch: a VM coming or going changes its own table-1
+  gate and this one flow, not a flow per member.
 
 The compiler remembers what it has installed on each switch it masters and
 returns only the difference as `FlowMod`s (add replaces a flow with the same
@@ -32,6 +38,7 @@ from vportd.core.topology import Topology
 
 CLASSIFY_TABLE = 0
 FORWARD_TABLE = 1
+FLOOD_TABLE = 2
 
 PRIO_ARRIVAL = 200
 PRIO_VM = 100
@@ -144,8 +151,7 @@ FlowKey = tuple[int, int, Match]
 SwitchFlows = dict[FlowKey, Flow]
 
 
-# Interned building blocks: a switch holds many flows that share them (the
-# flood flows of a switch with n local ports hold n * n outputs).
+# Interned building blocks: a switch holds many flows that share them.
 @lru_cache(maxsize=65536)
 def _output(port: int) -> Output:
     return Output(port)
@@ -161,13 +167,26 @@ def _flood_match(in_port: int) -> Match:
     return Match(in_port=in_port, eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
 
 
-@lru_cache(maxsize=65536)
-def _flood_key(in_port: int) -> tuple[int, int, Match]:
-    return (FORWARD_TABLE, PRIO_FLOOD, _flood_match(in_port))
-
-
 _TO_TABLE_1: tuple[Action, ...] = (GotoTable(FORWARD_TABLE),)
+_TO_FLOOD: tuple[Action, ...] = (GotoTable(FLOOD_TABLE),)
 _ARRIVAL_ACTIONS: tuple[Action, ...] = (ToController(), GotoTable(FORWARD_TABLE))
+_FLOOD_MATCH = Match(eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
+_FLOOD_KEY: FlowKey = (FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH)
+
+
+@lru_cache(maxsize=65536)
+def _gate(in_port: int) -> Flow:
+    """Broadcast and multicast from a flood member go on to the flood table.
+
+    The same for every switch: one object, shared by all of them.
+    """
+    return Flow(FORWARD_TABLE, PRIO_FLOOD, _flood_match(in_port), _TO_FLOOD, COOKIE_FLOOD | in_port)
+
+
+def _flood(members: tuple[int, ...]) -> Flow:
+    """To every member; OpenFlow drops the copy for the input port itself."""
+    outputs = tuple(_output(p) for p in members)
+    return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 
 def vm_cookie(mac: str) -> int:
@@ -187,6 +206,10 @@ def arrival_flow(mac: str) -> Flow:
     return Flow(CLASSIFY_TABLE, PRIO_ARRIVAL, match, _ARRIVAL_ACTIONS, arrival_cookie(mac))
 
 
+def _arrival_key(mac: str) -> FlowKey:
+    return (CLASSIFY_TABLE, PRIO_ARRIVAL, Match(eth_src=mac))
+
+
 def base_flows(topology: Topology, switch: str) -> list[Flow]:
     """Flows that depend on the topology only: table miss and default route."""
     flows = [Flow(CLASSIFY_TABLE, PRIO_MISS, Match(), _TO_TABLE_1, COOKIE_BASE)]
@@ -197,16 +220,17 @@ def base_flows(topology: Topology, switch: str) -> list[Flow]:
     return flows
 
 
+def flood_members(topology: Topology, switch: str, local_ports: Iterable[int]) -> tuple[int, ...]:
+    """The ports a broadcast may enter by and leaves through: local VMs and tree links."""
+    return tuple(sorted(set(local_ports) | topology.tree_ports(switch)))
+
+
 def flood_flows(topology: Topology, switch: str, local_ports: Iterable[int]) -> list[Flow]:
-    members = sorted(set(local_ports) | topology.tree_ports(switch))
-    outputs = [_output(p) for p in members]
-    flows = []
-    for i, in_port in enumerate(members):
-        outs = tuple(outputs[:i] + outputs[i + 1 :])  # every member but the input
-        flows.append(
-            Flow(FORWARD_TABLE, PRIO_FLOOD, _flood_match(in_port), outs, COOKIE_FLOOD | in_port)
-        )
-    return flows
+    """One gate per member (table 1), then the switch's one flood flow (table 2)."""
+    members = flood_members(topology, switch, local_ports)
+    if not members:
+        return []
+    return [*(_gate(p) for p in members), _flood(members)]
 
 
 def vm_flows(
@@ -232,54 +256,46 @@ def vm_flows(
         yield mig.destination, arrival_flow(rec.vm)
 
 
-def _wants_flows(topology: Topology, rec: VPortRecord, switches: set[str]) -> bool:
-    """Whether `vm_flows(topology, rec, switches)` yields anything (without making it)."""
-    loc = rec.loc
-    here = loc.ovs
-    if here is None:
-        return False
-    if here in switches and loc.port is not None:
-        return True
-    if not switches.isdisjoint(topology.exceptions(here)):
-        return True
-    mig = rec.mig
-    return mig is not None and mig.phase < Phase.ACTIVATED and mig.destination in switches
-
-
-def _is_flood_key(key: FlowKey, members: set[int]) -> bool:
-    """`key` is the key of the flood flow of one of `members`."""
-    match = key[2]
-    return (
-        isinstance(match, Match)
-        and match.in_port in members
-        and key[0] == FORWARD_TABLE
-        and key[1] == PRIO_FLOOD
-        and match == _flood_match(match.in_port)
-    )
-
-
 def _arrival_at(rec: VPortRecord) -> str | None:
     mig = rec.mig
     return mig.destination if mig is not None and mig.phase < Phase.ACTIVATED else None
 
 
+def _held_as(held: Flow | None, actions: tuple[Action, ...], cookie: int) -> bool:
+    """`held`, found under a VM flow's key, is that flow with these actions and cookie."""
+    return held is not None and held.actions == actions and held.cookie == cookie
+
+
 class _VmFlows:
-    """One VM's flows on the switches a compiler masters, grouped by switch.
+    """Where one VM's flows are, on the switches a compiler masters.
 
     `rec` is the entry they were compiled from (then the latest entry with the
     same place) and `epoch` the compiler's epoch then: while neither the VM's
     place nor the epoch changed, the flows are still the desired ones and need
-    no recompiling.
+    no recompiling. `key` is the key of its forwarding flows (one object for
+    every switch and compile: the installed tables share it), `switches` where
+    those are, `arrival` where its arrival flow is.
     """
 
-    __slots__ = ("epoch", "flows", "rec")
+    __slots__ = ("arrival", "epoch", "key", "rec", "switches")
 
     def __init__(
-        self, rec: VPortRecord, epoch: int, flows: tuple[tuple[str, FlowKey, Flow], ...]
+        self,
+        rec: VPortRecord,
+        epoch: int,
+        key: FlowKey,
+        switches: tuple[str, ...] = (),
+        arrival: str | None = None,
     ) -> None:
         self.rec = rec
         self.epoch = epoch
-        self.flows = flows
+        self.key = key
+        self.switches = switches
+        self.arrival = arrival
+
+    @property
+    def empty(self) -> bool:
+        return not self.switches and self.arrival is None
 
 
 class FlowCompiler:
@@ -290,23 +306,26 @@ class FlowCompiler:
     next `sync_switch` corrects only the difference.
 
     Compiling is incremental: while a VM's place (switch, port, pending
-    arrival) stays the same, its compiled flows are kept and only checked
-    against `installed`; a VM with no flows here is skipped at once.
+    arrival) and the compiler's epoch stay the same, its flows are in place
+    (only its own updates touch its keys; whatever else changes `installed`
+    bumps the epoch); a VM with no flows here is skipped at once.
     """
 
     def __init__(self, topology: Topology, switches: Iterable[str] = ()) -> None:
         self.topology = topology
         self.switches: set[str] = set(switches)
         self.installed: dict[str, SwitchFlows] = {s: {} for s in self.switches}
-        # Per VM with flows here: those flows, for exact deletes and to skip
+        # Per VM with flows here: where they are, for exact deletes and to skip
         # recompiling an entry whose place did not change.
         self._vm_flows: dict[str, _VmFlows] = {}
+        # Per mastered switch: its VMs' ports, and the flood members its floods were made for.
         self._local: dict[str, dict[str, int]] = {s: {} for s in self.switches}
-        # Per VM: where `_local` last placed it (the entry's own location).
+        self._members: dict[str, tuple[int, ...]] = {}
+        # Per VM on a mastered switch: where `_local` placed it (the entry's own location).
         self._placed: dict[str, Location] = {}
-        # Bumped whatever changes which flows an unchanged entry needs here.
-        # (Of direct changes to `switches`, only those that change its size are
-        # seen: use master and release.)
+        # Bumped whatever changes which flows an unchanged entry needs here, or
+        # changes `installed` behind the VMs' backs. (Of direct changes to
+        # `switches`, only those that change its size are seen: use master and release.)
         self._epoch = 0
         self._seen = (topology, topology.version, len(self.switches))
 
@@ -321,18 +340,25 @@ class FlowCompiler:
         """Stop managing a switch (another controller became its master)."""
         self.switches.discard(switch)
         self.installed.pop(switch, None)
+        self._members.pop(switch, None)
+        for vm in self._local.pop(switch, {}):
+            self._placed.pop(vm, None)
         self._without(switch)
         self._epoch += 1
 
     def _without(self, switch: str) -> None:
         """Forget every VM's flows on `switch`."""
         for entry in self._vm_flows.values():
-            if any(s == switch for s, _, _ in entry.flows):
-                entry.flows = tuple(t for t in entry.flows if t[0] != switch)
+            if switch in entry.switches:
+                entry.switches = tuple(s for s in entry.switches if s != switch)
+            if entry.arrival == switch:
+                entry.arrival = None
 
     def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
         """What the switch really holds, as read back from it."""
         self.installed[switch] = {f.key: f for f in flows}
+        self._members.pop(switch, None)
+        self._epoch += 1  # the VMs' flows there may be gone: recompile them
 
     # -- compiling -------------------------------------------------------
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
@@ -343,116 +369,162 @@ class FlowCompiler:
             self._seen = (topology, topology.version, len(self.switches))
             self._epoch += 1
         entry = self._vm_flows.get(rec.vm)
-        if (
-            entry is not None
-            and entry.epoch == self._epoch
-            # `vm_flows` depends on the VM's place and on its arrival flow only.
-            and entry.rec.loc.ovs == rec.loc.ovs
-            and entry.rec.loc.port == rec.loc.port
-            and _arrival_at(entry.rec) == _arrival_at(rec)
-        ):
-            mods = self._reinstall(entry.flows)
-            if entry.rec is not rec:  # hold the table's entry, not an old one
-                entry.rec = rec
-        elif entry is None and not _wants_flows(topology, rec, self.switches):
-            mods = []  # no flows here before or now: most entries, on most controllers
+        if entry is None:
+            mods = self._compile(rec, None) if self._wants_flows(rec) else []
         else:
-            desired: dict[str, dict[FlowKey, Flow]] = {}
-            for switch, flow in vm_flows(topology, rec, self.switches):
-                desired.setdefault(switch, {})[flow.key] = flow
-            mods = self._diff_vm(rec, desired, entry)
-        mods.extend(self._move_local(rec))
+            was = entry.rec
+            if (
+                entry.epoch == self._epoch
+                # `vm_flows` depends on the VM's place and on its arrival flow only.
+                and was.loc.ovs == rec.loc.ovs
+                and was.loc.port == rec.loc.port
+                and _arrival_at(was) == _arrival_at(rec)
+            ):
+                entry.rec = rec  # hold the table's entry, not an old one
+                mods = []
+            else:
+                mods = self._compile(rec, entry)
+        local = self._move_local(rec)
+        if local:
+            mods += local
         return mods
 
-    def _reinstall(self, flows: tuple[tuple[str, FlowKey, Flow], ...]) -> list[FlowMod]:
-        """Add those of `flows` that the switches do not hold as they are."""
+    def _wants_flows(self, rec: VPortRecord) -> bool:
+        """Whether `rec` needs any flow here (without making them)."""
+        loc = rec.loc
+        here = loc.ovs
+        if here is None:
+            return False
+        switches = self.switches
+        if here in switches and loc.port is not None:
+            return True
+        if not switches.isdisjoint(self.topology.exceptions(here)):
+            return True
+        arrival = _arrival_at(rec)
+        return arrival is not None and arrival in switches
+
+    def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
+        """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
+        vm = rec.vm
+        key = entry.key if entry is not None else (FORWARD_TABLE, PRIO_VM, Match(eth_dst=vm))
+        desired = self._desired_ports(rec)
+        mods: list[FlowMod] = []
+        if entry is not None:
+            for switch in entry.switches:
+                if switch not in desired:
+                    held = self.installed[switch].pop(key, None)
+                    if held is not None:
+                        mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+        if desired:
+            mods += self._install_vm(key, vm, desired)
+        arrival = _arrival_at(rec)
+        if arrival not in self.switches:
+            arrival = None
+        if entry is not None and entry.arrival is not None and entry.arrival != arrival:
+            held = self.installed[entry.arrival].pop(_arrival_key(vm), None)
+            if held is not None:
+                mods.append(FlowMod(entry.arrival, FlowCommand.DELETE, held))
+        if arrival is not None:
+            mods += self._install(arrival, arrival_flow(vm))
+        placed = _VmFlows(rec, self._epoch, key, tuple(desired), arrival)
+        if not placed.empty:
+            self._vm_flows[vm] = placed
+        elif entry is not None:
+            del self._vm_flows[vm]
+        return mods
+
+    def _desired_ports(self, rec: VPortRecord) -> dict[str, int]:
+        """Per mastered switch that needs the VM's forwarding flow, the port it outputs to."""
+        loc = rec.loc
+        here = loc.ovs
+        switches = self.switches
+        desired: dict[str, int] = {}
+        if here is None:
+            return desired
+        if here in switches and loc.port is not None:
+            desired[here] = loc.port
+        for switch, port in self.topology.exceptions(here).items():
+            if switch in switches:
+                desired[switch] = port
+        return desired
+
+    def _install_vm(self, key: FlowKey, vm: str, desired: dict[str, int]) -> list[FlowMod]:
         mods: list[FlowMod] = []
         installed = self.installed
-        for switch, key, flow in flows:
+        match = key[2]
+        cookie = vm_cookie(vm)
+        for switch, port in desired.items():
             table = installed[switch]
-            held = table.get(key)
-            if not _unchanged(held, flow):
+            actions = _to_port(port)
+            if not _held_as(table.get(key), actions, cookie):
+                flow = Flow(FORWARD_TABLE, PRIO_VM, match, actions, cookie)
                 table[key] = flow
                 mods.append(FlowMod(switch, FlowCommand.ADD, flow))
         return mods
 
-    def _diff_vm(
-        self, rec: VPortRecord, desired: dict[str, dict[FlowKey, Flow]], entry: _VmFlows | None
-    ) -> list[FlowMod]:
-        mods: list[FlowMod] = []
-        if entry is not None:
-            for switch, key, _ in entry.flows:
-                table = self.installed[switch]
-                wanted = desired.get(switch)
-                if (wanted is None or key not in wanted) and key in table:
-                    mods.append(FlowMod(switch, FlowCommand.DELETE, table.pop(key)))
-        for switch, flows in desired.items():
-            table = self.installed[switch]
-            for key, flow in flows.items():
-                held = table.get(key)
-                if not _unchanged(held, flow):
-                    table[key] = flow
-                    mods.append(FlowMod(switch, FlowCommand.ADD, flow))
-        if desired:
-            placed = tuple((s, k, f) for s, flows in desired.items() for k, f in flows.items())
-            self._vm_flows[rec.vm] = _VmFlows(rec, self._epoch, placed)
-        elif entry is not None:
-            del self._vm_flows[rec.vm]
-        return mods
+    def _install(self, switch: str, flow: Flow) -> list[FlowMod]:
+        """Add `flow` unless the switch holds it as it is."""
+        table = self.installed[switch]
+        key = flow.key
+        if _unchanged(table.get(key), flow):
+            return []
+        table[key] = flow
+        return [FlowMod(switch, FlowCommand.ADD, flow)]
 
     def _move_local(self, rec: VPortRecord) -> list[FlowMod]:
         """Keep the per-switch set of local VM ports, and their floods, current."""
         loc = rec.loc
         here = loc.ovs
         port = loc.port
-        placed = here is not None and port is not None
+        ours = port is not None and here in self.switches
         before = self._placed.get(rec.vm)
         if before is None:
-            if not placed:
+            if not ours:
                 return []
-        elif placed and before.ovs == here and before.port == port:
+        elif ours and before.ovs == here and before.port == port:
             if before is not loc:  # hold the table's location, not an old one
                 self._placed[rec.vm] = loc
             return []
         mods: list[FlowMod] = []
-        if before is not None and before.ovs in self.switches:
+        if before is not None:
             assert before.ovs is not None
-            self._local[before.ovs].pop(rec.vm, None)
-            mods += self._diff_floods(before.ovs)
-        if placed and here in self.switches:
+            local = self._local.get(before.ovs)
+            if local is not None and local.pop(rec.vm, None) is not None:
+                mods += self._diff_floods(before.ovs)
+        if ours:
             assert here is not None and port is not None
             self._local[here][rec.vm] = port
-            mods += self._diff_floods(here)
-        if placed:
             self._placed[rec.vm] = loc
+            mods += self._diff_floods(here)
         else:
-            self._placed.pop(rec.vm, None)
+            del self._placed[rec.vm]
         return mods
 
     def _diff_floods(self, switch: str) -> list[FlowMod]:
-        """Bring the switch's flood flows in line with `flood_flows` of its local ports.
+        """Bring the switch's gates and flood flow in line with its members.
 
-        Deletes the flows with a flood cookie that are not wanted, then adds the
-        wanted ones it does not hold as they are. Hot: every move of a VM to or
-        from a switch rewrites all of its flood flows.
+        A member that joins gets its gate, one that leaves loses it; the flood
+        flow is rewritten once. Cheap since one flow floods for every member.
         """
-        members = sorted(set(self._local[switch].values()) | self.topology.tree_ports(switch))
-        wanted = set(members)
+        members = flood_members(self.topology, switch, self._local[switch].values())
+        before = self._members.get(switch, ())
+        if members == before:
+            return []  # another VM on a port that is a member already, say
+        mods: list[FlowMod] = []
         table = self.installed[switch]
-        mods = [
-            FlowMod(switch, FlowCommand.DELETE, table.pop(key))
-            for key, flow in list(table.items())
-            if flow.cookie & COOKIE_KIND_MASK == COOKIE_FLOOD and not _is_flood_key(key, wanted)
-        ]
-        outputs = [_output(p) for p in members]
-        for i, in_port in enumerate(members):
-            key = _flood_key(in_port)
-            outs = tuple(outputs[:i] + outputs[i + 1 :])
-            flow = Flow(FORWARD_TABLE, PRIO_FLOOD, key[2], outs, COOKIE_FLOOD | in_port)
-            held = table.get(key)
-            if not _unchanged(held, flow):
-                table[key] = flow
-                mods.append(FlowMod(switch, FlowCommand.ADD, flow))
+        for port in set(before).difference(members):
+            held = table.pop(_gate(port).key, None)
+            if held is not None:
+                mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+        for port in set(members).difference(before):
+            mods += self._install(switch, _gate(port))
+        if members:
+            mods += self._install(switch, _flood(members))
+        else:
+            held = table.pop(_FLOOD_KEY, None)
+            if held is not None:
+                mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+        self._members[switch] = members
         return mods
 
     def sync_switch(self, switch: str, records: Iterable[VPortRecord]) -> list[FlowMod]:
@@ -463,28 +535,34 @@ class FlowCompiler:
         desired: dict[FlowKey, Flow] = {f.key: f for f in base_flows(self.topology, switch)}
         local: dict[str, int] = {}
         placed: dict[str, Location] = {}
-        per_vm: dict[str, tuple[VPortRecord, list[tuple[str, FlowKey, Flow]]]] = {}
+        self._epoch += 1
+        self._without(switch)
         for rec in records:
             for _, flow in vm_flows(self.topology, rec, only):
                 desired[flow.key] = flow
-                per_vm.setdefault(rec.vm, (rec, []))[1].append((switch, flow.key, flow))
+                self._held_here(rec, switch, flow)
             loc = rec.loc
             if loc.ovs == switch and loc.port is not None:
                 local[rec.vm] = loc.port
                 placed[rec.vm] = loc
+        members = flood_members(self.topology, switch, local.values())
         for flow in flood_flows(self.topology, switch, local.values()):
             desired[flow.key] = flow
         self._local[switch] = local
+        self._members[switch] = members
         self._placed.update(placed)
-        self._epoch += 1
-        self._without(switch)
-        for vm, (rec, flows) in per_vm.items():
-            entry = self._vm_flows.get(vm)
-            if entry is None:  # stale (-1): flows it may need on other switches are not here
-                self._vm_flows[vm] = _VmFlows(rec, -1, tuple(flows))
-            else:
-                entry.flows += tuple(flows)
         return self._replace(switch, desired)
+
+    def _held_here(self, rec: VPortRecord, switch: str, flow: Flow) -> None:
+        """Note that `flow`, one of the VM's flows, is (to be) on `switch`."""
+        entry = self._vm_flows.get(rec.vm)
+        if entry is None:  # stale (-1): flows it may need on other switches are not here
+            key = (FORWARD_TABLE, PRIO_VM, Match(eth_dst=rec.vm))
+            entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1, key)
+        if flow.table == CLASSIFY_TABLE:
+            entry.arrival = switch
+        else:
+            entry.switches += (switch,)
 
     def _replace(self, switch: str, desired: dict[FlowKey, Flow]) -> list[FlowMod]:
         table = self.installed[switch]
