@@ -19,8 +19,10 @@ and idempotent. The states the patent names are derived: the entry is
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
+from typing import Any
 
 from vportd.core.errors import InvalidMac
 
@@ -73,7 +75,11 @@ class Phase(IntEnum):
         return self < Phase.ABORTED
 
 
-@dataclass(frozen=True, slots=True)
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, Any], None], ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Location:
     ovs: str | None
     port: int | None
@@ -82,9 +88,36 @@ class Location:
     seq: int
     rev: int
     writer: str
-    ips: tuple[str, ...] = ()
-    iface_id: str | None = None
-    vm_id: str | None = None
+    ips: tuple[str, ...]
+    iface_id: str | None
+    vm_id: str | None
+
+    def __init__(  # noqa: PLR0917 (positional like the generated __init__ it replaces)
+        self,
+        ovs: str | None,
+        port: int | None,
+        port_name: str | None,
+        link_up: bool,
+        seq: int,
+        rev: int,
+        writer: str,
+        ips: tuple[str, ...] = (),
+        iface_id: str | None = None,
+        vm_id: str | None = None,
+    ) -> None:
+        # Frozen: the generated __init__ writes each field through
+        # object.__setattr__; the slots written directly cost half as much, and
+        # every event and merge makes one of these.
+        _LOC_OVS(self, ovs)
+        _LOC_PORT(self, port)
+        _LOC_PORT_NAME(self, port_name)
+        _LOC_LINK_UP(self, link_up)
+        _LOC_SEQ(self, seq)
+        _LOC_REV(self, rev)
+        _LOC_WRITER(self, writer)
+        _LOC_IPS(self, ips)
+        _LOC_IFACE_ID(self, iface_id)
+        _LOC_VM_ID(self, vm_id)
 
     @property
     def version(self) -> tuple[int, int, str]:
@@ -97,8 +130,33 @@ class Location:
         """Same move, next revision: a change made in place."""
         return replace(self, rev=self.rev + 1, writer=writer, **changes)  # type: ignore[arg-type]
 
+    def relinked(self, writer: str, link_up: bool) -> Location:
+        """`bump(writer, link_up=link_up)`, without `replace`'s generic machinery."""
+        return Location(
+            self.ovs, self.port, self.port_name, link_up, self.seq, self.rev + 1, writer,
+            self.ips, self.iface_id, self.vm_id,
+        )  # fmt: skip
 
-@dataclass(frozen=True, slots=True)
+    def gone(self, writer: str) -> Location:
+        """The tombstone of a removed VM: the next revision, nowhere.
+
+        Only the version outranks anything: the removed VM's port name,
+        addresses and ids are dropped (nothing reads them: a VM that comes back
+        is placed from its own port's report), which halves what a tombstone holds.
+        """
+        return Location(None, None, None, False, self.seq, self.rev + 1, writer)
+
+
+(
+    _LOC_OVS, _LOC_PORT, _LOC_PORT_NAME, _LOC_LINK_UP, _LOC_SEQ, _LOC_REV, _LOC_WRITER,
+    _LOC_IPS, _LOC_IFACE_ID, _LOC_VM_ID,
+) = _slot_setters(
+    Location, "ovs", "port", "port_name", "link_up", "seq", "rev", "writer",
+    "ips", "iface_id", "vm_id",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class MigrationMark:
     epoch: int
     id: str
@@ -107,25 +165,71 @@ class MigrationMark:
     seq: int
     phase: Phase
     writer: str
-    dest_port: int | None = None
-    dest_port_name: str | None = None
+    dest_port: int | None
+    dest_port_name: str | None
+
+    def __init__(  # noqa: PLR0917 (as Location's)
+        self,
+        epoch: int,
+        id: str,
+        source: str,
+        destination: str,
+        seq: int,
+        phase: Phase,
+        writer: str,
+        dest_port: int | None = None,
+        dest_port_name: str | None = None,
+    ) -> None:
+        _MIG_EPOCH(self, epoch)  # as in Location.__init__
+        _MIG_ID(self, id)
+        _MIG_SOURCE(self, source)
+        _MIG_DESTINATION(self, destination)
+        _MIG_SEQ(self, seq)
+        _MIG_PHASE(self, phase)
+        _MIG_WRITER(self, writer)
+        _MIG_DEST_PORT(self, dest_port)
+        _MIG_DEST_PORT_NAME(self, dest_port_name)
 
     @property
     def version(self) -> tuple[int, int, str, int, str]:
         port = -1 if self.dest_port is None else self.dest_port
         return (self.epoch, self.phase, self.writer, port, self.id)
 
-    def advance(self, phase: Phase, writer: str, **changes: object) -> MigrationMark:
-        return replace(self, phase=phase, writer=writer, **changes)  # type: ignore[arg-type]
+    def advance(self, phase: Phase, writer: str) -> MigrationMark:
+        """The same migration in a later phase."""
+        return self.at_port(phase, writer, self.dest_port, self.dest_port_name)
+
+    def at_port(
+        self, phase: Phase, writer: str, dest_port: int | None, dest_port_name: str | None
+    ) -> MigrationMark:
+        """The same migration in a later phase, with the VM's port at the destination."""
+        return MigrationMark(
+            self.epoch, self.id, self.source, self.destination, self.seq, phase, writer,
+            dest_port, dest_port_name,
+        )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+(
+    _MIG_EPOCH, _MIG_ID, _MIG_SOURCE, _MIG_DESTINATION, _MIG_SEQ, _MIG_PHASE, _MIG_WRITER,
+    _MIG_DEST_PORT, _MIG_DEST_PORT_NAME,
+) = _slot_setters(
+    MigrationMark, "epoch", "id", "source", "destination", "seq", "phase", "writer",
+    "dest_port", "dest_port_name",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class VPortRecord:
     """One VM's entry: what every controller of the cluster holds (claim 1)."""
 
     vm: str
     loc: Location
-    mig: MigrationMark | None = None
+    mig: MigrationMark | None
+
+    def __init__(self, vm: str, loc: Location, mig: MigrationMark | None = None) -> None:
+        _REC_VM(self, vm)  # as in Location.__init__
+        _REC_LOC(self, loc)
+        _REC_MIG(self, mig)
 
     @property
     def present(self) -> bool:
@@ -168,6 +272,9 @@ class VPortRecord:
     def dominates(self, other: VPortRecord) -> bool:
         """True when `other` carries nothing newer than this entry."""
         return self.merge(other) is self
+
+
+_REC_VM, _REC_LOC, _REC_MIG = _slot_setters(VPortRecord, "vm", "loc", "mig")
 
 
 def _later_mark(a: MigrationMark | None, b: MigrationMark | None) -> MigrationMark | None:

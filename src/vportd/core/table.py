@@ -10,7 +10,7 @@ table as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from vportd.core.errors import StaleEvent, UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason
@@ -30,9 +30,11 @@ class VPortTable:
     def __init__(self, me: str) -> None:
         self.me = me
         self._records: dict[str, VPortRecord] = {}
-        # The ports our own OVS reported, per MAC: {(ovs, port): its last event}, and
-        # those OVS. Not replicated: the master of a switch is the authority on its ports.
-        self._ports: dict[str, dict[tuple[str, int], PortEvent]] = {}
+        # The ports our own OVS reported, per MAC: the last event of each port
+        # (one port, nearly always: then the event itself, with no container),
+        # and those OVS. Not replicated: the master of a switch is the authority
+        # on its ports.
+        self._ports: dict[str, PortEvent | tuple[PortEvent, ...]] = {}
         self._own: set[str] = set()
 
     # -- reading ---------------------------------------------------------
@@ -85,7 +87,7 @@ class VPortTable:
     # -- own OVS events (claims 2, 4, 5) ---------------------------------
     def port_event(self, ev: PortEvent) -> Change | None:
         if ev.kind is not EventKind.ADD and self.get(ev.mac) is None:
-            if (ev.ovs, ev.port) not in self._ports.get(ev.mac, {}):
+            if self._fact(ev.mac, ev.ovs, ev.port) is None:
                 self._require_any(ev)  # a port we never heard of: refused
             # A port our OVS reported, while a peer's copy says the VM is gone:
             # what our OVS says now decides (see reconcile).
@@ -136,8 +138,8 @@ class VPortTable:
             return self._complete(rec, mig)
         if rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port):
             return None  # not where the VM is: a stale or failed-destination port
-        gone = rec.loc.bump(self.me, ovs=None, port=None, port_name=None, link_up=False)
-        return self._write(replace(rec, loc=gone), EventKind.DELETE, Reason.VM_GONE)
+        gone = VPortRecord(rec.vm, rec.loc.gone(self.me), rec.mig)
+        return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
         """A RARP/GARP from the VM seen on `ovs`: it is active there."""
@@ -156,23 +158,50 @@ class VPortTable:
         """Another controller masters `ovs` now: its ports are no longer ours to vouch for."""
         self._own.discard(ovs)
         for vm in list(self._ports):
-            ports = self._ports[vm]
-            for where in [w for w in ports if w[0] == ovs]:
-                del ports[where]
-            if not ports:
-                del self._ports[vm]
+            facts = self._facts(vm)
+            self._store(vm, tuple(f for f in facts if f.ovs != ovs))
+
+    def _facts(self, vm: str) -> tuple[PortEvent, ...]:
+        """The last event of each port of our OVS that carries `vm`'s MAC."""
+        held = self._ports.get(vm)
+        if held is None:
+            return ()
+        return held if isinstance(held, tuple) else (held,)
+
+    def _fact(self, vm: str, ovs: str | None, port: int | None) -> PortEvent | None:
+        held = self._ports.get(vm)
+        if held is None:
+            return None
+        if isinstance(held, PortEvent):
+            return held if held.ovs == ovs and held.port == port else None
+        return next((f for f in held if f.ovs == ovs and f.port == port), None)
+
+    def _store(self, vm: str, facts: tuple[PortEvent, ...]) -> None:
+        if not facts:
+            self._ports.pop(vm, None)
+        else:
+            self._ports[vm] = facts[0] if len(facts) == 1 else facts
 
     def _saw(self, ev: PortEvent) -> None:
         """Remember the ports our own OVS reports, with their last link state."""
         self._own.add(ev.ovs)
-        ports = self._ports.setdefault(ev.mac, {})
-        where = (ev.ovs, ev.port)
+        held = self._ports.get(ev.mac)
+        # Hot: no port known yet, or just this one.
+        if held is None or (
+            isinstance(held, PortEvent) and held.ovs == ev.ovs and held.port == ev.port
+        ):
+            if ev.kind is EventKind.DELETE:
+                self._ports.pop(ev.mac, None)
+            elif held is None or ev.kind is EventKind.MODIFY:
+                self._ports[ev.mac] = ev
+            return
+        facts = self._facts(ev.mac)
+        others = tuple(f for f in facts if f.ovs != ev.ovs or f.port != ev.port)
         if ev.kind is EventKind.DELETE:
-            ports.pop(where, None)
-            if not ports:
-                del self._ports[ev.mac]
-        elif ev.kind is EventKind.MODIFY or where not in ports:
-            ports[where] = ev
+            self._store(ev.mac, others)
+        elif ev.kind is EventKind.MODIFY or len(others) == len(facts):
+            self._store(ev.mac, (*others, ev))
+        # else: an add of a port we know: its last link state stands
 
     def reconcile(self, vm: str) -> Change | None:
         """Correct an entry that contradicts what our own OVS reported.
@@ -187,33 +216,38 @@ class VPortTable:
         rec = self._records.get(vm)
         if rec is None:
             return None
-        loc, mig = rec.loc, self._live(rec)
-        ports = candidates = self._ports.get(vm, {})
+        loc = rec.loc
+        if vm not in self._ports and (loc.ovs is None or loc.ovs not in self._own):
+            # Hot (after every merge): no port of ours carries the MAC, and the
+            # entry places it nowhere or on a switch we do not master.
+            return None
+        mig = self._live(rec)
+        facts = candidates = self._facts(vm)
         migrating = mig is not None
         if mig is not None:
             if mig.phase >= Phase.ACTIVATED:
                 return None  # the migration's own rules place the VM
             # It runs where it was: not on the destination's tap, not active yet.
-            candidates = {w: ev for w, ev in ports.items() if w[0] != mig.destination}
+            candidates = tuple(f for f in facts if f.ovs != mig.destination)
         if loc.ovs is not None:
             if loc.ovs not in self._own:
                 return None  # elsewhere: its master answers for it
-            seen = None if loc.port is None else ports.get((loc.ovs, loc.port))
+            seen = None if loc.port is None else self._fact(vm, loc.ovs, loc.port)
             if seen is not None:
                 if migrating or seen.link_up == loc.link_up:
                     return None  # (a migrating VM's port is up whatever its link says)
-                new = loc.bump(self.me, link_up=seen.link_up)
-                return self._write(replace(rec, loc=new), EventKind.MODIFY, Reason.PORT)
+                new = loc.relinked(self.me, seen.link_up)
+                return self._write(VPortRecord(vm, new, rec.mig), EventKind.MODIFY, Reason.PORT)
         if candidates:
             # Removed, or placed on a port of ours that is gone, while another
             # port of ours carries its MAC: the VM is there.
-            ev = min(candidates.values(), key=lambda e: (not e.link_up, e.ovs, e.port))
+            ev = min(candidates, key=lambda e: (not e.link_up, e.ovs, e.port))
             here = self._location(ev, link_up=ev.link_up, seq=loc.seq, rev=loc.rev + 1)
-            return self._write(replace(rec, loc=here), EventKind.ADD, Reason.PORT)
+            return self._write(VPortRecord(vm, here, rec.mig), EventKind.ADD, Reason.PORT)
         if loc.ovs is None:
             return None
-        gone = loc.bump(self.me, ovs=None, port=None, port_name=None, link_up=False)
-        return self._write(replace(rec, loc=gone), EventKind.DELETE, Reason.VM_GONE)
+        gone = VPortRecord(vm, loc.gone(self.me), rec.mig)
+        return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
     # -- the rules' building blocks --------------------------------------
     def _live(self, rec: VPortRecord) -> MigrationMark | None:
@@ -254,13 +288,16 @@ class VPortTable:
         same = (loc.port, loc.port_name, loc.link_up, loc.ips) == (ev.port, port_name, link_up, ips)
         if same:
             return None
-        new = loc.bump(self.me, port=ev.port, port_name=port_name, link_up=link_up, ips=ips)
-        return self._write(replace(rec, loc=new), kind, Reason.PORT)
+        new = Location(
+            loc.ovs, ev.port, port_name, link_up, loc.seq, loc.rev + 1, self.me,
+            ips, loc.iface_id, loc.vm_id,
+        )  # fmt: skip
+        return self._write(VPortRecord(rec.vm, new, rec.mig), kind, Reason.PORT)
 
     def _moved(self, rec: VPortRecord, ev: PortEvent) -> Change:
         """The MAC came up somewhere else without a notify: a move, as EVPN sees one."""
         loc = self._location(ev, link_up=True, seq=rec.loc.seq + 1, rev=0)
-        return self._write(replace(rec, loc=loc), EventKind.MODIFY, Reason.VM_MOVED)
+        return self._write(VPortRecord(rec.vm, loc, rec.mig), EventKind.MODIFY, Reason.VM_MOVED)
 
     def _failed_destination(self, rec: VPortRecord, ovs: str) -> bool:
         mig = rec.mig
@@ -280,19 +317,18 @@ class VPortTable:
             return self._activate(rec, mig, ev)
         if mig.phase == Phase.ARRIVED and mig.dest_port == ev.port:
             return None
-        arrived = mig.advance(
-            Phase.ARRIVED, self.me, dest_port=ev.port, dest_port_name=ev.port_name
-        )
-        return self._write(replace(rec, mig=arrived), EventKind.ADD, Reason.PORT)
+        arrived = mig.at_port(Phase.ARRIVED, self.me, ev.port, ev.port_name)
+        return self._write(VPortRecord(rec.vm, rec.loc, arrived), EventKind.ADD, Reason.PORT)
 
     def _activate(self, rec: VPortRecord, mig: MigrationMark, ev: PortEvent) -> Change:
         """Make-before-break: the VM is live at the destination, point traffic there."""
         name = ev.port_name or mig.dest_port_name
-        done = mig.advance(Phase.ACTIVATED, self.me, dest_port=ev.port, dest_port_name=name)
+        done = mig.at_port(Phase.ACTIVATED, self.me, ev.port, name)
         # rev 1: the destination's own report outranks the source's guess (rev 0).
-        loc = replace(
-            rec.loc, ovs=ev.ovs, port=ev.port, port_name=name, link_up=True,
-            seq=mig.seq, rev=1, writer=self.me, ips=ev.ips or rec.loc.ips,
+        old = rec.loc
+        loc = Location(
+            ev.ovs, ev.port, name, True, mig.seq, 1, self.me,
+            ev.ips or old.ips, old.iface_id, old.vm_id,
         )  # fmt: skip
         return self._write(VPortRecord(rec.vm, loc, done), EventKind.MODIFY, Reason.VM_ACTIVATED)
 
@@ -300,9 +336,9 @@ class VPortTable:
         """Claim 2: the source port is gone; the VM stays up, the migration ends."""
         loc = rec.loc
         if mig.phase < Phase.ACTIVATED:
-            loc = replace(
-                loc, ovs=mig.destination, port=mig.dest_port, port_name=mig.dest_port_name,
-                link_up=True, seq=mig.seq, rev=0, writer=self.me,
+            loc = Location(
+                mig.destination, mig.dest_port, mig.dest_port_name, True, mig.seq, 0, self.me,
+                loc.ips, loc.iface_id, loc.vm_id,
             )  # fmt: skip
         done = mig.advance(Phase.COMPLETED, self.me)
         return self._write(VPortRecord(rec.vm, loc, done), EventKind.DELETE, Reason.VM_MIGRATION)
