@@ -100,6 +100,9 @@ class StoreSection(_Section):
 
 
 class MigrationSection(_Section):
+    # False turns migration awareness off, for comparison only (the `naive` mode of
+    # the downtime benchmark): no notify, and a port delete is the VM leaving.
+    aware: bool = True
     sync_timeout: Seconds = 2.0
     activation_timeout: Seconds = 300.0
     completion_timeout: Seconds = 30.0

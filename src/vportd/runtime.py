@@ -151,7 +151,8 @@ class Runtime:
         m = self.config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         solo = self.config.store.kind == "memory"
-        self.core = Controller(me, self.topology, Membership([me], me if solo else None), timeouts)
+        membership = Membership([me], me if solo else None)
+        self.core = Controller(me, self.topology, membership, timeouts, aware=m.aware)
         if solo:
             self.core.lead(self.clock())
         self.metrics = Metrics(me)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vportd.core.coordinator import Coordinator, Migration, Timeouts
-from vportd.core.errors import NotLeader, StaleEvent, UnknownSwitch
+from vportd.core.errors import MigrationConflict, NotLeader, StaleEvent, UnknownSwitch
 from vportd.core.flows import FlowCompiler, FlowMod
 from vportd.core.membership import Membership
 from vportd.core.messages import (
@@ -38,12 +38,16 @@ class Controller:
         topology: Topology,
         cluster: Membership,
         timeouts: Timeouts | None = None,
+        *,
+        aware: bool = True,
     ) -> None:
         self.me = me
+        self.aware = aware
         self.topology = topology
         self.cluster = cluster
         self.timeouts = timeouts or Timeouts()
         self.table = VPortTable(me)
+        self.table.aware = aware
         self.flows = FlowCompiler(topology, cluster.switches_of(me))
         self.coordinator: Coordinator | None = None
 
@@ -158,6 +162,11 @@ class Controller:
     ) -> tuple[MigrationView, bool, list[Effect]]:
         """Claim 6: the VMM's migration notify. The view is `preparing` until answered."""
         coordinator = self._leading()
+        if not self.aware:
+            raise MigrationConflict(
+                "migration awareness is switched off (migration.aware = false): "
+                "this cluster takes no migration notify"
+            )
         mac = parse_mac(vm)
         src = self.topology.resolve(source)
         dst = self.topology.resolve(destination)

@@ -36,6 +36,8 @@ class VPortTable:
         # on its ports.
         self._ports: dict[str, PortEvent | tuple[PortEvent, ...]] = {}
         self._own: set[str] = set()
+        # False: the naive baseline of the benchmark (no migration awareness).
+        self.aware = True
 
     # -- reading ---------------------------------------------------------
     def get(self, vm: str) -> VPortRecord | None:
@@ -136,8 +138,9 @@ class VPortTable:
             if mig.phase < Phase.ACTIVATED and rec.loc.port not in (None, ev.port):
                 return None  # another port on the source that carried the MAC
             return self._complete(rec, mig)
-        if rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port):
+        if self.aware and (rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port)):
             return None  # not where the VM is: a stale or failed-destination port
+        # (Unaware, a port delete is the VM leaving, wherever the entry places it.)
         gone = VPortRecord(rec.vm, rec.loc.gone(self.me), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
