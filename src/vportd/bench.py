@@ -203,10 +203,12 @@ class TimedCluster:
         self.stats[ctl.me].flow_mods += sum(1 for e in effects if isinstance(e, FlowMod))
         self.sim.run(effects)
         answers = self.sim.answers
-        while self._seen_answers < len(answers):
-            answer = answers[self._seen_answers]
-            self.answers[answer.migration.id] = answer
-            self._seen_answers += 1
+        if len(answers) > self._seen_answers:
+            for answer in answers[self._seen_answers :]:
+                self.answers[answer.migration.id] = answer
+            # Read: the sim need not keep them (the harness's garbage is not the
+            # controllers', but the cyclic GC would scan it in their calls).
+            del answers[self._seen_answers :]
 
     def _call(self, ctl: Controller, what: str, call: Callable[[], R]) -> R:
         """`call()`, its time (and the cyclic GC's share of it) booked to `ctl`."""
@@ -427,7 +429,7 @@ class Workload:
         yield None
         while mid not in self.cluster.answers:
             yield None
-        answer = self.cluster.answers[mid]
+        answer = self.cluster.answers.pop(mid)  # read once: kept no longer (see _run)
         if not answer.ok:
             self.outcomes["refused"] += 1
             return

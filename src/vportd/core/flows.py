@@ -28,7 +28,7 @@ reconciliation and "delete this VM's flows" (claims 2 and 3) are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -55,12 +55,39 @@ COOKIE_BASE = 0x04 << 56
 COOKIE_KIND_MASK = 0xFF << 56
 
 
-@dataclass(frozen=True, slots=True)
+_MatchArgs = tuple[int | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Match:
-    in_port: int | None = None
-    eth_dst: str | None = None
-    eth_dst_mask: str | None = None
-    eth_src: str | None = None
+    in_port: int | None
+    eth_dst: str | None
+    eth_dst_mask: str | None
+    eth_src: str | None
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        in_port: int | None = None,
+        eth_dst: str | None = None,
+        eth_dst_mask: str | None = None,
+        eth_src: str | None = None,
+    ) -> None:
+        _MATCH_IN_PORT(self, in_port)  # as in Flow.__init__
+        _MATCH_ETH_DST(self, eth_dst)
+        _MATCH_ETH_DST_MASK(self, eth_dst_mask)
+        _MATCH_ETH_SRC(self, eth_src)
+        # Part of every flow key: hashed at each look-up in an installed table.
+        _MATCH_HASH(self, hash((in_port, eth_dst, eth_dst_mask, eth_src)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[Match], tuple[int | None, str | None, str | None, str | None]]:
+        # Rebuilt, not restored: a string's hash differs from one process to the next.
+        return (Match, (self.in_port, self.eth_dst, self.eth_dst_mask, self.eth_src))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +155,9 @@ def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, Any], None]
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
+_MATCH_IN_PORT, _MATCH_ETH_DST, _MATCH_ETH_DST_MASK, _MATCH_ETH_SRC, _MATCH_HASH = _slot_setters(
+    Match, "in_port", "eth_dst", "eth_dst_mask", "eth_src", "_hash"
+)
 _FLOW_TABLE, _FLOW_PRIORITY, _FLOW_MATCH, _FLOW_ACTIONS, _FLOW_COOKIE = _slot_setters(
     Flow, "table", "priority", "match", "actions", "cookie"
 )
@@ -261,6 +291,11 @@ def _arrival_at(rec: VPortRecord) -> str | None:
     return mig.destination if mig is not None and mig.phase < Phase.ACTIVATED else None
 
 
+def _moved(was: VPortRecord, rec: VPortRecord) -> bool:
+    """`rec` places the VM elsewhere than `was` (switch or port)."""
+    return was is not rec and (was.loc.ovs != rec.loc.ovs or was.loc.port != rec.loc.port)
+
+
 def _held_as(held: Flow | None, actions: tuple[Action, ...], cookie: int) -> bool:
     """`held`, found under a VM flow's key, is that flow with these actions and cookie."""
     return held is not None and held.actions == actions and held.cookie == cookie
@@ -328,13 +363,16 @@ class FlowCompiler:
         # `switches`, only those that change its size are seen: use master and release.)
         self._epoch = 0
         self._seen = (topology, topology.version, len(self.switches))
+        # Per switch a VM may be on: the (switch, port) of its forwarding flows on
+        # the switches we master other than its own, for this epoch.
+        self._reach: dict[str, tuple[tuple[str, int], ...]] = {}
 
     # -- switches --------------------------------------------------------
     def master(self, switch: str) -> None:
         self.switches.add(switch)
         self.installed.setdefault(switch, {})
         self._local.setdefault(switch, {})
-        self._epoch += 1
+        self._bump()
 
     def release(self, switch: str) -> None:
         """Stop managing a switch (another controller became its master)."""
@@ -344,7 +382,7 @@ class FlowCompiler:
         for vm in self._local.pop(switch, {}):
             self._placed.pop(vm, None)
         self._without(switch)
-        self._epoch += 1
+        self._bump()
 
     def _without(self, switch: str) -> None:
         """Forget every VM's flows on `switch`."""
@@ -358,36 +396,50 @@ class FlowCompiler:
         """What the switch really holds, as read back from it."""
         self.installed[switch] = {f.key: f for f in flows}
         self._members.pop(switch, None)
-        self._epoch += 1  # the VMs' flows there may be gone: recompile them
+        self._bump()  # the VMs' flows there may be gone: recompile them
 
     # -- compiling -------------------------------------------------------
+    def _bump(self) -> None:
+        self._epoch += 1
+        self._reach.clear()
+
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
         topology = self.topology
         seen = self._seen
         if topology is not seen[0] or topology.version != seen[1] or len(self.switches) != seen[2]:
             self._seen = (topology, topology.version, len(self.switches))
-            self._epoch += 1
+            self._bump()
         entry = self._vm_flows.get(rec.vm)
         if entry is None:
             mods = self._compile(rec, None) if self._wants_flows(rec) else []
         else:
             was = entry.rec
-            if (
-                entry.epoch == self._epoch
-                # `vm_flows` depends on the VM's place and on its arrival flow only.
-                and was.loc.ovs == rec.loc.ovs
-                and was.loc.port == rec.loc.port
-                and _arrival_at(was) == _arrival_at(rec)
-            ):
-                entry.rec = rec  # hold the table's entry, not an old one
-                mods = []
-            else:
+            # `vm_flows` depends on the VM's place and on its arrival flow here only.
+            if entry.epoch != self._epoch or _moved(was, rec):
                 mods = self._compile(rec, entry)
-        local = self._move_local(rec)
-        if local:
-            mods += local
+            else:
+                entry.rec = rec  # hold the table's entry, not an old one
+                mods = [] if was.mig is rec.mig else self._compile_arrival(rec, entry, entry)
+        # The flood members: only a VM placed on, or leaving, a switch of ours counts.
+        loc = rec.loc
+        before = self._placed.get(rec.vm)
+        if before is not loc and (before is not None or loc.ovs in self.switches):
+            local = self._move_local(rec, before)
+            if local:
+                mods += local
         return mods
+
+    def _exceptions_here(self, here: str) -> tuple[tuple[str, int], ...]:
+        """Where, of our switches, a VM on `here` needs a forwarding flow other than on `here`."""
+        reach = self._reach.get(here)
+        if reach is None:
+            switches = self.switches
+            reach = tuple(
+                (s, p) for s, p in self.topology.exceptions(here).items() if s in switches
+            )
+            self._reach[here] = reach
+        return reach
 
     def _wants_flows(self, rec: VPortRecord) -> bool:
         """Whether `rec` needs any flow here (without making them)."""
@@ -395,13 +447,10 @@ class FlowCompiler:
         here = loc.ovs
         if here is None:
             return False
-        switches = self.switches
-        if here in switches and loc.port is not None:
-            return True
-        if not switches.isdisjoint(self.topology.exceptions(here)):
+        if (loc.port is not None and here in self.switches) or self._exceptions_here(here):
             return True
         arrival = _arrival_at(rec)
-        return arrival is not None and arrival in switches
+        return arrival is not None and arrival in self.switches
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
@@ -417,19 +466,33 @@ class FlowCompiler:
                         mods.append(FlowMod(switch, FlowCommand.DELETE, held))
         if desired:
             mods += self._install_vm(key, vm, desired)
+        placed = _VmFlows(rec, self._epoch, key, tuple(desired))
+        if entry is not None:
+            placed.arrival = entry.arrival
+        return mods + self._compile_arrival(rec, placed, entry)
+
+    def _compile_arrival(
+        self, rec: VPortRecord, placed: _VmFlows, entry: _VmFlows | None = None
+    ) -> list[FlowMod]:
+        """Bring the VM's arrival flow in line with `rec`; keep `placed` as the VM's
+        entry (in place of `entry`), or forget the VM if it needs no flow here."""
+        vm = rec.vm
         arrival = _arrival_at(rec)
         if arrival not in self.switches:
             arrival = None
-        if entry is not None and entry.arrival is not None and entry.arrival != arrival:
-            held = self.installed[entry.arrival].pop(_arrival_key(vm), None)
-            if held is not None:
-                mods.append(FlowMod(entry.arrival, FlowCommand.DELETE, held))
-        if arrival is not None:
-            mods += self._install(arrival, arrival_flow(vm))
-        placed = _VmFlows(rec, self._epoch, key, tuple(desired), arrival)
+        mods: list[FlowMod] = []
+        if placed.arrival != arrival:
+            if placed.arrival is not None:
+                held = self.installed[placed.arrival].pop(_arrival_key(vm), None)
+                if held is not None:
+                    mods.append(FlowMod(placed.arrival, FlowCommand.DELETE, held))
+            placed.arrival = arrival
+            if arrival is not None:
+                mods += self._install(arrival, arrival_flow(vm))
         if not placed.empty:
-            self._vm_flows[vm] = placed
-        elif entry is not None:
+            if placed is not entry:
+                self._vm_flows[vm] = placed
+        elif vm in self._vm_flows:
             del self._vm_flows[vm]
         return mods
 
@@ -437,15 +500,11 @@ class FlowCompiler:
         """Per mastered switch that needs the VM's forwarding flow, the port it outputs to."""
         loc = rec.loc
         here = loc.ovs
-        switches = self.switches
-        desired: dict[str, int] = {}
         if here is None:
-            return desired
-        if here in switches and loc.port is not None:
+            return {}
+        desired = dict(self._exceptions_here(here))
+        if loc.port is not None and here in self.switches:
             desired[here] = loc.port
-        for switch, port in self.topology.exceptions(here).items():
-            if switch in switches:
-                desired[switch] = port
         return desired
 
     def _install_vm(self, key: FlowKey, vm: str, desired: dict[str, int]) -> list[FlowMod]:
@@ -471,45 +530,67 @@ class FlowCompiler:
         table[key] = flow
         return [FlowMod(switch, FlowCommand.ADD, flow)]
 
-    def _move_local(self, rec: VPortRecord) -> list[FlowMod]:
-        """Keep the per-switch set of local VM ports, and their floods, current."""
+    def _move_local(self, rec: VPortRecord, before: Location | None) -> list[FlowMod]:
+        """Keep the per-switch ports of local VMs, and their floods, current.
+
+        `before` is where `_placed` has the VM (on a switch of ours), if anywhere.
+        """
         loc = rec.loc
         here = loc.ovs
         port = loc.port
         ours = port is not None and here in self.switches
-        before = self._placed.get(rec.vm)
-        if before is None:
-            if not ours:
-                return []
-        elif ours and before.ovs == here and before.port == port:
-            if before is not loc:  # hold the table's location, not an old one
-                self._placed[rec.vm] = loc
+        if before is not None and ours and before.ovs == here and before.port == port:
+            self._placed[rec.vm] = loc  # hold the table's location, not an old one
             return []
         mods: list[FlowMod] = []
         if before is not None:
-            assert before.ovs is not None
+            assert before.ovs is not None and before.port is not None
             local = self._local.get(before.ovs)
             if local is not None and local.pop(rec.vm, None) is not None:
-                mods += self._diff_floods(before.ovs)
+                mods += self._left(before.ovs, before.port)
         if ours:
             assert here is not None and port is not None
             self._local[here][rec.vm] = port
             self._placed[rec.vm] = loc
-            mods += self._diff_floods(here)
-        else:
+            mods += self._joined(here, port)
+        elif before is not None:
             del self._placed[rec.vm]
         return mods
 
-    def _diff_floods(self, switch: str) -> list[FlowMod]:
-        """Bring the switch's gates and flood flow in line with its members.
+    def _joined(self, switch: str, port: int) -> list[FlowMod]:
+        """A VM's port on `switch` now: a flood member, if it was not one."""
+        before = self._members.get(switch)
+        if before is None:
+            return self._diff_floods(switch)
+        if port in before:
+            return []  # another VM's port, or a link
+        return self._set_members(switch, before, tuple(sorted((*before, port))))
 
-        A member that joins gets its gate, one that leaves loses it; the flood
-        flow is rewritten once. Cheap since one flow floods for every member.
-        """
+    def _left(self, switch: str, port: int) -> list[FlowMod]:
+        """A VM left `port` of `switch`: no flood member any more, unless still used."""
+        before = self._members.get(switch)
+        if before is None:
+            return self._diff_floods(switch)
+        if (
+            port not in before
+            or port in self._local[switch].values()
+            or port in self.topology.tree_ports(switch)
+        ):
+            return []
+        return self._set_members(switch, before, tuple(p for p in before if p != port))
+
+    def _diff_floods(self, switch: str) -> list[FlowMod]:
+        """Bring the switch's gates and flood flow in line with its members, from scratch."""
         members = flood_members(self.topology, switch, self._local[switch].values())
-        before = self._members.get(switch, ())
+        return self._set_members(switch, self._members.get(switch, ()), members)
+
+    def _set_members(
+        self, switch: str, before: tuple[int, ...], members: tuple[int, ...]
+    ) -> list[FlowMod]:
+        """A member that joins gets its gate, one that leaves loses it; the flood flow
+        is rewritten once: one flow floods for every member."""
         if members == before:
-            return []  # another VM on a port that is a member already, say
+            return []
         mods: list[FlowMod] = []
         table = self.installed[switch]
         for port in set(before).difference(members):
@@ -535,7 +616,7 @@ class FlowCompiler:
         desired: dict[FlowKey, Flow] = {f.key: f for f in base_flows(self.topology, switch)}
         local: dict[str, int] = {}
         placed: dict[str, Location] = {}
-        self._epoch += 1
+        self._bump()
         self._without(switch)
         for rec in records:
             for _, flow in vm_flows(self.topology, rec, only):

@@ -27,12 +27,15 @@ from typing import Any
 from vportd.core.errors import InvalidMac
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_EVEN_HEX = frozenset("02468ace")  # second digit of a unicast MAC
 
 
 def parse_mac(text: object) -> str:
     """Normalise a MAC to lower-case colon form, or raise InvalidMac."""
     if not isinstance(text, str):
         raise InvalidMac(f"a MAC address must be a string, not {type(text).__name__}")
+    if text[1:2] in _EVEN_HEX and _MAC.fullmatch(text) is not None:
+        return text  # already normal and unicast: every event checks its MAC, most are so
     mac = text.strip().lower().replace("-", ":")
     if _MAC.fullmatch(mac) is None:
         raise InvalidMac(f"malformed MAC address {text!r} (expected aa:bb:cc:dd:ee:ff)")
