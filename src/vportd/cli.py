@@ -272,6 +272,8 @@ def _lab_handler(action: str) -> Handler:
             from vportd.lab import teardown  # noqa: PLC0415
 
             return teardown.down(args.dir, as_json=as_json)
+        if action == "migrate":
+            return _lab_migrate(args, as_json)
         from vportd.lab import bed  # noqa: PLC0415
 
         return bed.up(
@@ -290,6 +292,109 @@ def _lab_handler(action: str) -> Handler:
         )
 
     return handler
+
+
+def _lab_migrate(args: argparse.Namespace, as_json: bool) -> int:
+    from vportd.lab import migrate  # noqa: PLC0415
+
+    return migrate.run(
+        migrate.MigrateOptions(
+            dir=args.dir,
+            vm=args.vm,
+            to=args.to,
+            precopy=args.precopy,
+            pause_ms=args.pause,
+            fail_at=args.fail_at,
+            probe=args.probe is not None,
+            peer=args.probe or None,
+            settle=args.settle,
+            wait=args.wait,
+            announce_rounds=args.announce_rounds,
+            json=as_json,
+        )
+    )
+
+
+_LAB_MIGRATE = """\
+Act as the VM manager of a live migration of a lab VM, the way libvirt and
+QEMU do it: the migration notify (as `vportctl migrate`, from where the lab
+says the VM is), then the destination tap (a new veth: host end vm{k}h{i} on
+the destination bridge with the VM's external_ids and OpenFlow port k+1, the
+VM's end kept down in its namespace), the pre-copy (traffic still at the
+source), the switchover (old interface down, --pause, then the new one
+becomes eth0 with the same MAC and IP and comes up), a gratuitous ARP and a
+RARP from the VM, and the source port's delete. Then it waits until every
+controller shows the VM not-migrating at the destination, and reports.
+
+--fail-at PHASE fails the migration as a VMM would, and the VM stays at the
+source: notify (right after notify complete), precopy (halfway through the
+pre-copy, the destination tap exists), switchover (after the stop-and-copy
+pause: the source VM resumes on its old interface). The migration is aborted
+through the API and the destination tap removed.
+
+--probe [PEER] runs the traffic probe (UDP every 1 ms both ways) between the
+VM and PEER (default: a VM on neither hypervisor if there is one) from
+before the notify until --settle s after the source delete; the report puts
+its longest gap per direction beside the switchover gap.
+
+--json prints one object: vm, mac, source, destination, outcome, fail_at,
+migration_id, handshake_ms, switchover_gap_ms, switchover_start_ms and
+switchover_end_ms (from the probe's t0), longest_gap_ms (max of both
+directions), longest_gap_ab_ms, longest_gap_ba_ms, lost_ab, lost_ba (ab: VM
+to peer), excess_ms, converged_ms, phases (ms each), host_if, port, peer,
+announce_errors, probe (the probe's report; null without --probe).
+
+exit status:
+  0  migrated (with --fail-at: aborted and the VM back at the source)
+  1  a step failed (undone: the VM left where it runs), or the cluster
+     refused the notify (unknown VM/OVS, another migration running)
+  2  usage: bad options, unknown VM or hypervisor, no lab in --dir
+  3  cluster unavailable (as vportctl migrate), or the controllers did not
+     all show the expected result within --wait
+  4  the API token was refused
+"""
+
+
+def _add_lab_migrate(
+    lab_sub: Any, json_flag: argparse.ArgumentParser, dir_flag: argparse.ArgumentParser
+) -> None:
+    from vportd.lab.migrate import FAIL_PHASES  # noqa: PLC0415
+
+    lp = lab_sub.add_parser(
+        "migrate",
+        help="live-migrate a lab VM between hypervisors through the cluster (as its VMM)",
+        description=_LAB_MIGRATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[json_flag, dir_flag],
+    )
+    lp.add_argument("vm", metavar="VM", help="the VM: name (vm0) or MAC")
+    lp.add_argument("--to", required=True, metavar="HV", help="destination hypervisor (hv1)")
+    lp.add_argument(
+        "--precopy", type=_non_negative_float, default=1.0, metavar="S",
+        help="pre-copy phase, seconds (default: %(default)s)",
+    )  # fmt: skip
+    lp.add_argument(
+        "--pause", type=_non_negative_float, default=50.0, metavar="MS",
+        help="stop-and-copy pause between old down and new up, ms (default: %(default)s)",
+    )  # fmt: skip
+    lp.add_argument("--fail-at", choices=FAIL_PHASES, help="fail the migration in this phase")
+    lp.add_argument(
+        "--probe", nargs="?", const="", default=None, metavar="PEER_VM",
+        help="run the traffic probe between the VM and PEER_VM (default: chosen)",
+    )  # fmt: skip
+    lp.add_argument(
+        "--settle", type=_non_negative_float, default=0.3, metavar="S",
+        help="how long the probe runs on after the source delete (default: %(default)s)",
+    )  # fmt: skip
+    lp.add_argument(
+        "--wait", type=_positive_float, default=10.0, metavar="S",
+        help="notify retries and waiting for the cluster, seconds (default: %(default)s)",
+    )  # fmt: skip
+    lp.add_argument(
+        "--announce-rounds", type=_positive_int, default=1, metavar="N",
+        help="GARP+RARP rounds after the switchover (default: %(default)s)",
+    )  # fmt: skip
+    lp.set_defaults(handler=_lab_handler("migrate"))
 
 
 def _add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
@@ -402,13 +507,7 @@ cluster did not settle within --wait (what is missing is printed);
     )
     st.set_defaults(handler=_lab_handler("status"))
 
-    lp = lab_sub.add_parser(
-        "migrate",
-        help="live-migrate a lab VM between hypervisors through the cluster",
-        description="live-migrate a lab VM between hypervisors through the cluster",
-        parents=[json_flag],
-    )
-    lp.set_defaults(handler=_not_built("lab migrate"))
+    _add_lab_migrate(lab_sub, json_flag, dir_flag)
 
     dn = lab_sub.add_parser(
         "down",

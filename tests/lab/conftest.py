@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ from vportd.lab import netns, procs
 from vportd.lab.plan import VM_NAMESPACE
 
 
-@pytest.fixture
-def lab_dir() -> Iterator[Path]:
+@contextlib.contextmanager
+def fresh_lab_dir() -> Iterator[Path]:
+    """A new lab directory (skip if another lab holds the datapath); `lab down` after."""
     holders = procs.tap_holders()
     if "ovs-netdev" in holders:
         pytest.skip(
@@ -32,3 +34,9 @@ def lab_dir() -> Iterator[Path]:
     finally:
         vportctl("lab", "down", "--dir", str(lab))
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def lab_dir() -> Iterator[Path]:
+    with fresh_lab_dir() as lab:
+        yield lab

@@ -9,7 +9,8 @@ without asking. The conventions (the brief of issue 3, DESIGN.md §5):
   port 100+j, and `p{j}-{i}` on hv{j} with port 100+i (a full mesh);
 - VM k: namespace `vm{k}` on hv{k % H}, veth `vm{k}h` (host end, OpenFlow
   port k+1 on its bridge) and `eth0` (inside), MAC 02:00:00:00:00:{k+1:02x},
-  IP 10.0.0.{k+1}/24;
+  IP 10.0.0.{k+1}/24; after `lab migrate` to hv{i}, its host end is
+  `vm{k}h{i}`, still OpenFlow port k+1 (unique on every bridge);
 - controller c: id `c{c}`, OpenFlow on 127.0.0.1:(openflow_port+c), API on
   127.0.0.1:(api_port+c);
 - with controllers, one etcd (their store) on 127.0.0.1:etcd_port (peer
@@ -37,7 +38,8 @@ GUEST_IF = "eth0"
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes including the final NUL
 
 VM_NAMESPACE = re.compile(r"^vm(\d+)$")
-VM_HOST_IF = re.compile(r"^vm(\d+)h$")
+# `vm{k}h` from `lab up`; `vm{k}h{i}` for the tap `lab migrate` made on hv{i}
+VM_HOST_IF = re.compile(r"^vm(\d+)h(\d+)?$")
 BRIDGE = re.compile(r"^hv(\d+)$")
 DATAPATH_TAP = "ovs-netdev"  # the netdev datapath's own tap, one per network namespace
 
