@@ -587,6 +587,10 @@ def recover(lab: _Lab) -> None:
     vm = find_vm(lab.plan, rec.vm)
     say(f"an interrupted migration of {rec.vm} ({rec.source} -> {rec.destination}) is cleaned up")
     moved = vm.host_if == rec.new_host_if
+    if not moved and rec.migration_id:
+        # the VMM's abort first: a destination delete alone may be taken as the VM leaving
+        with suppress(ClientError), connect(resolve_target(None, None, lab.dir, os.environ)) as c:
+            c.abort(rec.migration_id)
     bridge, spare = (rec.source, rec.old_host_if) if moved else (rec.destination, rec.new_host_if)
     with suppress(LabError, OVSError):
         _remove_tap(lab, bridge, spare)
