@@ -7,7 +7,18 @@ import pytest
 from tests.core.support import VM_A, VM_B, VM_C, boot, mesh
 from vportd.bench import TimedCluster, Workload, build_fabric
 from vportd.core.errors import InvalidRequest, UnknownSwitch
-from vportd.core.flows import FLOOD_TABLE, FORWARD_TABLE, FlowCommand, FlowCompiler, FlowMod
+from vportd.core.flows import (
+    FLOOD_TABLE,
+    FORWARD_TABLE,
+    Flow,
+    FlowCommand,
+    FlowCompiler,
+    FlowMod,
+    Match,
+    SwitchFlows,
+    base_flows,
+    vm_flow,
+)
 from vportd.core.membership import Membership
 from vportd.core.topology import Topology
 from vportd.sim.cluster import SimCluster
@@ -163,3 +174,22 @@ def test_incremental_flows_are_what_a_full_compile_makes() -> None:
             fresh.sync_switch(switch, ctl.table.all_records())
             assert ctl.flows.installed[switch] == fresh.installed[switch], switch
             assert ctl.flows.sync_switch(switch, ctl.table.all_records()) == []
+
+
+def test_switch_flows_hold_a_vm_flow_compactly_and_any_other_flow_as_it_is() -> None:
+    mac = "02:00:00:00:00:0a"
+    plain = vm_flow(mac, 5)
+    odd = Flow(FORWARD_TABLE, 100, Match(eth_dst=mac), plain.actions, 7)  # another cookie
+    base = base_flows(mesh(2), "hv1")
+    table = SwitchFlows([plain, *base])
+    n = 1 + len(base)
+    assert table.vm_port(mac) == 5
+    assert table[plain.key] == plain and plain.key in table and len(table) == n
+    assert sorted(table.values(), key=str) == sorted([plain, *base], key=str)
+    table[odd.key] = odd  # what a switch may report: kept as it is, under the same key
+    assert table[plain.key] == odd and table.vm_port(mac) is None and len(table) == n
+    table.set_vm(mac, 6)  # the compiler's write replaces it
+    assert table[plain.key] == vm_flow(mac, 6) and len(table) == n
+    table[odd.key] = odd
+    assert table.pop_vm(mac) == odd and plain.key not in table and len(table) == n - 1
+    assert dict(SwitchFlows([plain, odd]).items()) == {odd.key: odd}

@@ -27,7 +27,7 @@ reconciliation and "delete this VM's flows" (claims 2 and 3) are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -178,7 +178,6 @@ def _unchanged(held: Flow | None, flow: Flow) -> bool:
 
 
 FlowKey = tuple[int, int, Match]
-SwitchFlows = dict[FlowKey, Flow]
 
 
 # Interned building blocks: a switch holds many flows that share them.
@@ -296,9 +295,118 @@ def _moved(was: VPortRecord, rec: VPortRecord) -> bool:
     return was is not rec and (was.loc.ovs != rec.loc.ovs or was.loc.port != rec.loc.port)
 
 
-def _held_as(held: Flow | None, actions: tuple[Action, ...], cookie: int) -> bool:
-    """`held`, found under a VM flow's key, is that flow with these actions and cookie."""
-    return held is not None and held.actions == actions and held.cookie == cookie
+def _vm_key_mac(key: FlowKey) -> str | None:
+    """The MAC of a VM forwarding flow's key (table 1, priority 100, `eth_dst` only)."""
+    m = key[2]
+    if (
+        key[1] == PRIO_VM
+        and key[0] == FORWARD_TABLE
+        and m.in_port is None
+        and m.eth_dst_mask is None
+        and m.eth_src is None
+    ):
+        return m.eth_dst
+    return None
+
+
+def _vm_flow_port(mac: str, flow: Flow) -> int | None:
+    """The port of `flow`, found under `mac`'s VM key, if it is exactly `vm_flow(mac, port)`."""
+    actions = flow.actions
+    if len(actions) == 1 and isinstance(actions[0], Output) and flow.cookie == vm_cookie(mac):
+        return actions[0].port
+    return None
+
+
+class SwitchFlows(MutableMapping[FlowKey, Flow]):
+    """The flows one switch holds, by OpenFlow identity (table, priority, match).
+
+    A VM's forwarding flow, `vm_flow(mac, port)`, is by far the most common
+    (the root of a fabric holds one for every VM): it is kept as MAC -> port,
+    some 40 bytes instead of a flow, its match, key and cookie (some 250), and
+    made a `Flow` again when read. Any other flow is kept as it is.
+    """
+
+    __slots__ = ("_odd", "_other", "_vm")
+
+    def __init__(self, flows: Iterable[Flow] = ()) -> None:
+        self._vm: dict[str, int] = {}
+        self._other: dict[FlowKey, Flow] = {}
+        self._odd = 0  # of `_other`: flows under a VM key that are not its `vm_flow`
+        for flow in flows:
+            self[flow.key] = flow
+
+    # -- the compiler's fast paths ----------------------------------------
+    def vm_port(self, mac: str) -> int | None:
+        """The port of `mac`'s `vm_flow` here, if the switch holds exactly that."""
+        return self._vm.get(mac)
+
+    def set_vm(self, mac: str, port: int) -> None:
+        """Hold `vm_flow(mac, port)`."""
+        if self._odd:
+            self._drop_odd(mac)
+        self._vm[mac] = port
+
+    def pop_vm(self, mac: str) -> Flow | None:
+        """Remove whatever flow is under `mac`'s VM key; the flow removed."""
+        port = self._vm.pop(mac, None)
+        if port is not None:
+            return vm_flow(mac, port)
+        return self._drop_odd(mac) if self._odd else None
+
+    def _drop_odd(self, mac: str) -> Flow | None:
+        flow = self._other.pop((FORWARD_TABLE, PRIO_VM, Match(eth_dst=mac)), None)
+        if flow is not None:
+            self._odd -= 1
+        return flow
+
+    # -- the mapping -------------------------------------------------------
+    def __getitem__(self, key: FlowKey) -> Flow:
+        mac = _vm_key_mac(key)
+        if mac is not None:
+            port = self._vm.get(mac)
+            if port is not None:
+                return vm_flow(mac, port)
+        return self._other[key]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 3 or not isinstance(key[2], Match):  # noqa: PLR2004
+            return False
+        mac = _vm_key_mac(key)
+        return (mac is not None and mac in self._vm) or key in self._other
+
+    def __setitem__(self, key: FlowKey, flow: Flow) -> None:
+        mac = _vm_key_mac(key)
+        if mac is None:
+            self._other[key] = flow
+            return
+        port = _vm_flow_port(mac, flow)
+        if port is not None:
+            self.set_vm(mac, port)
+            return
+        self._vm.pop(mac, None)
+        if key not in self._other:
+            self._odd += 1
+        self._other[key] = flow
+
+    def __delitem__(self, key: FlowKey) -> None:
+        mac = _vm_key_mac(key)
+        if mac is not None:
+            if self._vm.pop(mac, None) is not None:
+                return
+            if key in self._other:
+                self._odd -= 1
+        del self._other[key]
+
+    def __iter__(self) -> Iterator[FlowKey]:
+        for mac in list(self._vm):
+            yield (FORWARD_TABLE, PRIO_VM, Match(eth_dst=mac))
+        yield from list(self._other)
+
+    def __len__(self) -> int:
+        return len(self._vm) + len(self._other)
+
+    def __repr__(self) -> str:
+        return f"SwitchFlows({list(self.values())!r})"
 
 
 class _VmFlows:
@@ -307,24 +415,21 @@ class _VmFlows:
     `rec` is the entry they were compiled from (then the latest entry with the
     same place) and `epoch` the compiler's epoch then: while neither the VM's
     place nor the epoch changed, the flows are still the desired ones and need
-    no recompiling. `key` is the key of its forwarding flows (one object for
-    every switch and compile: the installed tables share it), `switches` where
-    those are, `arrival` where its arrival flow is.
+    no recompiling. `switches` are where its forwarding flows are, `arrival`
+    where its arrival flow is.
     """
 
-    __slots__ = ("arrival", "epoch", "key", "rec", "switches")
+    __slots__ = ("arrival", "epoch", "rec", "switches")
 
     def __init__(
         self,
         rec: VPortRecord,
         epoch: int,
-        key: FlowKey,
         switches: tuple[str, ...] = (),
         arrival: str | None = None,
     ) -> None:
         self.rec = rec
         self.epoch = epoch
-        self.key = key
         self.switches = switches
         self.arrival = arrival
 
@@ -349,7 +454,7 @@ class FlowCompiler:
     def __init__(self, topology: Topology, switches: Iterable[str] = ()) -> None:
         self.topology = topology
         self.switches: set[str] = set(switches)
-        self.installed: dict[str, SwitchFlows] = {s: {} for s in self.switches}
+        self.installed: dict[str, SwitchFlows] = {s: SwitchFlows() for s in self.switches}
         # Per VM with flows here: where they are, for exact deletes and to skip
         # recompiling an entry whose place did not change.
         self._vm_flows: dict[str, _VmFlows] = {}
@@ -366,11 +471,13 @@ class FlowCompiler:
         # Per switch a VM may be on: the (switch, port) of its forwarding flows on
         # the switches we master other than its own, for this epoch.
         self._reach: dict[str, tuple[tuple[str, int], ...]] = {}
+        # One tuple object for each set of switches VMs have their flows on (few).
+        self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     # -- switches --------------------------------------------------------
     def master(self, switch: str) -> None:
         self.switches.add(switch)
-        self.installed.setdefault(switch, {})
+        self.installed.setdefault(switch, SwitchFlows())
         self._local.setdefault(switch, {})
         self._bump()
 
@@ -388,17 +495,20 @@ class FlowCompiler:
         """Forget every VM's flows on `switch`."""
         for entry in self._vm_flows.values():
             if switch in entry.switches:
-                entry.switches = tuple(s for s in entry.switches if s != switch)
+                entry.switches = self._interned(tuple(s for s in entry.switches if s != switch))
             if entry.arrival == switch:
                 entry.arrival = None
 
     def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
         """What the switch really holds, as read back from it."""
-        self.installed[switch] = {f.key: f for f in flows}
+        self.installed[switch] = SwitchFlows(flows)
         self._members.pop(switch, None)
         self._bump()  # the VMs' flows there may be gone: recompile them
 
     # -- compiling -------------------------------------------------------
+    def _interned(self, switches: tuple[str, ...]) -> tuple[str, ...]:
+        return self._tuples.setdefault(switches, switches)
+
     def _bump(self) -> None:
         self._epoch += 1
         self._reach.clear()
@@ -455,18 +565,17 @@ class FlowCompiler:
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
         vm = rec.vm
-        key = entry.key if entry is not None else (FORWARD_TABLE, PRIO_VM, Match(eth_dst=vm))
         desired = self._desired_ports(rec)
         mods: list[FlowMod] = []
         if entry is not None:
             for switch in entry.switches:
                 if switch not in desired:
-                    held = self.installed[switch].pop(key, None)
+                    held = self.installed[switch].pop_vm(vm)
                     if held is not None:
                         mods.append(FlowMod(switch, FlowCommand.DELETE, held))
         if desired:
-            mods += self._install_vm(key, vm, desired)
-        placed = _VmFlows(rec, self._epoch, key, tuple(desired))
+            mods += self._install_vm(vm, desired)
+        placed = _VmFlows(rec, self._epoch, self._interned(tuple(desired)))
         if entry is not None:
             placed.arrival = entry.arrival
         return mods + self._compile_arrival(rec, placed, entry)
@@ -507,17 +616,18 @@ class FlowCompiler:
             desired[here] = loc.port
         return desired
 
-    def _install_vm(self, key: FlowKey, vm: str, desired: dict[str, int]) -> list[FlowMod]:
+    def _install_vm(self, vm: str, desired: dict[str, int]) -> list[FlowMod]:
         mods: list[FlowMod] = []
         installed = self.installed
-        match = key[2]
-        cookie = vm_cookie(vm)
+        match: Match | None = None  # one for the VM's flows of this compile, made on first need
+        cookie = 0
         for switch, port in desired.items():
             table = installed[switch]
-            actions = _to_port(port)
-            if not _held_as(table.get(key), actions, cookie):
-                flow = Flow(FORWARD_TABLE, PRIO_VM, match, actions, cookie)
-                table[key] = flow
+            if table.vm_port(vm) != port:
+                if match is None:
+                    match, cookie = Match(eth_dst=vm), vm_cookie(vm)
+                table.set_vm(vm, port)
+                flow = Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
                 mods.append(FlowMod(switch, FlowCommand.ADD, flow))
         return mods
 
@@ -638,12 +748,11 @@ class FlowCompiler:
         """Note that `flow`, one of the VM's flows, is (to be) on `switch`."""
         entry = self._vm_flows.get(rec.vm)
         if entry is None:  # stale (-1): flows it may need on other switches are not here
-            key = (FORWARD_TABLE, PRIO_VM, Match(eth_dst=rec.vm))
-            entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1, key)
+            entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1)
         if flow.table == CLASSIFY_TABLE:
             entry.arrival = switch
         else:
-            entry.switches += (switch,)
+            entry.switches = self._interned((*entry.switches, switch))
 
     def _replace(self, switch: str, desired: dict[FlowKey, Flow]) -> list[FlowMod]:
         table = self.installed[switch]
