@@ -36,6 +36,9 @@ class VPortTable:
         # on its ports.
         self._ports: dict[str, PortEvent | tuple[PortEvent, ...]] = {}
         self._own: set[str] = set()
+        # Tombstone locations by version: a tombstone holds nothing but its version,
+        # so removed VMs with the same (seq, rev, writer) share one object.
+        self._gone: dict[tuple[int, int, str], Location] = {}
         # False: the naive baseline of the benchmark (no migration awareness).
         self.aware = True
 
@@ -76,15 +79,39 @@ class VPortTable:
         """
         mine = self._records.get(rec.vm)
         if mine is None:
-            self._records[rec.vm] = rec
-            return rec
-        merged = mine.merge(rec)
-        if merged is mine:
-            if rec != mine:
-                raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
-            return None
+            merged = rec
+        else:
+            merged = mine.merge(rec)
+            if merged is mine:
+                if rec != mine:
+                    raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
+                return None
+        if merged.loc.ovs is None:
+            merged = self._shared_tombstone(merged)
         self._records[rec.vm] = merged
         return merged
+
+    def _tombstone(self, loc: Location) -> Location:
+        """`loc.gone(self.me)`, one object per version."""
+        key = (loc.seq, loc.rev + 1, self.me)
+        gone = self._gone.get(key)
+        if gone is None:
+            gone = self._gone[key] = loc.gone(self.me)
+        return gone
+
+    def _shared_tombstone(self, rec: VPortRecord) -> VPortRecord:
+        """A peer's tombstone, with our object for its location when we have one."""
+        loc = rec.loc
+        key = (loc.seq, loc.rev, loc.writer)
+        held = self._gone.get(key)
+        if held is None:
+            # Shared from now on if it is bare (a peer's may keep the VM's ids).
+            if loc == Location(None, None, None, False, *key):
+                self._gone[key] = loc
+            return rec
+        if held is loc or held != loc:
+            return rec
+        return VPortRecord(rec.vm, held, rec.mig)
 
     # -- own OVS events (claims 2, 4, 5) ---------------------------------
     def port_event(self, ev: PortEvent) -> Change | None:
@@ -141,7 +168,7 @@ class VPortTable:
         if self.aware and (rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port)):
             return None  # not where the VM is: a stale or failed-destination port
         # (Unaware, a port delete is the VM leaving, wherever the entry places it.)
-        gone = VPortRecord(rec.vm, rec.loc.gone(self.me), rec.mig)
+        gone = VPortRecord(rec.vm, self._tombstone(rec.loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
@@ -249,7 +276,7 @@ class VPortTable:
             return self._write(VPortRecord(vm, here, rec.mig), EventKind.ADD, Reason.PORT)
         if loc.ovs is None:
             return None
-        gone = VPortRecord(vm, loc.gone(self.me), rec.mig)
+        gone = VPortRecord(vm, self._tombstone(loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
     # -- the rules' building blocks --------------------------------------
