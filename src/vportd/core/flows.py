@@ -360,6 +360,15 @@ class SwitchFlows(MutableMapping[FlowKey, Flow]):
         return flow
 
     # -- the mapping -------------------------------------------------------
+    def get(self, key: FlowKey, default: Flow | None = None) -> Flow | None:  # type: ignore[override]
+        # Mapping.get goes through __getitem__ and KeyError: this is the compiler's hot read.
+        mac = _vm_key_mac(key)
+        if mac is not None:
+            port = self._vm.get(mac)
+            if port is not None:
+                return vm_flow(mac, port)
+        return self._other.get(key, default)
+
     def __getitem__(self, key: FlowKey) -> Flow:
         mac = _vm_key_mac(key)
         if mac is not None:
@@ -530,7 +539,14 @@ class FlowCompiler:
                 mods = self._compile(rec, entry)
             else:
                 entry.rec = rec  # hold the table's entry, not an old one
-                mods = [] if was.mig is rec.mig else self._compile_arrival(rec, entry, entry)
+                mig = rec.mig
+                if was.mig is mig or (
+                    # no arrival flow here, before or now
+                    entry.arrival is None and (mig is None or mig.destination not in self.switches)
+                ):
+                    mods = []
+                else:
+                    mods = self._compile_arrival(rec, entry, entry)
         # The flood members: only a VM placed on, or leaving, a switch of ours counts.
         loc = rec.loc
         before = self._placed.get(rec.vm)
@@ -575,10 +591,14 @@ class FlowCompiler:
                         mods.append(FlowMod(switch, FlowCommand.DELETE, held))
         if desired:
             mods += self._install_vm(vm, desired)
-        placed = _VmFlows(rec, self._epoch, self._interned(tuple(desired)))
-        if entry is not None:
-            placed.arrival = entry.arrival
-        return mods + self._compile_arrival(rec, placed, entry)
+        switches = self._interned(tuple(desired))
+        if entry is None:
+            placed = _VmFlows(rec, self._epoch, switches)
+        else:  # updated in place: one allocation less on a hot path
+            placed = entry
+            placed.rec, placed.epoch, placed.switches = rec, self._epoch, switches
+        arrival = self._compile_arrival(rec, placed, entry)
+        return mods + arrival if arrival else mods
 
     def _compile_arrival(
         self, rec: VPortRecord, placed: _VmFlows, entry: _VmFlows | None = None
@@ -674,7 +694,9 @@ class FlowCompiler:
             return self._diff_floods(switch)
         if port in before:
             return []  # another VM's port, or a link
-        return self._set_members(switch, before, tuple(sorted((*before, port))))
+        members = tuple(sorted((*before, port)))
+        self._members[switch] = members
+        return [*self._install(switch, _gate(port)), *self._install(switch, _flood(members))]
 
     def _left(self, switch: str, port: int) -> list[FlowMod]:
         """A VM left `port` of `switch`: no flood member any more, unless still used."""
@@ -687,7 +709,15 @@ class FlowCompiler:
             or port in self.topology.tree_ports(switch)
         ):
             return []
-        return self._set_members(switch, before, tuple(p for p in before if p != port))
+        members = tuple(p for p in before if p != port)
+        if not members:
+            return self._set_members(switch, before, members)
+        self._members[switch] = members
+        mods = self._install(switch, _flood(members))
+        held = self.installed[switch].pop(_gate(port).key, None)
+        if held is not None:
+            mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+        return mods
 
     def _diff_floods(self, switch: str) -> list[FlowMod]:
         """Bring the switch's gates and flood flow in line with its members, from scratch."""
