@@ -218,6 +218,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from vportd.bench_southbound import run_southbound_bench  # noqa: PLC0415
 
         rc |= run_southbound_bench(args.output)
+    if args.suite in ("migration", "all"):
+        from vportd.bench_migration import run_migration_bench  # noqa: PLC0415
+
+        rc |= run_migration_bench(args.output, runs=args.runs)
     return rc
 
 
@@ -288,6 +292,7 @@ def _lab_handler(action: str) -> Handler:
                 wait=args.wait,
                 keep_on_error=args.keep_on_error,
                 json=as_json,
+                mode=args.mode,
             )
         )
 
@@ -486,6 +491,12 @@ cluster did not settle within --wait (what is missing is printed);
         "--wait", type=float, default=10.0, metavar="SECONDS",
         help="how long to wait for each of: the controllers to listen, the bridges to connect, "
         "the cluster to elect a leader and master every bridge (default: %(default)s)",
+    )  # fmt: skip
+    up.add_argument(
+        "--mode", choices=("aware", "naive", "standalone"), default="aware",
+        help="aware: vportd as it is; naive: controllers with migration.aware = false and "
+        "`lab migrate` sends no notify; standalone: no controllers, bridges in "
+        "fail_mode=standalone (OVS NORMAL learning), linked in a star (default: %(default)s)",
     )  # fmt: skip
     up.add_argument(
         "--keep-on-error", action="store_true",
@@ -724,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--suite",
-        choices=("core", "southbound", "all"),
+        choices=("core", "southbound", "migration", "all"),
         default="all",
         help="which benchmarks to run (default: %(default)s)",
     )
@@ -745,6 +756,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=3,
         help="number of controllers in the cluster (default: %(default)s)",
+    )
+    p.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=10,
+        help="migration suite: migrations per mode (aware, naive, standalone; needs root, "
+        "OVS and etcd) (default: %(default)s)",
     )
     p.add_argument(
         "--output",

@@ -12,6 +12,12 @@ to settle: a leader, and a master connected to every bridge (the cluster
 spreads mastership by itself). If a step fails, what was built is taken down
 again (`teardown.down`) and nothing is left behind.
 
+`--mode` (recorded in the state, see `plan.MODES`): `naive` writes
+`migration.aware = false` into every controller's config; `standalone` runs
+no controllers (--controllers is ignored) and no etcd, and sets every bridge
+to fail_mode=standalone with no controller, so OVS forwards with its own NORMAL
+learning switch (the bridges are then linked in a star, see `plan`).
+
 `up` refuses (exit 1) when a lab is already up in DIR, when DIR holds the
 leftovers of a crashed lab, or when something the lab needs is taken: a VM
 namespace or interface name, an OpenFlow/API port, or the one userspace
@@ -46,7 +52,7 @@ from vportd.lab.messages import (
     say,
 )  # fmt: skip
 from vportd.lab.ovs import OVSError, PrivateOVS
-from vportd.lab.plan import DATAPATH_TAP, Controller, Plan
+from vportd.lab.plan import AWARE, DATAPATH_TAP, STANDALONE, Controller, Plan
 from vportd.lab.report import describe, openflow_connections, summary
 from vportd.lab.state import UP, Options, State, StateError, load
 from vportd.lab.teardown import down, leftovers
@@ -69,6 +75,7 @@ class UpOptions:
     wait: float = 10.0
     keep_on_error: bool = False
     json: bool = False
+    mode: str = AWARE  # plan.MODES
 
 
 # -- up --------------------------------------------------------------------
@@ -76,7 +83,7 @@ def up(opts: UpOptions) -> int:
     try:
         options = _options(opts)
         plan = State(str(opts.dir), options).plan()
-        vportd = (opts.vportd or ctl.default_vportd()) if opts.controllers else None
+        vportd = (opts.vportd or ctl.default_vportd()) if options.controllers else None
         if vportd is not None and not (vportd.is_file() and os.access(vportd, os.X_OK)):
             raise LabError(f"--vportd {vportd}: not an executable file")
     except LabError as err:
@@ -114,15 +121,16 @@ def up(opts: UpOptions) -> int:
 
 def _options(opts: UpOptions) -> Options:
     """The options to record, with the etcd's ports picked now (free ones, fixed from here on)."""
+    controllers = 0 if opts.mode == STANDALONE else opts.controllers
     busy = {
         port
         for first in (opts.openflow_port, opts.api_port)
-        for port in range(first, first + opts.controllers)
+        for port in range(first, first + controllers)
     }
     client, peer = store.free_ports(busy)
     return Options(
-        opts.hypervisors, opts.vms, opts.controllers, opts.openflow_port, opts.api_port,
-        etcd_port=client, etcd_peer_port=peer,
+        opts.hypervisors, opts.vms, controllers, opts.openflow_port, opts.api_port,
+        etcd_port=client, etcd_peer_port=peer, mode=opts.mode,
     )  # fmt: skip
 
 
@@ -241,6 +249,9 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
     save()
     for hv in plan.hypervisors:
         ovs.add_bridge(hv.bridge, hv.dpid)
+        if plan.mode == STANDALONE:
+            # No controller ever: OVS forwards with its NORMAL learning switch.
+            ovs.vsctl("set-fail-mode", hv.bridge, "standalone")
     if plan.links:
         args: list[str] = []
         for link in plan.links:
@@ -344,6 +355,9 @@ def _show_ovs_errors(ovs: PrivateOVS) -> None:
 def _await_controllers(plan: Plan, state: State, ovs: PrivateOVS, wait: float) -> int:
     """Wait for the connections, then for the cluster; EXIT_CONTROLLER_DOWN if a controller
     is not running or the cluster did not settle within `wait` s (each)."""
+    if plan.mode == STANDALONE:
+        say("standalone mode: no controllers; the bridges forward with OVS NORMAL learning")
+        return EXIT_OK
     if not plan.controllers:
         say("no controllers (--controllers 0): the bridges are in secure mode and forward nothing")
         return EXIT_OK

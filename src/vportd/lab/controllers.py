@@ -22,7 +22,7 @@ from pathlib import Path
 
 from vportd.lab import procs
 from vportd.lab.commands import LabError
-from vportd.lab.plan import Controller, Plan
+from vportd.lab.plan import NAIVE, Controller, Plan
 
 
 def default_vportd() -> Path:
@@ -71,6 +71,9 @@ lldp = false
 [logging]
 level = "info"
 """
+    if plan.mode == NAIVE:
+        # The downtime benchmark's baseline: no notify accepted, a port delete is the VM leaving.
+        text += "\n[migration]\naware = false\n"
     parse_config(text, str(ctrl.config))
     return text
 

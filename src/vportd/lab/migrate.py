@@ -31,6 +31,12 @@ and the VM's new place once the switchover is done, atomically each time, so
 `lab down` removes the new veths also after a crash, and the next
 `lab migrate` finishes (or undoes) a migration a crash interrupted.
 
+The lab's mode (`lab up --mode`, see `plan.MODES`) decides what the VMM
+does besides the emulation itself, which is the same in every mode: `aware`
+as above; `naive` sends no notify (and so has nothing to abort), the
+controllers see only the port events and the announcements; `standalone` has
+no controllers: no notify, no abort, and no waiting for a cluster.
+
 `migrate()` is the Python entry point (for the demo and the benchmark); `run()`
 is the CLI's, which prints progress on stderr and the report on stdout.
 """
@@ -63,7 +69,7 @@ from vportd.lab.commands import LabError, tool
 from vportd.lab.commands import run as _sh
 from vportd.lab.messages import EXIT_FAILED, EXIT_OK, say
 from vportd.lab.ovs import OVSError, PrivateOVS
-from vportd.lab.plan import VM, Plan
+from vportd.lab.plan import AWARE, STANDALONE, VM, Plan
 from vportd.lab.probe import Probe, ProbeError, ProbeReport
 from vportd.lab.state import Migration, Placement, State, StateError, load
 
@@ -122,6 +128,7 @@ class MigrationReport:
     lost_ba: int | None
     excess_ms: float | None  # longest gap minus switchover gap (DESIGN §5)
     converged_ms: float  # from the end of the last step until every controller agreed
+    mode: str = AWARE  # the lab's (plan.MODES): what the VMM did besides the emulation
     phases: dict[str, float] = field(default_factory=dict)  # phase -> ms
     host_if: str = ""  # the VM's host-side port now
     port: int = 0
@@ -168,7 +175,7 @@ def _open_lab(lab_dir: Path) -> _Lab:
         plan = state.plan()
     except (StateError, LabError) as err:
         raise MigrateError("no-lab", str(err), EXIT_USAGE) from None
-    if not plan.controllers:
+    if not plan.controllers and plan.mode != STANDALONE:
         raise MigrateError("no-controllers", "the lab has no controllers to migrate with", 2)
     return _Lab(lab_dir, state, plan, PrivateOVS(plan.ovs_rundir, dummy=False))
 
@@ -320,8 +327,11 @@ def _agrees(client: Client, mac: str, ovs: str, port: int) -> bool:
 
 
 def _await_cluster(lab: _Lab, mac: str, ovs: str, port: int, wait: float) -> float:
-    """Wait until every controller shows the VM not-migrating on `ovs` port `port`; ms."""
+    """Wait until every controller shows the VM not-migrating on `ovs` port `port`; ms
+    (0 without controllers: standalone)."""
     start = time.monotonic()
+    if not lab.plan.controllers:
+        return 0.0
     clients = _clients(lab)
     try:
         pending = list(clients)
@@ -353,7 +363,7 @@ class _Run:
     opts: MigrateOptions
     vm: VM
     rec: Migration
-    client: Client
+    client: Client | None  # None in a standalone lab: no API
     probe: Probe | None = None
     peer: VM | None = None
     announcer: Announcer | None = None
@@ -398,10 +408,7 @@ def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
     if opts.to == vm.hypervisor:
         raise MigrateError("same-hypervisor", f"{vm.name} is on {opts.to} already", EXIT_USAGE)
     peer = pick_peer(lab.plan, vm, opts.to, opts.peer) if opts.probe else None
-    try:
-        client = connect(resolve_target(None, None, lab.dir, os.environ))
-    except ClientError as err:
-        raise MigrateError(err.code, err.detail, err.exit_code) from None
+    client = _connect(lab)
     rec = Migration(
         vm=vm.name, source=vm.hypervisor, destination=opts.to, old_host_if=vm.host_if,
         new_host_if=f"{vm.name}h{opts.to.removeprefix('hv')}", new_guest_if=NEW_GUEST_IF,
@@ -414,11 +421,22 @@ def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
         _undo(run)
         raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if run.announcer is not None:
             run.announcer.close()
         if run.probe is not None:
             run.probe.close()
+
+
+def _connect(lab: _Lab) -> Client | None:
+    """The VMM's API client (None in a standalone lab, which has no controllers)."""
+    if not lab.plan.controllers:
+        return None
+    try:
+        return connect(resolve_target(None, None, lab.dir, os.environ))
+    except ClientError as err:
+        raise MigrateError(err.code, err.detail, err.exit_code) from None
 
 
 def _steps(run: _Run) -> MigrationReport:
@@ -433,7 +451,10 @@ def _steps(run: _Run) -> MigrationReport:
         run.probe.start()
         time.sleep(0.2)  # a baseline before the notify
         say(f"probe running between {vm.name} ({vm.ip}) and {run.peer.name} ({run.peer.ip})")
-    _notify(run)
+    if lab.plan.notifies:
+        _notify(run)
+    else:
+        run.rec.phase = "prepare"  # naive and standalone: the VMM tells the network nothing
     if opts.fail_at == "notify":
         return _fail(run)
     _prepare(run)
@@ -443,12 +464,15 @@ def _steps(run: _Run) -> MigrationReport:
         return _fail(run)
     _cleanup(run)
     converged = _await_cluster(lab, vm.mac, rec.destination, _port_of(vm), opts.wait)
-    say(f"every controller shows {vm.name} not-migrating on {rec.destination}: {converged:.1f} ms")
+    if lab.plan.controllers:
+        say(f"every controller shows {vm.name} not-migrating on {rec.destination}: "
+            f"{converged:.1f} ms")  # fmt: skip
     return _finish(run, "migrated", converged)
 
 
 def _notify(run: _Run) -> None:
     t = run.mark("notify")
+    assert run.client is not None, "only an aware lab notifies, and it has controllers"
     try:
         doc, _ = run.client.migrate(run.vm.mac, run.rec.source, run.rec.destination,
                                     wait=run.opts.wait)  # fmt: skip
@@ -538,7 +562,7 @@ def _fail(run: _Run) -> MigrationReport:
     """The VMM gave up: abort through the API, remove the destination tap, VM at the source."""
     t = run.mark("abort")
     say(f"failing the migration at {run.opts.fail_at} (--fail-at): abort")
-    if run.rec.migration_id:
+    if run.rec.migration_id and run.client is not None:
         try:
             run.client.abort(run.rec.migration_id)
         except ClientError as err:
@@ -569,7 +593,7 @@ def _undo(run: _Run) -> None:
             run.lab.state.migration = None
             run.lab.save()
             return
-        if run.rec.migration_id:
+        if run.rec.migration_id and run.client is not None:
             with suppress(ClientError):
                 run.client.abort(run.rec.migration_id)
         if run.tap_added:
@@ -650,7 +674,7 @@ def _report(
         longest_gap_ba_ms=ba.longest_gap_ms if ba else None,
         lost_ab=ab.lost if ab else None, lost_ba=ba.lost if ba else None,
         excess_ms=round(longest - gap, 3) if longest is not None and gap is not None else None,
-        converged_ms=round(converged_ms, 3), phases=dict(run.phases),
+        converged_ms=round(converged_ms, 3), mode=run.lab.plan.mode, phases=dict(run.phases),
         host_if=placed.host_if, port=placed.port, peer=run.peer.name if run.peer else None,
         announce_errors=[str(e) for e in errors], probe=probe.to_dict() if probe else None,
     )  # fmt: skip

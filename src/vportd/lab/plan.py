@@ -15,7 +15,13 @@ without asking. The conventions (the brief of issue 3, DESIGN.md §5):
   127.0.0.1:(api_port+c);
 - with controllers, one etcd (their store) on 127.0.0.1:etcd_port (peer
   port etcd_peer_port), its data in DIR/etcd/data and its log in
-  DIR/etcd/etcd.log.
+  DIR/etcd/etcd.log;
+- the mode (`MODES`, for the migration downtime benchmark): `aware` (vportd
+  as it is), `naive` (the controllers with `migration.aware = false`; the VMM
+  sends no notify) or `standalone` (no controllers, bridges in
+  fail_mode=standalone: OVS's NORMAL learning switch). Standalone links the
+  bridges in a star from hv0 instead of the mesh: flooding NORMAL switches
+  around a loop would storm.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ VM_NAMESPACE = re.compile(r"^vm(\d+)$")
 VM_HOST_IF = re.compile(r"^vm(\d+)h(\d+)?$")
 BRIDGE = re.compile(r"^hv(\d+)$")
 DATAPATH_TAP = "ovs-netdev"  # the netdev datapath's own tap, one per network namespace
+AWARE, NAIVE, STANDALONE = "aware", "naive", "standalone"
+MODES = (AWARE, NAIVE, STANDALONE)
 
 _VM_ID_NAMESPACE = uuid.UUID("8d5c6f0e-6a8e-5b7e-9d43-7f0c2a1b3c4d")
 
@@ -134,6 +142,12 @@ class Plan:
     vms: tuple[VM, ...]
     controllers: tuple[Controller, ...]
     etcd: Etcd | None = None  # only with controllers
+    mode: str = AWARE  # one of MODES
+
+    @property
+    def notifies(self) -> bool:
+        """Does the lab's VMM send the migration notify (only to migration-aware controllers)?"""
+        return self.mode == AWARE
 
     @property
     def etcd_dir(self) -> Path:
@@ -186,6 +200,15 @@ def _check(what: str, value: int, low: int, high: int) -> None:
         raise LabError(f"{what} must be between {low} and {high}, got {value}")
 
 
+def _check_mode(mode: str, controllers: int) -> None:
+    if mode not in MODES:
+        raise LabError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == STANDALONE and controllers:
+        raise LabError("--mode standalone runs no controllers (OVS NORMAL learning)")
+    if mode == NAIVE and not controllers:
+        raise LabError("--mode naive needs controllers (vportd with migration.aware = false)")
+
+
 def _check_ports_apart(
     controllers: int, openflow_port: int, api_port: int, etcd_port: int, etcd_peer_port: int
 ) -> None:
@@ -211,8 +234,10 @@ def make_plan(
     api_port: int = 8080,
     etcd_port: int = 2379,
     etcd_peer_port: int = 2380,
+    mode: str = AWARE,
 ) -> Plan:
     """The lab these options describe; LabError if an option is out of range."""
+    _check_mode(mode, controllers)
     _check("--hypervisors", hypervisors, 1, MAX_HYPERVISORS)
     _check("--vms", vms, 1, MAX_VMS)
     _check("--controllers", controllers, 0, MAX_CONTROLLERS)
@@ -233,6 +258,7 @@ def make_plan(
         )
         for i in range(hypervisors)
         for j in range(i + 1, hypervisors)
+        if mode != STANDALONE or i == 0  # standalone: a star, no loop for NORMAL to flood
     )
     guests = tuple(
         VM(
@@ -261,7 +287,7 @@ def make_plan(
         for c in range(controllers)
     )
     etcd = Etcd(etcd_port, etcd_peer_port, lab_dir / "etcd") if controllers else None
-    plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd)
+    plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd, mode)
     longest = max(plan.sockets(), key=lambda p: len(str(p)))
     if len(str(longest)) > SUN_PATH_MAX:
         raise LabError(

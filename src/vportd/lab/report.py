@@ -16,7 +16,7 @@ from vportd.lab import controllers as ctl
 from vportd.lab import procs, roles, store
 from vportd.lab.messages import EXIT_FAILED, EXIT_OK, say
 from vportd.lab.ovs import OVSError, PrivateOVS
-from vportd.lab.plan import Plan
+from vportd.lab.plan import STANDALONE, Plan
 from vportd.lab.state import State, StateError, load
 from vportd.lab.teardown import leftovers
 
@@ -68,6 +68,7 @@ def describe(state: State) -> dict[str, Any]:
     seen = roles.view(plan, running) if plan.controllers else None
     return {
         "dir": str(plan.dir),
+        "mode": plan.mode,
         "phase": state.phase,
         "started_at": state.started_at,
         "controllers": [
@@ -155,7 +156,7 @@ def summary(d: dict[str, Any]) -> str:
 
     o = d["ovs"]
     lines = [
-        f"lab in {d['dir']} ({d['phase']}, since "
+        f"lab in {d['dir']} ({d['phase']}, mode {d['mode']}, since "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['started_at']))})",
         f"Open vSwitch, userspace datapath: {o['db']} (ovsdb-server {running(o['ovsdb_server'])}, "
         f"ovs-vswitchd {running(o['ovs_vswitchd'])})",
@@ -169,7 +170,8 @@ def summary(d: dict[str, Any]) -> str:
             state = f"NOT RUNNING (see {c['log']})"
         lines.append(f"  {c['id']:<4} OpenFlow {c['openflow']:<16} API {c['api']:<16} {state}")
     lines += _cluster_lines(d)
-    lines.append("hypervisors (bridges, fail_mode=secure):")
+    fail_mode = "standalone, NORMAL learning" if d["mode"] == STANDALONE else "secure"
+    lines.append(f"hypervisors (bridges, fail_mode={fail_mode}):")
     for hv in d["hypervisors"]:
         master = f", master {hv['master']}" if hv.get("master") else ""
         lines.append(f"  {hv['name']:<4} dpid {hv['dpid']}{master}")

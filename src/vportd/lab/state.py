@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vportd.lab.plan import Plan, make_plan
+from vportd.lab.plan import AWARE, Plan, make_plan
 
 VERSION = 1
 STARTING, UP = "starting", "up"
@@ -41,6 +41,7 @@ class Options:
     # Picked free by `up` (the kernel's choice), then fixed for the lab's life.
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
+    mode: str = AWARE  # plan.MODES; a state file from before modes were added is `aware`
 
 
 @dataclass
@@ -90,7 +91,7 @@ class State:
         plan = make_plan(
             Path(self.dir), hypervisors=o.hypervisors, vms=o.vms, controllers=o.controllers,
             openflow_port=o.openflow_port, api_port=o.api_port, etcd_port=o.etcd_port,
-            etcd_peer_port=o.etcd_peer_port,
+            etcd_peer_port=o.etcd_peer_port, mode=o.mode,
         )  # fmt: skip
         return _placed(plan, self.placements) if self.placements else plan
 
