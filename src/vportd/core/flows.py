@@ -290,11 +290,6 @@ def _arrival_at(rec: VPortRecord) -> str | None:
     return mig.destination if mig is not None and mig.phase < Phase.ACTIVATED else None
 
 
-def _moved(was: VPortRecord, rec: VPortRecord) -> bool:
-    """`rec` places the VM elsewhere than `was` (switch or port)."""
-    return was is not rec and (was.loc.ovs != rec.loc.ovs or was.loc.port != rec.loc.port)
-
-
 def _vm_key_mac(key: FlowKey) -> str | None:
     """The MAC of a VM forwarding flow's key (table 1, priority 100, `eth_dst` only)."""
     m = key[2]
@@ -535,7 +530,9 @@ class FlowCompiler:
         else:
             was = entry.rec
             # `vm_flows` depends on the VM's place and on its arrival flow here only.
-            if entry.epoch != self._epoch or _moved(was, rec):
+            if entry.epoch != self._epoch or (
+                was is not rec and (was.loc.ovs != rec.loc.ovs or was.loc.port != rec.loc.port)
+            ):
                 mods = self._compile(rec, entry)
             else:
                 entry.rec = rec  # hold the table's entry, not an old one
@@ -597,6 +594,11 @@ class FlowCompiler:
         else:  # updated in place: one allocation less on a hot path
             placed = entry
             placed.rec, placed.epoch, placed.switches = rec, self._epoch, switches
+            mig = rec.mig
+            if entry.arrival is None and (mig is None or mig.destination not in self.switches):
+                if not switches:
+                    del self._vm_flows[vm]
+                return mods  # no arrival flow here, before or now
         arrival = self._compile_arrival(rec, placed, entry)
         return mods + arrival if arrival else mods
 
@@ -643,7 +645,7 @@ class FlowCompiler:
         cookie = 0
         for switch, port in desired.items():
             table = installed[switch]
-            if table.vm_port(vm) != port:
+            if table._vm.get(vm) != port:  # (`vm_port` without the call: hot)
                 if match is None:
                     match, cookie = Match(eth_dst=vm), vm_cookie(vm)
                 table.set_vm(vm, port)
