@@ -1,8 +1,9 @@
-"""`vportctl demo`: a VM migrates around three hypervisors, narrated.
+"""`vportctl demo --sim`: a VM migrates around three hypervisors, narrated, without root.
 
-Until the real-OVS lab exists this runs the core on an in-process cluster (3
-controllers, 3 hypervisors, a fake data plane) and shows each step of the
-handshake, the tables, and where traffic for the VM goes.
+It runs the core on an in-process cluster (3 controllers, 3 hypervisors, a
+fake data plane) and shows each step of the handshake, the tables, and where
+traffic for the VM goes. `vportctl demo` without `--sim` runs the same tour on
+a real lab (`vportd.demo_lab`).
 """
 
 from __future__ import annotations
