@@ -36,6 +36,8 @@ from typing import Any
 from vportd.core.model import Location, Phase, VPortRecord, mac_to_int
 from vportd.core.topology import Topology
 
+_ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
+
 CLASSIFY_TABLE = 0
 FORWARD_TABLE = 1
 FLOOD_TABLE = 2
@@ -281,13 +283,13 @@ def vm_flows(
                 match, cookie = Match(eth_dst=rec.vm), vm_cookie(rec.vm)
             yield switch, Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
     mig = rec.mig
-    if mig is not None and mig.phase < Phase.ACTIVATED and mig.destination in switches:
+    if mig is not None and mig.phase < _ACTIVATED and mig.destination in switches:
         yield mig.destination, arrival_flow(rec.vm)
 
 
 def _arrival_at(rec: VPortRecord) -> str | None:
     mig = rec.mig
-    return mig.destination if mig is not None and mig.phase < Phase.ACTIVATED else None
+    return mig.destination if mig is not None and mig.phase < _ACTIVATED else None
 
 
 def _vm_key_mac(key: FlowKey) -> str | None:

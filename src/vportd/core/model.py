@@ -78,6 +78,9 @@ class Phase(IntEnum):
         return self < Phase.ABORTED
 
 
+_ABORTED = Phase.ABORTED  # (an enum member looked up by name costs more than the comparison)
+
+
 def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, Any], None], ...]:
     return tuple(cls.__dict__[name].__set__ for name in names)
 
@@ -240,7 +243,8 @@ class VPortRecord:
 
     @property
     def migrating(self) -> bool:
-        return self.mig is not None and self.mig.phase.open
+        mig = self.mig
+        return mig is not None and mig.phase < _ABORTED  # Phase.open, without the lookups: hot
 
     @property
     def migration_state(self) -> MigrationState:

@@ -16,6 +16,8 @@ from vportd.core.errors import StaleEvent, UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
+_ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -162,7 +164,7 @@ class VPortTable:
         if mig is not None:
             if ev.ovs != mig.source:
                 return None  # the destination tap went away: abort/timeout rolls back
-            if mig.phase < Phase.ACTIVATED and rec.loc.port not in (None, ev.port):
+            if mig.phase < _ACTIVATED and rec.loc.port not in (None, ev.port):
                 return None  # another port on the source that carried the MAC
             return self._complete(rec, mig)
         if self.aware and (rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port)):
@@ -255,7 +257,7 @@ class VPortTable:
         facts = candidates = self._facts(vm)
         migrating = mig is not None
         if mig is not None:
-            if mig.phase >= Phase.ACTIVATED:
+            if mig.phase >= _ACTIVATED:
                 return None  # the migration's own rules place the VM
             # It runs where it was: not on the destination's tap, not active yet.
             candidates = tuple(f for f in facts if f.ovs != mig.destination)
@@ -293,7 +295,7 @@ class VPortTable:
         if mig is None or not rec.migrating:
             return None
         seq = rec.loc.seq
-        if seq < mig.seq or (seq == mig.seq and mig.phase >= Phase.ACTIVATED):
+        if seq < mig.seq or (seq == mig.seq and mig.phase >= _ACTIVATED):
             return mig
         return None
 
@@ -341,7 +343,7 @@ class VPortTable:
         """A port event for a migrating VM: only the destination's ports count."""
         mig = rec.mig
         assert mig is not None
-        if ev.ovs != mig.destination or mig.phase >= Phase.ACTIVATED:
+        if ev.ovs != mig.destination or mig.phase >= _ACTIVATED:
             return None
         if activate:
             return self._activate(rec, mig, ev)
@@ -365,7 +367,7 @@ class VPortTable:
     def _complete(self, rec: VPortRecord, mig: MigrationMark) -> Change:
         """Claim 2: the source port is gone; the VM stays up, the migration ends."""
         loc = rec.loc
-        if mig.phase < Phase.ACTIVATED:
+        if mig.phase < _ACTIVATED:
             loc = Location(
                 mig.destination, mig.dest_port, mig.dest_port_name, True, mig.seq, 0, self.me,
                 loc.ips, loc.iface_id, loc.vm_id,
