@@ -95,8 +95,8 @@ class Run:
     lost_ba: int
     converged_ms: float
     source_delete_ms: float  # the end of the source delete, from the switchover start (approx.)
-    gap_ab: tuple[float, float]  # the longest gap's start and end, from the switchover start
-    gap_ba: tuple[float, float]
+    gap_ab: tuple[float, float] | None  # the longest gap's start and end, from the switchover
+    gap_ba: tuple[float, float] | None  # start (None: fewer than two packets arrived)
     series_ab: list[int] = field(default_factory=list)
     series_ba: list[int] = field(default_factory=list)
 
@@ -238,7 +238,9 @@ def _run(mode: str, n: int, r: MigrationReport) -> Run:
     start = r.switchover_start_ms or 0.0
     ab, ba = probe.get("a_to_b", {}), probe.get("b_to_a", {})
 
-    def rel(d: dict[str, Any]) -> tuple[float, float]:
+    def rel(d: dict[str, Any]) -> tuple[float, float] | None:
+        if d.get("gap_start_ms") is None:  # fewer than two packets arrived: no gap to place
+            return None
         return (round(d["gap_start_ms"] - start, 3), round(d["gap_end_ms"] - start, 3))
 
     def window(d: dict[str, Any]) -> list[int]:
@@ -390,10 +392,17 @@ def _where(r: Result) -> list[str]:
         lines.append(
             f"`{m.mode}` run {x.n + 1} ({x.source} → {x.destination}): switchover 0 .. "
             f"{x.switchover_gap_ms:.1f} ms, source port deleted at ≈ {x.source_delete_ms:.0f} "
-            f"ms; longest gap VM → peer {x.gap_ab[0]:.1f} .. {x.gap_ab[1]:.1f} ms, peer → VM "
-            f"{x.gap_ba[0]:.1f} .. {x.gap_ba[1]:.1f} ms."
+            f"ms; longest gap VM → peer {_span(x.gap_ab)}, peer → VM {_span(x.gap_ba)}."
         )
     return lines
+
+
+def _span(gap: tuple[float, float] | None) -> str:
+    return (
+        "none (fewer than two packets arrived)"
+        if gap is None
+        else f"{gap[0]:.1f} .. {gap[1]:.1f} ms"
+    )
 
 
 def markdown(r: Result) -> str:
