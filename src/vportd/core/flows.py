@@ -220,6 +220,7 @@ def _flood(members: tuple[int, ...]) -> Flow:
     return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 
+@lru_cache(maxsize=4096)  # a VM's flows are made and deleted in bursts (a move: both)
 def vm_cookie(mac: str) -> int:
     return COOKIE_VM | mac_to_int(mac)
 
