@@ -234,6 +234,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from vportd.bench_southbound import run_southbound_bench  # noqa: PLC0415
 
         rc |= run_southbound_bench(args.output)
+    if args.suite in ("cluster", "all"):
+        from vportd.bench_cluster import run_cluster_bench  # noqa: PLC0415
+
+        rc |= run_cluster_bench(args.output)
     if args.suite in ("migration", "all"):
         from vportd.bench_migration import run_migration_bench  # noqa: PLC0415
 
@@ -792,12 +796,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "bench",
         "benchmark the core (port events through the vPort table and flow compiler) "
-        "and the southbound (OVS to core latency, flow install; needs root and OVS)",
+        "and the southbound (OVS to core latency, flow install; needs root and OVS) "
+        "and the cluster (3 vportd processes: handshake, propagation, boot storm, failover; "
+        "needs OVS and etcd)",
         _run_bench,
     )
     p.add_argument(
         "--suite",
-        choices=("core", "southbound", "migration", "all"),
+        choices=("core", "southbound", "cluster", "migration", "all"),
         default="all",
         help="which benchmarks to run (default: %(default)s)",
     )

@@ -1,0 +1,68 @@
+"""The cluster benchmark's machinery on a tiny run: counts and reports, never timings.
+
+Three real `vportd` processes, a private etcd and a dummy-datapath OVS, as
+`vportctl bench --suite cluster` runs them, with sizes small enough for a test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vportd.bench_cluster import RESULTS, SECTION, Sizes, run_cluster_bench, storm_vms
+from vportd.cli import build_parser
+
+pytestmark = [
+    pytest.mark.ovs,
+    pytest.mark.etcd,
+    pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="Open vSwitch not installed"),
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed"),
+]
+
+SIZES = Sizes(migrations=6, propagation=4, storm=60, switches=3, failovers=1)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## Core: kept\n\nbody\n")
+    assert run_cluster_bench(out, SIZES) == 0
+    return out
+
+
+def test_the_section_is_written_and_the_others_kept(report: Path) -> None:
+    text = report.read_text()
+    assert "## Core: kept" in text and "body" in text
+    assert SECTION in text
+    for goal in ("handshake via the leader, p50", "handshake via the follower, p99",
+                 "master's entry → every controller", "boot storm", "leader failover"):  # fmt: skip
+        assert goal in text
+    assert "--migrations 6" in text  # the command that reproduces it
+
+
+def test_the_raw_results_count_every_measurement(report: Path) -> None:
+    raw = json.loads((report.parent / RESULTS).read_text())
+    assert [h["via"] for h in raw["handshakes"]] == ["leader", "follower"]
+    assert all(h["latency"]["n"] == SIZES.migrations for h in raw["handshakes"])
+    assert raw["propagation"]["cluster"]["n"] == SIZES.propagation
+    assert sum(raw["propagation"]["first_by"].values()) == SIZES.propagation
+    assert len(raw["failover"]["seconds"]) == SIZES.failovers
+    storm = raw["storm"]
+    assert (storm["ports"], storm["switches"]) == (SIZES.storm, SIZES.switches)
+    assert set(storm["per_controller"]) == {"c0", "c1", "c2"}
+    assert storm["rate"] > 0
+
+
+def test_storm_ports_spread_over_the_switches_with_unique_macs() -> None:
+    vms = storm_vms(100, ["hv0", "hv1", "hv2", "hv3"], 0x100000)
+    assert len({vm.mac for vm in vms}) == 100
+    assert {vm.bridge for vm in vms} == {"hv0", "hv1", "hv2", "hv3"}
+    assert len({(vm.bridge, vm.ofport) for vm in vms}) == 100
+
+
+def test_the_cli_offers_the_cluster_suite() -> None:
+    args = build_parser().parse_args(["bench", "--suite", "cluster"])
+    assert args.suite == "cluster"
