@@ -137,12 +137,11 @@ class Config(_Section):
     topology: TopologySection = TopologySection()
     logging: LoggingSection = LoggingSection()
 
-
     @model_validator(mode="after")
     def _cluster_needs_peer_token(self) -> Config:
         if self.store.kind == "etcd" and self.api.peer_token_file is None:
             raise ValueError(
-                "api.peer_token_file: required with store.kind = \"etcd\" "
+                'api.peer_token_file: required with store.kind = "etcd" '
                 "(controllers authenticate each other with it)"
             )
         return self

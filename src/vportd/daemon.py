@@ -95,7 +95,11 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
         runtime.cluster = node
     service = ControllerService(runtime, me, node)
     app = create_app(
-        service, token=token, peer_token=peer_token, max_body=config.api.max_body, forwarder=forwarder
+        service,
+        token=token,
+        peer_token=peer_token,
+        max_body=config.api.max_body,
+        forwarder=forwarder,
     )
     log.info(
         "controller %s starting (OpenFlow %s, API %s, store %s)",
