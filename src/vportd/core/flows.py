@@ -214,13 +214,18 @@ def _gate(in_port: int) -> Flow:
     return Flow(FORWARD_TABLE, PRIO_FLOOD, _flood_match(in_port), _TO_FLOOD, COOKIE_FLOOD | in_port)
 
 
+@lru_cache(maxsize=65536)
+def _gate_key(in_port: int) -> FlowKey:
+    return _gate(in_port).key
+
+
 def _flood(members: tuple[int, ...]) -> Flow:
     """To every member; OpenFlow drops the copy for the input port itself."""
     outputs = tuple(_output(p) for p in members)
     return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 
-@lru_cache(maxsize=4096)  # a VM's flows are made and deleted in bursts (a move: both)
+@lru_cache(maxsize=256)  # a move makes and deletes a VM's flows in one go: a few suffice
 def vm_cookie(mac: str) -> int:
     return COOKIE_VM | mac_to_int(mac)
 
@@ -350,6 +355,18 @@ class SwitchFlows(MutableMapping[FlowKey, Flow]):
         if port is not None:
             return vm_flow(mac, port)
         return self._drop_odd(mac) if self._odd else None
+
+    def other(self, key: FlowKey) -> Flow | None:
+        """`get(key)` for a key that is not a VM forwarding flow's (gates, floods, arrivals)."""
+        return self._other.get(key)
+
+    def put_other(self, key: FlowKey, flow: Flow) -> None:
+        """`self[key] = flow` for such a key."""
+        self._other[key] = flow
+
+    def pop_other(self, key: FlowKey) -> Flow | None:
+        """`pop(key, None)` for such a key."""
+        return self._other.pop(key, None)
 
     def _drop_odd(self, mac: str) -> Flow | None:
         flow = self._other.pop((FORWARD_TABLE, PRIO_VM, Match(eth_dst=mac)), None)
@@ -582,15 +599,7 @@ class FlowCompiler:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
         vm = rec.vm
         desired = self._desired_ports(rec)
-        mods: list[FlowMod] = []
-        if entry is not None:
-            for switch in entry.switches:
-                if switch not in desired:
-                    held = self.installed[switch].pop_vm(vm)
-                    if held is not None:
-                        mods.append(FlowMod(switch, FlowCommand.DELETE, held))
-        if desired:
-            mods += self._install_vm(vm, desired)
+        mods = self._place_vm(vm, () if entry is None else entry.switches, desired)
         switches = self._interned(tuple(desired))
         if entry is None:
             placed = _VmFlows(rec, self._epoch, switches)
@@ -617,12 +626,11 @@ class FlowCompiler:
         mods: list[FlowMod] = []
         if placed.arrival != arrival:
             if placed.arrival is not None:
-                held = self.installed[placed.arrival].pop(_arrival_key(vm), None)
-                if held is not None:
-                    mods.append(FlowMod(placed.arrival, FlowCommand.DELETE, held))
+                mods += self._uninstall(placed.arrival, _arrival_key(vm))
             placed.arrival = arrival
             if arrival is not None:
-                mods += self._install(arrival, arrival_flow(vm))
+                flow = arrival_flow(vm)
+                mods += self._install(arrival, flow.key, flow)
         if not placed.empty:
             if placed is not entry:
                 self._vm_flows[vm] = placed
@@ -641,14 +649,29 @@ class FlowCompiler:
             desired[here] = loc.port
         return desired
 
-    def _install_vm(self, vm: str, desired: dict[str, int]) -> list[FlowMod]:
+    def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, int]) -> list[FlowMod]:
+        """Delete the VM's forwarding flows on `held` switches that are not `desired`,
+        add those `desired` the switches do not hold as they are. Hot (every move)."""
         mods: list[FlowMod] = []
         installed = self.installed
-        match: Match | None = None  # one for the VM's flows of this compile, made on first need
+        match: Match | None = None  # shared by the flows of the mods, made on first need
         cookie = 0
+        for switch in held:
+            if switch not in desired:
+                table = installed[switch]
+                port = table._vm.pop(vm, None)  # (`pop_vm` without the call)
+                if port is None:
+                    gone = table.pop_vm(vm)  # one a switch reported otherwise, if any
+                    if gone is not None:
+                        mods.append(FlowMod(switch, FlowCommand.DELETE, gone))
+                    continue
+                if match is None:
+                    match, cookie = Match(eth_dst=vm), vm_cookie(vm)
+                flow = Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
+                mods.append(FlowMod(switch, FlowCommand.DELETE, flow))
         for switch, port in desired.items():
             table = installed[switch]
-            if table._vm.get(vm) != port:  # (`vm_port` without the call: hot)
+            if table._vm.get(vm) != port:  # (`vm_port` without the call)
                 if match is None:
                     match, cookie = Match(eth_dst=vm), vm_cookie(vm)
                 table.set_vm(vm, port)
@@ -656,14 +679,18 @@ class FlowCompiler:
                 mods.append(FlowMod(switch, FlowCommand.ADD, flow))
         return mods
 
-    def _install(self, switch: str, flow: Flow) -> list[FlowMod]:
-        """Add `flow` unless the switch holds it as it is."""
+    def _install(self, switch: str, key: FlowKey, flow: Flow) -> list[FlowMod]:
+        """Add `flow` (a gate, flood or arrival flow: no VM key) unless held as it is."""
         table = self.installed[switch]
-        key = flow.key
-        if _unchanged(table.get(key), flow):
+        if _unchanged(table.other(key), flow):
             return []
-        table[key] = flow
+        table.put_other(key, flow)
         return [FlowMod(switch, FlowCommand.ADD, flow)]
+
+    def _uninstall(self, switch: str, key: FlowKey) -> list[FlowMod]:
+        """Delete the flow under `key` (no VM key), if held."""
+        held = self.installed[switch].pop_other(key)
+        return [] if held is None else [FlowMod(switch, FlowCommand.DELETE, held)]
 
     def _move_local(self, rec: VPortRecord, before: Location | None) -> list[FlowMod]:
         """Keep the per-switch ports of local VMs, and their floods, current.
@@ -701,7 +728,11 @@ class FlowCompiler:
             return []  # another VM's port, or a link
         members = tuple(sorted((*before, port)))
         self._members[switch] = members
-        return [*self._install(switch, _gate(port)), *self._install(switch, _flood(members))]
+        gate = _gate(port)
+        return [
+            *self._install(switch, _gate_key(port), gate),
+            *self._install(switch, _FLOOD_KEY, _flood(members)),
+        ]
 
     def _left(self, switch: str, port: int) -> list[FlowMod]:
         """A VM left `port` of `switch`: no flood member any more, unless still used."""
@@ -718,10 +749,8 @@ class FlowCompiler:
         if not members:
             return self._set_members(switch, before, members)
         self._members[switch] = members
-        mods = self._install(switch, _flood(members))
-        held = self.installed[switch].pop(_gate(port).key, None)
-        if held is not None:
-            mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+        mods = self._install(switch, _FLOOD_KEY, _flood(members))
+        mods += self._uninstall(switch, _gate_key(port))
         return mods
 
     def _diff_floods(self, switch: str) -> list[FlowMod]:
@@ -737,19 +766,14 @@ class FlowCompiler:
         if members == before:
             return []
         mods: list[FlowMod] = []
-        table = self.installed[switch]
         for port in set(before).difference(members):
-            held = table.pop(_gate(port).key, None)
-            if held is not None:
-                mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+            mods += self._uninstall(switch, _gate_key(port))
         for port in set(members).difference(before):
-            mods += self._install(switch, _gate(port))
+            mods += self._install(switch, _gate_key(port), _gate(port))
         if members:
-            mods += self._install(switch, _flood(members))
+            mods += self._install(switch, _FLOOD_KEY, _flood(members))
         else:
-            held = table.pop(_FLOOD_KEY, None)
-            if held is not None:
-                mods.append(FlowMod(switch, FlowCommand.DELETE, held))
+            mods += self._uninstall(switch, _FLOOD_KEY)
         self._members[switch] = members
         return mods
 
