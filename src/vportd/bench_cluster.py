@@ -39,6 +39,7 @@ import httpx
 
 from vportd.bench_southbound import Dist, machine
 from vportd.benchdoc import write_markdown
+from vportd.http import async_transport
 from vportd.lab.cluster import (
     TOKEN,
     VM,
@@ -214,8 +215,9 @@ async def handshake(
     aborts: list[float] = []
     conflicts = 0
     async with httpx.AsyncClient(
-        base_url=node.api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15.0
-    ) as client:
+        base_url=node.api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15.0,
+        transport=async_transport(),
+    ) as client:  # fmt: skip
         for i in range(n):
             vm, dst = pairs[i % len(pairs)]
             dt, migration, refused = await _migrate_once(client, vm, dst)

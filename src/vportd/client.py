@@ -165,7 +165,9 @@ class Client:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(headers=headers, timeout=timeout)
+        from vportd.http import sync_transport  # noqa: PLC0415 (imports httpx)
+
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=sync_transport())
 
     def close(self) -> None:
         self._http.close()

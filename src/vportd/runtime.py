@@ -53,6 +53,8 @@ from vportd.core.messages import (
     PortEvent,
     PortEventSync,
     Send,
+    SyncComplete,
+    SyncRefused,
     VPortSync,
 )
 from vportd.core.model import VPortRecord
@@ -175,7 +177,8 @@ class Runtime:
         # LLDP: the link each receiving port leads over, and when a probe last came through.
         self._discovered: dict[tuple[str, int], tuple[DeclaredLink, float]] = {}
         self._applied_links: set[DeclaredLink] = set()
-        self._effects: asyncio.Queue[list[Effect | _Adopt | _Done]] = asyncio.Queue()
+        self._effects: asyncio.Queue[_Batch] = asyncio.Queue()
+        self._held: _Batch | None = None  # taken from the queue while coalescing, next to run
         self._busy = False
         self.port_event_hook: Callable[[PortEvent], None] | None = None
 
@@ -232,7 +235,7 @@ class Runtime:
     @property
     def idle(self) -> bool:
         """No effect (flow mods, adoption) is queued or being carried out."""
-        return not self._busy and self._effects.empty()
+        return not self._busy and self._held is None and self._effects.empty()
 
     def mastered(self, switch: str) -> bool:
         """Whether this controller masters `switch` (with one controller: every switch)."""
@@ -527,18 +530,44 @@ class Runtime:
     # -- effects ---------------------------------------------------------
     async def _execute(self) -> None:
         while True:
-            batch = await self._effects.get()
+            batch = self._held or await self._effects.get()
+            self._held = None
             self._busy = True
             try:
+                if _plain(batch):
+                    batch = self._coalesced(batch)
                 await self._run_batch(batch)
             finally:
                 self._busy = False
 
-    async def _run_batch(self, batch: Iterable[Effect | _Adopt | _Done]) -> None:
+    def _coalesced(self, batch: _Batch) -> _Batch:
+        """`batch` and the plain batches queued behind it, as one: all their flow mods first.
+
+        One barrier per switch for a whole burst (a boot storm queues a batch per
+        port event) instead of one per event. What waits for flows still comes
+        after them; a batch that adopts a switch or is awaited ends the run.
+        """
+        mods = [e for e in batch if isinstance(e, FlowMod)]
+        rest = [e for e in batch if not isinstance(e, FlowMod)]
+        while len(mods) + len(rest) < COALESCE_MAX and not self._effects.empty():
+            following = self._effects.get_nowait()
+            if not _plain(following):
+                self._held = following
+                break
+            mods += [e for e in following if isinstance(e, FlowMod)]
+            rest += [e for e in following if not isinstance(e, FlowMod)]
+        return [*mods, *rest]
+
+    async def _run_batch(self, batch: _Batch) -> None:
         mods: list[FlowMod] = []
         for effect in batch:
             if isinstance(effect, FlowMod):
                 mods.append(effect)
+                continue
+            if isinstance(effect, Send) and not isinstance(effect.message, SyncAnswer):
+                # A peer's copy of an entry does not vouch for our flows: it need not
+                # wait for them (only a sync's answer does: the readiness barrier).
+                self._deliver(effect)
                 continue
             await self._send_mods(mods)  # the readiness barrier: flows first
             mods = []
@@ -668,3 +697,13 @@ class _Done:
     """Resolved when the executor reaches it: everything before it was carried out."""
 
     future: asyncio.Future[None]
+
+
+_Batch = list[Effect | _Adopt | _Done]
+SyncAnswer = SyncComplete | SyncRefused
+COALESCE_MAX = 20_000  # effects per coalesced run: bounds the wait of what queues behind
+
+
+def _plain(batch: _Batch) -> bool:
+    """Only flow mods, peer messages and answers: may run merged with its neighbours."""
+    return all(isinstance(e, FlowMod | Send | NotifyAnswer) for e in batch)

@@ -24,6 +24,7 @@ from vportd.api.service import Peer
 from vportd.core.errors import CoreError
 from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
+from vportd.http import async_transport
 
 HTTP_OK = 200
 HTTP_NO_CONTENT = 204
@@ -58,7 +59,9 @@ class PeerRejected(PeerUnreachable):
 def _client(timeout: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     # No redirects: a peer that redirects is misconfigured, and following one
     # would send the bearer token somewhere else.
-    return httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=timeout, transport=transport or async_transport(), follow_redirects=False
+    )
 
 
 def _detail(response: httpx.Response) -> str:

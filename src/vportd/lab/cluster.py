@@ -37,6 +37,7 @@ from typing import IO, Any, Generic, Protocol, TypeVar
 
 import httpx
 
+from vportd.http import async_transport
 from vportd.lab.etcd import PrivateEtcd, free_port
 from vportd.lab.ovs import OVSError, PrivateOVS
 
@@ -185,8 +186,9 @@ level = "{s.log_level}"
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15.0
-        )
+            base_url=self.api, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15.0,
+            transport=async_transport(),
+        )  # fmt: skip
 
     async def get(self, path: str) -> Any:
         async with self.client() as c:
