@@ -37,7 +37,9 @@ def test_make_before_break_traffic_follows_the_vm_as_soon_as_it_is_up_at_the_des
     ready_migration(sim, VM_A, "hv1", "hv2")
     sim.port_event(add("hv2", 7, VM_A))
     sim.deliver_all()
-    assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}  # pre-copy: still at the source
+    # Pre-copy: the VM runs at the source; a copy also goes to its new port (down until the
+    # switchover), so that it is reached there the instant it runs there (hand-over flows).
+    assert reach(sim, VM_A) == {frozenset({("hv1", 1), ("hv2", 7)})}
 
     sim.port_event(link("hv2", 7, VM_A, up=True))  # the VM resumes at the destination
     sim.deliver_all()

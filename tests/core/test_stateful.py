@@ -54,9 +54,15 @@ from hypothesis.stateful import (
 
 from vportd.core.coordinator import Status, Timeouts
 from vportd.core.errors import CoreError
-from vportd.core.flows import CLASSIFY_TABLE, FLOOD_TABLE, FORWARD_TABLE, Output
+from vportd.core.flows import (
+    CLASSIFY_TABLE,
+    FLOOD_TABLE,
+    FORWARD_TABLE,
+    PRIO_HANDOVER,
+    Output,
+)
 from vportd.core.messages import EventKind, PortEvent
-from vportd.core.model import PortState
+from vportd.core.model import Phase, PortState
 from vportd.core.topology import Topology
 from vportd.sim.cluster import SimCluster
 
@@ -536,9 +542,23 @@ class ClusterMachine(RuleBasedStateMachine):
                 up = vm.link_up or migrating
                 assert (rec.port_state is PortState.UP) == up, f"{cid}: {rec} but link {vm}"
             reached = {vm.port} if vm.port is not None else set()
+            # While its destination port exists and it has not activated there, a migrating
+            # VM's frames also go to that port (the hand-over flows: see flows.py).
+            handover = self._handover_ports(vm.mac)
             for switch in topo.switches:
                 got = fabric.deliveries(switch, EDGE_IN, vm.mac)
-                assert got == reached, f"from {switch}, {vm.mac} reaches {got}, not {reached}"
+                assert reached <= got <= reached | handover, (
+                    f"from {switch}, {vm.mac} reaches {got}, not {reached} (+ {handover})"
+                )
+
+    def _handover_ports(self, mac: str) -> set[tuple[str, int]]:
+        ports = set()
+        for ctl in self.sim.controllers.values():
+            rec = ctl.table.get(mac)
+            mig = None if rec is None else rec.mig
+            if mig is not None and mig.phase is Phase.ARRIVED and mig.dest_port is not None:
+                ports.add((mig.destination, mig.dest_port))
+        return ports
 
     def check_moved_traffic(self) -> None:
         """(c) After a migration: its MAC goes to the new port only, none to the old."""
@@ -575,6 +595,7 @@ class ClusterMachine(RuleBasedStateMachine):
         fabric = self.sim.fabric
         assert fabric is not None
         live = {vm.port: vm.mac for vm in self.vms.values() if vm.port is not None}
+        arriving = {p: vm.mac for vm in self.vms.values() for p in self._handover_ports(vm.mac)}
         for name, switch in fabric.switches.items():
             links = self.sim.topology.link_ports(name)
             for flow in switch.flows.values():
@@ -587,6 +608,9 @@ class ClusterMachine(RuleBasedStateMachine):
                     if not isinstance(action, Output) or action.port in links:
                         continue
                     owner = live.get((name, action.port))
+                    if owner is None and flow.priority == PRIO_HANDOVER:
+                        # The new port of a VM being handed over, not running there yet.
+                        owner = arriving.get((name, action.port))
                     assert owner is not None, f"{name}: flow to dead port: {flow}"
                     if flow.match.eth_dst in MACS:
                         assert flow.match.eth_dst == owner, f"{name}: {flow} is {owner}'s port"

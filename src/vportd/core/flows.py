@@ -13,6 +13,15 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   from that port go to table 2. Priority 10: other unicast goes to the default
   port. No match: dropped, so a frame that enters on a non-tree link or on a
   port without a VM is never flooded (no loop, no flood from a stray port).
+* table 1, hand-over (make-before-break in the data plane). While a migrating
+  VM's destination port exists (phase ARRIVED) and the VM still runs at the
+  source, priority 150 on every switch of one shortest path from the source
+  to the destination sends frames for the VM both ways along that path: they
+  end at the VM's port at the source *and* at its new port. The VM is thus
+  reached wherever it runs, the instant it runs there, with no controller in
+  the path; the flows go once the VM activates there (or the migration rolls
+  back). The copies cost inter-switch bandwidth during the pre-copy only, and
+  the new port is down until the switchover.
 * table 2, flooding. Priority 50: broadcast and multicast to every member. The
   input port is among them, and OpenFlow never outputs a frame to its input
   port (OFPP_IN_PORT would be needed), so this is "every member but the
@@ -37,12 +46,14 @@ from vportd.core.model import Location, Phase, VPortRecord, mac_to_int
 from vportd.core.topology import Topology
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
+_ARRIVED = Phase.ARRIVED
 
 CLASSIFY_TABLE = 0
 FORWARD_TABLE = 1
 FLOOD_TABLE = 2
 
 PRIO_ARRIVAL = 200
+PRIO_HANDOVER = 150
 PRIO_VM = 100
 PRIO_FLOOD = 50
 PRIO_DEFAULT = 10
@@ -54,6 +65,7 @@ COOKIE_VM = 0x01 << 56
 COOKIE_ARRIVAL = 0x02 << 56
 COOKIE_FLOOD = 0x03 << 56
 COOKIE_BASE = 0x04 << 56
+COOKIE_HANDOVER = 0x06 << 56  # (0x05: the runtime's LLDP punt)
 COOKIE_KIND_MASK = 0xFF << 56
 
 
@@ -234,6 +246,37 @@ def arrival_cookie(mac: str) -> int:
     return COOKIE_ARRIVAL | mac_to_int(mac)
 
 
+def handover_cookie(mac: str) -> int:
+    return COOKIE_HANDOVER | mac_to_int(mac)
+
+
+def handover_flows(topology: Topology, rec: VPortRecord) -> list[tuple[str, Flow]]:
+    """The hand-over flows of a migrating VM, as (switch, flow) (module doc, table 1).
+
+    One path from source to destination; each switch on it sends the VM's
+    frames both ways along it: back by the port the path enters it by (at the
+    source: the VM's port), on by the port it leaves by (at the destination:
+    the VM's new port). OpenFlow never outputs a frame to its input port, so a
+    frame travelling along the path keeps its direction and ends at one of the
+    VM's ports; one that joins the path is split both ways. No loop.
+    """
+    mig, loc = rec.mig, rec.loc
+    if mig is None or mig.phase != _ARRIVED or mig.dest_port is None:
+        return []
+    if loc.ovs != mig.source or loc.port is None:
+        return []
+    path = topology.path(mig.source, mig.destination)
+    if len(path) < 2:  # noqa: PLR2004 (no path, or source = destination)
+        return []
+    match, cookie = Match(eth_dst=rec.vm), handover_cookie(rec.vm)
+    flows = []
+    for hop in path:
+        back, on = hop.entered or loc.port, hop.leaves or mig.dest_port
+        actions = (_output(back), _output(on))
+        flows.append((hop.switch, Flow(FORWARD_TABLE, PRIO_HANDOVER, match, actions, cookie)))
+    return flows
+
+
 def vm_flow(mac: str, port: int) -> Flow:
     return Flow(FORWARD_TABLE, PRIO_VM, Match(eth_dst=mac), _to_port(port), vm_cookie(mac))
 
@@ -291,6 +334,9 @@ def vm_flows(
     mig = rec.mig
     if mig is not None and mig.phase < _ACTIVATED and mig.destination in switches:
         yield mig.destination, arrival_flow(rec.vm)
+    for switch, flow in handover_flows(topology, rec):
+        if switch in switches:
+            yield switch, flow
 
 
 def _arrival_at(rec: VPortRecord) -> str | None:
@@ -443,7 +489,7 @@ class _VmFlows:
     where its arrival flow is.
     """
 
-    __slots__ = ("arrival", "epoch", "rec", "switches")
+    __slots__ = ("arrival", "epoch", "handover", "rec", "switches")
 
     def __init__(
         self,
@@ -456,10 +502,11 @@ class _VmFlows:
         self.epoch = epoch
         self.switches = switches
         self.arrival = arrival
+        self.handover: tuple[tuple[str, FlowKey], ...] = ()  # (switch, key) of its hand-over flows
 
     @property
     def empty(self) -> bool:
-        return not self.switches and self.arrival is None
+        return not self.switches and self.arrival is None and not self.handover
 
 
 class FlowCompiler:
@@ -522,6 +569,8 @@ class FlowCompiler:
                 entry.switches = self._interned(tuple(s for s in entry.switches if s != switch))
             if entry.arrival == switch:
                 entry.arrival = None
+            if entry.handover:
+                entry.handover = tuple(h for h in entry.handover if h[0] != switch)
 
     def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
         """What the switch really holds, as read back from it."""
@@ -556,11 +605,7 @@ class FlowCompiler:
                 mods = self._compile(rec, entry)
             else:
                 entry.rec = rec  # hold the table's entry, not an old one
-                mig = rec.mig
-                if was.mig is mig or (
-                    # no arrival flow here, before or now
-                    entry.arrival is None and (mig is None or mig.destination not in self.switches)
-                ):
+                if was.mig is rec.mig or self._no_extras(entry, rec):
                     mods = []
                 else:
                     mods = self._compile_arrival(rec, entry, entry)
@@ -593,7 +638,22 @@ class FlowCompiler:
         if (loc.port is not None and here in self.switches) or self._exceptions_here(here):
             return True
         arrival = _arrival_at(rec)
-        return arrival is not None and arrival in self.switches
+        return (arrival is not None and arrival in self.switches) or self._handover_here(rec)
+
+    def _no_extras(self, entry: _VmFlows, rec: VPortRecord) -> bool:
+        """No arrival or hand-over flow here, before or now."""
+        if entry.arrival is not None or entry.handover:
+            return False
+        mig = rec.mig
+        if mig is None:
+            return True
+        return mig.destination not in self.switches and not self._handover_here(rec)
+
+    def _handover_here(self, rec: VPortRecord) -> bool:
+        mig = rec.mig
+        if mig is None or mig.phase != _ARRIVED:
+            return False  # (the common case, without a path's cost)
+        return any(s in self.switches for s, _ in handover_flows(self.topology, rec))
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
@@ -606,11 +666,10 @@ class FlowCompiler:
         else:  # updated in place: one allocation less on a hot path
             placed = entry
             placed.rec, placed.epoch, placed.switches = rec, self._epoch, switches
-            mig = rec.mig
-            if entry.arrival is None and (mig is None or mig.destination not in self.switches):
+            if self._no_extras(entry, rec):
                 if not switches:
                     del self._vm_flows[vm]
-                return mods  # no arrival flow here, before or now
+                return mods
         arrival = self._compile_arrival(rec, placed, entry)
         return mods + arrival if arrival else mods
 
@@ -631,11 +690,28 @@ class FlowCompiler:
             if arrival is not None:
                 flow = arrival_flow(vm)
                 mods += self._install(arrival, flow.key, flow)
+        mods += self._compile_handover(rec, placed)
         if not placed.empty:
             if placed is not entry:
                 self._vm_flows[vm] = placed
         elif vm in self._vm_flows:
             del self._vm_flows[vm]
+        return mods
+
+    def _compile_handover(self, rec: VPortRecord, placed: _VmFlows) -> list[FlowMod]:
+        """Bring the VM's hand-over flows on our switches in line with `rec`."""
+        desired = {
+            (s, f.key): f for s, f in handover_flows(self.topology, rec) if s in self.switches
+        }
+        if not desired and not placed.handover:
+            return []
+        mods: list[FlowMod] = []
+        for switch, key in placed.handover:
+            if (switch, key) not in desired:
+                mods += self._uninstall(switch, key)
+        for (switch, key), flow in desired.items():
+            mods += self._install(switch, key, flow)
+        placed.handover = tuple(desired)
         return mods
 
     def _desired_ports(self, rec: VPortRecord) -> dict[str, int]:
@@ -808,7 +884,9 @@ class FlowCompiler:
         entry = self._vm_flows.get(rec.vm)
         if entry is None:  # stale (-1): flows it may need on other switches are not here
             entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1)
-        if flow.table == CLASSIFY_TABLE:
+        if flow.cookie & COOKIE_KIND_MASK == COOKIE_HANDOVER:
+            entry.handover = (*entry.handover, (switch, flow.key))
+        elif flow.table == CLASSIFY_TABLE:
             entry.arrival = switch
         else:
             entry.switches = self._interned((*entry.switches, switch))

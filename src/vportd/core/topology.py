@@ -25,6 +25,16 @@ class LinkEnd:
     port: int
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One switch of a path: the port the path enters it by (0 at the source), leaves
+    it by (0 at the target)."""
+
+    switch: str
+    entered: int
+    leaves: int
+
+
 class Topology:
     """The graph of switches; paths are computed lazily and cached per version."""
 
@@ -165,6 +175,31 @@ class Topology:
                 s: [end for _, end in sorted(links.items())] for s, links in self._links.items()
             }
         return self._ends
+
+    def step(self, switch: str, target: str) -> int | None:
+        """The port of `switch` on a shortest path towards `target` (None: no path)."""
+        port = self.exceptions(target).get(switch)
+        return self.default_port(switch) if port is None else port
+
+    def path(self, source: str, target: str) -> list[Hop]:
+        """A shortest path from `source` to `target`, one hop per switch, both ends included.
+
+        Empty when there is none (unknown switch, no link, or a change in flight).
+        """
+        if source not in self._dpids or target not in self._dpids:
+            return []
+        hops, here, entered = [], source, 0
+        for _ in range(len(self._dpids)):
+            if here == target:
+                hops.append(Hop(here, entered, 0))
+                return hops
+            port = self.step(here, target)
+            end = None if port is None else self._links[here].get(port)
+            if port is None or end is None:
+                return []
+            hops.append(Hop(here, entered, port))
+            here, entered = end.switch, end.port
+        return []
 
     def default_port(self, switch: str) -> int | None:
         if self._defaults is None:
