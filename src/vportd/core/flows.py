@@ -250,7 +250,9 @@ def handover_cookie(mac: str) -> int:
     return COOKIE_HANDOVER | mac_to_int(mac)
 
 
-def handover_flows(topology: Topology, rec: VPortRecord) -> list[tuple[str, Flow]]:
+def handover_flows(
+    topology: Topology, rec: VPortRecord, switches: Container[str] | None = None
+) -> list[tuple[str, Flow]]:
     """The hand-over flows of a migrating VM, as (switch, flow) (module doc, table 1).
 
     One path from source to destination; each switch on it sends the VM's
@@ -271,6 +273,8 @@ def handover_flows(topology: Topology, rec: VPortRecord) -> list[tuple[str, Flow
     match, cookie = Match(eth_dst=rec.vm), handover_cookie(rec.vm)
     flows = []
     for hop in path:
+        if switches is not None and hop.switch not in switches:
+            continue
         back, on = hop.entered or loc.port, hop.leaves or mig.dest_port
         actions = (_output(back), _output(on))
         flows.append((hop.switch, Flow(FORWARD_TABLE, PRIO_HANDOVER, match, actions, cookie)))
@@ -334,9 +338,7 @@ def vm_flows(
     mig = rec.mig
     if mig is not None and mig.phase < _ACTIVATED and mig.destination in switches:
         yield mig.destination, arrival_flow(rec.vm)
-    for switch, flow in handover_flows(topology, rec):
-        if switch in switches:
-            yield switch, flow
+    yield from handover_flows(topology, rec, switches)
 
 
 def _arrival_at(rec: VPortRecord) -> str | None:
@@ -651,9 +653,10 @@ class FlowCompiler:
 
     def _handover_here(self, rec: VPortRecord) -> bool:
         mig = rec.mig
-        if mig is None or mig.phase != _ARRIVED:
+        if mig is None or mig.phase != _ARRIVED or rec.loc.ovs != mig.source:
             return False  # (the common case, without a path's cost)
-        return any(s in self.switches for s, _ in handover_flows(self.topology, rec))
+        switches = self.switches
+        return any(h.switch in switches for h in self.topology.path(mig.source, mig.destination))
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
@@ -700,9 +703,11 @@ class FlowCompiler:
 
     def _compile_handover(self, rec: VPortRecord, placed: _VmFlows) -> list[FlowMod]:
         """Bring the VM's hand-over flows on our switches in line with `rec`."""
-        desired = {
-            (s, f.key): f for s, f in handover_flows(self.topology, rec) if s in self.switches
-        }
+        mig = rec.mig
+        if not placed.handover and (mig is None or mig.phase != _ARRIVED):
+            return []  # none, before or now (the common case)
+        flows = handover_flows(self.topology, rec, self.switches)
+        desired = {(s, f.key): f for s, f in flows}
         if not desired and not placed.handover:
             return []
         mods: list[FlowMod] = []

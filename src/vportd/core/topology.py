@@ -51,6 +51,7 @@ class Topology:
         self._exceptions: dict[str, dict[str, int]] = {}
         self._tree: dict[str, frozenset[int]] | None = None
         self._ends: dict[str, list[LinkEnd]] | None = None
+        self._paths: dict[tuple[str, str], tuple[Hop, ...]] = {}
 
     def _changed(self) -> None:
         self.version += 1
@@ -181,11 +182,17 @@ class Topology:
         port = self.exceptions(target).get(switch)
         return self.default_port(switch) if port is None else port
 
-    def path(self, source: str, target: str) -> list[Hop]:
+    def path(self, source: str, target: str) -> tuple[Hop, ...]:
         """A shortest path from `source` to `target`, one hop per switch, both ends included.
 
         Empty when there is none (unknown switch, no link, or a change in flight).
         """
+        cached = self._paths.get((source, target))
+        if cached is None:
+            cached = self._paths[source, target] = tuple(self._walk(source, target))
+        return cached
+
+    def _walk(self, source: str, target: str) -> list[Hop]:
         if source not in self._dpids or target not in self._dpids:
             return []
         hops, here, entered = [], source, 0
