@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -63,6 +65,28 @@ def read_token(path: Path | None, key: str) -> str | None:
 
 
 MIN_TOKEN = 16
+# Every task is cancelled and awaited on SIGTERM; one that takes longer than this is a
+# bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
+SHUTDOWN_LIMIT = 15.0
+EXIT_STUCK = 70
+
+
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    if not task.cancelling():
+        log.info("stopping: cancelling every task")
+        loop.call_later(SHUTDOWN_LIMIT, _stuck, loop)
+    task.cancel()
+
+
+def _stuck(loop: asyncio.AbstractEventLoop) -> None:
+    """Shutdown did not finish: say which tasks hang, then exit anyway."""
+    for t in asyncio.all_tasks(loop):
+        stack = io.StringIO()
+        t.print_stack(file=stack)
+        log.error("still running %gs after the stop: %s\n%s", SHUTDOWN_LIMIT, t, stack.getvalue())
+    log.error("shutdown stuck: exiting without waiting for those tasks")
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
 
 
 async def _serve(config: Config, token: str | None, peer_token: str | None) -> None:
@@ -82,7 +106,7 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, _stop, loop, task)
     runtime = Runtime(config)
     me = Peer(config.controller.id, config.api.url)
     client = PeerClient(peer_token, timeout=config.api.peer_timeout)
