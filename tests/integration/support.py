@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tests.southbound.test_openflow import ofctl_line
 from vportd.config import Config, parse_config
 from vportd.core.flows import Flow
+from vportd.lab.cluster import until
 from vportd.lab.ovs import PrivateOVS
 from vportd.runtime import Runtime
-
-WAIT = 20.0  # generous: a wait for a condition, never a threshold
 
 
 def free_port() -> int:
@@ -30,23 +28,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-async def until(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = WAIT
-) -> None:
-    """Poll `condition` (plain or async) until it holds; fail naming `what` after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        held = condition()
-        if inspect.isawaitable(held):
-            held = await held
-        if held:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def config(fabric: Fabric, *, lldp: bool = False, lldp_interval: float = 5.0) -> Config:

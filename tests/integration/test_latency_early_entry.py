@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.integration.support import Fabric, assert_flows_agree, running, until
+from tests.integration.support import Fabric, assert_flows_agree, running
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
+from vportd.lab.cluster import until
 from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.runtime import Runtime
 

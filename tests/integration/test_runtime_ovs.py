@@ -27,11 +27,11 @@ from tests.integration.support import (
     config,
     free_port,
     running,
-    until,
 )
 from vportd.core.flows import vm_flow
 from vportd.core.model import PortState
 from vportd.core.topology import LinkEnd
+from vportd.lab.cluster import until
 from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.runtime import LLDP_PUNT, Runtime
 
