@@ -172,6 +172,8 @@ class Runtime:
         ]
         self._snapshots: dict[str, Snapshot] = {}
         self._snapshot = EMPTY
+        self._fed_whole: Snapshot | None = None  # the last snapshot fed as its monitor gave it
+        self._link_names: set[str] = set()  # interfaces that declare a link or are named by one
         self._waiting: dict[int, SwitchConnection] = {}
         self._declared: set[DeclaredLink] = set()
         # LLDP: the link each receiving port leads over, and when a probe last came through.
@@ -294,13 +296,30 @@ class Runtime:
         """Feed the VM port changes of every named bridge, connected or not (module doc)."""
         self._snapshots[remote] = snap
         old, new = self._snapshot, _named_only(self._union())
+        if new.changed is not None and not (new is snap and old is self._fed_whole):
+            # Only against the monitor's previous snapshot, as it came, does "what
+            # changed" hold: after a union or a filtered one, compare everything.
+            new = replace(new, changed=None)
+        self._fed_whole = snap if new is snap else None
         self._snapshot = new
         self._learn_bridges(new)
         for change in diff_ports(old, new):
             for ev in port_events(change.change, change.row):
                 self.feed(ev)
-        self._declared = declared_links(new)
+        if self._links_may_change(new):
+            self._declared = declared_links(new)
+            self._link_names = _link_names(new)
         self._sync_links()
+
+    def _links_may_change(self, new: Snapshot) -> bool:
+        """Whether a changed interface declares, or is named by, a link (patch or hint)."""
+        if new.changed is None:
+            return True
+        for name in new.changed:
+            row = new.ifaces.get(name)
+            if name in self._link_names or (row is not None and row.peer is not None):
+                return True
+        return False
 
     def _union(self) -> Snapshot:
         """Several OVSDB servers (one per hypervisor): the union of what they show."""
@@ -677,10 +696,18 @@ def _named_only(snap: Snapshot) -> Snapshot:
     Such a bridge is not a switch of the topology; once it has one, its VM
     ports show up in the next diff as adds.
     """
-    if all(row.bridge in snap.bridges for row in snap.ifaces.values()):
+    if snap.named or all(row.bridge in snap.bridges for row in snap.ifaces.values()):
         return snap
     ifaces = {n: r for n, r in snap.ifaces.items() if r.bridge in snap.bridges}
     return Snapshot(snap.bridges, ifaces)
+
+
+def _link_names(snap: Snapshot) -> set[str]:
+    names = set()
+    for row in snap.ifaces.values():
+        if row.peer is not None:
+            names |= {row.name, row.peer.rpartition("/")[2]}
+    return names
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,11 @@ class Snapshot:
     bridges: dict[str, int]  # name -> datapath id
     ifaces: dict[str, IfaceRow]
     taken: float = 0.0  # time.monotonic() when the monitor read it (0: not from a monitor)
+    # The interface names that may differ from the monitor's previous snapshot (None:
+    # unknown, compare everything), and whether every bridge has a datapath id: a boot
+    # storm hands over thousands of snapshots, each must cost what changed, not all rows.
+    changed: frozenset[str] | None = None
+    named: bool = False
 
     def bridge_of(self, iface: str) -> str | None:
         row = self.ifaces.get(iface)
@@ -103,8 +108,14 @@ def diff_ports(old: Snapshot, new: Snapshot) -> list[PortChange]:
     """
     before, after = old.ifaces, new.ifaces
     # The monitor keeps the object of an unchanged row: identity finds what changed.
-    gone = [(n, r) for n, r in before.items() if after.get(n) is not r]
-    came = [(n, r) for n, r in after.items() if before.get(n) is not r]
+    if new.changed is not None:  # (`old` must then be the monitor's previous snapshot)
+        gone = [(n, r) for n in new.changed if (r := before.get(n)) is not None
+                and after.get(n) is not r]  # fmt: skip
+        came = [(n, r) for n in new.changed if (r := after.get(n)) is not None
+                and before.get(n) is not r]  # fmt: skip
+    else:
+        gone = [(n, r) for n, r in before.items() if after.get(n) is not r]
+        came = [(n, r) for n, r in after.items() if before.get(n) is not r]
     changes: list[PortChange] = []
     for name, row in gone:
         if row.is_vm and row.ofport and not _same_port(row, after.get(name)):
@@ -263,9 +274,13 @@ class _Mirror:
             if table == "Port":
                 touched |= self._port(uuid, rows["Port"].get(uuid))
         touched.update(u for u, table in changed.items() if table == "Interface")
+        names: set[str] = set()
         for uuid in touched:
-            self._place(uuid, rows["Interface"].get(uuid), reread=uuid in changed)
-        return Snapshot(dict(self._dpids), dict(self._by_name), time.monotonic())
+            names |= self._place(uuid, rows["Interface"].get(uuid), reread=uuid in changed)
+        named = all(b.dpid is not None for b in self._bridges.values())
+        return Snapshot(
+            dict(self._dpids), dict(self._by_name), time.monotonic(), frozenset(names), named
+        )
 
     def _bridge(self, uuid: UUID, row: Any) -> set[UUID]:
         """Read a bridge again; the interfaces of the ports that joined or left it."""
@@ -305,10 +320,12 @@ class _Mirror:
                 self._port_of_iface[iface] = uuid
         return {*old, *new}
 
-    def _place(self, uuid: UUID, row: Any, *, reread: bool) -> None:
-        """Put an interface in the snapshot under its bridge, or take it out."""
+    def _place(self, uuid: UUID, row: Any, *, reread: bool) -> set[str]:
+        """Put an interface in the snapshot under its bridge, or take it out; the names touched."""
+        names = set()
         old = self._rows.pop(uuid, None)
         if old is not None:
+            names.add(old.name)
             if self._by_name.get(old.name) is old:
                 del self._by_name[old.name]
             self._release(uuid, old)
@@ -316,7 +333,7 @@ class _Mirror:
         bridge_uuid = None if port is None else self._bridge_of_port.get(port)
         bridge = None if bridge_uuid is None else self._bridges.get(bridge_uuid)
         if row is None or bridge is None:
-            return
+            return names
         new = old
         if new is None or reread or new.bridge != bridge.name:
             new = _iface_row(row, bridge.name)
@@ -325,6 +342,8 @@ class _Mirror:
         new = self._claimed(uuid, new)
         self._rows[uuid] = new
         self._by_name[new.name] = new
+        names.add(new.name)
+        return names
 
     def _claimed(self, uuid: UUID, new: IfaceRow) -> IfaceRow:
         """Register the row's number; a request another interface holds shows no number."""
