@@ -535,9 +535,12 @@ def _findings_md() -> list[str]:
         "- The storm, still under the goal: since the first figures the executor merges the "
         "batches queued behind each other (one barrier per switch for a burst) and a peer's copy "
         "of an entry no longer waits for the master's barrier; all three controllers now finish "
-        "within 0.3 s of each other, i.e. the masters themselves are the pace (each OVSDB update "
-        "re-reads every row of the snapshot in the runtime, O(ports) per update, and ovs-vswitchd "
-        "numbers ports in many small updates). Next: hand the runtime the changed rows only.",
+        "within 0.3 s of each other, i.e. the masters themselves are the pace. Handing the "
+        "runtime only the interfaces that changed (done since) left it unchanged (598 ports/s in "
+        "a re-run): the pace is upstream of the runtime, most likely the Python OVSDB IDL "
+        "parsing every row update ovs-vswitchd writes while it creates the ports, in each "
+        "controller; not profiled yet (the IDL runs in its own thread, which cProfile does not "
+        "see).",
         "- Not fixed, the handshake: on the leader `ControllerService.notify` takes 10-25 ms "
         "(two vPort syncs over REST, each answered after the peer's flows are confirmed by "
         "a barrier), and the leader's fenced etcd write of the migrating records runs "
