@@ -9,6 +9,7 @@ the operator would: `ovs-vsctl` for ports, REST for everything else, and
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -277,3 +278,31 @@ async def test_auth_and_oversized_bodies_are_refused_and_change_nothing(c3: Clus
         assert view is not None and view["migration_state"] == "not-migrating"
     async with c3.nodes[0].client() as client:
         assert (await client.get("/v1/migrations")).json() == []
+
+
+async def test_etcd_silent_longer_than_the_lease_every_controller_rejoins(c3: Cluster) -> None:
+    """Leases lost: each controller ends its session, steps down, and joins again."""
+    await vm_on(c3, "hv0", "vm1", 1)
+    assert c3.etcd.pid is not None
+    os.kill(c3.etcd.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(5)  # > lease_ttl (2 s): every lease is gone
+    finally:
+        os.kill(c3.etcd.pid, signal.SIGCONT)
+    await c3.until(c3.settled, "a leader and every bridge mastered again", timeout=40)
+    assert all(n.alive for n in c3.nodes)
+    r = await notify(c3.nodes[0], MAC, "hv0", "hv1")
+    assert r.status_code == 201, r.text
+
+
+async def test_sigterm_during_a_port_storm_stops_every_controller(c3: Cluster) -> None:
+    """Stopping must not wait on a session that ends meanwhile (lease lost under load)."""
+    names = c3.fabric.names
+    for k in range(60):
+        await c3.fabric.add_vm(names[k % len(names)], f"s{k}", 10 + k, f"02:00:00:00:1f:{k:02x}")
+    for node in c3.nodes:
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+    for node in c3.nodes:
+        assert node.proc is not None
+        assert await asyncio.to_thread(node.proc.wait, 14) == 0  # (70: the stop hung)

@@ -33,8 +33,9 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from vportd.api.service import ClusterView, MemberView, Peer
 from vportd.cluster.etcd import KV, EtcdStore, Fence, Fenced, LeaseLost, StoreError
@@ -184,13 +185,14 @@ class ClusterNode:
     async def _sessions(self) -> None:
         while True:
             try:
-                await self._session()
-            except* (LeaseLost, Fenced, StoreError) as group:
-                log.warning("session ended: %s; starting a new one", group.exceptions[0])
+                why = await self._session()
+            except StoreError as err:  # (joining: lease grant or register)
+                why = err
+            log.warning("session ended: %s; starting a new one", why)
             self._end_session()
             await asyncio.sleep(RETRY)
 
-    async def _session(self) -> None:
+    async def _session(self) -> StoreError:
         lease = await self.store.grant_lease()
         info = {
             "id": self.me.id,
@@ -199,11 +201,15 @@ class ClusterNode:
         }
         self._member = await self.store.register(self.me.id, info, lease)
         log.info("joined the cluster as %s (lease %x, ttl %d s)", self.me.id, lease, self.ttl)
+        ended: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.store.keep_alive(lease))
-            tg.create_task(self._lead(lease))
-            tg.create_task(self._mastership(lease))
-            tg.create_task(self._writer())
+            parts = [self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
+                     self._writer()]  # fmt: skip
+            tasks = [tg.create_task(_until_lost(part, ended)) for part in parts]
+            why = await ended
+            for task in tasks:
+                task.cancel()
+        return why
 
     def _end_session(self) -> None:
         if self._leading is not None:
@@ -301,8 +307,11 @@ class ClusterNode:
         while True:
             self._dirty.clear()
             await self._reconsider(lease)
-            with contextlib.suppress(TimeoutError):  # also a periodic look (orphans)
-                await asyncio.wait_for(self._dirty.wait(), self.ttl / 2)
+            # Also a periodic look (orphans). asyncio.timeout, not wait_for: on 3.11
+            # wait_for can swallow a cancellation that races its timeout.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ttl / 2):
+                    await self._dirty.wait()
 
     async def _reconsider(self, lease: int) -> None:
         live = sorted(self.members)
@@ -410,6 +419,20 @@ class ClusterNode:
             await self.client.port_events(peer, events)
         elif isinstance(first, SyncComplete | SyncRefused):
             log.error("a sync answer for %s outside its request: dropped", peer.id)
+
+
+async def _until_lost(part: Coroutine[Any, Any, object], ended: asyncio.Future[StoreError]) -> None:
+    """Run one part of a session; losing our role (or etcd) ends the session, not the task.
+
+    The session's TaskGroup then sees no error: on Python 3.11 a TaskGroup whose
+    child fails while it is being cancelled raises the failure and drops the
+    cancellation, and a stopping controller would start a new session instead.
+    """
+    try:
+        await part
+    except (LeaseLost, Fenced, StoreError) as err:
+        if not ended.done():
+            ended.set_result(err)
 
 
 def _json(kv: KV) -> dict[str, object]:
