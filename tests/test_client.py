@@ -11,7 +11,6 @@ printed output and what the server received.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 
 from vportd import client as api
 from vportd.cli import main
+from vportd.lab.ports import free_port
 from vportd.lab.state import Options, State
 
 TOKEN = "s3cret"
@@ -195,17 +195,9 @@ def server() -> Iterator[StubCluster]:
     thread.join()
 
 
-def _free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 def dead_url() -> str:
-    return f"http://127.0.0.1:{_free_port()}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

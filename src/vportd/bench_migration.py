@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from vportd.benchdoc import write_markdown
 from vportd.lab import netns, procs
 from vportd.lab.migrate import MigrateOptions, MigrationReport, migrate
 from vportd.lab.plan import AWARE, DATAPATH_TAP, MODES, STANDALONE, VM_NAMESPACE
+from vportd.lab.ports import free_block
 
 RESULTS = Path("bench-results") / "migration.json"
 PLOT = Path("docs") / "bench" / "migration-downtime.png"
@@ -61,7 +61,6 @@ PLOT_BIN_MS = 5
 FREE_WAIT = 900.0  # s to wait for another lab to give the datapath back
 TELL_EVERY = 60.0  # s between "waiting" lines
 UP_ATTEMPTS = 3
-MAX_PORT = 65535
 GOAL_EXCESS_MS = 5.0
 GOAL_HANDSHAKE_P99_MS = 25.0
 
@@ -166,27 +165,6 @@ def _await_datapath() -> None:
         time.sleep(5)
 
 
-def _free_base(count: int) -> int:
-    """A port P with P..P+count-1 free on 127.0.0.1 (for --openflow-port, --api-port)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + 2 * count < MAX_PORT and all(_free(p) for p in range(base, base + 2 * count)):
-            return base
-    raise RuntimeError("no free port range for the lab's controllers")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def _lab(lab_dir: Path, mode: str) -> Iterator[None]:
     """A lab in `mode` in `lab_dir` (waiting for the datapath first), always taken down:
@@ -204,7 +182,9 @@ def _up(lab_dir: Path, mode: str) -> None:
     controllers = 0 if mode == STANDALONE else 3
     for attempt in range(1, UP_ATTEMPTS + 1):
         _await_datapath()
-        base = _free_base(controllers or 1)
+        base = free_block(2 * max(controllers, 1))
+        if base is None:
+            raise RuntimeError("no free port range for the lab's controllers")
         up = _vportctl(
             "lab", "up", "--dir", str(lab_dir), "--mode", mode, "--controllers", str(controllers),
             "--hypervisors", "3", "--vms", "3", "--openflow-port", str(base),

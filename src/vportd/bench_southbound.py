@@ -60,6 +60,7 @@ from vportd.config import Config, parse_config
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
 from vportd.lab.ovs import PrivateOVS
+from vportd.lab.ports import free_port
 from vportd.runtime import Runtime
 from vportd.southbound.ofcodec import PortInfo, PortReason
 from vportd.southbound.openflow import SwitchConnection
@@ -149,15 +150,6 @@ class Result:
 
 
 # -- the test bed -------------------------------------------------------------------
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def _until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -276,7 +268,7 @@ class _Bed:
     @contextlib.asynccontextmanager
     async def controller(self, vms: int = 0) -> AsyncIterator[_Controller]:
         """A runtime on a fresh port, listening and holding `vms` VMs; not pointed at yet."""
-        port = _free_port()
+        port = free_port()
         rt = Runtime(self.config(port))
         first = _FirstConnect(rt)
         rt.openflow.handler = first

@@ -24,9 +24,7 @@ import contextlib
 import io
 import json
 import os
-import random
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -44,6 +42,7 @@ from vportd.lab.commands import LabError
 from vportd.lab.migrate import MigrateError, MigrateOptions, MigrationReport, find_vm, migrate
 from vportd.lab.ovs import OVSError
 from vportd.lab.plan import DATAPATH_TAP, VM_NAMESPACE, Plan, make_plan
+from vportd.lab.ports import free_block
 from vportd.lab.probe import ProbeError
 from vportd.lab.state import StateError, load
 
@@ -52,7 +51,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 UP_WAIT = 30.0  # s per `lab up` step: 3 controllers settling on 2 cores can take a while
 # Controller ports are picked below the kernel's ephemeral range (32768+), where an
 # outgoing connection could take a port between our check and the controller's bind.
-PORT_LOW, PORT_HIGH = 20000, 32000
 _STEP_ERRORS = (
     MigrateError, LabError, OVSError, ProbeError, AnnounceError, StateError, OSError,
 )  # fmt: skip
@@ -147,26 +145,6 @@ def _whose(pid: int) -> str:
     return " ".join(argv)[:80] or "unknown"
 
 
-def _free_block(count: int, avoid: set[int]) -> int:
-    """The first of `count` consecutive free TCP ports on 127.0.0.1, none in `avoid`."""
-    for _ in range(200):
-        first = random.randrange(PORT_LOW, PORT_HIGH - count)
-        block = set(range(first, first + count))
-        if not block & avoid and all(_bindable(p) for p in block):
-            return first
-    raise DemoError(f"no {count} consecutive free TCP ports in {PORT_LOW}..{PORT_HIGH}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 # -- the run -----------------------------------------------------------------------
 def run(opts: DemoOptions, out: TextIO | None = None) -> int:
     """The demo (see the module's docstring); its exit status."""
@@ -206,10 +184,17 @@ def _attempt(opts: DemoOptions, vm: str, outcome: Outcome) -> None:
         outcome.error, outcome.exit_code = f"{type(err).__name__}: {err}", EXIT_FAILED
 
 
+def _port_block(avoid: set[int]) -> int:
+    first = free_block(CONTROLLERS, avoid)
+    if first is None:
+        raise DemoError(f"no {CONTROLLERS} consecutive free TCP ports on 127.0.0.1")
+    return first
+
+
 def _build(outcome: Outcome) -> None:
     """`lab up` in the demo's directory, with free ports; the cluster's view once settled."""
-    of_port = _free_block(CONTROLLERS, set())
-    api_port = _free_block(CONTROLLERS, set(range(of_port, of_port + CONTROLLERS)))
+    of_port = _port_block(set())
+    api_port = _port_block(set(range(of_port, of_port + CONTROLLERS)))
     say(
         f"building a lab in {outcome.dir}: Open vSwitch (userspace datapath), etcd, "
         f"{CONTROLLERS} controllers, {HYPERVISORS} hypervisors, {VMS} VMs"

@@ -7,32 +7,13 @@ here it is bound to the integration tests' `Fabric`, whose helpers
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 from tests.integration.support import Fabric
 from vportd.lab import cluster as lab
 from vportd.lab.cluster import PEER_TOKEN, TOKEN, Node, NodeSettings
-from vportd.lab.etcd import PrivateEtcd
 
 __all__ = ["PEER_TOKEN", "TOKEN", "Cluster", "Node", "NodeSettings", "cluster"]
 
 
-class Cluster(lab.Cluster[Fabric]):
-    """Controllers on the integration tests' fabric."""
-
-
-@contextlib.asynccontextmanager
-async def cluster(
-    tmp: Path, fabric: Fabric, etcd: PrivateEtcd, size: int = 3
-) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp, fabric, etcd, size)
-    try:
-        await c.start()
-        yield c
-    except BaseException:
-        c.show_logs()
-        raise
-    finally:
-        c.stop()
+# Controllers on the integration tests' fabric, and the harness that starts them.
+Cluster = lab.Cluster[Fabric]
+cluster = lab.cluster

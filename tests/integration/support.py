@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,14 +19,8 @@ from vportd.config import Config, parse_config
 from vportd.core.flows import Flow
 from vportd.lab.cluster import until
 from vportd.lab.ovs import PrivateOVS
+from vportd.lab.ports import free_port
 from vportd.runtime import Runtime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def config(fabric: Fabric, *, lldp: bool = False, lldp_interval: float = 5.0) -> Config:

@@ -25,7 +25,6 @@ from tests.integration.support import (
     Fabric,
     assert_flows_agree,
     config,
-    free_port,
     running,
 )
 from vportd.core.flows import vm_flow
@@ -33,6 +32,7 @@ from vportd.core.model import PortState
 from vportd.core.topology import LinkEnd
 from vportd.lab.cluster import until
 from vportd.lab.ovs import PrivateOVS, temporary_ovs
+from vportd.lab.ports import free_port
 from vportd.runtime import LLDP_PUNT, Runtime
 
 pytestmark = [

@@ -25,6 +25,7 @@ from vportd.config import load_config
 from vportd.lab import bed, netns, procs, store
 from vportd.lab.commands import LabError
 from vportd.lab.plan import vm_id
+from vportd.lab.ports import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -87,13 +88,6 @@ def vportctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [str(BIN / "vportctl"), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def sh(*args: str) -> str:

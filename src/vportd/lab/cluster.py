@@ -38,8 +38,9 @@ from typing import IO, Any, Generic, Protocol, TypeVar
 import httpx
 
 from vportd.http import async_transport
-from vportd.lab.etcd import PrivateEtcd, free_port
+from vportd.lab.etcd import PrivateEtcd
 from vportd.lab.ovs import OVSError, PrivateOVS
+from vportd.lab.ports import free_port
 
 TOKEN = "vmm-token-0123456789abcdef"
 PEER_TOKEN = "peer-token-0123456789abcdef"

@@ -10,13 +10,13 @@ DIR/etcd (data and log).
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 
 from vportd.lab import procs
 from vportd.lab.etcd import PrivateEtcd
 from vportd.lab.plan import Etcd
+from vportd.lab.ports import free_port
 
 # A revision-based retention: a long-running lab does not grow without bound,
 # yet a controller's watch that resumes after a reconnect finds its history.
@@ -83,9 +83,7 @@ def free_ports(avoid: set[int], count: int = 2) -> list[int]:
     """`count` distinct TCP ports free on 127.0.0.1 now (the kernel's pick), none in `avoid`."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         if port not in avoid and port not in ports:
             ports.append(port)
     return ports
