@@ -66,6 +66,7 @@ ROTATION = 8  # VMs the handshake part rotates over
 STORM_TRANSACTION = 250  # ports per OVSDB transaction in the boot storm (argv stays < 128 KiB)
 RETRY_EVERY = 0.01  # s between notify attempts during a failover
 STORM_POLL = 0.05  # s between looks at /healthz while the storm converges
+PARTS = frozenset({"handshake", "propagation", "failover", "storm"})
 GOALS = {"handshake_p50": 5.0, "handshake_p99": 25.0, "propagation_p99": 20.0, "storm": 2000.0}
 HTTP_CREATED = 201
 
@@ -360,19 +361,30 @@ async def storm(c: Cluster[DummyFabric], n: int, base: int) -> Storm:
 
 
 # -- the run -------------------------------------------------------------------------------
-async def bench(sizes: Sizes, command: str, workdir: Path) -> Result:
-    result = Result(machine(), command)
-    started = time.perf_counter()
-    async with bed(sizes, workdir) as c:
-        pairs = await _rotation(c, 0x10000)
+async def _first_parts(
+    c: Cluster[DummyFabric], sizes: Sizes, parts: frozenset[str], result: Result
+) -> None:
+    pairs = await _rotation(c, 0x10000)
+    if "handshake" in parts:
         for via in ("leader", "follower"):
             result.handshakes.append(await handshake(c, via, pairs, sizes.migrations))
             log.info("handshake via %s: %s", via, result.handshakes[-1].latency)
+    if "propagation" in parts:
         result.propagation = await propagation(c, sizes.propagation, 0x20000)
         log.info("propagation: %s", result.propagation.cluster)
+    if "failover" in parts:
         result.failover = await failover(c, sizes.failovers, pairs)
-        result.storm = await storm(c, sizes.storm, 0x100000)
-        log.info("storm: %.0f ports/s", result.storm.rate)
+
+
+async def bench(sizes: Sizes, command: str, workdir: Path, parts: frozenset[str] = PARTS) -> Result:
+    result = Result(machine(), command)
+    started = time.perf_counter()
+    async with bed(sizes, workdir) as c:
+        if parts - {"storm"}:
+            await _first_parts(c, sizes, parts, result)
+        if "storm" in parts:
+            result.storm = await storm(c, sizes.storm, 0x100000)
+            log.info("storm: %.0f ports/s", result.storm.rate)
     result.wall_seconds = time.perf_counter() - started
     result.machine["load_average_end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return result
@@ -600,12 +612,20 @@ def summary(r: Result) -> str:
     return "\n".join(out)
 
 
-def run_cluster_bench(output: Path, sizes: Sizes | None = None) -> int:
-    """Run, print a summary, write `output`'s section and the raw JSON next to it."""
+def run_cluster_bench(
+    output: Path, sizes: Sizes | None = None, parts: frozenset[str] = PARTS
+) -> int:
+    """Run, print a summary, write `output`'s section and the raw JSON next to it.
+
+    A run of only some parts prints its summary and writes nothing: its
+    section would drop the other parts' figures.
+    """
     sizes = sizes or Sizes()
     with tempfile.TemporaryDirectory(prefix="vportd-cluster-") as tmp:
-        result = asyncio.run(bench(sizes, command(sizes), Path(tmp)))
+        result = asyncio.run(bench(sizes, command(sizes), Path(tmp), parts))
     print(summary(result))
+    if parts != PARTS:
+        return 0
     write_markdown(output, markdown(result))
     raw = output.parent / RESULTS
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -629,6 +649,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--switches", type=int, default=d.switches, help="bridges")
     p.add_argument("--failovers", type=int, default=d.failovers, help="leader kills")
     p.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    p.add_argument(
+        "--only", action="append", choices=sorted(PARTS),
+        help="run only this part (repeatable); prints the summary, writes no file",
+    )  # fmt: skip
     return p
 
 
@@ -639,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
     sizes = Sizes(args.migrations, args.ports, args.storm, args.switches, args.failovers)
-    return run_cluster_bench(args.output, sizes)
+    parts = frozenset(args.only) if args.only else PARTS
+    return run_cluster_bench(args.output, sizes, parts)
 
 
 if __name__ == "__main__":
