@@ -20,31 +20,56 @@ libvirt and our lab do) is shown at once with the requested number, marked
 number (ovs-vswitchd would number it otherwise). When ovs-vswitchd writes
 `ofport`, that number wins: a different one moves the port (`diff_ports`:
 delete + add), -1 (it failed the port, see the `error` column) removes it.
+
+The OVSDB client is our own (`_Session`), not the ovs library's IDL: the IDL
+parses JSON in pure Python (its C parser is not in the PyPI wheel) and turns
+every column of every row update into `Datum` objects. In a boot storm of
+10,000 ports that was most of each controller's CPU time (py-spy: the monitor
+thread ~2/3 of the process's samples, half of it in `ovs.json.Parser`), taken
+from a GIL the event loop needs. `_Session` decodes with the stdlib's C
+`json`, asks only for the columns below (`monitor_cond`, update2 diffs), and
+keeps rows as plain dicts of the few values `_Mirror` reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import json
 import logging
+import re
+import select
+import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
 
 log = logging.getLogger("vportd.ovsdb")
 
-_COLUMNS = {
-    "Bridge": ["name", "datapath_id", "ports"],
-    "Port": ["name", "interfaces"],
-    "Interface": [
-        "name", "ofport", "ofport_request", "error", "external_ids", "link_state", "type",
-        "options",
-    ],
+
+class Kind(StrEnum):
+    """How a column's value is kept (and how an update2 diff applies to it)."""
+
+    ATOM = "atom"  # exactly one value: replaced
+    OPTIONAL = "optional"  # a set of at most one element: replaced, unless it was empty
+    SET = "set"  # a set of more: the diff's elements are toggled
+    MAP = "map"  # a map: the diff inserts, replaces or (same value) deletes keys
+
+
+# The columns vportd reads, and nothing else: every other column ovs-vswitchd writes
+# (statistics, status, mac_in_use...) is never sent to us.
+_COLUMNS: dict[str, dict[str, Kind]] = {
+    "Bridge": {"name": Kind.ATOM, "datapath_id": Kind.OPTIONAL, "ports": Kind.SET},
+    "Port": {"name": Kind.ATOM, "interfaces": Kind.SET},
+    "Interface": {
+        "name": Kind.ATOM, "ofport": Kind.OPTIONAL, "ofport_request": Kind.OPTIONAL,
+        "error": Kind.OPTIONAL, "external_ids": Kind.MAP, "link_state": Kind.OPTIONAL,
+        "type": Kind.ATOM, "options": Kind.MAP,
+    },
 }  # fmt: skip
 
 
@@ -168,23 +193,25 @@ def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
         done.set_exception(error)
 
 
-# -- reading rows out of the IDL (runs in the monitor thread) --------------
-def _single(value: Any) -> Any:
-    """An optional OVSDB column is a list of zero or one element in the IDL."""
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
+# -- reading rows (runs in the monitor thread) -----------------------------
+Row = dict[str, Any]  # column -> value (`_Tables`: atoms, frozensets, dicts)
 
 
-def _iface_row(row: Any, bridge: str) -> IfaceRow:
-    ext = dict(row.external_ids)
-    options = dict(row.options)
-    ofport, pending = _ofport(_single(row.ofport), _single(row.ofport_request))
-    peer = ext.get("vportd-peer") or (options.get("peer") if row.type == "patch" else None)
+def _single(value: frozenset[Any]) -> Any:
+    """An optional OVSDB column is a set of zero or one element."""
+    return next(iter(value)) if value else None
+
+
+def _iface_row(row: Row, bridge: str) -> IfaceRow:
+    ext: dict[str, str] = row["external_ids"]
+    options: dict[str, str] = row["options"]
+    ofport, pending = _ofport(_single(row["ofport"]), _single(row["ofport_request"]))
+    peer = ext.get("vportd-peer") or (options.get("peer") if row["type"] == "patch" else None)
     return IfaceRow(
-        name=row.name, bridge=bridge, ofport=ofport, link_up=_single(row.link_state) == "up",
-        mac=_mac_or_none(ext.get("attached-mac")), iface_id=ext.get("iface-id"),
-        vm_id=ext.get("vm-id"), peer=peer, pending=pending, error=_single(row.error),
+        name=row["name"], bridge=bridge, ofport=ofport,
+        link_up=_single(row["link_state"]) == "up", mac=_mac_or_none(ext.get("attached-mac")),
+        iface_id=ext.get("iface-id"), vm_id=ext.get("vm-id"), peer=peer, pending=pending,
+        error=_single(row["error"]),
     )  # fmt: skip
 
 
@@ -214,7 +241,8 @@ def _mac_or_none(text: str | None) -> str | None:
         return None
 
 
-Rows = dict[UUID, Any]  # an IDL table's rows
+UUID = str  # a row's uuid, as OVSDB spells it
+Rows = dict[UUID, Row]  # a table's rows
 _TABLES = ("Bridge", "Port", "Interface")
 
 
@@ -226,17 +254,16 @@ class _BridgeFacts:
 
 
 class _Mirror:
-    """The snapshot, kept up to date from the IDL's change notices (in the monitor thread).
+    """The snapshot, kept up to date from the session's change notices (in the monitor thread).
 
-    Reading a column of an IDL row converts its datum at every access, and a
-    walk of every bridge, port and interface is Python work that holds the
+    A walk of every bridge, port and interface is Python work that holds the
     GIL (the event loop waits): rebuilt at every change, a snapshot cost
     100 ms at 1,000 ports, and a walk that only re-read changed rows still
-    several ms. `notice` (the IDL's `notify` hook) marks a row changed;
+    several ms. `notice` (called for every row an update touches) marks a row changed;
     `snapshot` re-reads the changed rows, re-places the interfaces whose row,
     port or bridge changed, and copies two dicts. An interface that did not
-    change keeps its `IfaceRow` object. Rows that left the IDL without a
-    notice, or came without one (it reconnected), count as changed.
+    change keeps its `IfaceRow` object. Rows that left the tables without a
+    notice, or came without one, count as changed.
 
     A requested number is shown only if no other interface of the bridge
     holds it (`_holders`: who has each number, assigned or requested first);
@@ -254,12 +281,11 @@ class _Mirror:
         self._by_name: dict[str, IfaceRow] = {}
         self._holders: dict[tuple[str, int], UUID] = {}  # (bridge, ofport) -> interface
 
-    def notice(self, row: Any) -> None:
-        self._changed[row.uuid] = row._table.name
+    def notice(self, uuid: UUID, table: str) -> None:
+        self._changed[uuid] = table
 
-    def snapshot(self, tables: Any) -> Snapshot:
+    def snapshot(self, rows: dict[str, Rows]) -> Snapshot:
         changed, self._changed = self._changed, {}
-        rows: dict[str, Rows] = {t: tables[t].rows for t in _TABLES}
         known: dict[str, dict[UUID, Any]] = {
             "Bridge": self._bridges, "Port": self._port_ifaces, "Interface": self._rows,
         }  # fmt: skip
@@ -282,15 +308,14 @@ class _Mirror:
             dict(self._dpids), dict(self._by_name), time.monotonic(), frozenset(names), named
         )
 
-    def _bridge(self, uuid: UUID, row: Any) -> set[UUID]:
+    def _bridge(self, uuid: UUID, row: Row | None) -> set[UUID]:
         """Read a bridge again; the interfaces of the ports that joined or left it."""
         old = self._bridges.pop(uuid, None)
         new = None
         if row is not None:
-            dpid = _single(row.datapath_id)
-            ports = frozenset(p.uuid for p in row.ports if p is not None)
+            dpid = _single(row["datapath_id"])
             new = self._bridges[uuid] = _BridgeFacts(
-                row.name, int(dpid, 16) if dpid else None, ports
+                row["name"], int(dpid, 16) if dpid else None, row["ports"]
             )
         if old is not None:
             self._dpids.pop(old.name, None)
@@ -307,7 +332,7 @@ class _Mirror:
             self._bridge_of_port[port] = uuid
         return {iface for port in moved for iface in self._port_ifaces.get(port, ())}
 
-    def _port(self, uuid: UUID, row: Any) -> set[UUID]:
+    def _port(self, uuid: UUID, row: Row | None) -> set[UUID]:
         """Read a port again; its interfaces, before and after."""
         old = self._port_ifaces.pop(uuid, ())
         for iface in old:
@@ -315,12 +340,12 @@ class _Mirror:
                 del self._port_of_iface[iface]
         new: tuple[UUID, ...] = ()
         if row is not None:
-            new = self._port_ifaces[uuid] = tuple(i.uuid for i in row.interfaces if i is not None)
+            new = self._port_ifaces[uuid] = tuple(row["interfaces"])
             for iface in new:
                 self._port_of_iface[iface] = uuid
         return {*old, *new}
 
-    def _place(self, uuid: UUID, row: Any, *, reread: bool) -> set[str]:
+    def _place(self, uuid: UUID, row: Row | None, *, reread: bool) -> set[str]:
         """Put an interface in the snapshot under its bridge, or take it out; the names touched."""
         names = set()
         old = self._rows.pop(uuid, None)
@@ -401,42 +426,261 @@ class OvsdbMonitor:
         self._stop.set()
 
     def _follow(self, hand_over: Callable[[Snapshot], None]) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ovs.poller imports eventlet to probe for it
-            import ovs.db.idl  # noqa: PLC0415
-            import ovs.poller  # noqa: PLC0415
-            from ovsdbapp.backend.ovs_idl import idlutils  # noqa: PLC0415
-        helper = self._schema(idlutils)
-        if helper is None:
-            return
-        for table, columns in _COLUMNS.items():
-            helper.register_columns(table, columns)
+        """Sessions one after the other until stopped; the mirror outlives them."""
         mirror = _Mirror()
-
-        class Idl(ovs.db.idl.Idl):  # type: ignore[misc]  # untyped library
-            def notify(self, event: str, row: Any, updates: Any = None) -> None:
-                mirror.notice(row)
-
-        idl = Idl(self.remote, helper)
-        seen = None
-        try:
-            while not self._stop.is_set():
-                idl.run()
-                if idl.change_seqno != seen and idl.has_ever_connected():
-                    seen = idl.change_seqno
-                    hand_over(mirror.snapshot(idl.tables))
-                poller = ovs.poller.Poller()
-                idl.wait(poller)
-                poller.timer_wait(100)
-                poller.block()
-        finally:
-            idl.close()
-
-    def _schema(self, idlutils: Any) -> Any:
         while not self._stop.is_set():
             try:
-                return idlutils.get_schema_helper(self.remote, "Open_vSwitch")
-            except Exception as err:
+                sock = _connect(self.remote)
+            except OSError as err:
                 log.warning("OVSDB %s not reachable (%s); retrying", self.remote, err)
-                self._stop.wait(1.0)
-        return None
+                self._stop.wait(RETRY)
+                continue
+            try:
+                with sock:
+                    _Session(sock, mirror, hand_over, self._stop).run()
+            except (OSError, OvsdbError) as err:
+                if not self._stop.is_set():
+                    log.warning("OVSDB %s: %s; reconnecting", self.remote, err)
+                    self._stop.wait(RETRY)
+
+
+# -- the OVSDB client (RFC 7047 with ovsdb-server's monitor_cond) --------------
+RETRY = 1.0  # s between connection attempts
+PROBE = 5.0  # s without a message before we send an echo; twice that: the link is dead
+POLL = 0.1  # s the thread waits for data at most (it checks `stop` that often)
+RECV = 1 << 18  # bytes per read: a storm's update is ~100 KB
+MAX_MESSAGE = 256 << 20  # an incomplete message longer than this: not OVSDB
+_MONITOR_ID = "vportd-monitor"
+
+
+class OvsdbError(Exception):
+    """The server refused a request, sent what is not JSON-RPC, or stopped answering."""
+
+
+def _connect(remote: str) -> socket.socket:
+    """A blocking socket to `unix:PATH` or `tcp:HOST:PORT`."""
+    kind, _, where = remote.partition(":")
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(where)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    if kind == "tcp":
+        host, _, port = where.rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=RETRY)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise OSError(f"unsupported OVSDB remote {remote!r} (unix:PATH or tcp:HOST:PORT)")
+
+
+_SPACE = re.compile(r"\s*")
+_DECODER = json.JSONDecoder()
+
+
+class _Framer:
+    """JSON-RPC messages out of a byte stream: concatenated JSON objects, no separator.
+
+    Each message is decoded by the C `json` once it is complete. A buffer can
+    only be complete when it ends with `}`, so a message split over several
+    reads is tried only then (rarely more than once).
+    """
+
+    def __init__(self) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")()
+        self._buf = ""
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buf += self._text.decode(data)
+        messages: list[Any] = []
+        if not self._buf.rstrip().endswith("}"):
+            self._check_size()
+            return messages
+        pos = 0
+        while True:
+            pos = _SPACE.match(self._buf, pos).end()  # type: ignore[union-attr]  # \s* matches
+            if pos == len(self._buf):
+                break
+            try:
+                message, pos = _DECODER.raw_decode(self._buf, pos)
+            except json.JSONDecodeError:
+                break  # the rest is not complete yet
+            messages.append(message)
+        self._buf = self._buf[pos:]
+        self._check_size()
+        return messages
+
+    def _check_size(self) -> None:
+        if len(self._buf) > MAX_MESSAGE:
+            raise OvsdbError(f"no complete JSON message in {len(self._buf)} characters")
+
+
+def _atom(value: Any) -> Any:
+    """An OVSDB atom: ["uuid", U] and ["named-uuid", U] are their uuid string."""
+    return value[1] if isinstance(value, list) else value
+
+
+def _elements(value: Any) -> frozenset[Any]:
+    """An OVSDB set: ["set", [atoms]], or a single atom standing for itself."""
+    if isinstance(value, list) and value[0] == "set":
+        return frozenset(_atom(a) for a in value[1])
+    return frozenset((_atom(value),))
+
+
+def _pairs(value: Any) -> dict[Any, Any]:
+    """An OVSDB map: ["map", [[key, value], ...]]."""
+    return {_atom(k): _atom(v) for k, v in value[1]}
+
+
+_DEFAULTS: dict[Kind, Callable[[], Any]] = {
+    Kind.ATOM: str, Kind.OPTIONAL: frozenset, Kind.SET: frozenset, Kind.MAP: dict,
+}  # fmt: skip
+
+
+def _new_row(table: str, columns: dict[str, Any]) -> Row:
+    """A whole row from an update2 `initial`/`insert` (columns at their default are left out).
+
+    Both ATOM columns we read are strings, whose default is "".
+    """
+    row: Row = {}
+    for column, kind in _COLUMNS[table].items():
+        value = columns.get(column)
+        if value is None:
+            row[column] = _DEFAULTS[kind]()
+        elif kind is Kind.ATOM:
+            row[column] = _atom(value)
+        elif kind in (Kind.OPTIONAL, Kind.SET):
+            row[column] = _elements(value)
+        else:
+            row[column] = _pairs(value)
+    return row
+
+
+def _modify(table: str, row: Row, diff: dict[str, Any]) -> None:
+    """Apply an update2 `modify` as ovsdb-server means it (and the ovs IDL's `Datum.diff`).
+
+    An atom, or an optional value that was set, is replaced; set elements are
+    toggled; map keys are diffed.
+    """
+    kinds = _COLUMNS[table]
+    for column, value in diff.items():
+        kind = kinds.get(column)
+        if kind is Kind.ATOM:
+            row[column] = _atom(value)
+        elif kind is Kind.OPTIONAL and row[column]:
+            row[column] = _elements(value)
+        elif kind in (Kind.OPTIONAL, Kind.SET):
+            row[column] = row[column] ^ _elements(value)
+        elif kind is Kind.MAP:
+            row[column] = _map_diff(row[column], _pairs(value))
+
+
+def _map_diff(old: dict[Any, Any], diff: dict[Any, Any]) -> dict[Any, Any]:
+    """A key with its old value is deleted; any other pair is set."""
+    new = dict(old)
+    for key, value in diff.items():
+        if new.get(key, _ABSENT) == value:
+            del new[key]
+        else:
+            new[key] = value
+    return new
+
+
+_ABSENT = object()
+
+
+class _Session:
+    """One connection: monitor the columns, keep the tables, answer echoes, hand over snapshots."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        mirror: _Mirror,
+        hand_over: Callable[[Snapshot], None],
+        stop: threading.Event,
+    ) -> None:
+        self.sock = sock
+        self.mirror = mirror
+        self.hand_over = hand_over
+        self.stop = stop
+        self.framer = _Framer()
+        self.tables: dict[str, Rows] = {t: {} for t in _TABLES}
+        self.monitoring = False
+        self.heard = time.monotonic()
+        self.probed = False
+
+    def run(self) -> None:
+        request = {t: [{"columns": list(c)}] for t, c in _COLUMNS.items()}
+        self._send({"id": _MONITOR_ID, "method": "monitor_cond",
+                    "params": ["Open_vSwitch", None, request]})  # fmt: skip
+        while not self.stop.is_set():
+            changed = False
+            for message in self._receive():
+                changed |= self._handle(message)
+            if changed and self.monitoring:
+                # One snapshot per read, however many updates it brought.
+                self.hand_over(self.mirror.snapshot(self.tables))
+            self._keep_alive()
+
+    def _receive(self) -> list[Any]:
+        ready, _, _ = select.select([self.sock], [], [], POLL)
+        if not ready:
+            return []
+        data = self.sock.recv(RECV)
+        if not data:
+            raise OvsdbError("connection closed by the server")
+        self.heard, self.probed = time.monotonic(), False
+        return self.framer.feed(data)
+
+    def _keep_alive(self) -> None:
+        """An echo after PROBE s of silence; no answer within another PROBE: the link is dead."""
+        silent = time.monotonic() - self.heard
+        if silent > 2 * PROBE:
+            raise OvsdbError(f"no message for {silent:.0f} s")
+        if silent > PROBE and not self.probed:
+            self._send({"id": "vportd-echo", "method": "echo", "params": []})
+            self.probed = True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode())
+
+    def _handle(self, message: Any) -> bool:
+        """Act on one message; whether the tables changed."""
+        if not isinstance(message, dict):
+            raise OvsdbError(f"not a JSON-RPC message: {str(message)[:200]}")
+        method = message.get("method")
+        if method == "echo":
+            self._send({"id": message.get("id"), "result": message.get("params"), "error": None})
+        elif method == "update2" and self.monitoring:
+            self._apply(message["params"][1])
+            return True
+        elif message.get("id") == _MONITOR_ID:
+            return self._monitored(message)
+        return False
+
+    def _monitored(self, reply: dict[str, Any]) -> bool:
+        """The monitor's reply: every row, replacing whatever an earlier session showed."""
+        if reply.get("error") is not None:
+            raise OvsdbError(f"monitor_cond refused: {reply['error']}")
+        self.monitoring = True
+        self._apply(reply["result"])
+        return True
+
+    def _apply(self, updates: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Apply table-updates2 to the tables, noticing every row they touch."""
+        for table, rows in updates.items():
+            known = self.tables.get(table)
+            if known is None:
+                continue
+            for uuid, update in rows.items():
+                self.mirror.notice(uuid, table)
+                ((op, columns),) = update.items()
+                if op in ("initial", "insert"):
+                    known[uuid] = _new_row(table, columns)
+                elif op == "modify" and uuid in known:
+                    _modify(table, known[uuid], columns)
+                elif op == "delete":
+                    known.pop(uuid, None)
