@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from tests.api.fake import SimService, new_cluster, url_of
 from vportd.api.app import create_app
 from vportd.cluster.peers import Forwarder
+from vportd.http import HttpxExchange
 from vportd.sim.cluster import SimCluster
 
 TOKEN = "vmm-secret"
@@ -58,7 +59,7 @@ class Rig:
 def build_rig(*, token: str | None = TOKEN, peer_token: str | None = PEER_TOKEN) -> Rig:
     sim = new_cluster()
     router = Router()
-    forwarder = Forwarder(timeout=5.0, transport=router)
+    forwarder = Forwarder(exchange=HttpxExchange(5.0, router))
     services = {cid: SimService(sim, cid) for cid in sim.controllers}
     apps = {
         cid: create_app(

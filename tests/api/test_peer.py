@@ -19,6 +19,7 @@ from vportd.core.messages import (
     VPortSync,
 )
 from vportd.core.wire import NotifyRequest, to_rest
+from vportd.http import HttpxExchange
 
 
 def leader_syncs(rig: Rig, dst: str = "hv1") -> dict[str, VPortSync]:
@@ -118,7 +119,9 @@ async def test_a_batch_with_one_bad_event_applies_nothing(
 # -- the client side ---------------------------------------------------------------
 @pytest.fixture
 async def client(rig: Rig) -> PeerClient:
-    return PeerClient(PEER_TOKEN, timeout=5.0, max_batch_bytes=16 * 1024, transport=rig.router)
+    return PeerClient(
+        PEER_TOKEN, max_batch_bytes=16 * 1024, exchange=HttpxExchange(5.0, rig.router)
+    )
 
 
 def peer(cid: str) -> Peer:
@@ -148,7 +151,7 @@ async def test_peer_client_failures(rig: Rig, client: PeerClient) -> None:
         await client.sync(peer("c1"), sync)
     assert unreachable.value.peer == "c1"
     rig.router.down.clear()
-    wrong = PeerClient("not-the-token", transport=rig.router)
+    wrong = PeerClient("not-the-token", exchange=HttpxExchange(5.0, rig.router))
     with pytest.raises(PeerRejected) as rejected:
         await wrong.sync(peer("c1"), sync)
     assert rejected.value.status == 403

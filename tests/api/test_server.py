@@ -8,8 +8,12 @@ import signal
 import httpx
 import pytest
 
-from tests.api.conftest import AUTH, Rig
+from tests.api.conftest import AUTH, PEER_TOKEN, Rig
+from tests.api.test_peer import leader_syncs
 from vportd.api.server import parse_listen, serve
+from vportd.api.service import Peer
+from vportd.cluster.peers import Forwarder, PeerClient, PeerRejected, PeerUnreachable
+from vportd.core.messages import SyncComplete
 
 
 async def test_serve_on_loopback_until_cancelled(rig: Rig) -> None:
@@ -51,3 +55,29 @@ def test_parse_listen() -> None:
     assert parse_listen("[::1]:8080") == ("::1", 8080)
     with pytest.raises(ValueError):
         parse_listen("localhost")
+
+
+async def test_the_daemons_east_west_client_over_real_sockets(rig: Rig) -> None:
+    """PeerClient and Forwarder as the daemon makes them (aiohttp), against uvicorn."""
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(rig.apps["c1"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
+    )
+    c1 = Peer("c1", f"http://127.0.0.1:{await bound}")
+    client, wrong, forwarder = PeerClient(PEER_TOKEN), PeerClient("nope"), Forwarder(timeout=5.0)
+    sync = leader_syncs(rig)["c1"]
+    try:
+        assert isinstance(await client.sync(c1, sync), SyncComplete)
+        with pytest.raises(PeerRejected) as refused:
+            await wrong.sync(c1, sync)
+        assert refused.value.status == 403
+        relayed = await forwarder.forward(c1.api, "GET", "/v1/vports", b"", AUTH)
+        assert (relayed.status, relayed.content_type) == (200, "application/json")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with pytest.raises(PeerUnreachable):
+        await client.sync(c1, sync)
+    for closing in (client, wrong, forwarder):
+        await closing.aclose()

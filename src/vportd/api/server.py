@@ -60,7 +60,7 @@ async def serve(
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, log_config=None, access_log=access_log, lifespan="off", http="h11", ws="none",
+        app, log_config=None, access_log=access_log, lifespan="off", http="httptools", ws="none",
         timeout_graceful_shutdown=max(1, round(grace)), server_header=False,
     )  # fmt: skip
     server = _Server(config)

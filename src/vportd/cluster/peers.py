@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
-
-import httpx
 
 from vportd.api.service import Peer
 from vportd.core.errors import CoreError
 from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
-from vportd.http import async_transport
+from vportd.http import AiohttpExchange, Exchange, ExchangeFailed, Reply
 
 HTTP_OK = 200
 HTTP_NO_CONTENT = 204
@@ -56,22 +53,18 @@ class PeerRejected(PeerUnreachable):
         self.status = status
 
 
-def _client(timeout: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    # No redirects: a peer that redirects is misconfigured, and following one
-    # would send the bearer token somewhere else.
-    return httpx.AsyncClient(
-        timeout=timeout, transport=transport or async_transport(), follow_redirects=False
-    )
+def _text(reply: Reply) -> str:
+    return reply.body[:200].decode("utf-8", "replace")
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(reply: Reply) -> str:
     try:
-        body = response.json()
+        body = json.loads(reply.body)
     except ValueError:
-        return response.text[:200]
+        return _text(reply)
     if isinstance(body, dict) and "detail" in body:
         return f"{body.get('error', 'error')}: {body['detail']}"
-    return response.text[:200]
+    return _text(reply)
 
 
 class PeerClient:
@@ -83,45 +76,45 @@ class PeerClient:
         *,
         timeout: float = 5.0,
         max_batch_bytes: int = MAX_BATCH_BYTES,
-        transport: httpx.AsyncBaseTransport | None = None,
+        exchange: Exchange | None = None,
     ) -> None:
         self._headers = {} if peer_token is None else {"Authorization": f"Bearer {peer_token}"}
         self._max_batch_bytes = max_batch_bytes
-        self._http = _client(timeout, transport)
+        self._http = exchange or AiohttpExchange(timeout)
 
     async def sync(self, peer: Peer, msg: VPortSync) -> SyncComplete | SyncRefused | None:
         """The leader's vPort sync; the peer's answer, or None when none was asked for."""
         call = to_rest(msg)
-        response = await self._send(peer, call.method, call.path, json.dumps(call.body).encode())
-        if response.status_code == HTTP_NO_CONTENT:
+        reply = await self._send(peer, call.method, call.path, json.dumps(call.body).encode())
+        if reply.status == HTTP_NO_CONTENT:
             return None
-        if response.status_code not in (HTTP_OK, HTTP_CONFLICT):
-            raise PeerRejected(peer.id, response.status_code, _detail(response))
+        if reply.status not in (HTTP_OK, HTTP_CONFLICT):
+            raise PeerRejected(peer.id, reply.status, _detail(reply))
         try:
-            body = response.json()
+            body = json.loads(reply.body)
             if not isinstance(body, dict) or "status" not in body:
                 raise ValueError("not a sync answer")
-            return answer_from_rest(RestAnswer(response.status_code, body))
+            return answer_from_rest(RestAnswer(reply.status, body))
         except (ValueError, CoreError) as err:
-            raise PeerRejected(peer.id, response.status_code, f"unreadable answer: {err}") from None
+            raise PeerRejected(peer.id, reply.status, f"unreadable answer: {err}") from None
 
     async def port_events(self, peer: Peer, msgs: Sequence[PortEventSync]) -> None:
         """Port add/modify/delete syncs, in order, batched (claims 2, 3, 5)."""
         for body in _batches(msgs, self._max_batch_bytes):
-            response = await self._send(peer, "POST", "/v1/peer/port-events", body)
-            if response.status_code != HTTP_NO_CONTENT:
-                raise PeerRejected(peer.id, response.status_code, _detail(response))
+            reply = await self._send(peer, "POST", "/v1/peer/port-events", body)
+            if reply.status != HTTP_NO_CONTENT:
+                raise PeerRejected(peer.id, reply.status, _detail(reply))
 
-    async def _send(self, peer: Peer, method: str, path: str, body: bytes) -> httpx.Response:
+    async def _send(self, peer: Peer, method: str, path: str, body: bytes) -> Reply:
         headers = {**self._headers, "Content-Type": "application/json"}
         url = peer.api.rstrip("/") + path
         try:
-            response = await self._http.request(method, url, content=body, headers=headers)
-        except httpx.HTTPError as err:
-            raise PeerUnreachable(peer.id, f"{type(err).__name__}: {err}") from None
-        if response.status_code >= HTTP_SERVER_ERROR:
-            raise PeerUnreachable(peer.id, f"HTTP {response.status_code}: {_detail(response)}")
-        return response
+            reply = await self._http.request(method, url, body, headers)
+        except ExchangeFailed as err:
+            raise PeerUnreachable(peer.id, str(err)) from None
+        if reply.status >= HTTP_SERVER_ERROR:
+            raise PeerUnreachable(peer.id, f"HTTP {reply.status}: {_detail(reply)}")
+        return reply
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -146,31 +139,21 @@ def _batch_body(events: list[bytes]) -> bytes:
     return b'{"events":[' + b",".join(events) + b"]}"
 
 
-class Relayed(NamedTuple):
-    status: int
-    body: bytes
-    content_type: str
-
-
 class Forwarder:
     """Relays a request to another controller (the leader) and returns its answer as is."""
 
-    def __init__(
-        self, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self._http = _client(timeout, transport)
+    def __init__(self, *, timeout: float = 30.0, exchange: Exchange | None = None) -> None:
+        self._http = exchange or AiohttpExchange(timeout)
 
     async def forward(
         self, base_url: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
-    ) -> Relayed:
+    ) -> Reply:
         """Any HTTP answer is relayed; only no answer at all raises PeerUnreachable."""
         url = base_url.rstrip("/") + path
         try:
-            response = await self._http.request(method, url, content=body, headers=dict(headers))
-        except httpx.HTTPError as err:
-            raise PeerUnreachable(base_url, f"{type(err).__name__}: {err}") from None
-        content_type = response.headers.get("content-type", "application/json")
-        return Relayed(response.status_code, response.content, content_type)
+            return await self._http.request(method, url, body, headers)
+        except ExchangeFailed as err:
+            raise PeerUnreachable(base_url, str(err)) from None
 
     async def aclose(self) -> None:
         await self._http.aclose()
