@@ -56,9 +56,10 @@ from vportd.core.coordinator import Status, Timeouts
 from vportd.core.errors import CoreError
 from vportd.core.flows import (
     CLASSIFY_TABLE,
+    COOKIE_HANDOVER,
+    COOKIE_KIND_MASK,
     FLOOD_TABLE,
     FORWARD_TABLE,
-    PRIO_HANDOVER,
     Output,
 )
 from vportd.core.messages import EventKind, PortEvent
@@ -608,7 +609,7 @@ class ClusterMachine(RuleBasedStateMachine):
                     if not isinstance(action, Output) or action.port in links:
                         continue
                     owner = live.get((name, action.port))
-                    if owner is None and flow.priority == PRIO_HANDOVER:
+                    if owner is None and flow.cookie & COOKIE_KIND_MASK == COOKIE_HANDOVER:
                         # The new port of a VM being handed over, not running there yet.
                         owner = arriving.get((name, action.port))
                     assert owner is not None, f"{name}: flow to dead port: {flow}"

@@ -15,13 +15,17 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   port without a VM is never flooded (no loop, no flood from a stray port).
 * table 1, hand-over (make-before-break in the data plane). While a migrating
   VM's destination port exists (phase ARRIVED) and the VM still runs at the
-  source, priority 150 on every switch of one shortest path from the source
-  to the destination sends frames for the VM both ways along that path: they
-  end at the VM's port at the source *and* at its new port. The VM is thus
-  reached wherever it runs, the instant it runs there, with no controller in
-  the path; the flows go once the VM activates there (or the migration rolls
+  source, every switch of one shortest path from the source to the
+  destination sends frames for the VM both ways along that path: they end at
+  the VM's port at the source *and* at its new port. The VM is thus reached
+  wherever it runs, the instant it runs there, with no controller in the
+  path; the flows go once the VM activates there (or the migration rolls
   back). The copies cost inter-switch bandwidth during the pre-copy only, and
-  the new port is down until the switchover.
+  the new port is down until the switchover. A hand-over flow takes the place
+  of the VM's forwarding flow on that switch (priority 100, same match, its
+  own cookie): one flow mod makes it, and the flow mod that re-points or
+  deletes the forwarding flow on activation (or restores it on rollback)
+  ends it, where a flow of its own would cost an add and a delete more.
 * table 2, flooding. Priority 50: broadcast and multicast to every member. The
   input port is among them, and OpenFlow never outputs a frame to its input
   port (OFPP_IN_PORT would be needed), so this is "every member but the
@@ -53,7 +57,6 @@ FORWARD_TABLE = 1
 FLOOD_TABLE = 2
 
 PRIO_ARRIVAL = 200
-PRIO_HANDOVER = 150
 PRIO_VM = 100
 PRIO_FLOOD = 50
 PRIO_DEFAULT = 10
@@ -250,10 +253,50 @@ def handover_cookie(mac: str) -> int:
     return COOKIE_HANDOVER | mac_to_int(mac)
 
 
-def handover_flows(
+# What a VM's forwarding flow on one switch outputs to: the one port towards
+# the VM (held as a bare int: nearly every flow), or, during a hand-over, the
+# two ways along the path, (back, on).
+Out = int | tuple[int, int]
+
+
+@lru_cache(maxsize=65536)
+def _to_ports(out: tuple[int, int]) -> tuple[Action, ...]:
+    return (_output(out[0]), _output(out[1]))
+
+
+def _actions(out: Out) -> tuple[Action, ...]:
+    return _to_port(out) if out.__class__ is int else _to_ports(out)
+
+
+def _cookie(mac: str, out: Out) -> int:
+    return vm_cookie(mac) if out.__class__ is int else handover_cookie(mac)
+
+
+def handing_over(rec: VPortRecord) -> bool:
+    """Whether `rec` needs hand-over flows: its new port exists, it runs at the source."""
+    mig, loc = rec.mig, rec.loc
+    return (
+        mig is not None
+        and mig.phase == _ARRIVED
+        and mig.dest_port is not None
+        and loc.ovs == mig.source
+        and loc.port is not None
+    )
+
+
+def _handover_target(rec: VPortRecord) -> tuple[str, int] | None:
+    """What the VM's hand-over flows depend on beyond its place: where they lead."""
+    if not handing_over(rec):
+        return None
+    mig = rec.mig
+    assert mig is not None and mig.dest_port is not None
+    return (mig.destination, mig.dest_port)
+
+
+def handover_outs(
     topology: Topology, rec: VPortRecord, switches: Container[str] | None = None
-) -> list[tuple[str, Flow]]:
-    """The hand-over flows of a migrating VM, as (switch, flow) (module doc, table 1).
+) -> list[tuple[str, tuple[int, int]]]:
+    """Where a migrating VM's hand-over flows output, per switch (module doc, table 1).
 
     One path from source to destination; each switch on it sends the VM's
     frames both ways along it: back by the port the path enters it by (at the
@@ -262,23 +305,32 @@ def handover_flows(
     frame travelling along the path keeps its direction and ends at one of the
     VM's ports; one that joins the path is split both ways. No loop.
     """
+    if not handing_over(rec):
+        return []
     mig, loc = rec.mig, rec.loc
-    if mig is None or mig.phase != _ARRIVED or mig.dest_port is None:
-        return []
-    if loc.ovs != mig.source or loc.port is None:
-        return []
+    assert mig is not None and mig.dest_port is not None and loc.port is not None
     path = topology.path(mig.source, mig.destination)
     if len(path) < 2:  # noqa: PLR2004 (no path, or source = destination)
         return []
-    match, cookie = Match(eth_dst=rec.vm), handover_cookie(rec.vm)
-    flows = []
-    for hop in path:
-        if switches is not None and hop.switch not in switches:
-            continue
-        back, on = hop.entered or loc.port, hop.leaves or mig.dest_port
-        actions = (_output(back), _output(on))
-        flows.append((hop.switch, Flow(FORWARD_TABLE, PRIO_HANDOVER, match, actions, cookie)))
-    return flows
+    return [
+        (hop.switch, (hop.entered or loc.port, hop.leaves or mig.dest_port))
+        for hop in path
+        if switches is None or hop.switch in switches
+    ]
+
+
+def handover_flows(
+    topology: Topology, rec: VPortRecord, switches: Container[str] | None = None
+) -> list[tuple[str, Flow]]:
+    """The hand-over flows of a migrating VM, as (switch, flow): see `handover_outs`."""
+    return [(s, forwarding_flow(rec.vm, out)) for s, out in handover_outs(topology, rec, switches)]
+
+
+def forwarding_flow(mac: str, out: Out, match: Match | None = None) -> Flow:
+    """The VM's forwarding flow that outputs to `out` (`match`: its `eth_dst` match, if made)."""
+    if match is None:
+        match = Match(eth_dst=mac)
+    return Flow(FORWARD_TABLE, PRIO_VM, match, _actions(out), _cookie(mac, out))
 
 
 def vm_flow(mac: str, port: int) -> Flow:
@@ -317,28 +369,41 @@ def flood_flows(topology: Topology, switch: str, local_ports: Iterable[int]) -> 
     return [*(_gate(p) for p in members), _flood(members)]
 
 
+def forwarding_outs(
+    topology: Topology, rec: VPortRecord, switches: Container[str]
+) -> dict[str, Out]:
+    """Per switch of `switches` that needs the VM's forwarding flow, where it outputs."""
+    loc = rec.loc
+    here = loc.ovs
+    if here is None:  # not present
+        return {}
+    outs: dict[str, Out] = {s: p for s, p in topology.exceptions(here).items() if s in switches}
+    if here in switches and loc.port is not None:
+        outs[here] = loc.port
+    outs.update(handover_outs(topology, rec, switches))  # (in place of the forwarding flow)
+    return outs
+
+
 def vm_flows(
     topology: Topology, rec: VPortRecord, switches: Container[str]
 ) -> Iterator[tuple[str, Flow]]:
     """Every flow `rec` needs, as (switch, flow), on those of `switches` that need one."""
-    loc = rec.loc
-    here = loc.ovs
-    if here is None:  # not present
-        return
-    match: Match | None = None  # shared by the VM's flows, made on first need
-    cookie = 0
-    if here in switches and loc.port is not None:
-        match, cookie = Match(eth_dst=rec.vm), vm_cookie(rec.vm)
-        yield here, Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(loc.port), cookie)
-    for switch, port in topology.exceptions(here).items():
-        if switch in switches:
-            if match is None:
-                match, cookie = Match(eth_dst=rec.vm), vm_cookie(rec.vm)
-            yield switch, Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
+    outs = forwarding_outs(topology, rec, switches)
+    if outs:
+        match = Match(eth_dst=rec.vm)  # shared by the VM's flows
+        for switch, out in outs.items():
+            yield switch, forwarding_flow(rec.vm, out, match)
     mig = rec.mig
     if mig is not None and mig.phase < _ACTIVATED and mig.destination in switches:
         yield mig.destination, arrival_flow(rec.vm)
-    yield from handover_flows(topology, rec, switches)
+
+
+def _forwarding_changed(was: VPortRecord, rec: VPortRecord) -> bool:
+    """Whether two entries of a VM need different forwarding (or hand-over) flows."""
+    a, b = was.loc, rec.loc
+    if a.ovs != b.ovs or a.port != b.port:
+        return True
+    return was.mig is not rec.mig and _handover_target(was) != _handover_target(rec)
 
 
 def _arrival_at(rec: VPortRecord) -> str | None:
@@ -360,48 +425,54 @@ def _vm_key_mac(key: FlowKey) -> str | None:
     return None
 
 
-def _vm_flow_port(mac: str, flow: Flow) -> int | None:
-    """The port of `flow`, found under `mac`'s VM key, if it is exactly `vm_flow(mac, port)`."""
+def _forwarding_out(mac: str, flow: Flow) -> Out | None:
+    """Where `flow`, found under `mac`'s VM key, outputs, if it is exactly
+    `forwarding_flow(mac, out)` for some `out`."""
     actions = flow.actions
-    if len(actions) == 1 and isinstance(actions[0], Output) and flow.cookie == vm_cookie(mac):
-        return actions[0].port
+    if not all(isinstance(a, Output) for a in actions):
+        return None
+    ports = [a.port for a in actions if isinstance(a, Output)]
+    if len(ports) == 1 and flow.cookie == vm_cookie(mac):
+        return ports[0]
+    if len(ports) == 2 and flow.cookie == handover_cookie(mac):  # noqa: PLR2004 (back, on)
+        return (ports[0], ports[1])
     return None
 
 
 class SwitchFlows(MutableMapping[FlowKey, Flow]):
     """The flows one switch holds, by OpenFlow identity (table, priority, match).
 
-    A VM's forwarding flow, `vm_flow(mac, port)`, is by far the most common
-    (the root of a fabric holds one for every VM): it is kept as MAC -> port,
-    some 40 bytes instead of a flow, its match, key and cookie (some 250), and
-    made a `Flow` again when read. Any other flow is kept as it is.
+    A VM's forwarding flow, `forwarding_flow(mac, out)`, is by far the most
+    common (the root of a fabric holds one for every VM): it is kept as MAC ->
+    out, some 40 bytes instead of a flow, its match, key and cookie (some 250),
+    and made a `Flow` again when read. Any other flow is kept as it is.
     """
 
     __slots__ = ("_odd", "_other", "_vm")
 
     def __init__(self, flows: Iterable[Flow] = ()) -> None:
-        self._vm: dict[str, int] = {}
+        self._vm: dict[str, Out] = {}
         self._other: dict[FlowKey, Flow] = {}
-        self._odd = 0  # of `_other`: flows under a VM key that are not its `vm_flow`
+        self._odd = 0  # of `_other`: flows under a VM key that are not its `forwarding_flow`
         for flow in flows:
             self[flow.key] = flow
 
     # -- the compiler's fast paths ----------------------------------------
-    def vm_port(self, mac: str) -> int | None:
-        """The port of `mac`'s `vm_flow` here, if the switch holds exactly that."""
+    def vm_port(self, mac: str) -> Out | None:
+        """Where `mac`'s `forwarding_flow` here outputs, if the switch holds exactly that."""
         return self._vm.get(mac)
 
-    def set_vm(self, mac: str, port: int) -> None:
-        """Hold `vm_flow(mac, port)`."""
+    def set_vm(self, mac: str, out: Out) -> None:
+        """Hold `forwarding_flow(mac, out)`."""
         if self._odd:
             self._drop_odd(mac)
-        self._vm[mac] = port
+        self._vm[mac] = out
 
     def pop_vm(self, mac: str) -> Flow | None:
         """Remove whatever flow is under `mac`'s VM key; the flow removed."""
-        port = self._vm.pop(mac, None)
-        if port is not None:
-            return vm_flow(mac, port)
+        out = self._vm.pop(mac, None)
+        if out is not None:
+            return forwarding_flow(mac, out)
         return self._drop_odd(mac) if self._odd else None
 
     def other(self, key: FlowKey) -> Flow | None:
@@ -427,17 +498,17 @@ class SwitchFlows(MutableMapping[FlowKey, Flow]):
         # Mapping.get goes through __getitem__ and KeyError: this is the compiler's hot read.
         mac = _vm_key_mac(key)
         if mac is not None:
-            port = self._vm.get(mac)
-            if port is not None:
-                return vm_flow(mac, port)
+            out = self._vm.get(mac)
+            if out is not None:
+                return forwarding_flow(mac, out, key[2])
         return self._other.get(key, default)
 
     def __getitem__(self, key: FlowKey) -> Flow:
         mac = _vm_key_mac(key)
         if mac is not None:
-            port = self._vm.get(mac)
-            if port is not None:
-                return vm_flow(mac, port)
+            out = self._vm.get(mac)
+            if out is not None:
+                return forwarding_flow(mac, out, key[2])
         return self._other[key]
 
     def __contains__(self, key: object) -> bool:
@@ -451,9 +522,9 @@ class SwitchFlows(MutableMapping[FlowKey, Flow]):
         if mac is None:
             self._other[key] = flow
             return
-        port = _vm_flow_port(mac, flow)
-        if port is not None:
-            self.set_vm(mac, port)
+        out = _forwarding_out(mac, flow)
+        if out is not None:
+            self.set_vm(mac, out)
             return
         self._vm.pop(mac, None)
         if key not in self._other:
@@ -487,11 +558,11 @@ class _VmFlows:
     `rec` is the entry they were compiled from (then the latest entry with the
     same place) and `epoch` the compiler's epoch then: while neither the VM's
     place nor the epoch changed, the flows are still the desired ones and need
-    no recompiling. `switches` are where its forwarding flows are, `arrival`
-    where its arrival flow is.
+    no recompiling. `switches` are where its forwarding flows are (its
+    hand-over flows among them), `arrival` where its arrival flow is.
     """
 
-    __slots__ = ("arrival", "epoch", "handover", "rec", "switches")
+    __slots__ = ("arrival", "epoch", "rec", "switches")
 
     def __init__(
         self,
@@ -504,11 +575,10 @@ class _VmFlows:
         self.epoch = epoch
         self.switches = switches
         self.arrival = arrival
-        self.handover: tuple[tuple[str, FlowKey], ...] = ()  # (switch, key) of its hand-over flows
 
     @property
     def empty(self) -> bool:
-        return not self.switches and self.arrival is None and not self.handover
+        return not self.switches and self.arrival is None
 
 
 class FlowCompiler:
@@ -571,8 +641,6 @@ class FlowCompiler:
                 entry.switches = self._interned(tuple(s for s in entry.switches if s != switch))
             if entry.arrival == switch:
                 entry.arrival = None
-            if entry.handover:
-                entry.handover = tuple(h for h in entry.handover if h[0] != switch)
 
     def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
         """What the switch really holds, as read back from it."""
@@ -600,10 +668,8 @@ class FlowCompiler:
             mods = self._compile(rec, None) if self._wants_flows(rec) else []
         else:
             was = entry.rec
-            # `vm_flows` depends on the VM's place and on its arrival flow here only.
-            if entry.epoch != self._epoch or (
-                was is not rec and (was.loc.ovs != rec.loc.ovs or was.loc.port != rec.loc.port)
-            ):
+            # `vm_flows` depends on the VM's place, its hand-over and its arrival flow here only.
+            if entry.epoch != self._epoch or (was is not rec and _forwarding_changed(was, rec)):
                 mods = self._compile(rec, entry)
             else:
                 entry.rec = rec  # hold the table's entry, not an old one
@@ -643,18 +709,17 @@ class FlowCompiler:
         return (arrival is not None and arrival in self.switches) or self._handover_here(rec)
 
     def _no_extras(self, entry: _VmFlows, rec: VPortRecord) -> bool:
-        """No arrival or hand-over flow here, before or now."""
-        if entry.arrival is not None or entry.handover:
+        """No arrival flow here, before or now."""
+        if entry.arrival is not None:
             return False
         mig = rec.mig
-        if mig is None:
-            return True
-        return mig.destination not in self.switches and not self._handover_here(rec)
+        return mig is None or mig.destination not in self.switches
 
     def _handover_here(self, rec: VPortRecord) -> bool:
-        mig = rec.mig
-        if mig is None or mig.phase != _ARRIVED or rec.loc.ovs != mig.source:
+        if not handing_over(rec):
             return False  # (the common case, without a path's cost)
+        mig = rec.mig
+        assert mig is not None
         switches = self.switches
         return any(h.switch in switches for h in self.topology.path(mig.source, mig.destination))
 
@@ -663,7 +728,10 @@ class FlowCompiler:
         vm = rec.vm
         desired = self._desired_ports(rec)
         mods = self._place_vm(vm, () if entry is None else entry.switches, desired)
-        switches = self._interned(tuple(desired))
+        switches = tuple(desired)
+        if not handing_over(rec):
+            # One object per set of switches; not a hand-over's (a path: many, and brief).
+            switches = self._interned(switches)
         if entry is None:
             placed = _VmFlows(rec, self._epoch, switches)
         else:  # updated in place: one allocation less on a hot path
@@ -693,7 +761,6 @@ class FlowCompiler:
             if arrival is not None:
                 flow = arrival_flow(vm)
                 mods += self._install(arrival, flow.key, flow)
-        mods += self._compile_handover(rec, placed)
         if not placed.empty:
             if placed is not entry:
                 self._vm_flows[vm] = placed
@@ -701,36 +768,20 @@ class FlowCompiler:
             del self._vm_flows[vm]
         return mods
 
-    def _compile_handover(self, rec: VPortRecord, placed: _VmFlows) -> list[FlowMod]:
-        """Bring the VM's hand-over flows on our switches in line with `rec`."""
-        mig = rec.mig
-        if not placed.handover and (mig is None or mig.phase != _ARRIVED):
-            return []  # none, before or now (the common case)
-        flows = handover_flows(self.topology, rec, self.switches)
-        desired = {(s, f.key): f for s, f in flows}
-        if not desired and not placed.handover:
-            return []
-        mods: list[FlowMod] = []
-        for switch, key in placed.handover:
-            if (switch, key) not in desired:
-                mods += self._uninstall(switch, key)
-        for (switch, key), flow in desired.items():
-            mods += self._install(switch, key, flow)
-        placed.handover = tuple(desired)
-        return mods
-
-    def _desired_ports(self, rec: VPortRecord) -> dict[str, int]:
-        """Per mastered switch that needs the VM's forwarding flow, the port it outputs to."""
+    def _desired_ports(self, rec: VPortRecord) -> dict[str, Out]:
+        """Per mastered switch that needs the VM's forwarding flow, where it outputs."""
         loc = rec.loc
         here = loc.ovs
         if here is None:
             return {}
-        desired = dict(self._exceptions_here(here))
+        desired: dict[str, Out] = dict(self._exceptions_here(here))
         if loc.port is not None and here in self.switches:
             desired[here] = loc.port
+        if handing_over(rec):
+            desired.update(handover_outs(self.topology, rec, self.switches))
         return desired
 
-    def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, int]) -> list[FlowMod]:
+    def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, Out]) -> list[FlowMod]:
         """Delete the VM's forwarding flows on `held` switches that are not `desired`,
         add those `desired` the switches do not hold as they are. Hot (every move)."""
         mods: list[FlowMod] = []
@@ -740,25 +791,33 @@ class FlowCompiler:
         for switch in held:
             if switch not in desired:
                 table = installed[switch]
-                port = table._vm.pop(vm, None)  # (`pop_vm` without the call)
-                if port is None:
+                out = table._vm.pop(vm, None)  # (`pop_vm` without the call)
+                if out is None:
                     gone = table.pop_vm(vm)  # one a switch reported otherwise, if any
                     if gone is not None:
                         mods.append(FlowMod(switch, FlowCommand.DELETE, gone))
                     continue
                 if match is None:
                     match, cookie = Match(eth_dst=vm), vm_cookie(vm)
-                flow = Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
+                flow = self._forwarding(match, cookie, out)
                 mods.append(FlowMod(switch, FlowCommand.DELETE, flow))
-        for switch, port in desired.items():
+        for switch, out in desired.items():
             table = installed[switch]
-            if table._vm.get(vm) != port:  # (`vm_port` without the call)
+            if table._vm.get(vm) != out:  # (`vm_port` without the call)
                 if match is None:
                     match, cookie = Match(eth_dst=vm), vm_cookie(vm)
-                table.set_vm(vm, port)
-                flow = Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(port), cookie)
+                table.set_vm(vm, out)
+                flow = self._forwarding(match, cookie, out)
                 mods.append(FlowMod(switch, FlowCommand.ADD, flow))
         return mods
+
+    @staticmethod
+    def _forwarding(match: Match, cookie: int, out: Out) -> Flow:
+        """`forwarding_flow(mac, out)` from the VM's match and `vm_cookie`, made once per call."""
+        if out.__class__ is int:
+            return Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(out), cookie)
+        cookie = cookie & ~COOKIE_KIND_MASK | COOKIE_HANDOVER
+        return Flow(FORWARD_TABLE, PRIO_VM, match, _to_ports(out), cookie)
 
     def _install(self, switch: str, key: FlowKey, flow: Flow) -> list[FlowMod]:
         """Add `flow` (a gate, flood or arrival flow: no VM key) unless held as it is."""
@@ -889,9 +948,7 @@ class FlowCompiler:
         entry = self._vm_flows.get(rec.vm)
         if entry is None:  # stale (-1): flows it may need on other switches are not here
             entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1)
-        if flow.cookie & COOKIE_KIND_MASK == COOKIE_HANDOVER:
-            entry.handover = (*entry.handover, (switch, flow.key))
-        elif flow.table == CLASSIFY_TABLE:
+        if flow.table == CLASSIFY_TABLE:
             entry.arrival = switch
         else:
             entry.switches = self._interned((*entry.switches, switch))
