@@ -337,6 +337,19 @@ class ClusterNode:
         self._unmastered_since.pop(switch, None)
         log.info("%s: mastered by %s (generation %d)", switch, self.me.id, fence.revision)
         self.runtime.gain(switch)
+        self._vouch(switch)
+
+    def _vouch(self, switch: str) -> None:
+        """Write the entries of `switch`'s ports to the store again, as their master now.
+
+        The previous master may have died, or lost its session, before its writes
+        went out; our copy then came only from its peer message, and re-feeding the
+        ports changed nothing in our table, so nothing else would write them. A
+        merge that finds the store right costs one read per transaction of keys.
+        """
+        records = [(rec, False) for rec in self.runtime.core.table if rec.loc.ovs == switch]
+        if records:
+            self.persist(records)
 
     async def _hand_over(self, switch: str, to: str) -> None:
         fence = self._mine.pop(switch)
@@ -371,14 +384,27 @@ class ClusterNode:
             batch, self._pending = self._pending, {}
             try:
                 await self._write(batch)
-            except Fenced:
-                raise  # we lost our role: the session ends
-            except StoreError as err:
+            except BaseException as err:
+                # Nothing that ends a write may lose its batch: not etcd failing, not a lost
+                # role, not the session being cancelled around it (the boot storm lost a
+                # master's records so, and no one wrote them again). They wait for the next
+                # try or the next session; what landed already is joined again, unchanged.
+                self._put_back(batch)
+                if not isinstance(err, StoreError) or isinstance(err, Fenced | LeaseLost):
+                    raise  # we lost our role or the session ends: the next one writes them
                 log.warning("%d records not written yet: %s", len(batch), err)
-                for vm, held in batch.items():  # kept for the next try (merges are joins)
-                    self._pending.setdefault(vm, held)
-                self._written.set()
                 await asyncio.sleep(RETRY)
+
+    def _put_back(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
+        """Return a batch that was not written to the pending records (joined with newer ones)."""
+        for vm, (rec, by_leader) in batch.items():
+            held = self._pending.get(vm)
+            if held is None:
+                self._pending[vm] = (rec, by_leader)
+            else:
+                self._pending[vm] = (rec.merge(held[0]), by_leader or held[1])
+        if batch:
+            self._written.set()
 
     async def _write(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
         assert self._member is not None
