@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 
 import httpx
 import pytest
@@ -81,3 +82,28 @@ async def test_the_daemons_east_west_client_over_real_sockets(rig: Rig) -> None:
         await client.sync(c1, sync)
     for closing in (client, wrong, forwarder):
         await closing.aclose()
+
+
+async def test_an_answer_leaves_in_one_send(rig: Rig) -> None:
+    """Status line, headers and body in one segment: the client wakes up once per answer."""
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
+    )
+    # A blocking client in a thread: it returns from recv() with the first segment.
+    client = socket.create_connection(("127.0.0.1", await bound))
+    try:
+        for _ in range(20):  # kept alive: every answer on the connection
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await asyncio.to_thread(client.recv, 65536)
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )  # fmt: skip
+            assert head.startswith(b"HTTP/1.1 200") and len(body) == length
+    finally:
+        client.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
