@@ -70,14 +70,16 @@ class Controller:
 
     def _publish(self, change: Change, now: float) -> list[Effect]:
         """Claim 5 (and 2): apply to our switches, then sync to every other controller."""
-        effects: list[Effect] = list(self._applied(change.record, now))
-        msg = PortEventSync(change.kind, change.reason, change.record, self.me)
-        effects += [Send(peer, msg) for peer in self.cluster.peers(self.me)]
+        effects = self._applied(change.record, now)
+        me = self.me
+        msg = PortEventSync(change.kind, change.reason, change.record, me)
+        effects += [Send(peer, msg) for peer in self.cluster.members if peer != me]
         return effects
 
     def _applied(self, rec: VPortRecord, now: float) -> list[Effect]:
-        effects: list[Effect] = list(self.flows.update_vm(rec))
-        if self.coordinator is not None:
+        # (`update_vm` returns a list of its own: extended, not copied.)
+        effects: list[Effect] = self.flows.update_vm(rec)  # type: ignore[assignment]
+        if self.coordinator is not None and rec.mig is not None:  # (observe needs a mark)
             effects += self.coordinator.observe(rec, self.cluster, self.table, now)
         return effects
 

@@ -47,7 +47,11 @@ class Status(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (Status.COMPLETED, Status.ABORTED, Status.FAILED)
+        return self in _FINISHED
+
+
+# (A tuple: `in` compares by identity first, then as str; an enum's hash is Python code.)
+_FINISHED = (Status.COMPLETED, Status.ABORTED, Status.FAILED)
 
 
 _STATUS_OF_PHASE = {
@@ -67,7 +71,7 @@ class Timeouts:
     completion: float = 30.0
 
 
-@dataclass
+@dataclass(slots=True)  # the leader keeps thousands
 class Migration:
     id: str
     vm: str
@@ -117,7 +121,7 @@ class Coordinator:
         return m
 
     def active(self) -> list[Migration]:
-        for mid in [mid for mid, m in self._open.items() if m.state.finished]:
+        for mid in [mid for mid, m in self._open.items() if m.state in _FINISHED]:
             del self._open[mid]
         return list(self._open.values())
 
@@ -202,7 +206,7 @@ class Coordinator:
     # -- answers from controllers (claim 6) --------------------------------
     def sync_complete(self, msg: SyncComplete, now: float) -> list[Effect]:
         m = self.migrations.get(msg.migration_id)
-        if m is None or m.state.finished:
+        if m is None or m.state in _FINISHED:
             return []
         m.awaiting.discard(msg.controller)
         if m.awaiting or m.answered:
@@ -228,8 +232,10 @@ class Coordinator:
     ) -> list[Effect]:
         """Follow a migration's phase as the replicated mark reports it."""
         mig = rec.mig
-        m = self.migrations.get(mig.id) if mig is not None else None
-        if m is None or mig is None or m.state.finished:
+        if mig is None:
+            return []  # (most updates: no migration)
+        m = self._open.get(mig.id)  # the unfinished ones are there (and some finished)
+        if m is None or m.state in _FINISHED:
             return []
         if mig.phase < Phase.ACTIVATED and rec.loc.seq >= m.seq:
             # The VM's history (an older life, removed and started again elsewhere,

@@ -313,9 +313,9 @@ def handover_outs(
     if len(path) < 2:  # noqa: PLR2004 (no path, or source = destination)
         return []
     return [
-        (hop.switch, (hop.entered or loc.port, hop.leaves or mig.dest_port))
-        for hop in path
-        if switches is None or hop.switch in switches
+        (switch, (entered or loc.port, leaves or mig.dest_port))
+        for switch, entered, leaves in path
+        if switches is None or switch in switches
     ]
 
 
@@ -721,7 +721,7 @@ class FlowCompiler:
         mig = rec.mig
         assert mig is not None
         switches = self.switches
-        return any(h.switch in switches for h in self.topology.path(mig.source, mig.destination))
+        return any(h[0] in switches for h in self.topology.path(mig.source, mig.destination))
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""

@@ -25,14 +25,14 @@ class LinkEnd:
     port: int
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """One switch of a path: the port the path enters it by (0 at the source), leaves
-    it by (0 at the target)."""
+# One switch of a path: (switch, the port the path enters it by (0 at the source),
+# the port it leaves it by (0 at the target)). A plain tuple of a str and ints,
+# which the cyclic GC stops tracking: the path cache holds many, for long.
+Hop = tuple[str, int, int]
 
-    switch: str
-    entered: int
-    leaves: int
+# Paths cached at most (then the cache starts again): one per (source,
+# destination) pair a migration used, which over a daemon's life is unbounded.
+PATH_CACHE_SIZE = 16_384
 
 
 class Topology:
@@ -189,6 +189,8 @@ class Topology:
         """
         cached = self._paths.get((source, target))
         if cached is None:
+            if len(self._paths) >= PATH_CACHE_SIZE:
+                self._paths.clear()
             cached = self._paths[source, target] = tuple(self._walk(source, target))
         return cached
 
@@ -198,13 +200,13 @@ class Topology:
         hops, here, entered = [], source, 0
         for _ in range(len(self._dpids)):
             if here == target:
-                hops.append(Hop(here, entered, 0))
+                hops.append((here, entered, 0))
                 return hops
             port = self.step(here, target)
             end = None if port is None else self._links[here].get(port)
             if port is None or end is None:
                 return []
-            hops.append(Hop(here, entered, port))
+            hops.append((here, entered, port))
             here, entered = end.switch, end.port
         return []
 
