@@ -48,10 +48,16 @@ class ControllerSection(_Section):
 
 class OpenFlowSection(_Section):
     listen: ListenAddress = "127.0.0.1:6653"
+    # A switch that sends nothing for echo_interval * echo_misses seconds is dropped
+    # (and its handshake must finish within that): 6 s rides out ovs-vswitchd's
+    # stalls while it creates thousands of ports; OVS's own probe gives a controller 10 s.
     echo_interval: Seconds = 2.0
     echo_misses: Annotated[int, Field(ge=1, le=100)] = 3
     max_message: Annotated[int, Field(ge=64, le=65535)] = 65535
     send_queue: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+    # A barrier, flow dump or role request unanswered this long closes the switch
+    # (reconnecting reconciles it): it covers every flow mod queued before it.
+    reply_timeout: Seconds = 10.0
 
 
 class OVSDBSection(_Section):
@@ -95,8 +101,11 @@ class StoreSection(_Section):
     endpoints: list[ListenAddress] = Field(default_factory=lambda: ["127.0.0.1:2379"], min_length=1)
     prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")] = "/vportd"
     # Leader, members and masters hold their keys on a lease of this TTL: a dead
-    # controller's roles move on within about this long.
-    lease_ttl: Annotated[int, Field(ge=2, le=60)] = 2
+    # controller's roles move on within about this long, and a live one loses them
+    # (a new session: mastership churn) when etcd answers no keepalive for as long.
+    # 3 s: a new leader within ~3.5 s of a kill -9 (issue 4 wants 5 s), and a
+    # second and a half more patience than 2 s with a loaded etcd (docs/operations.md).
+    lease_ttl: Annotated[int, Field(ge=2, le=60)] = 3
 
 
 class MigrationSection(_Section):

@@ -286,7 +286,7 @@ async def test_etcd_silent_longer_than_the_lease_every_controller_rejoins(c3: Cl
     assert c3.etcd.pid is not None
     os.kill(c3.etcd.pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(5)  # > lease_ttl (2 s): every lease is gone
+        await asyncio.sleep(5)  # > lease_ttl (3 s, the lab's): every lease is gone
     finally:
         os.kill(c3.etcd.pid, signal.SIGCONT)
     await c3.until(c3.settled, "a leader and every bridge mastered again", timeout=40)

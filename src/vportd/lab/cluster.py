@@ -89,7 +89,7 @@ class NodeSettings:
     log_level: str = "debug"
     activation_timeout: float = 10.0
     sync_timeout: float = 2.0
-    lease_ttl: int = 2
+    lease_ttl: int = 3  # the controller's default (config.StoreSection)
     traced: bool = False  # run the instrumented entry point with a trace file
     profile: bool = False  # and cProfile (stats in {id}.prof)
 
@@ -135,7 +135,6 @@ class Node:
 id = "{self.id}"
 [openflow]
 listen = "127.0.0.1:{self.openflow_port}"
-echo_interval = 1.0
 [ovsdb]
 remotes = ["{self.ovsdb}"]
 [api]

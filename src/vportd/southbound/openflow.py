@@ -16,14 +16,25 @@ A connection's life:
    `switch_connected` was.
 
 Keepalive: an ECHO_REQUEST every `echo_interval` seconds; the connection is
-closed when `echo_misses` in a row are unanswered. The switch's own echo
-requests are answered.
+closed when `echo_misses` in a row go by without any message from the switch
+(an echo reply or anything else: a switch busy answering a flow dump or
+barriers is alive, and ovs-vswitchd answers echoes late while it creates
+thousands of ports). The switch's own echo requests are answered.
+
+Replies: a barrier, flow dump or role request not answered within
+`reply_timeout` seconds fails with TimeoutError (the caller closes the switch,
+and reconnecting reconciles it). It bounds the switch's work on everything
+queued before the request, so it is long: thousands of flow mods behind a
+barrier take ovs-vswitchd seconds while it is busy with a boot storm.
 
 Sending: messages go through a bounded queue drained by a writer task, so the
 core never waits on a socket. `send` never blocks: a full queue means the
 switch has stopped reading and the connection is closed as stuck. Bulk sends
 (`send_flow_mods`, `delete_foreign`) wait for room instead, up to
-`echo_interval * echo_misses` seconds without progress, then close as stuck.
+`echo_interval * echo_misses` seconds without progress, then close as stuck;
+they encode in slices and let the event loop run between them (encoding tens
+of thousands of flow mods with os-ken takes seconds: the loop's other work,
+the etcd lease keepalive first, must not wait for it).
 
 Input hygiene: a header shorter than 8 bytes, a first message that is not
 HELLO, another version after the handshake, a message longer than
@@ -46,6 +57,7 @@ from vportd.southbound import ofcodec as oc
 from vportd.southbound.ofcodec import ErrorMsg, ForeignFlow, PortInfo, PortReason, Role
 
 LOG = logging.getLogger("vportd.openflow")
+SLICE = 256  # flow mods encoded or queued between two looks at the event loop (~10-30 ms)
 
 R = TypeVar("R")
 
@@ -105,6 +117,7 @@ class Limits:
     echo_misses: int = 3
     max_message: int = 65535
     send_queue: int = 4096
+    reply_timeout: float = 10.0
 
     @property
     def patience(self) -> float:
@@ -277,8 +290,15 @@ class SwitchConnection:
 
     # -- reading ---------------------------------------------------------
     async def _read_loop(self) -> None:
+        read = 0
         while True:
+            read += 1
+            if not read % SLICE:
+                # readexactly does not yield while its buffer holds data: a flow dump of
+                # megabytes would be decoded in one go, the loop's other work waiting.
+                await asyncio.sleep(0)
             header, buf = await self._read_message()
+            self._unanswered = 0  # the switch is alive, whatever it sent
             try:
                 record = oc.decode_message(header, buf)
             except oc.CodecError as exc:
@@ -331,7 +351,7 @@ class SwitchConnection:
             case oc.EchoRequest(data=data):
                 self._enqueue(oc.echo_reply(data), header.xid)
             case oc.EchoReply():
-                self._unanswered = 0
+                pass  # (any message shows the switch alive: see _read_loop)
             case oc.PortStatus(reason=reason, port=port):
                 self._on_port_status(reason, port)
             case oc.PacketIn(in_port=in_port, data=data):
@@ -491,19 +511,28 @@ class SwitchConnection:
     async def _multipart(self, msg: object, expect: type[R], timeout: float | None) -> list[R]:
         return cast(list[R], await self._request_any(msg, expect, timeout))
 
-    async def barrier(self, timeout: float = 5.0) -> None:
-        """Wait until the switch has processed every message sent before."""
-        await self._request(oc.barrier_request(), oc.BarrierReply, timeout)
+    def _timeout(self, timeout: float | None) -> float:
+        return self._limits.reply_timeout if timeout is None else timeout
 
-    async def send_flow_mods(self, mods: Sequence[FlowMod], timeout: float = 5.0) -> None:
+    async def barrier(self, timeout: float | None = None) -> None:
+        """Wait until the switch has processed every message sent before."""
+        await self._request(oc.barrier_request(), oc.BarrierReply, self._timeout(timeout))
+
+    async def send_flow_mods(self, mods: Sequence[FlowMod], timeout: float | None = None) -> None:
         """Send flow mods, then a barrier; FlowModsFailed if the switch refused any.
 
         All are encoded before any is sent (CodecError leaves the switch alone).
-        `timeout` bounds the barrier."""
-        encoded = [oc.encode_flow_mod(mod) for mod in mods]
+        `timeout` bounds the barrier (default `reply_timeout`)."""
+        encoded = []
+        for start in range(0, len(mods), SLICE):
+            if start:
+                await asyncio.sleep(0)  # let the loop run (module doc: Sending)
+            encoded += [oc.encode_flow_mod(mod) for mod in mods[start : start + SLICE]]
         sent: dict[int, FlowMod] = {}
         try:
-            for mod, msg in zip(mods, encoded, strict=True):
+            for n, (mod, msg) in enumerate(zip(mods, encoded, strict=True)):
+                if n and not n % SLICE:
+                    await asyncio.sleep(0)
                 xid = self._next_xid()
                 sent[xid] = mod
                 self._watched[xid] = None  # before it can be answered
@@ -515,13 +544,14 @@ class SwitchConnection:
         if failures:
             raise FlowModsFailed(failures)
 
-    async def dump(self, timeout: float = 10.0) -> FlowDump:
+    async def dump(self, timeout: float | None = None) -> FlowDump:
         """Every flow of every table, as core flows and foreign ones."""
-        parts = await self._multipart(oc.flow_stats_request(), oc.FlowStatsReply, timeout)
+        request = oc.flow_stats_request()
+        parts = await self._multipart(request, oc.FlowStatsReply, self._timeout(timeout))
         flows = [f for part in parts for f in part.flows]
         return FlowDump(flows, [f for part in parts for f in part.foreign])
 
-    async def dump_flows(self, timeout: float = 10.0) -> list[Flow]:
+    async def dump_flows(self, timeout: float | None = None) -> list[Flow]:
         """The flows of every table that the core can stand for (see `dump` for the rest)."""
         dump = await self.dump(timeout)
         if dump.foreign:
@@ -531,20 +561,24 @@ class SwitchConnection:
             )  # fmt: skip
         return dump.flows
 
-    async def delete_foreign(self, flows: Iterable[ForeignFlow], timeout: float = 5.0) -> None:
+    async def delete_foreign(
+        self, flows: Iterable[ForeignFlow], timeout: float | None = None
+    ) -> None:
         """Remove exactly those foreign flows (DELETE_STRICT on their raw match), then barrier."""
-        for foreign in flows:
+        for n, foreign in enumerate(flows):
+            if n and not n % SLICE:
+                await asyncio.sleep(0)
             await self._enqueue_waiting(oc.encode_delete_foreign(foreign))
         await self.barrier(timeout)
 
     async def role_request(
-        self, role: Role | int, generation_id: int, timeout: float = 5.0
+        self, role: Role | int, generation_id: int, timeout: float | None = None
     ) -> tuple[Role, int]:
         """Ask for a role (MASTER/SLAVE/EQUAL/NOCHANGE); the switch's answer.
 
         A stale generation id comes back as OpenFlowError (ROLE_REQUEST_FAILED/STALE)."""
         msg = oc.role_request(Role(role), generation_id)
-        reply = await self._request(msg, oc.RoleReply, timeout)
+        reply = await self._request(msg, oc.RoleReply, self._timeout(timeout))
         return reply.role, reply.generation_id
 
     async def packet_out(self, port: int, data: bytes, in_port: int = oc.OFPP_CONTROLLER) -> None:
@@ -569,12 +603,15 @@ class OpenFlowServer:
         echo_misses: int = 3,
         max_message: int = 65535,
         send_queue: int = 4096,
+        reply_timeout: float = 10.0,
     ) -> None:
         if echo_interval <= 0 or echo_misses < 1 or max_message < oc.HEADER_SIZE or send_queue < 1:
             raise ValueError("echo_interval, echo_misses, max_message and send_queue must be > 0")
+        if reply_timeout <= 0:
+            raise ValueError("reply_timeout must be > 0")
         self.handler = handler
         self.host, self.port = host, port
-        self.limits = Limits(echo_interval, echo_misses, max_message, send_queue)
+        self.limits = Limits(echo_interval, echo_misses, max_message, send_queue, reply_timeout)
         self.connections: set[SwitchConnection] = set()
         self.ready = asyncio.Event()
 
