@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -87,6 +90,9 @@ LLDP_PUNT = Flow(
     CLASSIFY_TABLE, PRIO_LLDP, Match(eth_dst="01:80:c2:00:00:0e"), (ToController(),), COOKIE_LLDP
 )
 LLDP_MISSES = 3  # a discovered link goes after this many intervals without a probe through it
+LOOP_PROBE = 0.1  # seconds between looks at the event loop's lag
+LOOP_STALL_WARNING = 0.25  # a lag worth a warning: a tenth of a short lease TTL
+LOOP_STALL_STACK = 1.0  # a stall worth showing where the loop is
 
 log = logging.getLogger("vportd.runtime")
 
@@ -136,6 +142,7 @@ class RuntimeStats:
     foreign_flows_deleted: int = 0  # of those: deletes of flows vportd did not make
     reconciles: Counter[str] = field(default_factory=Counter)  # adoptions done, per switch
     flows_confirmed_at: float | None = None  # clock time of the last barrier-confirmed flow mods
+    loop_stall_max: float = 0.0  # longest the event loop was seen late for a timer (s)
 
 
 @dataclass
@@ -165,7 +172,7 @@ class Runtime:
         host, _, port = of.listen.rpartition(":")
         self.openflow = OpenFlowServer(
             self, host, int(port), echo_interval=of.echo_interval, echo_misses=of.echo_misses,
-            max_message=of.max_message, send_queue=of.send_queue,
+            max_message=of.max_message, send_queue=of.send_queue, reply_timeout=of.reply_timeout,
         )  # fmt: skip
         self.monitors = [
             OvsdbMonitor(r, partial(self._on_snapshot, r)) for r in self.config.ovsdb.remotes
@@ -173,6 +180,9 @@ class Runtime:
         self._snapshots: dict[str, Snapshot] = {}
         self._snapshot = EMPTY
         self._fed_whole: Snapshot | None = None  # the last snapshot fed as its monitor gave it
+        # The VM port rows of the snapshot by (bridge, ofport), kept from each diff: a
+        # port status must not scan every row (a boot storm brings thousands of each).
+        self._vm_ports: dict[tuple[str, int], IfaceRow] = {}
         self._link_names: set[str] = set()  # interfaces that declare a link or are named by one
         self._waiting: dict[int, SwitchConnection] = {}
         self._declared: set[DeclaredLink] = set()
@@ -197,6 +207,7 @@ class Runtime:
                 tg.create_task(monitor.run())
             tg.create_task(self._execute())
             tg.create_task(self._tick())
+            tg.create_task(self._watch_loop())
             if self.config.topology.lldp:
                 tg.create_task(self._lldp())
 
@@ -291,6 +302,27 @@ class Runtime:
             await asyncio.sleep(0.5)
             self.submit(self.core.tick(self.now()))
 
+    async def _watch_loop(self) -> None:
+        """Log when the event loop ran late: a stall starves the lease keepalive and the
+        OpenFlow echoes, and is otherwise invisible (the loop cannot see its own lag).
+
+        A watchdog thread also logs where the loop's thread is while a stall lasts:
+        the lag alone does not say what held the loop."""
+        loop = asyncio.get_running_loop()
+        watchdog = _Watchdog(threading.get_ident(), loop.time())
+        threading.Thread(target=watchdog.run, name="loop-watchdog", daemon=True).start()
+        try:
+            while True:
+                before = loop.time()
+                await asyncio.sleep(LOOP_PROBE)
+                watchdog.beat = loop.time()
+                late = watchdog.beat - before - LOOP_PROBE
+                self.stats.loop_stall_max = max(self.stats.loop_stall_max, late)
+                if late > LOOP_STALL_WARNING:
+                    log.warning("event loop stalled %.2f s (a timer ran that late)", late)
+        finally:
+            watchdog.stop = True
+
     # -- OVSDB -----------------------------------------------------------
     def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
         """Feed the VM port changes of every named bridge, connected or not (module doc)."""
@@ -304,12 +336,21 @@ class Runtime:
         self._snapshot = new
         self._learn_bridges(new)
         for change in diff_ports(old, new):
+            self._index_vm_port(change.change, change.row)
             for ev in port_events(change.change, change.row):
                 self.feed(ev)
         if self._links_may_change(new):
             self._declared = declared_links(new)
             self._link_names = _link_names(new)
         self._sync_links()
+
+    def _index_vm_port(self, change: Change, row: IfaceRow) -> None:
+        assert row.ofport is not None
+        at = (row.bridge, row.ofport)
+        if change is not Change.DELETE:
+            self._vm_ports[at] = row
+        elif self._vm_ports.get(at) is row:
+            del self._vm_ports[at]
 
     def _links_may_change(self, new: Snapshot) -> bool:
         """Whether a changed interface declares, or is named by, a link (patch or hint)."""
@@ -450,10 +491,7 @@ class Runtime:
 
     def _vm_row(self, name: str, port: int) -> IfaceRow | None:
         """The OVSDB row of the VM port `port` of switch `name`, if it is one."""
-        for row in self._snapshot.ifaces.values():
-            if row.bridge == name and row.ofport == port and row.is_vm:
-                return row
-        return None
+        return self._vm_ports.get((name, port))
 
     def packet_in(self, conn: SwitchConnection, in_port: int, data: bytes) -> None:
         name = self._conn_name(conn)
@@ -688,6 +726,27 @@ class Runtime:
             return
         held, _ = self._without_lldp_punt(dump.flows)
         self.core.flows.set_installed(name, held)
+
+
+@dataclass
+class _Watchdog:
+    """Logs the event loop thread's stack once per stall longer than LOOP_STALL_STACK."""
+
+    thread: int
+    beat: float  # loop.time() (time.monotonic) of the loop's last heartbeat
+    stop: bool = False
+
+    def run(self) -> None:
+        reported = 0.0
+        while not self.stop:
+            time.sleep(LOOP_PROBE)
+            beat = self.beat
+            if time.monotonic() - beat < LOOP_STALL_STACK or beat == reported:
+                continue
+            reported = beat
+            frame = sys._current_frames().get(self.thread)
+            stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "(gone)\n"
+            log.warning("event loop stalled over %.1f s; it is in:\n%s", LOOP_STALL_STACK, stack)
 
 
 def _named_only(snap: Snapshot) -> Snapshot:
