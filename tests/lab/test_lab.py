@@ -25,7 +25,7 @@ from vportd.config import load_config
 from vportd.lab import bed, netns, procs, store
 from vportd.lab.commands import LabError
 from vportd.lab.plan import vm_id
-from vportd.lab.ports import free_port
+from vportd.lab.ports import free_block
 
 BIN = Path(sys.executable).parent
 
@@ -94,8 +94,17 @@ def sh(*args: str) -> str:
     return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
 
 
+LAB_PORTS = 8  # more than the controllers of any lab test
+
+
 def up(lab: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    args = ["--openflow-port", str(free_port()), "--api-port", str(free_port())]
+    # Controller c listens on PORT+c: a block of free ports below the ephemeral range, not
+    # the kernel's pick for one (PORT+1 could be a busy machine's outgoing connection).
+    openflow = free_block(LAB_PORTS)
+    assert openflow is not None, "no free block of ports for the controllers' OpenFlow"
+    api = free_block(LAB_PORTS, frozenset(range(openflow, openflow + LAB_PORTS)))
+    assert api is not None, "no free block of ports for the controllers' API"
+    args = ["--openflow-port", str(openflow), "--api-port", str(api)]
     result = vportctl("lab", "up", "--dir", str(lab), "--json", *args, *extra)
     assert result.returncode in (0, 3), result.stderr
     return result, json.loads(result.stdout)
