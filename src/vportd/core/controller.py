@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vportd.core.coordinator import Coordinator, Migration, Timeouts
-from vportd.core.errors import MigrationConflict, NotLeader, StaleEvent, UnknownSwitch
+from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
 from vportd.core.flows import FlowCompiler, FlowMod
 from vportd.core.membership import Membership
 from vportd.core.messages import (
@@ -97,11 +97,9 @@ class Controller:
         return coordinator.sync_refused(msg, self.cluster, self.table, now)
 
     def _merge(self, rec: VPortRecord, now: float) -> list[Effect]:
-        try:
-            merged = self.table.merge(rec)
-        except StaleEvent:
-            return []  # a late copy: what we hold is newer
-        return [] if merged is None else self._applied_merge(merged, now)
+        merged = self.table.apply_copy(rec)
+        # None: nothing new; False: a late copy, what we hold is newer.
+        return self._applied_merge(merged, now) if merged else []
 
     def _applied_merge(self, rec: VPortRecord, now: float) -> list[Effect]:
         """Apply a peer's entry, then correct it where our own OVS says otherwise."""
@@ -118,11 +116,9 @@ class Controller:
         arrival flow among them): adapters barrier them before sending it.
         """
         vm = msg.record.vm
-        try:
-            merged = self.table.merge(msg.record)
-        except StaleEvent:
-            merged = None  # we hold it already (a duplicate), or something newer
-        effects = [] if merged is None else self._applied_merge(merged, now)
+        # Falsy: we hold it already (a duplicate), or something newer.
+        merged = self.table.apply_copy(msg.record)
+        effects = self._applied_merge(merged, now) if merged else []
         if msg.answer:
             conflict = self._sync_conflict(msg.record)
             answer: SyncComplete | SyncRefused = (

@@ -236,7 +236,7 @@ def _gate_key(in_port: int) -> FlowKey:
 
 def _flood(members: tuple[int, ...]) -> Flow:
     """To every member; OpenFlow drops the copy for the input port itself."""
-    outputs = tuple(_output(p) for p in members)
+    outputs = tuple(map(_output, members))  # (no generator: one per VM joining or leaving)
     return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from vportd.core.errors import CoreError
 from vportd.core.flows import FlowMod
-from vportd.core.model import VPortRecord
+from vportd.core.model import VPortRecord, slot_setters
 
 
 class EventKind(StrEnum):
@@ -48,21 +48,39 @@ class PortEvent:
     vm_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# The messages and effects every event makes have an `__init__` of their own
+# that writes the slots directly (see `slot_setters`), same signature as the
+# generated one.
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class VPortSync:
     """The leader's vPort sync (claims 1 and 6); also carries rollbacks."""
 
     record: VPortRecord
     migration_id: str
     leader: str
-    answer: bool = True
+    answer: bool
+
+    def __init__(
+        self, record: VPortRecord, migration_id: str, leader: str, answer: bool = True
+    ) -> None:
+        _SYNC_RECORD(self, record)
+        _SYNC_MIGRATION_ID(self, migration_id)
+        _SYNC_LEADER(self, leader)
+        _SYNC_ANSWER(self, answer)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SyncComplete:
     migration_id: str
     vm: str
     controller: str
+
+    def __init__(self, migration_id: str, vm: str, controller: str) -> None:
+        _DONE_MIGRATION_ID(self, migration_id)
+        _DONE_VM(self, vm)
+        _DONE_CONTROLLER(self, controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +91,7 @@ class SyncRefused:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PortEventSync:
     """A port add/modify/delete synced to every other controller (claims 2, 3, 5)."""
 
@@ -82,17 +100,27 @@ class PortEventSync:
     record: VPortRecord
     origin: str
 
+    def __init__(self, kind: EventKind, reason: Reason, record: VPortRecord, origin: str) -> None:
+        _PES_KIND(self, kind)
+        _PES_REASON(self, reason)
+        _PES_RECORD(self, record)
+        _PES_ORIGIN(self, origin)
+
 
 PeerMessage = VPortSync | SyncComplete | SyncRefused | PortEventSync
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Send:
     to: str
     message: PeerMessage
 
+    def __init__(self, to: str, message: PeerMessage) -> None:
+        _SEND_TO(self, to)
+        _SEND_MESSAGE(self, message)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class MigrationView:
     """A migration as the API shows it."""
 
@@ -102,7 +130,25 @@ class MigrationView:
     destination: str
     state: str
     seq: int
-    reason: str | None = None
+    reason: str | None
+
+    def __init__(  # noqa: PLR0917 (positional like the generated __init__ it replaces)
+        self,
+        id: str,
+        vm: str,
+        source: str,
+        destination: str,
+        state: str,
+        seq: int,
+        reason: str | None = None,
+    ) -> None:
+        _VIEW_ID(self, id)
+        _VIEW_VM(self, vm)
+        _VIEW_SOURCE(self, source)
+        _VIEW_DESTINATION(self, destination)
+        _VIEW_STATE(self, state)
+        _VIEW_SEQ(self, seq)
+        _VIEW_REASON(self, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +164,19 @@ class NotifyAnswer:
 
 
 Effect = FlowMod | Send | NotifyAnswer
+
+_SYNC_RECORD, _SYNC_MIGRATION_ID, _SYNC_LEADER, _SYNC_ANSWER = slot_setters(
+    VPortSync, "record", "migration_id", "leader", "answer"
+)
+_DONE_MIGRATION_ID, _DONE_VM, _DONE_CONTROLLER = slot_setters(
+    SyncComplete, "migration_id", "vm", "controller"
+)
+_PES_KIND, _PES_REASON, _PES_RECORD, _PES_ORIGIN = slot_setters(
+    PortEventSync, "kind", "reason", "record", "origin"
+)
+_SEND_TO, _SEND_MESSAGE = slot_setters(Send, "to", "message")
+(
+    _VIEW_ID, _VIEW_VM, _VIEW_SOURCE, _VIEW_DESTINATION, _VIEW_STATE, _VIEW_SEQ, _VIEW_REASON,
+) = slot_setters(
+    MigrationView, "id", "vm", "source", "destination", "state", "seq", "reason"
+)  # fmt: skip

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from vportd.core.errors import StaleEvent, UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason
-from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
+from vportd.core.model import Location, MigrationMark, Phase, VPortRecord, slot_setters
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Change:
     kind: EventKind
     reason: Reason
     record: VPortRecord
+
+    def __init__(self, kind: EventKind, reason: Reason, record: VPortRecord) -> None:
+        _CHANGE_KIND(self, kind)  # (see `slot_setters`: one per own port event)
+        _CHANGE_REASON(self, reason)
+        _CHANGE_RECORD(self, record)
+
+
+_CHANGE_KIND, _CHANGE_REASON, _CHANGE_RECORD = slot_setters(Change, "kind", "reason", "record")
 
 
 class VPortTable:
@@ -79,15 +88,21 @@ class VPortTable:
         Raises StaleEvent when the copy is strictly older than ours; an exact
         duplicate is not an error (messages may be delivered twice).
         """
+        merged = self.apply_copy(rec)
+        if merged is False:
+            raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
+        return merged
+
+    def apply_copy(self, rec: VPortRecord) -> VPortRecord | Literal[False] | None:
+        """`merge`, with False for a copy older than ours instead of raising: late
+        copies are common in a busy cluster, and an exception costs more than the merge."""
         mine = self._records.get(rec.vm)
         if mine is None:
             merged = rec
         else:
             merged = mine.merge(rec)
             if merged is mine:
-                if rec != mine:
-                    raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
-                return None
+                return False if rec != mine else None
         if merged.loc.ovs is None:
             merged = self._shared_tombstone(merged)
         self._records[rec.vm] = merged
