@@ -70,6 +70,7 @@ STORM_POLL = 0.05  # s between looks at /healthz while the storm converges
 PARTS = frozenset({"handshake", "propagation", "failover", "storm"})
 GOALS = {"handshake_p50": 5.0, "handshake_p99": 25.0, "propagation_p99": 20.0, "storm": 2000.0}
 HTTP_CREATED = 201
+LEASE_TTL = NodeSettings().lease_ttl
 
 
 # -- results ---------------------------------------------------------------------------
@@ -485,8 +486,9 @@ def _method_md(r: Result) -> list[str]:
     return [
         "**Set-up.** One private etcd 3.4 (one member, 127.0.0.1), one private Open vSwitch "
         "(dummy datapath) with a line of bridges hv0..hv{n-1} joined by patch ports, 3 `vportd` "
-        'processes (`store.kind = "etcd"`, `lease_ttl = 2`, logging at info) each connected '
-        "to every bridge; etcd's rendezvous mastership spreads the bridges over them. The "
+        f'processes (`store.kind = "etcd"`, `lease_ttl = {LEASE_TTL}`, logging at info) each '
+        "connected to every bridge; etcd's rendezvous mastership spreads the bridges over them. "
+        "The "
         "bench (`vportd.bench_cluster`, harness `vportd.lab.cluster`) is a fourth "
         "process, the VMM.",
         "",
@@ -515,7 +517,7 @@ def _method_md(r: Result) -> list[str]:
         "it to the new leader once it knows it); that migration is aborted, the killed "
         "controller restarted and the cluster waited for to settle before the next run. "
         "*Elected* is when a live controller's `GET /v1/cluster` first names another leader "
-        "(polled every 10 ms). Both are bounded below by `lease_ttl = 2`: the dead "
+        f"(polled every 10 ms). Both are bounded below by `lease_ttl = {LEASE_TTL}`: the dead "
         "leader's key stays until its lease expires.",
         "",
         f"**Boot storm.** {r.storm.ports if r.storm else 0:,} VM ports, round robin over "
