@@ -8,8 +8,11 @@ flows go when the migration activates or rolls back.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 from tests.core.support import TIMEOUTS, add, link
-from vportd.core.flows import COOKIE_HANDOVER, COOKIE_KIND_MASK
+from vportd.core.flows import COOKIE_HANDOVER, COOKIE_KIND_MASK, FORWARD_TABLE, FlowMod
 from vportd.core.topology import Topology
 from vportd.sim.cluster import SimCluster
 
@@ -91,3 +94,30 @@ def test_a_reconnect_keeps_the_hand_over_flows_exactly() -> None:
             held = list(ctl.flows.installed[switch].values())
             ctl.flows.set_installed(switch, held)
             assert ctl.switch_connected(switch) == [], switch  # nothing to correct
+
+
+def test_a_hand_over_flow_takes_the_place_of_the_forwarding_flow() -> None:
+    """One flow per switch for the VM's frames: the activation re-points or deletes it
+    with one flow mod, no add and delete of a hand-over flow of its own."""
+    sim = migrating("s0", "s3")
+    assert sim.fabric is not None
+    for name, switch in sim.fabric.switches.items():
+        held = [f for f in switch.flows.values() if f.match.eth_dst == VM]
+        assert len(held) == 1, (name, held)
+        assert held[0].cookie & COOKIE_KIND_MASK == COOKIE_HANDOVER, (name, held)
+    mods: list[FlowMod] = []
+    apply = sim.fabric.apply
+
+    def record(batch: Iterable[FlowMod]) -> None:
+        batch = list(batch)
+        mods.extend(batch)
+        apply(batch)
+
+    sim.fabric.apply = record  # type: ignore[method-assign,assignment]
+    sim.port_event(link("s3", 6, VM, up=True))
+    sim.deliver_all()
+    per_switch = Counter(
+        m.switch for m in mods if m.flow.table == FORWARD_TABLE and m.flow.match.eth_dst == VM
+    )
+    assert per_switch and max(per_switch.values()) == 1, per_switch
+    assert all(got == {("s3", 6)} for got in reached(sim).values()), reached(sim)
