@@ -240,9 +240,17 @@ def _flood(members: tuple[int, ...]) -> Flow:
     return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 
-@lru_cache(maxsize=256)  # a move makes and deletes a VM's flows in one go: a few suffice
+# A VM's flows are made and deleted in bursts (a move, a migration's phases):
+# the VMs of the last few thousand updates suffice.
+@lru_cache(maxsize=4096)
 def vm_cookie(mac: str) -> int:
     return COOKIE_VM | mac_to_int(mac)
+
+
+@lru_cache(maxsize=4096)
+def _vm_match(mac: str) -> Match:
+    """The match of a VM's forwarding flow (`eth_dst` = its MAC), as `vm_cookie`."""
+    return Match(eth_dst=mac)
 
 
 def arrival_cookie(mac: str) -> int:
@@ -726,10 +734,11 @@ class FlowCompiler:
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
         vm = rec.vm
-        desired = self._desired_ports(rec)
+        handover = handing_over(rec)
+        desired = self._desired_ports(rec, handover)
         mods = self._place_vm(vm, () if entry is None else entry.switches, desired)
         switches = tuple(desired)
-        if not handing_over(rec):
+        if not handover:
             # One object per set of switches; not a hand-over's (a path: many, and brief).
             switches = self._interned(switches)
         if entry is None:
@@ -768,8 +777,9 @@ class FlowCompiler:
             del self._vm_flows[vm]
         return mods
 
-    def _desired_ports(self, rec: VPortRecord) -> dict[str, Out]:
-        """Per mastered switch that needs the VM's forwarding flow, where it outputs."""
+    def _desired_ports(self, rec: VPortRecord, handover: bool) -> dict[str, Out]:
+        """Per mastered switch that needs the VM's forwarding flow, where it outputs
+        (`handover`: `handing_over(rec)`)."""
         loc = rec.loc
         here = loc.ovs
         if here is None:
@@ -777,7 +787,7 @@ class FlowCompiler:
         desired: dict[str, Out] = dict(self._exceptions_here(here))
         if loc.port is not None and here in self.switches:
             desired[here] = loc.port
-        if handing_over(rec):
+        if handover:
             desired.update(handover_outs(self.topology, rec, self.switches))
         return desired
 
@@ -798,14 +808,14 @@ class FlowCompiler:
                         mods.append(FlowMod(switch, FlowCommand.DELETE, gone))
                     continue
                 if match is None:
-                    match, cookie = Match(eth_dst=vm), vm_cookie(vm)
+                    match, cookie = _vm_match(vm), vm_cookie(vm)
                 flow = self._forwarding(match, cookie, out)
                 mods.append(FlowMod(switch, FlowCommand.DELETE, flow))
         for switch, out in desired.items():
             table = installed[switch]
             if table._vm.get(vm) != out:  # (`vm_port` without the call)
                 if match is None:
-                    match, cookie = Match(eth_dst=vm), vm_cookie(vm)
+                    match, cookie = _vm_match(vm), vm_cookie(vm)
                 table.set_vm(vm, out)
                 flow = self._forwarding(match, cookie, out)
                 mods.append(FlowMod(switch, FlowCommand.ADD, flow))
