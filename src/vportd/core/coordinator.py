@@ -147,8 +147,11 @@ class Coordinator:
         awaiting = {cluster.master_of(source), cluster.master_of(destination)}
         m = self._new(rec, source, destination, awaiting, now)
         sync = VPortRecord(vm, rec.loc, m.mark(Phase.SYNCED, self.me))
+        # Two messages, shared by their receivers (messages are immutable).
+        answered = VPortSync(sync, m.id, self.me, True)
+        told = VPortSync(sync, m.id, self.me, False)
         effects: list[Effect] = [
-            Send(c, VPortSync(sync, m.id, self.me, answer=c in awaiting)) for c in cluster.members
+            Send(c, answered if c in awaiting else told) for c in cluster.members
         ]
         return m.view(), True, effects
 
@@ -317,7 +320,8 @@ class Coordinator:
         return effects
 
     def _broadcast(self, rec: VPortRecord, m: Migration, cluster: Membership) -> list[Effect]:
-        return [Send(c, VPortSync(rec, m.id, self.me, answer=False)) for c in cluster.members]
+        msg = VPortSync(rec, m.id, self.me, answer=False)  # one, shared by its receivers
+        return [Send(c, msg) for c in cluster.members]
 
     # -- leader change ---------------------------------------------------
     def adopt(self, table: VPortTable, now: float) -> None:
