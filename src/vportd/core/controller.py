@@ -58,8 +58,16 @@ class Controller:
         return [] if change is None else self._publish(change, now)
 
     def vm_announced(self, ovs: str, port: int, mac: str, now: float) -> list[Effect]:
-        """A RARP or gratuitous ARP from `mac` arrived on `ovs` port `port`."""
+        """A RARP or gratuitous ARP from `mac` arrived on `ovs` port `port`.
+
+        A frame that entered by an inter-switch link was relayed from another
+        switch: the VM, still running at its source, broadcasts (an ARP for a
+        peer) and the flood crosses the destination, whose arrival flow copies
+        it here. It says nothing of where the VM runs.
+        """
         self.topology.require(ovs)
+        if self.topology.is_link(ovs, port):
+            return []
         change = self.table.vm_announced(ovs, port, parse_mac(mac))
         return [] if change is None else self._publish(change, now)
 

@@ -189,10 +189,26 @@ class VPortTable:
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
-        """A RARP/GARP from the VM seen on `ovs`: it is active there."""
+        """A RARP/GARP from the VM seen on `ovs` port `port`: it is active there.
+
+        Only from the VM's port at the destination, once one is known (our OVS
+        reported it, or the migration's mark names it): a frame from the VM's
+        MAC that enters the destination by any other port is not the VM
+        resuming there (a relayed broadcast from the source, a stray port).
+        Before any is known, the announcement may beat the port's report.
+        """
         rec = self.get(mac)
-        if rec is None or self._live(rec) is None:
+        if rec is None:
             return None
+        mig = self._live(rec)
+        if mig is None:
+            return None
+        if ovs == mig.destination:
+            known = {f.port for f in self._facts(mac) if f.ovs == ovs}
+            if mig.dest_port is not None:
+                known.add(mig.dest_port)
+            if known and port not in known:
+                return None
         ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
         return self._arrive(rec, ev, activate=True)
 
