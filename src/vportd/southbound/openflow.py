@@ -432,9 +432,12 @@ class SwitchConnection:
     async def _write_loop(self) -> None:
         queue, writer = self._queue, self._writer
         while True:
-            writer.write(await queue.get())
+            # What is queued leaves in one send: flow mods and their barrier in one
+            # segment wake ovs-vswitchd once, not once per message.
+            batch = [await queue.get()]
             while not queue.empty():
-                writer.write(queue.get_nowait())
+                batch.append(queue.get_nowait())
+            writer.write(b"".join(batch))
             await writer.drain()
 
     def _next_xid(self) -> int:
