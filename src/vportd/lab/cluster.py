@@ -439,18 +439,27 @@ class _Tracer:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.seen: set[str] = set()
+        self.lines: list[str] = []
 
     def check(self, runtime: Any, vm: str, origin: str) -> None:
         if vm not in self.seen and runtime.core.table.get(vm) is not None:
             self.seen.add(vm)
-            # Line-buffered: a benchmark reads the file while the controller runs.
-            self.out.write(f"{time.monotonic_ns()} {vm} {origin}\n")
+            if not self.lines:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self.lines.append(f"{time.monotonic_ns()} {vm} {origin}\n")
+
+    def flush(self) -> None:
+        # Once per step of the loop, not once per entry (a boot storm makes
+        # thousands in one step): a benchmark reads the file while the controller runs.
+        self.out.write("".join(self.lines))
+        self.out.flush()
+        self.lines.clear()
 
 
 def _install_tracer(path: str) -> None:
     from vportd.runtime import Runtime  # noqa: PLC0415 (after the env is read)
 
-    tracer = _Tracer(open(path, "a", buffering=1))  # noqa: SIM115 (lives as long as the process)
+    tracer = _Tracer(open(path, "a"))  # noqa: SIM115 (lives as long as the process)
     feed, receive = Runtime.feed, Runtime.receive
 
     def traced_feed(self: Runtime, ev: Any) -> None:
