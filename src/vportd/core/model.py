@@ -30,12 +30,26 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _EVEN_HEX = frozenset("02468ace")  # second digit of a unicast MAC
 
 
+# MACs seen already in normal unicast form (every event checks its VM's MAC, and
+# a VM's events repeat it): a set look-up instead of the regular expression.
+# Bounded; started again when full, as the topology's path cache.
+_KNOWN_MACS: set[str] = set()
+KNOWN_MACS_SIZE = 32_768
+
+
 def parse_mac(text: object) -> str:
     """Normalise a MAC to lower-case colon form, or raise InvalidMac."""
+    if text.__class__ is str and text in _KNOWN_MACS:
+        return text
     if not isinstance(text, str):
         raise InvalidMac(f"a MAC address must be a string, not {type(text).__name__}")
     if text[1:2] in _EVEN_HEX and _MAC.fullmatch(text) is not None:
-        return text  # already normal and unicast: every event checks its MAC, most are so
+        # Already normal and unicast: most are so.
+        if text.__class__ is str:
+            if len(_KNOWN_MACS) >= KNOWN_MACS_SIZE:
+                _KNOWN_MACS.clear()
+            _KNOWN_MACS.add(text)
+        return text
     mac = text.strip().lower().replace("-", ":")
     if _MAC.fullmatch(mac) is None:
         raise InvalidMac(f"malformed MAC address {text!r} (expected aa:bb:cc:dd:ee:ff)")
