@@ -87,8 +87,10 @@ class Migration:
     reason: str | None = None
 
     def view(self) -> MigrationView:
+        # (`_value_`: the enum's `value` is a property, Python code.)
+        state: str = self.state._value_
         return MigrationView(
-            self.id, self.vm, self.source, self.destination, self.state.value, self.seq, self.reason
+            self.id, self.vm, self.source, self.destination, state, self.seq, self.reason
         )
 
     def mark(self, phase: Phase, writer: str) -> MigrationMark:

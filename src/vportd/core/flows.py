@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 from vportd.core.model import Location, Phase, VPortRecord, mac_to_int
-from vportd.core.topology import Topology
+from vportd.core.topology import PATH_CACHE_SIZE, Hop, Topology
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 _ARRIVED = Phase.ARRIVED
@@ -166,6 +166,10 @@ class FlowMod:
         _MOD_SWITCH(self, switch)  # as in Flow.__init__
         _MOD_COMMAND(self, command)
         _MOD_FLOW(self, flow)
+
+
+_ADD = FlowCommand.ADD  # (an enum member looked up by name costs more than a global)
+_DELETE = FlowCommand.DELETE
 
 
 def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, Any], None], ...]:
@@ -622,6 +626,8 @@ class FlowCompiler:
         # Per switch a VM may be on: the (switch, port) of its forwarding flows on
         # the switches we master other than its own, for this epoch.
         self._reach: dict[str, tuple[tuple[str, int], ...]] = {}
+        # Per (source, destination) of a hand-over: the hops of its path on our switches.
+        self._hops: dict[tuple[str, str], tuple[Hop, ...]] = {}
         # One tuple object for each set of switches VMs have their flows on (few).
         self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -663,6 +669,7 @@ class FlowCompiler:
     def _bump(self) -> None:
         self._epoch += 1
         self._reach.clear()
+        self._hops.clear()
 
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
@@ -728,8 +735,7 @@ class FlowCompiler:
             return False  # (the common case, without a path's cost)
         mig = rec.mig
         assert mig is not None
-        switches = self.switches
-        return any(h[0] in switches for h in self.topology.path(mig.source, mig.destination))
+        return bool(self._hops_here(mig.source, mig.destination))
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
@@ -787,9 +793,27 @@ class FlowCompiler:
         desired: dict[str, Out] = dict(self._exceptions_here(here))
         if loc.port is not None and here in self.switches:
             desired[here] = loc.port
-        if handover:
-            desired.update(handover_outs(self.topology, rec, self.switches))
+        if handover:  # (`handover_outs`, from the path's hops on our switches)
+            mig = rec.mig
+            assert mig is not None and mig.dest_port is not None and loc.port is not None
+            port, dest_port = loc.port, mig.dest_port
+            for switch, entered, leaves in self._hops_here(mig.source, mig.destination):
+                desired[switch] = (entered or port, leaves or dest_port)
         return desired
+
+    def _hops_here(self, source: str, destination: str) -> tuple[Hop, ...]:
+        """The hops on our switches of the hand-over path from `source` to
+        `destination` (none if the path has fewer than two), for this epoch."""
+        key = (source, destination)
+        hops = self._hops.get(key)
+        if hops is None:
+            path = self.topology.path(source, destination)
+            switches = self.switches
+            hops = () if len(path) < 2 else tuple(h for h in path if h[0] in switches)  # noqa: PLR2004
+            if len(self._hops) >= PATH_CACHE_SIZE:
+                self._hops.clear()
+            self._hops[key] = hops
+        return hops
 
     def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, Out]) -> list[FlowMod]:
         """Delete the VM's forwarding flows on `held` switches that are not `desired`,
@@ -810,15 +834,20 @@ class FlowCompiler:
                 if match is None:
                     match, cookie = _vm_match(vm), vm_cookie(vm)
                 flow = self._forwarding(match, cookie, out)
-                mods.append(FlowMod(switch, FlowCommand.DELETE, flow))
+                mods.append(FlowMod(switch, _DELETE, flow))
         for switch, out in desired.items():
             table = installed[switch]
             if table._vm.get(vm) != out:  # (`vm_port` without the call)
                 if match is None:
                     match, cookie = _vm_match(vm), vm_cookie(vm)
-                table.set_vm(vm, out)
-                flow = self._forwarding(match, cookie, out)
-                mods.append(FlowMod(switch, FlowCommand.ADD, flow))
+                if table._odd:  # (`set_vm` without the call)
+                    table._drop_odd(vm)
+                table._vm[vm] = out
+                if out.__class__ is int:  # (`_forwarding` without the call: nearly every flow)
+                    flow = Flow(FORWARD_TABLE, PRIO_VM, match, _to_port(out), cookie)
+                else:
+                    flow = self._forwarding(match, cookie, out)
+                mods.append(FlowMod(switch, _ADD, flow))
         return mods
 
     @staticmethod
