@@ -77,11 +77,13 @@ class Controller:
         return ev if mac == ev.mac else replace(ev, mac=mac)
 
     def _publish(self, change: Change, now: float) -> list[Effect]:
-        """Claim 5 (and 2): apply to our switches, then sync to every other controller."""
+        """Claim 5 (and 2): apply to our switches, then sync to every other controller.
+
+        The change is the message (a `PortEventSync` from us), shared by its receivers.
+        """
         effects = self._applied(change.record, now)
         me = self.me
-        msg = PortEventSync(change.kind, change.reason, change.record, me)
-        effects += [Send(peer, msg) for peer in self.cluster.members if peer != me]
+        effects += [Send(peer, change) for peer in self.cluster.members if peer != me]
         return effects
 
     def _applied(self, rec: VPortRecord, now: float) -> list[Effect]:

@@ -10,29 +10,18 @@ table as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 from vportd.core.errors import StaleEvent, UnknownVM
-from vportd.core.messages import EventKind, PortEvent, Reason
-from vportd.core.model import Location, MigrationMark, Phase, VPortRecord, slot_setters
+from vportd.core.messages import EventKind, PortEvent, PortEventSync, Reason
+from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Change:
-    kind: EventKind
-    reason: Reason
-    record: VPortRecord
-
-    def __init__(self, kind: EventKind, reason: Reason, record: VPortRecord) -> None:
-        _CHANGE_KIND(self, kind)  # (see `slot_setters`: one per own port event)
-        _CHANGE_REASON(self, reason)
-        _CHANGE_RECORD(self, record)
-
-
-_CHANGE_KIND, _CHANGE_REASON, _CHANGE_RECORD = slot_setters(Change, "kind", "reason", "record")
+# What an own-OVS rule changed: the port-event sync to send the other controllers
+# as it is (one object per own port event, not a change and then its message).
+Change = PortEventSync
 
 
 class VPortTable:
@@ -408,4 +397,4 @@ class VPortTable:
 
     def _write(self, rec: VPortRecord, kind: EventKind, reason: Reason) -> Change:
         self._records[rec.vm] = rec
-        return Change(kind, reason, rec)
+        return PortEventSync(kind, reason, rec, self.me)
