@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 from vportd.core.model import Location, Phase, VPortRecord, mac_to_int
-from vportd.core.topology import PATH_CACHE_SIZE, Hop, Topology
+from vportd.core.topology import Topology
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 _ARRIVED = Phase.ARRIVED
@@ -626,8 +626,6 @@ class FlowCompiler:
         # Per switch a VM may be on: the (switch, port) of its forwarding flows on
         # the switches we master other than its own, for this epoch.
         self._reach: dict[str, tuple[tuple[str, int], ...]] = {}
-        # Per (source, destination) of a hand-over: the hops of its path on our switches.
-        self._hops: dict[tuple[str, str], tuple[Hop, ...]] = {}
         # One tuple object for each set of switches VMs have their flows on (few).
         self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -669,7 +667,6 @@ class FlowCompiler:
     def _bump(self) -> None:
         self._epoch += 1
         self._reach.clear()
-        self._hops.clear()
 
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
@@ -735,7 +732,8 @@ class FlowCompiler:
             return False  # (the common case, without a path's cost)
         mig = rec.mig
         assert mig is not None
-        return bool(self._hops_here(mig.source, mig.destination))
+        switches = self.switches
+        return any(h[0] in switches for h in self.topology.path(mig.source, mig.destination))
 
     def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
         """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
@@ -796,24 +794,13 @@ class FlowCompiler:
         if handover:  # (`handover_outs`, from the path's hops on our switches)
             mig = rec.mig
             assert mig is not None and mig.dest_port is not None and loc.port is not None
-            port, dest_port = loc.port, mig.dest_port
-            for switch, entered, leaves in self._hops_here(mig.source, mig.destination):
-                desired[switch] = (entered or port, leaves or dest_port)
+            path = self.topology.path(mig.source, mig.destination)
+            if len(path) >= 2:  # noqa: PLR2004 (as handover_outs)
+                switches, port, dest_port = self.switches, loc.port, mig.dest_port
+                for switch, entered, leaves in path:
+                    if switch in switches:
+                        desired[switch] = (entered or port, leaves or dest_port)
         return desired
-
-    def _hops_here(self, source: str, destination: str) -> tuple[Hop, ...]:
-        """The hops on our switches of the hand-over path from `source` to
-        `destination` (none if the path has fewer than two), for this epoch."""
-        key = (source, destination)
-        hops = self._hops.get(key)
-        if hops is None:
-            path = self.topology.path(source, destination)
-            switches = self.switches
-            hops = () if len(path) < 2 else tuple(h for h in path if h[0] in switches)  # noqa: PLR2004
-            if len(self._hops) >= PATH_CACHE_SIZE:
-                self._hops.clear()
-            self._hops[key] = hops
-        return hops
 
     def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, Out]) -> list[FlowMod]:
         """Delete the VM's forwarding flows on `held` switches that are not `desired`,
