@@ -51,6 +51,7 @@ from vportd.cluster.etcd_rpc import (
     txn_request,
     watch_stream,
 )
+from vportd.cluster.lease import LeaseRenewer
 from vportd.core.model import VPortRecord
 from vportd.core.wire import record_from_json, record_to_json
 
@@ -138,8 +139,10 @@ class EtcdStore:
         self.lease_ttl = lease_ttl
         self._timeout = call_timeout
         self._patience = patience  # how long a call keeps retrying an unreachable etcd
-        host, _, port = _target(endpoints).rpartition(":")
+        target = _target(endpoints)
+        host, _, port = target.rpartition(":")
         self._client = aetcd.Client(host=host, port=int(port), options=CHANNEL_OPTIONS)
+        self._renewer = LeaseRenewer(endpoints, lease_ttl, call_timeout)
         self._stubs: Stubs | None = None
 
     async def __aenter__(self) -> EtcdStore:
@@ -186,47 +189,8 @@ class EtcdStore:
         return int(resp.ID)
 
     async def keep_alive(self, lease: int) -> NoReturn:
-        """Keep `lease` alive every ttl/3 until it is lost, then raise LeaseLost.
-
-        Lost means etcd says so, or no keepalive was answered for a whole TTL
-        (counted from when the last answered one was sent): past that, etcd may
-        have expired it and another controller may hold our roles.
-        """
-        loop = asyncio.get_running_loop()
-        expires = loop.time() + self.lease_ttl
-        backoff = Backoff(first=0.05, cap=self.lease_ttl / 6)
-        while True:
-            sent = loop.time()
-            try:
-                ttl = await self.stubs.keepalive(
-                    lease, max(0.05, min(self._timeout, expires - sent))
-                )
-            except (rpc.AioRpcError, Transient) as err:
-                expires = await self._keepalive_failed(lease, err, expires, backoff)
-                continue
-            if ttl <= 0:
-                raise LeaseLost(f"lease {lease:x} expired or was revoked")
-            if backoff.attempts:
-                log.info("lease %x: keepalive answered again", lease)
-            backoff.reset()
-            expires = sent + ttl
-            await asyncio.sleep(self.lease_ttl / 3)
-
-    async def _keepalive_failed(
-        self, lease: int, err: Exception, expires: float, backoff: Backoff
-    ) -> float:
-        error = translate(err, "keepalive") if isinstance(err, rpc.AioRpcError) else err
-        if isinstance(error, LeaseLost):
-            raise error
-        left = expires - asyncio.get_running_loop().time()
-        if left <= 0:
-            raise LeaseLost(
-                f"lease {lease:x}: no keepalive answered for {self.lease_ttl} s: {error}"
-            )
-        if not backoff.attempts:
-            log.warning("lease %x: keepalive failed (%s); %.2f s left on it", lease, error, left)
-        await asyncio.sleep(min(backoff.next(), left))
-        return expires
+        """Keep `lease` alive until it is lost, then raise LeaseLost (see `cluster.lease`)."""
+        await self._renewer.keep_alive(lease)
 
     async def revoke(self, lease: int) -> None:
         req = rpc.LeaseRevokeRequest(ID=lease)
