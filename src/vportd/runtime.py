@@ -192,6 +192,7 @@ class Runtime:
         self._effects: asyncio.Queue[_Batch] = asyncio.Queue()
         self._held: _Batch | None = None  # taken from the queue while coalescing, next to run
         self._busy = False
+        self._executing = False
         self.port_event_hook: Callable[[PortEvent], None] | None = None
 
     # -- life ------------------------------------------------------------
@@ -212,8 +213,32 @@ class Runtime:
                 tg.create_task(self._lldp())
 
     def submit(self, effects: Sequence[Effect | _Adopt | _Done]) -> None:
+        if not effects:
+            return
+        if self._executing:
+            effects = self._sent_at_once(effects)
         if effects:
             self._effects.put_nowait(list(effects))
+
+    def _sent_at_once(
+        self, effects: Sequence[Effect | _Adopt | _Done]
+    ) -> list[Effect | _Adopt | _Done]:
+        """Deliver (and record) the peer copies among `effects` now; the rest is queued.
+
+        A copy of an entry does not vouch for our flows, so it waits neither for
+        them nor for the batches queued before it: in a boot storm, while
+        ovs-vswitchd took seconds to confirm flow mods, peers learnt of the
+        ports only as fast as those barriers came back. Answers to a vPort
+        sync still go after the flows (the readiness barrier).
+        """
+        now = [e for e in effects if isinstance(e, Send) and not isinstance(e.message, SyncAnswer)]
+        if not now:
+            return list(effects)
+        for send in now:
+            self._deliver(send)
+        self._persist(now)
+        sent = {id(e) for e in now}
+        return [e for e in effects if id(e) not in sent]
 
     async def carry_out(self, effects: Sequence[Effect]) -> None:
         """Submit effects and wait until they are carried out (flow mods confirmed)."""
@@ -586,6 +611,7 @@ class Runtime:
 
     # -- effects ---------------------------------------------------------
     async def _execute(self) -> None:
+        self._executing = True  # (peers are reachable from now on: see `submit`)
         while True:
             batch = self._held or await self._effects.get()
             self._held = None
