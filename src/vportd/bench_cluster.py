@@ -553,35 +553,42 @@ def _storm_md(s: Storm) -> list[str]:
 
 
 def _findings_md() -> list[str]:
-    """What profiling found (cProfile in the controllers via `VPORTD_PROFILE`, timed wrappers)."""
+    """What profiling found (py-spy and cProfile in the controllers, timed spans, /proc CPU)."""
     return [
-        "**Findings** (profiled with cProfile inside the controllers, `VPORTD_PROFILE`, and "
-        "timed wrappers around the sync, barrier and etcd calls):",
+        "**Findings** (py-spy and cProfile inside the controllers, timed spans around the "
+        "HTTP, sync, barrier and etcd calls, CPU time per process from /proc):",
         "",
-        "- Fixed: every REST answer waited ~40 ms for the client's delayed ACK. The API's "
-        "listening socket came from `socket.create_server` (proto 0), so asyncio never set "
-        "TCP_NODELAY on accepted connections and uvicorn's second write (the body) sat behind "
-        "Nagle. `api/server.py` now makes it an IPPROTO_TCP socket with TCP_NODELAY: a "
-        "`GET /healthz` went from 44 ms to 2 ms, the handshake p50 from ~60 ms to ~15 ms.",
-        "- Fixed: `Runtime._send_mods` waited for each switch's barrier in turn; it now sends "
-        "to every switch at once (one barrier round trip in all). A VM's flows touch every "
-        "switch of its controller, and peers and the VMM wait for them.",
-        "- The storm, still under the goal: since the first figures the executor merges the "
-        "batches queued behind each other (one barrier per switch for a burst) and a peer's copy "
-        "of an entry no longer waits for the master's barrier; all three controllers now finish "
-        "within 0.3 s of each other, i.e. the masters themselves are the pace. Handing the "
-        "runtime only the interfaces that changed (done since) left it unchanged (598 ports/s in "
-        "a re-run): the pace is upstream of the runtime, most likely the Python OVSDB IDL "
-        "parsing every row update ovs-vswitchd writes while it creates the ports, in each "
-        "controller; not profiled yet (the IDL runs in its own thread, which cProfile does not "
-        "see).",
-        "- Not fixed, the handshake: on the leader `ControllerService.notify` takes 10-25 ms "
-        "(two vPort syncs over REST, each answered after the peer's flows are confirmed by "
-        "a barrier), and the leader's fenced etcd write of the migrating records runs "
-        "meanwhile. A loopback `send` costs 0.4-1.4 ms here (cProfile: `socket.send` "
-        "tottime / calls), so every HTTP request/answer pair (4 writes with h11) costs "
-        "milliseconds; 3 controllers, etcd and ovs-vswitchd share 2 cores, and other test "
-        "runs shared the machine during the measurement (see the load average).",
+        "- Fixed, the handshake (14.4 -> 6.4 ms p50 via the leader): every REST answer waited "
+        "~40 ms for a delayed ACK (no TCP_NODELAY on accepted sockets); an httpx request cost "
+        "its sender ~2 ms of CPU and ~6 context switches (aiohttp: 0.4 ms, 2), so east-west and "
+        "the bench's VMM side use aiohttp; uvicorn runs httptools instead of h11 (~1 -> ~0.5 ms "
+        "per request on the server) and an answer leaves in one send (status, headers and body "
+        "were two segments: two wake-ups of the client); flow mods and their barrier leave in "
+        "one segment. What is left on the critical path at the median: the VMM's request to "
+        "the leader (~1.5 ms), the two vPort syncs over REST in parallel (~2 ms each beyond "
+        "the peer's work), the destination's flow mod confirmed by ovs-vswitchd's barrier "
+        "(~2 ms: one round of its main loop over 20 bridges), and the leader's fenced etcd "
+        "write of the migration, which runs meanwhile on the same 2 cores (deferring it moved "
+        "the p50 by ~1 ms in a trial, within the noise; not done: it would open a window "
+        "in which a new leader does not know the migration).",
+        "- Fixed, the storm (618 -> 1,351 ports/s here, 1,470-1,510 in runs of the storm "
+        "alone): the ovs library's IDL parsed every row update in pure Python (the monitor now "
+        "speaks OVSDB itself: 5x less CPU); a master that lost its session lost the records it "
+        "had not written yet (now written by the next session, and again by a switch's new "
+        "master); renewals of the etcd lease made from a busy event loop came too late and "
+        "controllers lost their roles mid-storm (a thread renews it now, while the loop runs "
+        "its timers); the flood flow of a switch was rewritten and encoded once per VM booting "
+        "on it (only the last mod of a burst per flow is sent; recurring matches are encoded "
+        "once); and peers learnt of ports only as fast as ovs-vswitchd confirmed the master's "
+        "flow mods, seconds at a time (peer copies now leave when the core makes them).",
+        "- Not met, the storm's goal: the machine is CPU-bound. In a storm run the 2 cores did "
+        "~12 s of work in ~6 s: the three controllers ~2-2.6 s each, ovs-vswitchd ~2.6 s (it "
+        "creates the 10,000 ports meanwhile), ovsdb-server ~1 s, etcd ~0.5 s. The 40 OVSDB "
+        "transactions alone take ~3.5 s. A controller's own share is about a third each: its "
+        "OVSDB client decoding vswitchd's updates, the core and flow compiler, and encoding "
+        "flow mods with os-ken (~24 us each) plus the etcd watch. In production each "
+        "hypervisor's OVS has its own CPUs; here one ovs-vswitchd plays 20 hypervisors on the "
+        "controllers' cores.",
     ]
 
 
