@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vportd.core.coordinator import Timeouts
 from vportd.core.messages import EventKind, PortEvent
+from vportd.core.model import MigrationState, PortState
 from vportd.core.topology import Topology
 from vportd.sim.cluster import SimCluster
 
@@ -64,3 +65,23 @@ def switch_over(sim: SimCluster, mac: str, src: tuple[str, int], dst: tuple[str,
     sim.port_event(link(dst[0], dst[1], mac, up=True))
     sim.port_event(delete(src[0], src[1], mac))
     sim.deliver_all()
+
+
+SWITCHES = ("hv0", "hv1", "hv2")
+
+Entry = tuple[str | None, int | None, PortState, MigrationState]
+
+
+def entries(sim: SimCluster, vm: str) -> set[Entry]:
+    """The VM's entry as each controller shows it (one element when they agree)."""
+    out: set[Entry] = set()
+    for ctl in sim.controllers.values():
+        rec = ctl.table.require(vm)
+        out.add((rec.loc.ovs, rec.loc.port, rec.port_state, rec.migration_state))
+    return out
+
+
+def reach(sim: SimCluster, vm: str) -> set[frozenset[tuple[str, int]]]:
+    """Where a frame for `vm` goes, from an unused edge port of every switch."""
+    assert sim.fabric is not None
+    return {frozenset(sim.fabric.deliveries(s, 99, vm)) for s in SWITCHES}

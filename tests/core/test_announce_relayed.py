@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.core.support import VM_A, add, link, ready_migration
+from tests.core.support import VM_A, add, entries, link, reach, ready_migration
 from vportd.core.errors import MigrationConflict
 from vportd.core.model import MigrationState, PortState
 from vportd.sim.cluster import SimCluster
 
-Entry = tuple[str | None, int | None, PortState, MigrationState]
-
 BROADCAST = "ff:ff:ff:ff:ff:ff"
-SWITCHES = ("hv0", "hv1", "hv2")
 
 
 def punted_at(sim: SimCluster, switch: str, in_port: int, src: str) -> set[tuple[str, int]]:
@@ -50,20 +47,6 @@ def punted_at(sim: SimCluster, switch: str, in_port: int, src: str) -> set[tuple
         links = sim.topology.link_ports(here)
         stack += [(links[o].switch, links[o].port) for o in outs if o in links]
     return punts
-
-
-def where(sim: SimCluster, vm: str) -> set[Entry]:
-    """The VM's entry as each controller shows it (one element when they agree)."""
-    out: set[Entry] = set()
-    for ctl in sim.controllers.values():
-        rec = ctl.table.require(vm)
-        out.add((rec.loc.ovs, rec.loc.port, rec.port_state, rec.migration_state))
-    return out
-
-
-def reach(sim: SimCluster, vm: str) -> set[frozenset[tuple[str, int]]]:
-    assert sim.fabric is not None
-    return {frozenset(sim.fabric.deliveries(s, 99, vm)) for s in SWITCHES}
 
 
 def source_arp(sim: SimCluster) -> list[tuple[str, int]]:
@@ -93,7 +76,7 @@ def test_an_arp_from_the_source_relayed_to_the_destination_does_not_activate(
     source_arp(sim)
 
     assert sim.leader.migration(mid).state == "ready"
-    assert where(sim, VM_A) == AT_SOURCE
+    assert entries(sim, VM_A) == AT_SOURCE
     # still reached at the source (and, once it exists, at the new port by the hand-over)
     expected = {("hv1", 1), ("hv2", 7)} if dest_port_known else {("hv1", 1)}
     assert reach(sim, VM_A) == {frozenset(expected)}
@@ -119,7 +102,7 @@ def test_a_failed_switchover_is_aborted_after_the_resumed_vm_sent_an_arp(
     sim.deliver_all()
 
     assert sim.leader.migration(mid).state == "aborted"
-    assert where(sim, VM_A) == {("hv1", 1, PortState.UP, MigrationState.NOT_MIGRATING)}
+    assert entries(sim, VM_A) == {("hv1", 1, PortState.UP, MigrationState.NOT_MIGRATING)}
     assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}
 
 
@@ -134,10 +117,10 @@ def test_only_the_vms_own_port_at_the_destination_announces_it(sim: SimCluster) 
     sim.run(sim.master_of("hv2").vm_announced("hv2", 9, VM_A, sim.now))
     sim.deliver_all()
     assert sim.leader.migration(mid).state == "ready"
-    assert where(sim, VM_A) == AT_SOURCE
+    assert entries(sim, VM_A) == AT_SOURCE
 
     sim.run(sim.master_of("hv2").vm_announced("hv2", 7, VM_A, sim.now))
     sim.deliver_all()
     assert sim.leader.migration(mid).state == "activated"
-    assert where(sim, VM_A) == {("hv2", 7, PortState.UP, MigrationState.MIGRATING)}
+    assert entries(sim, VM_A) == {("hv2", 7, PortState.UP, MigrationState.MIGRATING)}
     assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}

@@ -15,7 +15,9 @@ from tests.core.support import (
     add,
     boot,
     delete,
+    entries,
     link,
+    reach,
     ready_migration,
     switch_over,
 )
@@ -33,24 +35,6 @@ from vportd.sim.cluster import InFlight, SimCluster
 
 UP, DOWN = PortState.UP, PortState.DOWN
 MIGRATING, NOT_MIGRATING = MigrationState.MIGRATING, MigrationState.NOT_MIGRATING
-SWITCHES = ("hv0", "hv1", "hv2")
-
-Entry = tuple[str | None, int | None, PortState, MigrationState]
-
-
-def entries(sim: SimCluster, vm: str) -> set[Entry]:
-    """The VM's entry as each controller shows it (one element when they agree)."""
-    out: set[Entry] = set()
-    for ctl in sim.controllers.values():
-        rec = ctl.table.require(vm)
-        out.add((rec.loc.ovs, rec.loc.port, rec.port_state, rec.migration_state))
-    return out
-
-
-def reach(sim: SimCluster, vm: str) -> set[frozenset[tuple[str, int]]]:
-    """Where a frame for `vm` goes, from an unused edge port of every switch."""
-    assert sim.fabric is not None
-    return {frozenset(sim.fabric.deliveries(s, 99, vm)) for s in SWITCHES}
 
 
 def tables_equal(sim: SimCluster) -> bool:
