@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.core.support import mesh
 from vportd.api.service import ClusterView, Health, MemberView, Peer, SwitchView
 from vportd.core.controller import Controller
 from vportd.core.coordinator import Coordinator, Timeouts
@@ -27,7 +28,6 @@ from vportd.core.messages import (
     VPortSync,
 )
 from vportd.core.model import VPortRecord, parse_mac
-from vportd.core.topology import Topology
 from vportd.core.wire import NotifyRequest
 from vportd.metrics import Metrics
 from vportd.sim.cluster import SimCluster
@@ -40,17 +40,6 @@ NO_LEADER = "-"
 
 def url_of(cid: str) -> str:
     return f"http://{cid}.test"
-
-
-def mesh(n: int = 3) -> Topology:
-    """hv0..hv{n-1} with datapath ids 1..n, each pair linked."""
-    topo = Topology()
-    for i in range(n):
-        topo.add_switch(f"hv{i}", i + 1)
-    for i in range(n):
-        for j in range(i + 1, n):
-            topo.add_link(f"hv{i}", 100 + j, f"hv{j}", 100 + i)
-    return topo
 
 
 def boot(sim: SimCluster, mac: str, ovs: str, port: int) -> None:
