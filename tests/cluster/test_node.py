@@ -11,6 +11,7 @@ wrote nothing. A controller that was not a member at that moment never got them.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from tests.cluster.support import at, eventually, eventually_async, mac
 from vportd.api.service import Peer
-from vportd.cluster.etcd import EtcdStore, Fence
+from vportd.cluster.etcd import KV, EtcdStore, Fence
 from vportd.cluster.node import ClusterNode
 from vportd.cluster.peers import PeerClient
 from vportd.config import Config
@@ -137,3 +138,23 @@ async def test_a_new_master_writes_the_records_of_its_switch_the_old_one_did_not
 
 async def _present(store: EtcdStore, vm: str) -> bool:
     return await stored(store, vm) is not None
+
+
+async def test_events_older_than_our_claim_do_not_take_the_switch_away(
+    store: EtcdStore, tmp_path: Path
+) -> None:
+    """The watch lags behind our own claim: the previous master's key and its deletion
+    arrive after it (seen in CI: c1 claimed hv0 from c0, then read c0's old key and let
+    hv0 go, and no one mastered it). Those events are older than our key: not news."""
+    rt = runtime("c0", tmp_path)
+    rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {}))
+    async with running(rt, store) as node:
+        await eventually(lambda: "hv1" in node._mine, "c0 masters hv1")
+        ours = node._mine["hv1"].revision
+        old = json.dumps({"id": "c9"}).encode()
+        node._masters_changed(
+            [KV("masters/hv1", old, ours - 2, ours - 2), KV("masters/hv1", None, 0, ours - 1)],
+            ours - 1,
+        )
+        assert "hv1" in node._mine and rt.mastered("hv1")
+        assert node.masters["hv1"] == ("c0", ours)

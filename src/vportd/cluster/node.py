@@ -278,12 +278,19 @@ class ClusterNode:
 
     # -- mastership --------------------------------------------------------
     def _masters_reset(self, kvs: dict[str, KV], revision: int) -> None:
-        gone = [KV(f"masters/{s}", None, 0, 0) for s in self.masters if f"masters/{s}" not in kvs]
+        gone = [
+            KV(f"masters/{s}", None, 0, revision) for s in self.masters if f"masters/{s}" not in kvs
+        ]
         self._masters_changed([*kvs.values(), *gone], revision)
 
     def _masters_changed(self, kvs: list[KV], revision: int) -> None:
         for kv in kvs:
             switch = kv.key.removeprefix("masters/")
+            mine = self._mine.get(switch)
+            if mine is not None and kv.mod_revision < mine.revision:
+                # Older than our own claim (the watch lags behind it): the previous
+                # master's key, or its deletion. Taken as news, it cost us the switch.
+                continue
             holder = None if kv.value is None else str(_json(kv).get("id"))
             self._master_is(switch, holder, kv.create_revision)
         self._dirty.set()
