@@ -780,10 +780,9 @@ def _last_per_flow(mods: list[FlowMod]) -> Iterable[FlowMod]:
     what the switch holds after the barrier. A burst of VMs booting on a switch rewrites its
     flood flow once per VM; the switch needs the last one only (encoding them all grew
     with the square of the VMs per switch)."""
-    last: dict[tuple[str, int, int, object], FlowMod] = {}
+    last: dict[tuple[str, tuple[int, int, object]], FlowMod] = {}
     for mod in mods:
-        flow = mod.flow
-        last[(mod.switch, flow.table, flow.priority, flow.match)] = mod
+        last[(mod.switch, mod.flow.key)] = mod
     return mods if len(last) == len(mods) else last.values()
 
 

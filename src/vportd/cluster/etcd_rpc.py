@@ -171,18 +171,6 @@ class Stubs:
                 return found, revision
             start = bytes(resp.kvs[-1].key) + b"\0"
 
-    async def keepalive(self, lease: int, timeout: float) -> int:
-        """One keepalive round trip; the TTL etcd granted anew (<= 0: the lease is gone)."""
-        call = self.lease.LeaseKeepAlive(timeout=timeout)
-        try:
-            await call.write(rpc.LeaseKeepAliveRequest(ID=lease))
-            reply = await call.read()
-        finally:
-            call.cancel()
-        if reply is None or not hasattr(reply, "TTL"):
-            raise Transient(f"lease {lease:x}: keepalive stream closed without an answer")
-        return int(reply.TTL)
-
 
 @contextlib.asynccontextmanager
 async def watch_stream(stubs: Stubs, prefix: bytes, start: int) -> AsyncIterator[Any]:

@@ -404,14 +404,8 @@ class ClusterNode:
 
     def _put_back(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
         """Return a batch that was not written to the pending records (joined with newer ones)."""
-        for vm, (rec, by_leader) in batch.items():
-            held = self._pending.get(vm)
-            if held is None:
-                self._pending[vm] = (rec, by_leader)
-            else:
-                self._pending[vm] = (rec.merge(held[0]), by_leader or held[1])
         if batch:
-            self._written.set()
+            self.persist(list(batch.values()))
 
     async def _write(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
         assert self._member is not None
