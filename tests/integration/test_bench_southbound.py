@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vportd.bench_southbound import SECTION, run_southbound_bench
+from vportd.bench_southbound import OVSDB, SECTION, VSCTL, run_southbound_bench
 from vportd.benchdoc import write_markdown
 
 OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
+PARTS = ("end_to_end", "commit", "ofport", "link_up", "entry_up", "controller", "vmm_call")
 
 
 @pytest.mark.ovs
@@ -19,15 +20,25 @@ OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text
 def test_a_tiny_run_measures_every_port_and_installs_every_flow(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     output.write_text(f"# Benchmarks\n\n{OTHER}")
-    assert run_southbound_bench(output, ports=6, switches=3) == 0
+    assert run_southbound_bench(output, ports=6, switches=3, floor_runs=4) == 0
 
     doc = json.loads((tmp_path / "bench-results" / "southbound.json").read_text())
     latency, install = doc["latency"], doc["install"]
-    assert (latency["ports"], latency["switches"]) == (6, 3)
-    for part in ("end_to_end", "commit", "ofport", "link_up", "entry_up", "controller", "vsctl"):
-        assert latency[part]["n"] == 6
-        assert len(doc["raw_ms"][part]) == 6
-    assert latency["flow_mods"] > 0
+    persistent, floor = doc["persistent"], doc["floor"]
+    assert (latency["vmm"], persistent["vmm"]) == (VSCTL, OVSDB)
+    for run, raw in ((latency, doc["raw_ms"]), (persistent, doc["persistent_raw_ms"])):
+        assert (run["ports"], run["switches"]) == (6, 3)
+        for part in PARTS:
+            assert run[part]["n"] == 6
+            assert len(raw[part]) == 6
+        assert 0 <= run["in_table_before_vmm_returned"] <= 6
+        assert run["flow_mods"] > 0
+    assert latency["reply"] is None and "reply" not in doc["raw_ms"]
+    assert persistent["reply"]["n"] == 6 and len(doc["persistent_raw_ms"]["reply"]) == 6
+    # the same ports, as many at each step: the two runs install the same flows
+    assert persistent["flow_mods"] == latency["flow_mods"]
+    assert floor["runs"] == floor["version"]["n"] == floor["add_port"]["n"] == 4
+    assert [len(doc["floor_raw_ms"][k]) for k in ("version", "add_port")] == [4, 4]
     assert (install["switches"], install["vms"]) == (3, 6)
     assert install["equal"] is True
     assert install["flows"] == sum(install["flows_per_switch"].values()) == install["ofctl_flows"]
@@ -36,7 +47,10 @@ def test_a_tiny_run_measures_every_port_and_installs_every_flow(tmp_path: Path) 
 
     text = output.read_text()
     assert text.count(SECTION) == 1 and OTHER.strip() in text
-    assert "--ports 6 --switches 3" in text
+    assert "--ports 6 --switches 3 --floor-runs 4" in text
+    assert "| one OVSDB connection: transaction sent → entry in the core's table, p50 |" in text
+    assert "| `ovs-vsctl add-port` to the entry in the core's table, p50 |" in text
+    assert "**ovs-vsctl's floor**" in text
 
 
 def test_the_section_is_replaced_and_the_others_kept(tmp_path: Path) -> None:
