@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
@@ -177,9 +177,11 @@ class Runtime:
         self.monitors = [
             OvsdbMonitor(r, partial(self._on_snapshot, r)) for r in self.config.ovsdb.remotes
         ]
+        # Per OVSDB server (one per hypervisor in production), what was fed of it and
+        # whether that was all its monitor gave: each server is diffed on its own, so
+        # an update costs what changed on it, not every row of every server.
         self._snapshots: dict[str, Snapshot] = {}
-        self._snapshot = EMPTY
-        self._fed_whole: Snapshot | None = None  # the last snapshot fed as its monitor gave it
+        self._whole: dict[str, bool] = {}
         # The VM port rows of the snapshot by (bridge, ofport), kept from each diff: a
         # port status must not scan every row (a boot storm brings thousands of each).
         self._vm_ports: dict[tuple[str, int], IfaceRow] = {}
@@ -317,7 +319,7 @@ class Runtime:
 
     def _switch_ports(self, switch: str) -> list[PortEvent]:
         events: list[PortEvent] = []
-        for row in self._snapshot.ifaces.values():
+        for row in self._rows():
             if row.bridge == switch and row.is_vm and row.ofport is not None:
                 events += port_events(Change.ADD, row)
         return events
@@ -351,23 +353,28 @@ class Runtime:
     # -- OVSDB -----------------------------------------------------------
     def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
         """Feed the VM port changes of every named bridge, connected or not (module doc)."""
-        self._snapshots[remote] = snap
-        old, new = self._snapshot, _named_only(self._union())
-        if new.changed is not None and not (new is snap and old is self._fed_whole):
-            # Only against the monitor's previous snapshot, as it came, does "what
-            # changed" hold: after a union or a filtered one, compare everything.
+        old, new = self._snapshots.get(remote, EMPTY), _named_only(snap)
+        whole = new is snap
+        if new.changed is not None and not (whole and self._whole.get(remote, False)):
+            # "What changed" is relative to the monitor's previous snapshot: it holds
+            # only if that one, and this one, were fed whole (not filtered).
             new = replace(new, changed=None)
-        self._fed_whole = snap if new is snap else None
-        self._snapshot = new
+        self._whole[remote] = whole
+        self._snapshots[remote] = new
         self._learn_bridges(new)
         for change in diff_ports(old, new):
             self._index_vm_port(change.change, change.row)
             for ev in port_events(change.change, change.row):
                 self.feed(ev)
         if self._links_may_change(new):
-            self._declared = declared_links(new)
-            self._link_names = _link_names(new)
+            self._declared = declared_links(self._snapshots.values())
+            self._link_names = _link_names(self._snapshots.values())
         self._sync_links()
+
+    def _rows(self) -> Iterator[IfaceRow]:
+        """Every interface row of every OVSDB server."""
+        for snap in self._snapshots.values():
+            yield from snap.ifaces.values()
 
     def _index_vm_port(self, change: Change, row: IfaceRow) -> None:
         assert row.ofport is not None
@@ -386,17 +393,6 @@ class Runtime:
             if name in self._link_names or (row is not None and row.peer is not None):
                 return True
         return False
-
-    def _union(self) -> Snapshot:
-        """Several OVSDB servers (one per hypervisor): the union of what they show."""
-        if len(self._snapshots) == 1:
-            return next(iter(self._snapshots.values()))
-        bridges: dict[str, int] = {}
-        ifaces: dict[str, IfaceRow] = {}
-        for snap in self._snapshots.values():
-            bridges |= snap.bridges
-            ifaces |= {f"{r.bridge}/{n}": r for n, r in snap.ifaces.items()}
-        return Snapshot(bridges, ifaces)
 
     def _learn_bridges(self, snap: Snapshot) -> None:
         learnt = False
@@ -597,9 +593,7 @@ class Runtime:
             await asyncio.sleep(self.config.topology.lldp_interval)
 
     async def _probe(self, name: str, conn: SwitchConnection) -> None:
-        vm_ports = {
-            r.ofport for r in self._snapshot.ifaces.values() if r.bridge == name and r.is_vm
-        }
+        vm_ports = {r.ofport for r in self._rows() if r.bridge == name and r.is_vm}
         for port in conn.ports.values():
             if port.reserved or port.port_no in vm_ports:
                 continue
@@ -798,11 +792,12 @@ def _named_only(snap: Snapshot) -> Snapshot:
     return Snapshot(snap.bridges, ifaces)
 
 
-def _link_names(snap: Snapshot) -> set[str]:
+def _link_names(snaps: Iterable[Snapshot]) -> set[str]:
     names = set()
-    for row in snap.ifaces.values():
-        if row.peer is not None:
-            names |= {row.name, row.peer.rpartition("/")[2]}
+    for snap in snaps:
+        for row in snap.ifaces.values():
+            if row.peer is not None:
+                names |= {row.name, row.peer.rpartition("/")[2]}
     return names
 
 

@@ -71,7 +71,7 @@ def at(rt: Runtime, mac: str, port: int, state: PortState) -> bool:
 
 async def read(rt: Runtime, name: str) -> None:
     """Wait until the monitor has handed the runtime a snapshot with interface `name`."""
-    await until(lambda: rt._snapshot.ifaces.get(name) is not None, f"the row of {name}")
+    await until(lambda: any(r.name == name for r in rt._rows()), f"the row of {name}")
 
 
 async def test_an_entry_from_the_request_comes_up_when_ovs_vswitchd_numbers_the_port(

@@ -43,7 +43,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -169,18 +169,26 @@ class DeclaredLink:
     b_port: int
 
 
-def declared_links(snap: Snapshot) -> set[DeclaredLink]:
-    """Links declared in OVSDB: patch port pairs and `vportd-peer` hints, both ends known."""
+def declared_links(snaps: Iterable[Snapshot]) -> set[DeclaredLink]:
+    """Links declared in OVSDB: patch port pairs and `vportd-peer` hints, both ends known.
+
+    A hint `BRIDGE/INTERFACE` may name an interface of another OVSDB server (a
+    tunnel to another hypervisor); a bare name, as a patch port's peer, is
+    looked up on the same server. Interface names repeat across hypervisors.
+    """
+    snaps = list(snaps)
+    anywhere = {(r.bridge, r.name): r for snap in snaps for r in snap.ifaces.values()}
     links: set[DeclaredLink] = set()
-    for row in snap.ifaces.values():
-        if row.peer is None or not row.ofport:
-            continue
-        bridge, _, iface = row.peer.rpartition("/")
-        other = snap.ifaces.get(iface)
-        if other is None or not other.ofport or (bridge and other.bridge != bridge):
-            continue
-        ends = sorted([(row.bridge, row.ofport), (other.bridge, other.ofport)])
-        links.add(DeclaredLink(ends[0][0], ends[0][1], ends[1][0], ends[1][1]))
+    for snap in snaps:
+        for row in snap.ifaces.values():
+            if row.peer is None or not row.ofport:
+                continue
+            bridge, _, iface = row.peer.rpartition("/")
+            other = anywhere.get((bridge, iface)) if bridge else snap.ifaces.get(iface)
+            if other is None or not other.ofport:
+                continue
+            ends = sorted([(row.bridge, row.ofport), (other.bridge, other.ofport)])
+            links.add(DeclaredLink(ends[0][0], ends[0][1], ends[1][0], ends[1][1]))
     return links
 
 
