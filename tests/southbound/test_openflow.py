@@ -223,6 +223,19 @@ async def test_role_requests(ovs: PrivateOVS) -> None:
         await conn.barrier()
 
 
+async def test_only_a_master_hears_port_status(ovs: PrivateOVS) -> None:
+    """A slave is not told of ports (in a boot storm it decoded every one for nothing)."""
+    async with controller(ovs, "ps0", 0x16) as (recorder, _, br, conn):
+        assert await conn.role_request(Role.SLAVE, 1) == (Role.SLAVE, 1)
+        await br.add_port("ps0p1", 1)
+        assert await conn.role_request(Role.MASTER, 2) == (Role.MASTER, 2)
+        await br.add_port("ps0p2", 2)
+        heard = []
+        while not heard or heard[-1] != 2:
+            heard.append((await recorder.next("port_status")).args[1].port_no)
+        assert 1 not in heard
+
+
 async def test_packet_in_and_packet_out(ovs: PrivateOVS) -> None:
     pcap = Path(ovs.rundir) / "pio0p2.pcap"
     async with controller(ovs, "pio0", 0x15) as (recorder, _, br, conn):

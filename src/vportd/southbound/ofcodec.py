@@ -205,6 +205,23 @@ def echo_reply(data: bytes) -> Any:
     return ofpp.OFPEchoReply(DATAPATH, data)
 
 
+_ALL_PACKET_INS = 0b111  # no match, action, invalid TTL
+_ALL_PORT_STATUS = 0b111  # add, delete, modify
+_ALL_FLOW_REMOVED = 0b1111  # idle, hard, delete, group delete
+
+
+def set_async() -> Any:
+    """Asynchronous messages to a master (or equal) controller only.
+
+    OpenFlow 1.3 sends port status to slaves too by default: in a boot storm
+    each slave decoded every port's status of every switch it does not master,
+    for nothing (a new master reads the ports with PORT_DESC). [master, slave].
+    """
+    return ofpp.OFPSetAsync(
+        DATAPATH, [_ALL_PACKET_INS, 0], [_ALL_PORT_STATUS, 0], [_ALL_FLOW_REMOVED, 0]
+    )
+
+
 def role_request(role: Role, generation_id: int) -> Any:
     if not 0 <= generation_id <= _MAX_U64:
         raise CodecError(f"generation id {generation_id} is not a 64-bit unsigned integer")

@@ -277,6 +277,7 @@ class SwitchConnection:
         await self._hello.wait()
         features = await self._request(oc.features_request(), oc.FeaturesReply, None)
         self.dpid, self.n_tables = features.dpid, features.n_tables
+        self._enqueue(oc.set_async())
         await self._multipart(oc.port_desc_request(), oc.PortDescReply, None)  # sets ports
 
     async def _keepalive(self) -> None:
