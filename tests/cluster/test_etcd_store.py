@@ -12,6 +12,7 @@ import pytest
 from tests.cluster.conftest import StoreFactory
 from tests.cluster.support import at, eventually, eventually_async, keep, mac, marked
 from vportd.cluster.etcd import EtcdStore, Fenced
+from vportd.cluster.etcd_rpc import delete_op
 from vportd.core.model import VPortRecord
 from vportd.lab.etcd import PrivateEtcd
 
@@ -61,6 +62,24 @@ async def test_merge_keeps_the_newer_stored_record(store: EtcdStore) -> None:
     stored, after = await store.records()
     assert stored == {vm: at(vm, 5, 0, "a")}
     assert after == before  # no write at all
+
+
+async def test_a_merge_planned_on_a_stale_view_still_lands_the_join(
+    connect: StoreFactory,
+) -> None:
+    """`a` plans its next write on what it wrote last; `b` wrote meanwhile (and deleted):
+    the compare-and-swap catches the stale view, and nothing is lost or left out."""
+    vm = mac(3)
+    async with connect() as a, connect() as b:
+        await a.merge([at(vm, 1, 0, "a")])
+        await b.merge([marked(vm, 7, "b")])
+        await a.merge([at(vm, 2, 0, "a")])
+        stored, _ = await b.records()
+        assert stored == {vm: join([at(vm, 1, 0, "a"), marked(vm, 7, "b"), at(vm, 2, 0, "a")])}
+        await b._txn("delete", [], [delete_op(a.key(f"vports/{vm}"))])
+        await a.merge([at(vm, 2, 0, "a")])  # what a last saw says "nothing to write"
+        stored, _ = await b.records()
+    assert stored == {vm: at(vm, 2, 0, "a")}
 
 
 async def test_boot_storm_of_10000_ports_from_three_controllers(connect: StoreFactory) -> None:

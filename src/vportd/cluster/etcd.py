@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -62,6 +63,7 @@ log = logging.getLogger("vportd.etcd")
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, successes and failures each
 CHUNK_ATTEMPTS = 3  # whole-chunk CAS rounds before a contended chunk goes key by key
 PARALLEL_CHUNKS = 8  # chunks of one merge in flight at once
+SEEN_KEYS = 4096  # keys whose newest stored value is kept, to merge them in one round trip
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,14 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]
             yield exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A key's value at a revision, as read, written or watched (None: deleted)."""
+
+    value: bytes | None
+    mod_revision: int
+
+
 class EtcdStore:
     """One controller's connection to etcd; every method retries what etcd lets it retry."""
 
@@ -144,6 +154,9 @@ class EtcdStore:
         self._client = aetcd.Client(host=host, port=int(port), options=CHANNEL_OPTIONS)
         self._renewer = LeaseRenewer(endpoints, lease_ttl, call_timeout)
         self._stubs: Stubs | None = None
+        # The newest value seen of recent keys: a merge plans on it and writes in one
+        # round trip (its compare-and-swap catches a stale one, and then reads).
+        self._seen: OrderedDict[bytes, _Seen] = OrderedDict()
 
     async def __aenter__(self) -> EtcdStore:
         await self._client.connect()
@@ -313,9 +326,9 @@ class EtcdStore:
     ) -> None:
         keys = [self.key(f"vports/{vm}") for vm, _ in items]
         fence_cmp = [created_at(self.key(f.key), f.revision) for f in fences]
-        resp = await self._txn("read vports", fence_cmp, [range_op(k) for k in keys])
-        self._check_fences(resp, fences, offset=None)
-        stored = [range_kvs(r) for r in resp.responses]
+        stored = self._recalled(keys, items)
+        if stored is None:
+            stored = await self._read(keys, fence_cmp, fences)
         tries = 0
         while attempts is None or tries < attempts:
             tries += 1
@@ -325,12 +338,53 @@ class EtcdStore:
             reread = [range_op(self.key(f.key)) for f in fences] + [range_op(k) for k in keys]
             resp = await self._txn("merge vports", fence_cmp + compare, puts, reread)
             if resp.succeeded:
+                self._wrote(puts, int(resp.header.revision))
                 return
             self._check_fences(resp, fences, offset=0)
             stored = [range_kvs(r) for r in resp.responses[len(fences) :]]
+            self._saw(keys, stored)
         # Contended as a whole: key by key, each retried until it lands.
         for item in items:
             await self._merge_chunk([item], fences, None)
+
+    async def _read(
+        self, keys: list[bytes], fence_cmp: list[Msg], fences: Sequence[Fence]
+    ) -> list[list[Msg]]:
+        resp = await self._txn("read vports", fence_cmp, [range_op(k) for k in keys])
+        self._check_fences(resp, fences, offset=None)
+        stored = [range_kvs(r) for r in resp.responses]
+        self._saw(keys, stored)
+        return stored
+
+    def _recalled(
+        self, keys: list[bytes], items: list[tuple[str, VPortRecord]]
+    ) -> list[list[Msg]] | None:
+        """What was last seen stored at every key, if known and if there is something to
+        write: "nothing to write" is only believed from a read (the key may be gone)."""
+        seen = [self._seen.get(k) for k in keys]
+        if any(s is None or s.value is None for s in seen):
+            return None
+        stored: list[list[Msg]] = [[s] for s in seen]
+        return stored if self._plan(keys, items, stored)[1] else None
+
+    def remember(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
+        """Note a key's value at a revision (an older one than known is ignored)."""
+        held = self._seen.get(key)
+        if held is not None and held.mod_revision >= mod_revision:
+            return
+        self._seen[key] = _Seen(value, mod_revision)
+        self._seen.move_to_end(key)
+        if len(self._seen) > SEEN_KEYS:
+            self._seen.popitem(last=False)
+
+    def _saw(self, keys: list[bytes], stored: list[list[Msg]]) -> None:
+        for key, kvs in zip(keys, stored, strict=True):
+            if kvs:
+                self.remember(key, bytes(kvs[0].value), int(kvs[0].mod_revision))
+
+    def _wrote(self, puts: list[Msg], revision: int) -> None:
+        for op in puts:
+            self.remember(bytes(op.request_put.key), bytes(op.request_put.value), revision)
 
     def _check_fences(self, resp: Msg, fences: Sequence[Fence], offset: int | None) -> None:
         """Raise Fenced if `resp` failed on a fence. With `offset` None the txn compared
@@ -470,6 +524,8 @@ class _Follower:
             self.revision = max(self.revision or 0, int(resp.header.revision))
             return
         events = [_to_kv(self.store.prefix, ev.kv, is_delete(ev)) for ev in resp.events]
+        for kv in events:
+            self.store.remember(self.store.key(kv.key), kv.value, kv.mod_revision)
         # Not the header revision: a catching-up watch may send a batch whose
         # header is ahead of its last event.
         revision = max(kv.mod_revision for kv in events)
