@@ -313,3 +313,21 @@ def test_malformed_bodies_raise_codec_error_and_never_hang(buf: bytes) -> None:
     assert head.length == len(buf)
     with pytest.raises(oc.CodecError):
         oc.decode_message(head, buf)
+
+
+class PlainParser:
+    """os-ken's parser under another name: `encode_match` builds a fresh match for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(ofpp, name)
+
+
+def test_a_shared_match_serialises_as_a_fresh_os_ken_one() -> None:
+    """Flow mods reuse one match, serialised once: their bytes are os-ken's own."""
+    for flow in [*flood_flows(line(), "hv0", [3]), arrival_flow(MAC), *base_flows(line(), "hv0")]:
+        shared = oc.encode_flow_mod(FlowMod("hv0", FlowCommand.ADD, flow))
+        fresh = oc.encode_flow_mod(FlowMod("hv0", FlowCommand.ADD, flow), PlainParser())
+        for mod in (shared, fresh):
+            mod.set_xid(7)
+            mod.serialize()
+        assert bytes(shared.buf) == bytes(fresh.buf)

@@ -247,15 +247,39 @@ def encode_match(match: Match, parser: Any = ofpp) -> Any:
     return _shared_match(match) if parser is ofpp else _new_match(match, parser)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 16)
 def _shared_match(match: Match) -> Any:
-    # Building an OFPMatch is most of a flow mod's encoding (~30 of ~57 us here),
-    # and a VM's match recurs on every switch its flows are on, in one burst.
-    # Serialising one does not change it, so one object serves them all.
-    return _new_match(match, ofpp)
+    # A VM's match recurs on every switch its flows are on, in one burst: one
+    # object, serialised once, serves them all (see `_PackedMatch`).
+    return _PackedMatch(**_fields(match))
+
+
+class _PackedMatch(ofpp.OFPMatch):  # type: ignore[misc]  # os-ken is untyped
+    """An os-ken OFPMatch that keeps the wire form os-ken gives it the first time.
+
+    os-ken converts each MAC from text through netaddr when it builds a match
+    and again each time it serialises it: that was most of a flow mod's
+    encoding, a sixth of a controller's CPU in a boot storm.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(**fields)
+        buf = bytearray()
+        size = super().serialize(buf, 0)
+        self._wire = bytes(buf[:size])
+
+    def serialize(self, buf: bytearray, offset: int) -> int:
+        if len(buf) < offset:
+            buf += bytes(offset - len(buf))
+        buf[offset : offset + len(self._wire)] = self._wire
+        return len(self._wire)
 
 
 def _new_match(match: Match, parser: Any) -> Any:
+    return parser.OFPMatch(**_fields(match))
+
+
+def _fields(match: Match) -> dict[str, object]:
     fields: dict[str, object] = {}
     if match.in_port is not None:
         _check(0 < match.in_port <= _MAX_U32, f"in_port {match.in_port} out of range")
@@ -267,7 +291,7 @@ def _new_match(match: Match, parser: Any) -> Any:
         _check(match.eth_dst_mask is None, "an eth_dst mask without an eth_dst")
     if match.eth_src is not None:
         fields["eth_src"] = match.eth_src
-    return parser.OFPMatch(**fields)
+    return fields
 
 
 def encode_instructions(actions: tuple[Action, ...], parser: Any = ofpp) -> list[Any]:
