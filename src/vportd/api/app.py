@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vportd import __version__
 from vportd.api.errors import install_error_handlers
+from vportd.api.fastpath import FastPaths
 from vportd.api.guard import BearerAuth, BodyLimit
 from vportd.api.models import HealthOut
 from vportd.api.northbound import northbound_router
@@ -53,7 +54,9 @@ def create_app(
     app.include_router(northbound_router(service, forwarder))
     app.include_router(peer_router(service))
     app.include_router(_open_router(service))
-    # Starlette runs the middleware added last first: the size limit, then auth.
+    # Starlette runs the middleware added last first: the size limit, then auth,
+    # then the handshake's own paths (`fastpath`).
+    app.add_middleware(FastPaths, service=service)
     app.add_middleware(BearerAuth, token=token, peer_token=peer_token)
     app.add_middleware(BodyLimit, max_body=max_body)
     return app

@@ -55,7 +55,7 @@ def _vport(rec: VPortRecord, dpids: dict[str, str]) -> VPortOut:
     return VPortOut(**body, dpid=dpids.get(rec.loc.ovs or ""))
 
 
-def _migration(view: MigrationView, status: int = 200) -> JSONResponse:
+def migration_response(view: MigrationView, status: int = 200) -> JSONResponse:
     headers = {"Location": f"/v1/migrations/{view.id}"} if status == HTTP_CREATED else None
     return JSONResponse(migration_to_json(view), status_code=status, headers=headers)
 
@@ -75,11 +75,12 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     )  # fmt: skip
     async def notify(body: NotifyBody, request: Request) -> Response:
         """Migration notify (claim 6): answers once both controllers synced (notify complete)."""
+        # On the leader, `fastpath.FastPaths` answers it before FastAPI routes it.
         notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
 
         async def local() -> Response:
             view, new = await service.notify(notify)
-            return _migration(view, HTTP_CREATED if new else 200)
+            return migration_response(view, HTTP_CREATED if new else 200)
 
         return await leader.run(request, local)
 
@@ -99,7 +100,7 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     )  # fmt: skip
     async def migration(migration_id: str, request: Request) -> Response:
         async def local() -> Response:
-            return _migration(service.migration(migration_id))
+            return migration_response(service.migration(migration_id))
 
         return await leader.run(request, local)
 
@@ -111,7 +112,7 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
         """Abort: the cluster rolls the VM back to its source."""
 
         async def local() -> Response:
-            return _migration(await service.abort(migration_id))
+            return migration_response(await service.abort(migration_id))
 
         return await leader.run(request, local)
 

@@ -44,6 +44,19 @@ def _port_event(body: PortEventBody) -> PortEventSync:
     return msg
 
 
+async def answer_vport_sync(service: Service, vm: str, body: VPortSyncBody) -> Response:
+    """Apply a validated vPort sync; the answer to give (sync complete, refused, or none)."""
+    path = f"/v1/peer/vports/{normalise_mac(vm)}"
+    msg = from_rest(RestCall("PUT", path, body.model_dump()))
+    if not isinstance(msg, VPortSync):
+        raise InvalidRequest("not a vPort sync")
+    answer = await service.vport_sync(msg)
+    if answer is None:
+        return Response(status_code=HTTP_NO_CONTENT)
+    rest = answer_to_rest(answer)
+    return JSONResponse(rest.body, status_code=rest.status)
+
+
 def peer_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/v1/peer", tags=["east-west"], dependencies=[Security(PEER_TOKEN)])
 
@@ -55,15 +68,8 @@ def peer_router(service: Service) -> APIRouter:
     )  # fmt: skip
     async def vport_sync(vm: str, body: VPortSyncBody) -> Response:
         """The leader's vPort sync (claims 1 and 6): answers once applied."""
-        path = f"/v1/peer/vports/{normalise_mac(vm)}"
-        msg = from_rest(RestCall("PUT", path, body.model_dump()))
-        if not isinstance(msg, VPortSync):
-            raise InvalidRequest("not a vPort sync")
-        answer = await service.vport_sync(msg)
-        if answer is None:
-            return Response(status_code=HTTP_NO_CONTENT)
-        rest = answer_to_rest(answer)
-        return JSONResponse(rest.body, status_code=rest.status)
+        # `fastpath.FastPaths` answers it before FastAPI routes it: declared for the schema.
+        return await answer_vport_sync(service, vm, body)
 
     @router.post(
         "/port-events", status_code=HTTP_NO_CONTENT, response_class=Response, responses=_ERRORS
