@@ -384,9 +384,11 @@ class ClusterNode:
             self.runtime.receive(PortEventSync(EventKind.MODIFY, Reason.PORT, rec, STORE))
 
     async def _writer(self) -> None:
-        """Write pending records to the store, fenced by our session (and leadership)."""
+        """Write pending records to the store (gathered for `store.write_delay`), fenced by
+        our session (and leadership)."""
         while True:
             await self._written.wait()
+            await asyncio.sleep(self.runtime.config.store.write_delay)
             self._written.clear()
             batch, self._pending = self._pending, {}
             try:
