@@ -82,7 +82,7 @@ async def test_a_refused_vport_sync_is_answered_alike(rig: Rig) -> None:
     assert state(rig.sim) == before
 
 
-async def test_a_notify_to_a_follower_is_relayed_by_fastapi(rig: Rig) -> None:
+async def test_a_notify_to_a_follower_is_relayed_to_the_leader(rig: Rig) -> None:
     async with rig.client("c1") as client:
         got = await client.post("/v1/migrations", json=NOTIFY, headers=AUTH)
     assert got.status_code == 201

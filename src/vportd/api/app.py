@@ -56,7 +56,7 @@ def create_app(
     app.include_router(_open_router(service))
     # Starlette runs the middleware added last first: the size limit, then auth,
     # then the handshake's own paths (`fastpath`).
-    app.add_middleware(FastPaths, service=service)
+    app.add_middleware(FastPaths, service=service, forwarder=forwarder)
     app.add_middleware(BearerAuth, token=token, peer_token=peer_token)
     app.add_middleware(BodyLimit, max_body=max_body)
     return app

@@ -3,12 +3,12 @@
 A notify waits on the leader's answer and on a vPort sync at the source and
 at the destination. FastAPI's routing, dependencies and middleware around
 those routes were a third to a half of each controller's CPU for a
-handshake (py-spy). `FastPaths` answers `POST /v1/migrations` on the leader
-and `PUT /v1/peer/vports/{vm}` itself, behind the same gate (body limit,
-then the bearer token), with the same body models, the same service calls
-and the same error bodies as the FastAPI routes. Anything else, and a
-notify this controller cannot answer as leader (it is relayed), goes on to
-FastAPI, which also documents both routes in the OpenAPI schema.
+handshake (py-spy). `FastPaths` answers `POST /v1/migrations` (relayed to
+the leader by `forwarding`, as the FastAPI route does) and
+`PUT /v1/peer/vports/{vm}` itself, behind the same gate (body limit, then
+the bearer token), with the same body models, service calls and error
+bodies as the FastAPI routes. Anything else goes on to FastAPI, which also
+documents both routes in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -19,30 +19,32 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vportd.api.errors import ApiError, describe, error_response
-from vportd.api.models import NotifyBody, VPortSyncBody, normalise_mac
-from vportd.api.northbound import HTTP_CREATED, migration_response
+from vportd.api.forwarding import LeaderOnly
+from vportd.api.models import NotifyBody, VPortSyncBody
+from vportd.api.northbound import answer_notify
 from vportd.api.peer import answer_vport_sync
 from vportd.api.service import Service
-from vportd.core.errors import CoreError, NotLeader
-from vportd.core.wire import NotifyRequest
+from vportd.cluster.peers import Forwarder
+from vportd.core.errors import CoreError
 
 HTTP_BAD_REQUEST = 400
 HTTP_UNPROCESSABLE = 422
 M = TypeVar("M", bound=BaseModel)
-# A handler's answer; None: not here, FastAPI's route answers (the body is replayed to it).
-Handler = Callable[[re.Match[str], bytes], Awaitable[Response | None]]
+Handler = Callable[[Scope, re.Match[str], bytes], Awaitable[Response]]
 
 
 class FastPaths:
     """ASGI middleware: the handshake's routes here, anything else to `app`."""
 
-    def __init__(self, app: ASGIApp, service: Service) -> None:
+    def __init__(self, app: ASGIApp, service: Service, forwarder: Forwarder) -> None:
         self.app = app
         self.service = service
+        self.leader = LeaderOnly(service, forwarder)
         self.notify_body = TypeAdapter(NotifyBody)
         self.sync_body = TypeAdapter(VPortSyncBody)
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
@@ -57,10 +59,7 @@ class FastPaths:
             return
         handler, found = routed
         raw = await _body(receive)
-        response = await _answer(handler, found, raw)
-        if response is None:
-            await self.app(scope, _replay(raw, receive), send)
-            return
+        response = await _answer(handler, scope, found, raw)
         await response(scope, receive, send)
 
     def _route(self, scope: Scope) -> tuple[Handler, re.Match[str]] | None:
@@ -69,27 +68,18 @@ class FastPaths:
                 return handler, found
         return None
 
-    async def _notify(self, _: re.Match[str], raw: bytes) -> Response | None:
-        leader = self.service.leader()
-        if leader is None or leader.id != self.service.me.id:
-            return None
+    async def _notify(self, scope: Scope, _: re.Match[str], raw: bytes) -> Response:
         body = _validated(self.notify_body, raw)
-        try:
-            view, new = await self.service.notify(
-                NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
-            )
-        except NotLeader:
-            return None  # leadership moved meanwhile: relayed
-        return migration_response(view, HTTP_CREATED if new else 200)
+        return await answer_notify(self.service, self.leader, Request(scope, _replay(raw)), body)
 
-    async def _vport_sync(self, found: re.Match[str], raw: bytes) -> Response | None:
+    async def _vport_sync(self, _: Scope, found: re.Match[str], raw: bytes) -> Response:
         body = _validated(self.sync_body, raw)
         return await answer_vport_sync(self.service, found.group(1), body)
 
 
-async def _answer(handler: Handler, found: re.Match[str], raw: bytes) -> Response | None:
+async def _answer(handler: Handler, scope: Scope, found: re.Match[str], raw: bytes) -> Response:
     try:
-        return await handler(found, raw)
+        return await handler(scope, found, raw)
     except _Refused as refused:
         return refused.response
     except CoreError as err:
@@ -132,15 +122,10 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """A `receive` that gives the body read already, then what `receive` gives."""
-    sent = False
+def _replay(raw: bytes) -> Receive:
+    """A `receive` that gives the body read already (a relay reads it again)."""
 
     async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
         return {"type": "http.request", "body": raw, "more_body": False}
 
     return again

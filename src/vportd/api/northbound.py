@@ -60,6 +60,19 @@ def migration_response(view: MigrationView, status: int = 200) -> JSONResponse:
     return JSONResponse(migration_to_json(view), status_code=status, headers=headers)
 
 
+async def answer_notify(
+    service: Service, leader: LeaderOnly, request: Request, body: NotifyBody
+) -> Response:
+    """A validated notify, on the leader; relayed to it from a follower (`forwarding`)."""
+    notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
+
+    async def local() -> Response:
+        view, new = await service.notify(notify)
+        return migration_response(view, HTTP_CREATED if new else 200)
+
+    return await leader.run(request, local)
+
+
 def northbound_router(service: Service, forwarder: Forwarder) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Security(VMM_TOKEN)])
     _migration_routes(router, service, LeaderOnly(service, forwarder))
@@ -75,14 +88,8 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     )  # fmt: skip
     async def notify(body: NotifyBody, request: Request) -> Response:
         """Migration notify (claim 6): answers once both controllers synced (notify complete)."""
-        # On the leader, `fastpath.FastPaths` answers it before FastAPI routes it.
-        notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
-
-        async def local() -> Response:
-            view, new = await service.notify(notify)
-            return migration_response(view, HTTP_CREATED if new else 200)
-
-        return await leader.run(request, local)
+        # `fastpath.FastPaths` answers it before FastAPI routes it: declared for the schema.
+        return await answer_notify(service, leader, request, body)
 
     @router.get(
         "/migrations", tags=["migrations"], response_model=list[MigrationOut],
