@@ -48,6 +48,13 @@ class Fabric:
     def names(self) -> list[str]:
         return [f"hv{i}" for i in range(self.size)]
 
+    @property
+    def remotes(self) -> list[str]:
+        return [self.ovs.db]
+
+    def ovs_of(self, bridge: str) -> PrivateOVS:
+        return self.ovs
+
     async def vsctl(self, *args: str) -> str:
         return await asyncio.to_thread(self.ovs.vsctl, *args)
 

@@ -1,11 +1,14 @@
-"""A real cluster as processes: a private etcd, N `vportd` processes, a dummy-datapath OVS.
+"""A real cluster as processes: a private etcd, N `vportd` processes, dummy-datapath OVS.
 
 For end-to-end tests and the cluster benchmark. `Cluster` writes each
 controller's config and token files into a directory, starts `vportd` as a
 process (its log next to its config), points every bridge of the fabric at
 every controller and waits until each bridge has a master that reconciled it.
 Helpers talk to the controllers only through their REST API, as an operator
-would. `DummyFabric` is a line of dummy-datapath bridges joined by patch ports.
+would. Two fabrics, both a line of dummy-datapath bridges: `DummyFabric` on
+one OVS, joined by patch ports; `HostsFabric` with an OVS per hypervisor, as
+in production, joined by links declared in OVSDB (each controller then reads
+one OVSDB server per hypervisor).
 
 Run as `python -m vportd.lab.cluster --config FILE`, this module is `vportd`
 with two optional instruments for measurements, switched on by environment
@@ -26,9 +29,11 @@ import contextlib
 import inspect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -70,13 +75,15 @@ async def until(
 
 
 class FabricLike(Protocol):
-    """What a cluster needs of a fabric: its OVS and the names of its bridges."""
-
-    @property
-    def ovs(self) -> PrivateOVS: ...
+    """What a cluster needs of a fabric: its bridges, their OVS, the OVSDB servers to read."""
 
     @property
     def names(self) -> list[str]: ...
+
+    @property
+    def remotes(self) -> list[str]: ...
+
+    def ovs_of(self, bridge: str) -> PrivateOVS: ...
 
 
 F = TypeVar("F", bound=FabricLike)
@@ -100,7 +107,7 @@ class Node:
 
     id: str
     dir: Path
-    ovsdb: str
+    ovsdb: list[str]
     etcd: str
     openflow_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -136,7 +143,7 @@ id = "{self.id}"
 [openflow]
 listen = "127.0.0.1:{self.openflow_port}"
 [ovsdb]
-remotes = ["{self.ovsdb}"]
+remotes = {json.dumps(self.ovsdb)}
 [api]
 listen = "127.0.0.1:{self.api_port}"
 token_file = "{self.dir / "token"}"
@@ -230,7 +237,7 @@ class Cluster(Generic[F]):
         (self.dir / "peer-token").write_text(PEER_TOKEN + "\n")
         for i in range(self.size):
             node = Node(
-                f"c{i}", self.dir, self.fabric.ovs.db, self.etcd.endpoint,
+                f"c{i}", self.dir, self.fabric.remotes, self.etcd.endpoint,
                 activation_timeout=self.settings.activation_timeout, settings=self.settings,
             )  # fmt: skip
             self.nodes.append(node)
@@ -238,8 +245,10 @@ class Cluster(Generic[F]):
         for node in self.nodes:
             await self.until(node.healthy, f"{node.id} to be healthy")
         targets = [n.target for n in self.nodes]
-        for name in self.fabric.names:
-            await asyncio.to_thread(self.fabric.ovs.set_controllers, name, targets)
+        await asyncio.gather(*(
+            asyncio.to_thread(self.fabric.ovs_of(name).set_controllers, name, targets)
+            for name in self.fabric.names
+        ))  # fmt: skip
         await self.until(self.settled, "every bridge mastered and a leader elected")
         return self
 
@@ -341,6 +350,13 @@ class DummyFabric:
     def names(self) -> list[str]:
         return [f"hv{i}" for i in range(self.size)]
 
+    @property
+    def remotes(self) -> list[str]:
+        return [self.ovs.db]
+
+    def ovs_of(self, bridge: str) -> PrivateOVS:
+        return self.ovs
+
     async def vsctl(self, *args: str) -> str:
         return await asyncio.to_thread(self.ovs.vsctl, *args)
 
@@ -366,22 +382,7 @@ class DummyFabric:
         checks over every port of the database, which make a 500-port
         `ovs-vsctl` call take tens of seconds once thousands of ports exist.
         """
-        ops: list[dict[str, Any]] = []
-        ports: dict[str, list[list[str]]] = {}
-        for k, vm in enumerate(vms):
-            ops += vm.ovsdb_ops(k)
-            ports.setdefault(vm.bridge, []).append(["named-uuid", f"p{k}"])
-        for bridge, refs in ports.items():
-            mutation = ["ports", "insert", ["set", refs]]
-            where = [["name", "==", bridge]]
-            ops.append({"op": "mutate", "table": "Bridge", "where": where, "mutations": [mutation]})
-        body = json.dumps(["Open_vSwitch", *ops])
-        args = ["ovsdb-client", "transact", self.ovs.db, body]
-        done = await asyncio.to_thread(
-            subprocess.run, args, env=self.ovs.env, capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0 or '"error"' in done.stdout:
-            raise OVSError(f"ovsdb-client transact: {done.stderr.strip()} {done.stdout[:300]}")
+        await _transact(self.ovs, vms)
 
     async def add_vms(self, vms: Iterable[VM]) -> None:
         """Every VM's port in one `ovs-vsctl` transaction (as libvirt names them)."""
@@ -390,6 +391,115 @@ class DummyFabric:
             args += vm.vsctl_args()
         if args:
             await self.vsctl(*args)
+
+
+async def _transact(ovs: PrivateOVS, vms: Iterable[VM]) -> None:
+    """The VMs' Interface and Port rows, and each bridge's new ports, in one transaction."""
+    ops: list[dict[str, Any]] = []
+    ports: dict[str, list[list[str]]] = {}
+    for k, vm in enumerate(vms):
+        ops += vm.ovsdb_ops(k)
+        ports.setdefault(vm.bridge, []).append(["named-uuid", f"p{k}"])
+    for bridge, refs in ports.items():
+        mutation = ["ports", "insert", ["set", refs]]
+        where = [["name", "==", bridge]]
+        ops.append({"op": "mutate", "table": "Bridge", "where": where, "mutations": [mutation]})
+    body = json.dumps(["Open_vSwitch", *ops])
+    args = ["ovsdb-client", "transact", ovs.db, body]
+    done = await asyncio.to_thread(
+        subprocess.run, args, env=ovs.env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0 or '"error"' in done.stdout:
+        raise OVSError(f"ovsdb-client transact: {done.stderr.strip()} {done.stdout[:300]}")
+
+
+# -- a fabric of hypervisors, each with an OVS of its own ---------------------
+@dataclass
+class HostsFabric:
+    """hv0..hv{n-1} in a line, each bridge on a private OVS of its own, as on real hypervisors.
+
+    Every hypervisor runs its own ovsdb-server and ovs-vswitchd (dummy
+    datapath), so the controllers read n OVSDB servers, and no ovs-vswitchd
+    carries the ports of the others: the userspace datapath reconfigures
+    every one of its ports when one is added, so a single ovs-vswitchd playing
+    20 hypervisors with 10,000 ports between them costs the square of that.
+    A link is a pair of dummy interfaces (hv{i}'s port towards hv{j} is
+    OpenFlow port 100+j) declared with `external_ids:vportd-peer`, as a
+    tunnel port to another hypervisor would be.
+    """
+
+    root: Path
+    size: int = 3
+    hosts: list[PrivateOVS] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"hv{i}" for i in range(self.size)]
+
+    @property
+    def remotes(self) -> list[str]:
+        return [host.db for host in self.hosts]
+
+    def ovs_of(self, bridge: str) -> PrivateOVS:
+        return self.hosts[self.names.index(bridge)]
+
+    async def build(self) -> HostsFabric:
+        self.hosts = [PrivateOVS(self.root / name) for name in self.names]
+        await asyncio.gather(*(asyncio.to_thread(self._host, i) for i in range(self.size)))
+        return self
+
+    def _host(self, i: int) -> None:
+        host, name = self.hosts[i].start(), self.names[i]
+        host.add_bridge(name, i + 1)
+        args: list[str] = []
+        for j in (i - 1, i + 1):
+            if 0 <= j < self.size:
+                args += _tunnel(name, self.names[j], 100 + j)
+        if args:
+            host.vsctl(*args)
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            host.stop()
+
+    async def add_vms(self, vms: Iterable[VM]) -> None:
+        """Each VM's port with `ovs-vsctl` on its own hypervisor (as libvirt names them)."""
+        for bridge, on in _by_bridge(vms).items():
+            args = [arg for vm in on for arg in vm.vsctl_args()]
+            await asyncio.to_thread(self.ovs_of(bridge).vsctl, *args)
+
+    async def transact(self, vms: Iterable[VM]) -> None:
+        """The VMs' ports in one raw OVSDB transaction per hypervisor (see `DummyFabric`)."""
+        for bridge, on in _by_bridge(vms).items():
+            await _transact(self.ovs_of(bridge), on)
+
+
+@contextlib.asynccontextmanager
+async def hosts_fabric(size: int) -> AsyncIterator[HostsFabric]:
+    """A `HostsFabric` in a fresh short temp dir (unix socket paths are short), removed after."""
+    root = Path(tempfile.mkdtemp(prefix="hv"))
+    fabric = HostsFabric(root, size)
+    try:
+        yield await fabric.build()
+    finally:
+        await asyncio.to_thread(fabric.stop)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _by_bridge(vms: Iterable[VM]) -> dict[str, list[VM]]:
+    on: dict[str, list[VM]] = {}
+    for vm in vms:
+        on.setdefault(vm.bridge, []).append(vm)
+    return on
+
+
+def _tunnel(a: str, b: str, port: int) -> list[str]:
+    """`a`'s end of a link to `b`: a dummy port declaring its peer, `b`'s end towards `a`."""
+    name = f"{a}-{b}"
+    return [
+        "--", "add-port", a, name, "--", "set", "Interface", name, "type=dummy",
+        f"ofport_request={port}", f"external_ids:vportd-peer={b}/{b}-{a}",
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
