@@ -442,6 +442,7 @@ class Runtime:
         not resync it against what the compiler believed before.
         """
         await self._claim_role(name, conn, Role.MASTER)
+        await conn.read_ports()  # as a slave it heard of no port change (OFPT_SET_ASYNC)
         dump = await conn.dump()
         self._register(name, conn)
         if dump.foreign:

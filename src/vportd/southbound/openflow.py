@@ -551,6 +551,10 @@ class SwitchConnection:
         if failures:
             raise FlowModsFailed(failures)
 
+    async def read_ports(self, timeout: float | None = None) -> None:
+        """Read the switch's ports again (`ports`): a slave is not told of port changes."""
+        await self._multipart(oc.port_desc_request(), oc.PortDescReply, self._timeout(timeout))
+
     async def dump(self, timeout: float | None = None) -> FlowDump:
         """Every flow of every table, as core flows and foreign ones."""
         request = oc.flow_stats_request()
