@@ -27,7 +27,10 @@ def without_fast_paths(rig: Rig, cid: str) -> FastAPI:
         rig.services[cid], token=TOKEN, peer_token=PEER_TOKEN, max_body=MAX_BODY,
         forwarder=rig.forwarder,
     )  # fmt: skip
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not FastPaths]
+    # (`cls` is typed as a factory, not a class: read it untyped)
+    app.user_middleware = [
+        m for m in app.user_middleware if getattr(m, "cls", None) is not FastPaths
+    ]
     return app
 
 

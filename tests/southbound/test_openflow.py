@@ -230,7 +230,7 @@ async def test_only_a_master_hears_port_status(ovs: PrivateOVS) -> None:
         await br.add_port("ps0p1", 1)
         assert await conn.role_request(Role.MASTER, 2) == (Role.MASTER, 2)
         await br.add_port("ps0p2", 2)
-        heard = []
+        heard: list[int] = []
         while not heard or heard[-1] != 2:
             heard.append((await recorder.next("port_status")).args[1].port_no)
         assert 1 not in heard and 1 not in conn.ports

@@ -35,7 +35,7 @@ def snap(bridge: str, dpid: int | None, *rows: IfaceRow, changed: set[str] | Non
     return Snapshot(bridges, {r.name: r for r in rows}, 0.0, names, dpid is not None)
 
 
-def where(rt: Runtime, mac: str) -> tuple[str, int, PortState] | None:
+def where(rt: Runtime, mac: str) -> tuple[str | None, int | None, PortState] | None:
     rec = rt.core.table.get(mac)
     return None if rec is None else (rec.loc.ovs, rec.loc.port, rec.port_state)
 
