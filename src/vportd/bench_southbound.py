@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import codecs
 import contextlib
 import itertools
 import json
@@ -64,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -74,12 +74,13 @@ from vportd.benchdoc import write_markdown
 from vportd.config import Config, parse_config
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
+from vportd.lab.cluster import VM, add_port_ops
 from vportd.lab.ovs import PrivateOVS
 from vportd.lab.ports import free_port
 from vportd.runtime import Runtime
 from vportd.southbound.ofcodec import PortInfo, PortReason
 from vportd.southbound.openflow import SwitchConnection
-from vportd.southbound.ovsdb import Snapshot
+from vportd.southbound.ovsdb import Framer, Snapshot
 
 SECTION = "## Southbound: OVS to core, flows to OVS"
 RESULTS = Path("bench-results") / "southbound.json"
@@ -239,39 +240,6 @@ def _watch(ctl: _Controller, snap: Snapshot) -> None:
         ctl.seen.setdefault("link_up", snap.taken)
 
 
-@dataclass(frozen=True)
-class _Port:
-    """A VM port as libvirt adds it: a dummy interface with `ofport_request` and external_ids."""
-
-    bridge: str
-    name: str
-    ofport: int
-    ids: tuple[tuple[str, str], ...]
-
-    def vsctl(self) -> list[str]:
-        return [
-            "add-port", self.bridge, self.name, "--", "set", "Interface", self.name, "type=dummy",
-            f"ofport_request={self.ofport}", *(f"external_ids:{k}={v}" for k, v in self.ids),
-        ]  # fmt: skip
-
-    def ovsdb_ops(self) -> list[dict[str, Any]]:
-        """The rows `vsctl()` writes: insert Interface, insert Port, add it to the bridge.
-
-        ovs-vsctl rewrites the Bridge's whole `ports` set, guarded by a `wait`
-        on every Port row it read; a mutate (as ovsdbapp sends) needs neither.
-        """
-        iface = {"name": self.name, "type": "dummy", "ofport_request": self.ofport,
-                 "external_ids": ["map", [list(kv) for kv in self.ids]]}  # fmt: skip
-        port = {"name": self.name, "interfaces": ["named-uuid", "iface"]}
-        ports = ["ports", "insert", ["set", [["named-uuid", "port"]]]]
-        return [
-            {"op": "insert", "table": "Interface", "row": iface, "uuid-name": "iface"},
-            {"op": "insert", "table": "Port", "row": port, "uuid-name": "port"},
-            {"op": "mutate", "table": "Bridge", "where": [["name", "==", self.bridge]],
-             "mutations": [ports]},
-        ]  # fmt: skip
-
-
 class _Bed:
     def __init__(self, ovs: PrivateOVS, switches: int) -> None:
         self.ovs = ovs
@@ -292,15 +260,20 @@ class _Bed:
                 "type=patch", f"options:peer={a}-{b}", f"ofport_request={PATCH_BASE + i}",
             )  # fmt: skip
 
-    def port(self, k: int) -> _Port:
-        name = f"vm{k}"
-        ids = (("attached-mac", _mac(k)), ("iface-id", f"{name}-eth0"), ("vm-id", f"bench-{k}"))
-        return _Port(self.names[k % len(self.names)], name, k // len(self.names) + 1, ids)
+    def port(self, k: int) -> VM:
+        """VM port k, as libvirt adds it (a dummy interface, `ofport_request`, external_ids)."""
+        return VM(self.names[k % len(self.names)], f"vm{k}", k // len(self.names) + 1, _mac(k))
 
     def add_port_args(self, k: int, wait: bool = True) -> list[str]:
         """`ovs-vsctl add-port` of VM port k; it waits for ovs-vswitchd unless not `wait`."""
         no_wait = [] if wait else ["--no-wait"]
-        return ["ovs-vsctl", f"--db={self.ovs.db}", "--timeout=30", *no_wait, *self.port(k).vsctl()]
+        return [
+            "ovs-vsctl",
+            f"--db={self.ovs.db}",
+            "--timeout=30",
+            *no_wait,
+            *self.port(k).vsctl_args(),
+        ]
 
     async def point(self, port: int) -> None:
         """Point every bridge at 127.0.0.1:`port`, in one ovs-vsctl call."""
@@ -421,9 +394,8 @@ class OVSDBClient:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.decoder = json.JSONDecoder()
-        self.utf8 = codecs.getincrementaldecoder("utf-8")()
-        self.buffer = ""
+        self.framer = Framer()
+        self.pending: deque[Any] = deque()
         self.ids = itertools.count(1)
         self.cur_cfg = 0
 
@@ -471,22 +443,15 @@ class OVSDBClient:
         return msg
 
     async def _read(self) -> dict[str, Any]:
-        while True:
-            text = self.buffer.lstrip()
-            if text:
-                try:
-                    msg, end = self.decoder.raw_decode(text)
-                except json.JSONDecodeError:
-                    pass  # incomplete: read on
-                else:
-                    self.buffer = text[end:]
-                    if not isinstance(msg, dict):
-                        raise ValueError(f"not a JSON-RPC message: {msg!r}")
-                    return msg
+        while not self.pending:
             chunk = await self.reader.read(1 << 16)
             if not chunk:
                 raise ConnectionError("ovsdb-server closed the connection")
-            self.buffer = text + self.utf8.decode(chunk)
+            self.pending.extend(self.framer.feed(chunk))
+        msg = self.pending.popleft()
+        if not isinstance(msg, dict):
+            raise ValueError(f"not a JSON-RPC message: {msg!r}")
+        return msg
 
     def note_cfg(self, updates: dict[str, Any]) -> None:
         for row in updates.get("Open_vSwitch", {}).values():
@@ -509,7 +474,7 @@ class _Ovsdb:
         self.bed, self.client = bed, client
 
     async def add_port(self, k: int) -> _Call:
-        port = self.bed.port(k).ovsdb_ops()
+        port = add_port_ops([self.bed.port(k)])
         reply = await self.client.request("transact", ["Open_vSwitch", *port, *_NEXT_CFG])
         await self.client.wait_cfg(_new_cfg(reply.result, len(port), k))
         return _Call(reply.sent, reply.received, time.monotonic())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vportd.southbound.ovsdb import OvsdbError, _Framer, _modify, _new_row
+from vportd.southbound.ovsdb import Framer, OvsdbError, _modify, _new_row
 
 U1, U2, U3 = ["uuid", "1" * 8], ["uuid", "2" * 8], ["uuid", "3" * 8]  # as JSON has them
 
@@ -17,7 +17,7 @@ def test_messages_split_anywhere_come_out_whole_and_in_order() -> None:
     ]
     stream = "  ".join(json.dumps(m, ensure_ascii=False) for m in messages).encode()
     for step in (1, 3, 7, len(stream)):
-        framer, got = _Framer(), []
+        framer, got = Framer(), []
         for at in range(0, len(stream), step):  # (splits UTF-8 sequences too)
             got += framer.feed(stream[at : at + step])
         assert got == messages
@@ -27,7 +27,7 @@ def test_a_stream_that_never_completes_a_message_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("vportd.southbound.ovsdb.MAX_MESSAGE", 100)
-    framer = _Framer()
+    framer = Framer()
     framer.feed(b'{"id": 1, "result": "' + b"x" * 50)
     with pytest.raises(OvsdbError):
         framer.feed(b"x" * 100)

@@ -326,15 +326,20 @@ class EtcdStore:
     ) -> None:
         keys = [self.key(f"vports/{vm}") for vm, _ in items]
         fence_cmp = [created_at(self.key(f.key), f.revision) for f in fences]
-        stored = self._recalled(keys, items)
+        stored = self._recalled(keys)
+        recalled = stored is not None
         if stored is None:
             stored = await self._read(keys, fence_cmp, fences)
         tries = 0
         while attempts is None or tries < attempts:
-            tries += 1
             compare, puts = self._plan(keys, items, stored)
             if not puts:
-                return
+                if not recalled:
+                    return
+                # "Nothing to write" is only believed from a read: the key may be gone.
+                recalled, stored = False, await self._read(keys, fence_cmp, fences)
+                continue
+            tries += 1
             reread = [range_op(self.key(f.key)) for f in fences] + [range_op(k) for k in keys]
             resp = await self._txn("merge vports", fence_cmp + compare, puts, reread)
             if resp.succeeded:
@@ -342,6 +347,7 @@ class EtcdStore:
                 return
             self._check_fences(resp, fences, offset=0)
             stored = [range_kvs(r) for r in resp.responses[len(fences) :]]
+            recalled = False
             self._saw(keys, stored)
         # Contended as a whole: key by key, each retried until it lands.
         for item in items:
@@ -356,16 +362,12 @@ class EtcdStore:
         self._saw(keys, stored)
         return stored
 
-    def _recalled(
-        self, keys: list[bytes], items: list[tuple[str, VPortRecord]]
-    ) -> list[list[Msg]] | None:
-        """What was last seen stored at every key, if known and if there is something to
-        write: "nothing to write" is only believed from a read (the key may be gone)."""
+    def _recalled(self, keys: list[bytes]) -> list[list[Msg]] | None:
+        """What was last seen stored at every key, if every one is known."""
         seen = [self._seen.get(k) for k in keys]
         if any(s is None or s.value is None for s in seen):
             return None
-        stored: list[list[Msg]] = [[s] for s in seen]
-        return stored if self._plan(keys, items, stored)[1] else None
+        return [[s] for s in seen]
 
     def remember(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
         """Note a key's value at a revision (an older one than known is ignored)."""

@@ -331,13 +331,6 @@ def handover_outs(
     ]
 
 
-def handover_flows(
-    topology: Topology, rec: VPortRecord, switches: Container[str] | None = None
-) -> list[tuple[str, Flow]]:
-    """The hand-over flows of a migrating VM, as (switch, flow): see `handover_outs`."""
-    return [(s, forwarding_flow(rec.vm, out)) for s, out in handover_outs(topology, rec, switches)]
-
-
 def forwarding_flow(mac: str, out: Out, match: Match | None = None) -> Flow:
     """The VM's forwarding flow that outputs to `out` (`match`: its `eth_dst` match, if made)."""
     if match is None:
@@ -346,7 +339,8 @@ def forwarding_flow(mac: str, out: Out, match: Match | None = None) -> Flow:
 
 
 def vm_flow(mac: str, port: int) -> Flow:
-    return Flow(FORWARD_TABLE, PRIO_VM, Match(eth_dst=mac), _to_port(port), vm_cookie(mac))
+    """The VM's forwarding flow to its port (`forwarding_flow` of a port)."""
+    return forwarding_flow(mac, port)
 
 
 def arrival_flow(mac: str) -> Flow:
@@ -791,15 +785,8 @@ class FlowCompiler:
         desired: dict[str, Out] = dict(self._exceptions_here(here))
         if loc.port is not None and here in self.switches:
             desired[here] = loc.port
-        if handover:  # (`handover_outs`, from the path's hops on our switches)
-            mig = rec.mig
-            assert mig is not None and mig.dest_port is not None and loc.port is not None
-            path = self.topology.path(mig.source, mig.destination)
-            if len(path) >= 2:  # noqa: PLR2004 (as handover_outs)
-                switches, port, dest_port = self.switches, loc.port, mig.dest_port
-                for switch, entered, leaves in path:
-                    if switch in switches:
-                        desired[switch] = (entered or port, leaves or dest_port)
+        if handover:  # in place of the forwarding flow, on our switches of the path
+            desired.update(handover_outs(self.topology, rec, self.switches))
         return desired
 
     def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, Out]) -> list[FlowMod]:

@@ -393,8 +393,10 @@ class DummyFabric:
             await self.vsctl(*args)
 
 
-async def _transact(ovs: PrivateOVS, vms: Iterable[VM]) -> None:
-    """The VMs' Interface and Port rows, and each bridge's new ports, in one transaction."""
+def add_port_ops(vms: Iterable[VM]) -> list[dict[str, Any]]:
+    """The OVSDB operations that add the VMs' ports: their Interface and Port rows, then
+    each bridge's new ports. ovs-vsctl rewrites a bridge's whole `ports` set, guarded by
+    a `wait` on every Port row it read; a mutate, as ovsdbapp sends, needs neither."""
     ops: list[dict[str, Any]] = []
     ports: dict[str, list[list[str]]] = {}
     for k, vm in enumerate(vms):
@@ -404,7 +406,12 @@ async def _transact(ovs: PrivateOVS, vms: Iterable[VM]) -> None:
         mutation = ["ports", "insert", ["set", refs]]
         where = [["name", "==", bridge]]
         ops.append({"op": "mutate", "table": "Bridge", "where": where, "mutations": [mutation]})
-    body = json.dumps(["Open_vSwitch", *ops])
+    return ops
+
+
+async def _transact(ovs: PrivateOVS, vms: Iterable[VM]) -> None:
+    """The VMs' ports in one transaction (`add_port_ops`), with `ovsdb-client transact`."""
+    body = json.dumps(["Open_vSwitch", *add_port_ops(vms)])
     args = ["ovsdb-client", "transact", ovs.db, body]
     done = await asyncio.to_thread(
         subprocess.run, args, env=ovs.env, capture_output=True, text=True, timeout=300

@@ -489,7 +489,7 @@ _SPACE = re.compile(r"\s*")
 _DECODER = json.JSONDecoder()
 
 
-class _Framer:
+class Framer:
     """JSON-RPC messages out of a byte stream: concatenated JSON objects, no separator.
 
     Each message is decoded by the C `json` once it is complete. A buffer can
@@ -614,7 +614,7 @@ class _Session:
         self.mirror = mirror
         self.hand_over = hand_over
         self.stop = stop
-        self.framer = _Framer()
+        self.framer = Framer()
         self.tables: dict[str, Rows] = {t: {} for t in _TABLES}
         self.monitoring = False
         self.heard = time.monotonic()
