@@ -31,6 +31,7 @@ class Metrics:
             "vportd_port_events_total", "Port events from this controller's own OVS, by kind",
             [*c, "kind"], registry=r,
         )  # fmt: skip
+        self._port_event_of: dict[str, Counter] = {}
         self._states = Gauge(
             "vportd_migrations_by_state", "Migrations the leader holds, by state (0 on followers)",
             [*c, "state"], registry=r,
@@ -52,7 +53,11 @@ class Metrics:
         self._handshake.labels(self.controller).observe(seconds)
 
     def port_event(self, kind: str) -> None:
-        self._port_events.labels(self.controller, kind).inc()
+        # One per port event of a boot storm: the labelled child is looked up once.
+        child = self._port_event_of.get(kind)
+        if child is None:
+            child = self._port_event_of[kind] = self._port_events.labels(self.controller, kind)
+        child.inc()
 
     def migration_states(self, counts: dict[str, int]) -> None:
         for state in STATES:
