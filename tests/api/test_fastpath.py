@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from tests.api.conftest import AUTH, MAX_BODY, PEER_AUTH, PEER_TOKEN, TOKEN, Rig
 from tests.api.fake import VM_A, state
-from tests.api.test_peer import leader_syncs
+from tests.api.test_peer import boot_storm, leader_syncs
 from vportd.api.app import create_app
 from vportd.api.fastpath import FastPaths
 from vportd.core.wire import to_rest
@@ -82,6 +82,21 @@ async def test_a_refused_vport_sync_is_answered_alike(rig: Rig) -> None:
     for path in ("/v1/peer/vports/nope", "/v1/peer/vports/02:00:00:00:00:0b"):
         status, _ = await both(rig, "c1", ("PUT", path, json.dumps(good).encode()), PEER_AUTH)
         assert status == 400
+    assert state(rig.sim) == before
+
+
+async def test_refused_port_events_are_answered_alike(rig: Rig) -> None:
+    good = [to_rest(m).body for m in boot_storm(rig, 3)]
+    bodies: list[Any] = [
+        {"events": [*good[:2], {**good[2], "kind": "explode"}]},
+        {"events": good, "extra": 1}, {**good[0], "origin": 7}, {"events": "no"},
+        {**good[0], "record": {**good[0]["record"], "vm": "zz"}}, [], None,
+    ]  # fmt: skip
+    before = state(rig.sim)
+    for body in bodies:
+        raw = b"" if body is None else json.dumps(body).encode()
+        status, answer = await both(rig, "c0", ("POST", "/v1/peer/port-events", raw), PEER_AUTH)
+        assert status >= 400 and set(answer) == {"error", "detail"}, body
     assert state(rig.sim) == before
 
 

@@ -1,14 +1,15 @@
-"""The migration handshake's two routes, served without FastAPI's machinery.
+"""The handshake's routes and the port-event syncs, served without FastAPI's machinery.
 
 A notify waits on the leader's answer and on a vPort sync at the source and
 at the destination. FastAPI's routing, dependencies and middleware around
 those routes were a third to a half of each controller's CPU for a
-handshake (py-spy). `FastPaths` answers `POST /v1/migrations` (relayed to
-the leader by `forwarding`, as the FastAPI route does) and
-`PUT /v1/peer/vports/{vm}` itself, behind the same gate (body limit, then
-the bearer token), with the same body models, service calls and error
-bodies as the FastAPI routes. Anything else goes on to FastAPI, which also
-documents both routes in the OpenAPI schema.
+handshake (py-spy); in a boot storm every port's entry reaches each peer in a
+port-event batch. `FastPaths` answers `POST /v1/migrations` (relayed to
+the leader by `forwarding`, as the FastAPI route does),
+`PUT /v1/peer/vports/{vm}` and `POST /v1/peer/port-events` itself, behind the
+same gate (body limit, then the bearer token), with the same body models,
+service calls and error bodies as the FastAPI routes. Anything else goes on
+to FastAPI, which also documents these routes in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vportd.api.errors import ApiError, describe, error_response
 from vportd.api.forwarding import LeaderOnly
-from vportd.api.models import NotifyBody, VPortSyncBody
+from vportd.api.models import NotifyBody, PortEventBatch, PortEventBody, VPortSyncBody
 from vportd.api.northbound import answer_notify
-from vportd.api.peer import answer_vport_sync
+from vportd.api.peer import answer_port_events, answer_vport_sync
 from vportd.api.service import Service
 from vportd.cluster.peers import Forwarder
 from vportd.core.errors import CoreError
 
 HTTP_BAD_REQUEST = 400
 HTTP_UNPROCESSABLE = 422
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 Handler = Callable[[Scope, re.Match[str], bytes], Awaitable[Response]]
 
 
@@ -47,9 +48,13 @@ class FastPaths:
         self.leader = LeaderOnly(service, forwarder)
         self.notify_body = TypeAdapter(NotifyBody)
         self.sync_body = TypeAdapter(VPortSyncBody)
+        self.events_body: TypeAdapter[PortEventBody | PortEventBatch] = TypeAdapter(
+            PortEventBody | PortEventBatch
+        )
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"/v1/migrations"), self._notify),
             ("PUT", re.compile(r"/v1/peer/vports/([^/]+)"), self._vport_sync),
+            ("POST", re.compile(r"/v1/peer/port-events"), self._port_events),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,6 +80,9 @@ class FastPaths:
     async def _vport_sync(self, _: Scope, found: re.Match[str], raw: bytes) -> Response:
         body = _validated(self.sync_body, raw)
         return await answer_vport_sync(self.service, found.group(1), body)
+
+    async def _port_events(self, _: Scope, __: re.Match[str], raw: bytes) -> Response:
+        return await answer_port_events(self.service, _validated(self.events_body, raw))
 
 
 async def _answer(handler: Handler, scope: Scope, found: re.Match[str], raw: bytes) -> Response:
