@@ -52,7 +52,8 @@ from vportd.core.messages import (
     VPortSync,
 )
 from vportd.core.model import VPortRecord
-from vportd.core.wire import record_from_json
+from vportd.core.table import VPortTable
+from vportd.core.wire import record_from_json, record_to_json
 from vportd.runtime import Runtime
 
 log = logging.getLogger("vportd.cluster")
@@ -373,11 +374,15 @@ class ClusterNode:
             self._synced.set()
 
     def _records_changed(self, kvs: list[KV], revision: int) -> None:
+        table = self.runtime.core.table
         for kv in kvs:
             if kv.value is None:
                 continue  # records are never deleted; a removal is a tombstone
             try:
-                rec = record_from_json(json.loads(kv.value))
+                data = json.loads(kv.value)
+                if _held(table, data):
+                    continue  # the peer's message brought it first: merging it changes nothing
+                rec = record_from_json(data)
             except (InvalidRequest, ValueError) as err:
                 log.error("store record %s unreadable, ignored: %s", kv.key, err)
                 continue
@@ -470,3 +475,11 @@ def _json(kv: KV) -> dict[str, object]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _held(table: VPortTable, data: object) -> bool:
+    """Whether the table holds exactly this record already (each of a boot storm's
+    records reaches a controller twice: from its master, then from the store's watch)."""
+    vm = data.get("vm") if isinstance(data, dict) else None
+    held = table.record(vm) if isinstance(vm, str) else None
+    return held is not None and record_to_json(held) == data
