@@ -364,8 +364,9 @@ class Runtime:
         self._learn_bridges(new)
         for change in diff_ports(old, new):
             self._index_vm_port(change.change, change.row)
-            for ev in port_events(change.change, change.row):
-                self.feed(ev)
+            if self.mastered(change.row.bridge):  # (as `feed` would: skip making the events)
+                for ev in port_events(change.change, change.row):
+                    self.feed(ev)
         if self._links_may_change(new):
             self._declared = declared_links(self._snapshots.values())
             self._link_names = _link_names(self._snapshots.values())
