@@ -21,7 +21,7 @@ from vportd.api.service import Peer
 from vportd.core.errors import CoreError
 from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
-from vportd.http import AiohttpExchange, Exchange, ExchangeFailed, Reply
+from vportd.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
 
 HTTP_OK = 200
 HTTP_NO_CONTENT = 204
@@ -80,7 +80,7 @@ class PeerClient:
     ) -> None:
         self._headers = {} if peer_token is None else {"Authorization": f"Bearer {peer_token}"}
         self._max_batch_bytes = max_batch_bytes
-        self._http = exchange or AiohttpExchange(timeout)
+        self._http = exchange or KeptAliveExchange(timeout)
 
     async def sync(self, peer: Peer, msg: VPortSync) -> SyncComplete | SyncRefused | None:
         """The leader's vPort sync; the peer's answer, or None when none was asked for."""
@@ -143,7 +143,7 @@ class Forwarder:
     """Relays a request to another controller (the leader) and returns its answer as is."""
 
     def __init__(self, *, timeout: float = 30.0, exchange: Exchange | None = None) -> None:
-        self._http = exchange or AiohttpExchange(timeout)
+        self._http = exchange or KeptAliveExchange(timeout)
 
     async def forward(
         self, base_url: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
