@@ -6,9 +6,10 @@ East-west (peer messages, requests relayed to the leader) goes through an
 requests in a row on the leader (BENCHMARKS.md, "Cluster"), and on this
 project's 2-core machine their latency is the sender's CPU time. The daemon's
 exchange is therefore `KeptAliveExchange`, a bare asyncio protocol with
-httptools' parser over kept-alive connections: on loopback it costs its
-sender about 60-100 µs of CPU and 180-240 µs per request, where aiohttp's
-costs 250-300 µs and 390 µs (an httpx one about 2 ms of CPU).
+httptools' parser over kept-alive connections: against one uvicorn on
+loopback, a request costs its sender 100-160 µs of CPU and 210-320 µs of
+wall time, an aiohttp one 215-300 µs and 350-490 µs (alternated runs; an
+httpx one about 2 ms of CPU).
 `AiohttpExchange` stays for the cluster bench's VMM client, and
 `HttpxExchange` runs the same code over any httpx transport (the API tests
 route it to in-process apps).
