@@ -93,10 +93,12 @@ async def test_refused_port_events_are_answered_alike(rig: Rig) -> None:
         {**good[0], "record": {**good[0]["record"], "vm": "zz"}}, [], None,
     ]  # fmt: skip
     before = state(rig.sim)
-    for body in bodies:
-        raw = b"" if body is None else json.dumps(body).encode()
+    raws = [b"" if body is None else json.dumps(body).encode() for body in bodies]
+    # JSON that only Python's parser reads, and a key given twice (the last one counts).
+    raws += [b'{"events": NaN}', b'{"events": [], "events": 5}']
+    for raw in raws:
         status, answer = await both(rig, "c0", ("POST", "/v1/peer/port-events", raw), PEER_AUTH)
-        assert status >= 400 and set(answer) == {"error", "detail"}, body
+        assert status >= 400 and set(answer) == {"error", "detail"}, raw
     assert state(rig.sim) == before
 
 

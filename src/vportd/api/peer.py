@@ -14,6 +14,7 @@ from vportd.api.models import (
     ErrorOut,
     PortEventBatch,
     PortEventBody,
+    RecordIn,
     SyncAnswerOut,
     VPortSyncBody,
     normalise_mac,
@@ -37,8 +38,17 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+def _record(rec: RecordIn) -> dict[str, object]:
+    """The validated record in its wire form for `core.wire`: the models' own field dicts,
+    not `model_dump`'s copies (each of a boot storm's entries comes through here)."""
+    mig = None if rec.mig is None else rec.mig.__dict__
+    return {"vm": rec.vm, "loc": rec.loc.__dict__, "mig": mig}
+
+
 def _port_event(body: PortEventBody) -> PortEventSync:
-    msg = from_rest(RestCall("POST", PORT_EVENTS, body.model_dump()))
+    wire = {"kind": body.kind, "reason": body.reason, "record": _record(body.record),
+            "origin": body.origin}  # fmt: skip
+    msg = from_rest(RestCall("POST", PORT_EVENTS, wire))
     if not isinstance(msg, PortEventSync):
         raise InvalidRequest("not a port event")
     return msg
