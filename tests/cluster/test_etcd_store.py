@@ -82,6 +82,22 @@ async def test_a_merge_planned_on_a_stale_view_still_lands_the_join(
     assert stored == {vm: at(vm, 2, 0, "a")}
 
 
+async def test_a_key_never_seen_is_taken_for_absent_and_a_wrong_guess_costs_nothing(
+    connect: StoreFactory,
+) -> None:
+    """`a` writes a key it never saw as if it were new; `b` had written it already: the
+    compare-and-swap fails, `a` reads, and the stored record is the join, not `a`'s."""
+    vm = mac(4)
+    async with connect() as a, connect() as b:
+        await b.merge([at(vm, 5, 0, "b")])
+        await a.merge([at(vm, 4, 9, "a")])  # older than what b stored
+        stored, _ = await b.records()
+        assert stored == {vm: at(vm, 5, 0, "b")}
+        await a.merge([marked(vm, 3, "a")])
+        stored, _ = await b.records()
+    assert stored == {vm: join([at(vm, 5, 0, "b"), marked(vm, 3, "a")])}
+
+
 async def test_boot_storm_of_10000_ports_from_three_controllers(connect: StoreFactory) -> None:
     """Three controllers each merge their share in one call; every record lands."""
     records = [at(mac(n), 1, 0, f"c{n % 3}", ovs=f"hv{n % 3}", port=n) for n in range(10_000)]

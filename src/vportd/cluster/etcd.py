@@ -326,10 +326,7 @@ class EtcdStore:
     ) -> None:
         keys = [self.key(f"vports/{vm}") for vm, _ in items]
         fence_cmp = [created_at(self.key(f.key), f.revision) for f in fences]
-        stored = self._recalled(keys)
-        recalled = stored is not None
-        if stored is None:
-            stored = await self._read(keys, fence_cmp, fences)
+        stored, recalled = self._recalled(keys), True
         tries = 0
         while attempts is None or tries < attempts:
             compare, puts = self._plan(keys, items, stored)
@@ -362,12 +359,12 @@ class EtcdStore:
         self._saw(keys, stored)
         return stored
 
-    def _recalled(self, keys: list[bytes]) -> list[list[Msg]] | None:
-        """What was last seen stored at every key, if every one is known."""
+    def _recalled(self, keys: list[bytes]) -> list[list[Msg]]:
+        """What was last seen stored at each key; a key not seen (or seen deleted) is taken
+        for absent. A wrong guess fails the compare-and-swap, whose failure branch reads:
+        a boot storm's new keys, unknown until written, then cost one round trip, not two."""
         seen = [self._seen.get(k) for k in keys]
-        if any(s is None or s.value is None for s in seen):
-            return None
-        return [[s] for s in seen]
+        return [[s] if s is not None and s.value is not None else [] for s in seen]
 
     def remember(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
         """Note a key's value at a revision (an older one than known is ignored)."""
