@@ -84,13 +84,20 @@ def message(msg_type: int, body: bytes = b"", xid: int = 0, version: int = 4) ->
     return header(msg_type, 8 + len(body), xid, version) + body
 
 
+def read_flow_mod(mod: Any) -> Any:
+    """A flow mod (os-ken's or `Packed`) as a switch reads it: its bytes, parsed by os-ken."""
+    wire = oc.serialize(mod, 1)
+    return ofpp.OFPFlowMod.parser(None, *struct.unpack_from("!BBHI", wire), wire)
+
+
 def stats_entry(mod: Any, *, idle: int = 0, hard: int = 0) -> bytes:
-    """The flow stats entry a switch would report for an os-ken OFPFlowMod (ADD)."""
+    """The flow stats entry a switch would report for a flow mod (ADD)."""
     tail = oc.serialize(mod, 0)[ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE :]
+    read = read_flow_mod(mod)
     head = struct.pack(
         ofp.OFP_FLOW_STATS_0_PACK_STR,
-        ofp.OFP_FLOW_STATS_0_SIZE + len(tail), mod.table_id, 1, 2, mod.priority,
-        idle, hard, 0, mod.cookie, 3, 4,
+        ofp.OFP_FLOW_STATS_0_SIZE + len(tail), read.table_id, 1, 2, read.priority,
+        idle, hard, 0, read.cookie, 3, 4,
     )  # fmt: skip
     return head + tail
 

@@ -1,8 +1,11 @@
-"""Translation between the core's flows and OpenFlow 1.3, with the os-ken codec only.
+"""Translation between the core's flows and OpenFlow 1.3, with the os-ken codec.
 
 Of os-ken 4.2.2 this uses the message classes and parsers of
 `ofproto_v1_3_parser` and the header helper of `ofproto_parser`; never its app
-manager, controller or eventlet. Its encoder and decoder only read
+manager, controller or eventlet. The two messages a boot storm is made of are
+packed and unpacked here with `struct` instead: flow mods (`Packed`, tests hold
+them byte for byte equal to os-ken's) and port descriptions; os-ken's objects,
+and its MACs through netaddr, were most of their cost. Its encoder and decoder only read
 `datapath.ofproto` and `datapath.ofproto_parser`, so a stand-in (`DATAPATH`)
 takes the place of os-ken's `Datapath`. os-ken is untyped: its objects stay in
 this module, and what leaves it is a core `Flow`, a `PortInfo`, bytes, or one of
@@ -153,8 +156,18 @@ def type_name(msg_type: int) -> str:
     return _TYPE_NAMES.get(msg_type, f"type {msg_type}")
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A message encoded here, whole but for its xid (zero until it is sent)."""
+
+    wire: bytes
+
+
 def serialize(msg: Any, xid: int) -> bytes:
-    """The wire form of an os-ken OpenFlow 1.3 message (built on `DATAPATH`) with `xid`."""
+    """The wire form, with `xid`, of a `Packed` message or of an os-ken OpenFlow 1.3
+    message (built on `DATAPATH`)."""
+    if isinstance(msg, Packed):
+        return msg.wire[:4] + _U32.pack(xid) + msg.wire[HEADER_SIZE:]
     if not isinstance(msg, ofproto_parser.MsgBase):
         raise TypeError(f"not an os-ken OpenFlow message: {type(msg).__name__}")
     msg.xid = xid
@@ -243,38 +256,19 @@ def _check(ok: bool, what: str) -> None:
 
 
 def encode_match(match: Match, parser: Any = ofpp) -> Any:
-    """os-ken's OFPMatch for `match`; the same one for the same match (see `_shared_match`)."""
-    return _shared_match(match) if parser is ofpp else _new_match(match, parser)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _shared_match(match: Match) -> Any:
-    # A VM's match recurs on every switch its flows are on, in one burst: one
-    # object, serialised once, serves them all (see `_PackedMatch`).
-    return _PackedMatch(match)
-
-
-class _PackedMatch(ofpp.OFPMatch):  # type: ignore[misc]  # os-ken is untyped
-    """An os-ken OFPMatch that only serialises: its wire form is built here, once.
-
-    os-ken converts each MAC from text through netaddr when it builds a match
-    and again each time it serialises it: in a boot storm that was most of a
-    flow mod's encoding, and a new VM's first match cost ~100 us. The three
-    fields the core matches on are packed with `struct` instead; a test holds
-    the bytes equal to os-ken's own.
-    """
-
-    def __init__(self, match: Match) -> None:  # (os-ken's __init__ is not run: see doc)
-        self._wire = _oxm_match(match)
-
-    def serialize(self, buf: bytearray, offset: int) -> int:
-        if len(buf) < offset:
-            buf += bytes(offset - len(buf))
-        buf[offset : offset + len(self._wire)] = self._wire
-        return len(self._wire)
+    """os-ken's OFPMatch for `match` (flow mods pack theirs: `_match_wire`)."""
+    return parser.OFPMatch(**_fields(match))
 
 
 _OXM_BASIC = ofp.OFPXMC_OPENFLOW_BASIC << 16
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _match_wire(match: Match) -> bytes:
+    """The match packed with `struct`: os-ken converts each MAC from text through netaddr
+    when it builds a match and again each time it serialises it (~70 us for a new VM's).
+    A VM's match recurs on every switch its flows are on, in one burst."""
+    return _oxm_match(match)
 
 
 def _oxm_match(match: Match) -> bytes:
@@ -323,10 +317,6 @@ def _mac_bytes(mac: str) -> bytes:
     return raw
 
 
-def _new_match(match: Match, parser: Any) -> Any:
-    return parser.OFPMatch(**_fields(match))
-
-
 def _fields(match: Match) -> dict[str, object]:
     fields: dict[str, object] = {}
     if match.in_port is not None:
@@ -342,9 +332,14 @@ def _fields(match: Match) -> dict[str, object]:
     return fields
 
 
-def encode_instructions(actions: tuple[Action, ...], parser: Any = ofpp) -> list[Any]:
-    """Outputs as one apply-actions instruction, then the goto (which must come last)."""
-    apply: list[Any] = []
+class _Actions(NamedTuple):
+    outputs: list[tuple[int, int]]  # (port, max_len) in order
+    goto: int | None
+
+
+def _checked_actions(actions: tuple[Action, ...]) -> _Actions:
+    """Outputs (one apply-actions instruction), then the goto, which must come last."""
+    outputs: list[tuple[int, int]] = []
     goto: int | None = None
     for action in actions:
         _check(goto is None, f"{action} after GotoTable: a goto is the last action")
@@ -352,27 +347,77 @@ def encode_instructions(actions: tuple[Action, ...], parser: Any = ofpp) -> list
             case Output(port=port):
                 _check(port != OFPP_CONTROLLER, "output to the controller is ToController")
                 _check(0 < port <= OFPP_MAX, f"output to port {port:#x}: not a switch port")
-                apply.append(parser.OFPActionOutput(port))
+                outputs.append((port, ofp.OFPCML_MAX))
             case ToController(max_len=max_len):
                 _check(0 <= max_len <= _MAX_U16, f"max_len {max_len} out of range")
-                apply.append(parser.OFPActionOutput(OFPP_CONTROLLER, max_len))
+                outputs.append((OFPP_CONTROLLER, max_len))
             case GotoTable(table=table):
                 _check(0 <= table <= _MAX_TABLE, f"goto table {table} out of range")
                 goto = table
+    return _Actions(outputs, goto)
+
+
+def encode_instructions(actions: tuple[Action, ...], parser: Any = ofpp) -> list[Any]:
+    """os-ken's instructions for `actions` (see `_checked_actions`)."""
+    outputs, goto = _checked_actions(actions)
     instructions: list[Any] = []
-    if apply:
+    if outputs:
+        apply = [parser.OFPActionOutput(port, max_len) for port, max_len in outputs]
         instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, apply))
     if goto is not None:
         instructions.append(parser.OFPInstructionGotoTable(goto))
     return instructions
 
 
+_APPLY = struct.Struct("!HH4x")  # ofp_instruction_actions
+_OUTPUT = struct.Struct("!HHIH6x")  # ofp_action_output
+_GOTO = struct.Struct("!HHB3x")  # ofp_instruction_goto_table
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _instructions_wire(actions: tuple[Action, ...]) -> bytes:
+    """The same instructions, packed (a flood flow's outputs recur on every rewrite)."""
+    outputs, goto = _checked_actions(actions)
+    wire = b""
+    if outputs:
+        packed = b"".join(_OUTPUT.pack(ofp.OFPAT_OUTPUT, _OUTPUT.size, *o) for o in outputs)
+        wire += _APPLY.pack(ofp.OFPIT_APPLY_ACTIONS, _APPLY.size + len(packed)) + packed
+    if goto is not None:
+        wire += _GOTO.pack(ofp.OFPIT_GOTO_TABLE, _GOTO.size, goto)
+    return wire
+
+
+# ofp_header, then ofp_flow_mod up to its match (OpenFlow 1.3, 7.3.4.1)
+_FLOW_MOD = struct.Struct("!BBHI" + ofp.OFP_FLOW_MOD_PACK_STR0.removeprefix("!"))
+
+
 def encode_flow_mod(mod: FlowMod, parser: Any = ofpp) -> Any:
-    """The os-ken OFPFlowMod for a core flow mod (`parser`: the OpenFlow 1.3 parser module)."""
+    """A core flow mod as a `Packed` OFPT_FLOW_MOD; with another `parser` (os-ken's under
+    another name, for tests), as that parser's OFPFlowMod. The bytes are the same.
+
+    Packed with `struct`: os-ken's objects were most of a flow mod's cost, and a boot
+    storm sends tens of thousands."""
     flow = mod.flow
     _check(0 <= flow.table <= _MAX_TABLE, f"table {flow.table} out of range")
     _check(0 <= flow.priority <= _MAX_PRIORITY, f"priority {flow.priority} out of range")
     _check(0 <= flow.cookie <= _MAX_COOKIE, f"cookie {flow.cookie:#x} out of range")
+    if parser is not ofpp:
+        return _os_ken_flow_mod(mod, parser)
+    match = _match_wire(flow.match)
+    if mod.command is FlowCommand.ADD:
+        command, cookie, instructions = ofp.OFPFC_ADD, flow.cookie, _instructions_wire(flow.actions)
+    else:
+        command, cookie, instructions = ofp.OFPFC_DELETE_STRICT, 0, b""
+    length = _FLOW_MOD.size + len(match) + len(instructions)
+    head = _FLOW_MOD.pack(
+        OFP_VERSION, ofp.OFPT_FLOW_MOD, length, 0, cookie, 0, flow.table, command, 0, 0,
+        flow.priority, ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0,
+    )  # fmt: skip
+    return Packed(head + match + instructions)
+
+
+def _os_ken_flow_mod(mod: FlowMod, parser: Any) -> Any:
+    flow = mod.flow
     match = encode_match(flow.match, parser)
     if mod.command is FlowCommand.ADD:
         return parser.OFPFlowMod(
