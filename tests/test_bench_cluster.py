@@ -38,7 +38,8 @@ def test_the_section_is_written_and_the_others_kept(report: Path) -> None:
     assert "## Core: kept" in text and "body" in text
     assert SECTION in text
     for goal in ("handshake via the leader, p50", "handshake via the follower, p99",
-                 "master's entry → every controller", "boot storm", "leader failover"):  # fmt: skip
+                 "master's entry → every controller", "boot storm", "leader failover",
+                 "Storm floor"):  # fmt: skip
         assert goal in text
     assert "--migrations 6" in text  # the command that reproduces it
 
@@ -54,6 +55,10 @@ def test_the_raw_results_count_every_measurement(report: Path) -> None:
     assert (storm["ports"], storm["switches"]) == (SIZES.storm, SIZES.switches)
     assert set(storm["per_controller"]) == {"c0", "c1", "c2"}
     assert storm["rate"] > 0
+    floor = raw["storm_floor"]
+    assert (floor["ports"], floor["transactions"]) == (SIZES.storm, storm["transactions"])
+    assert set(floor["cpu"]) == {"ovs-vswitchd", "ovsdb-server"}
+    assert floor["settled"] >= floor["seconds"] - 0.5  # quiet only after the transactions
 
 
 def test_storm_ports_spread_over_the_switches_with_unique_macs() -> None:

@@ -70,6 +70,9 @@ ROTATION = 8  # VMs the handshake part rotates over
 STORM_TRANSACTION = 250  # ports per OVSDB transaction in the boot storm (argv stays < 128 KiB)
 RETRY_EVERY = 0.01  # s between notify attempts during a failover
 STORM_POLL = 0.05  # s between looks at /healthz while the storm converges
+FLOOR_QUIET = 0.5  # s: the storm floor's OVS processes are quiet when, over this long,
+FLOOR_IDLE_CPU = 0.02  # s: they used less CPU than this
+CORES = os.cpu_count() or 1
 PARTS = frozenset({"handshake", "propagation", "failover", "storm"})
 GOALS = {"handshake_p50": 5.0, "handshake_p99": 25.0, "propagation_p99": 20.0, "storm": 2000.0}
 HTTP_CREATED = 201
@@ -111,6 +114,18 @@ class Storm:
 
 
 @dataclass
+class StormFloor:
+    """The same storm on a fresh fabric with no controller and no etcd: what the OVS
+    processes cost by themselves, the part of the machine no controller can have."""
+
+    ports: int
+    transactions: int
+    seconds: float  # first OVSDB transaction started → last one returned
+    settled: float  # first transaction started → the OVS processes quiet again
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU s per kind, until settled
+
+
+@dataclass
 class Failover:
     seconds: list[float]  # kill → first 201, per run
     elected: list[float]  # kill → a live controller names a new leader, per run (polled)
@@ -125,6 +140,7 @@ class Result:
     propagation: Propagation | None = None
     failover: Failover | None = None
     storm: Storm | None = None
+    storm_floor: StormFloor | None = None
     wall_seconds: float = 0.0
     one_ovs: bool = False
 
@@ -388,10 +404,16 @@ def _processes(c: Cluster[BenchFabric]) -> dict[str, list[int]]:
     """The pids of every process of the bed, by what they are (controllers one by one)."""
     out: dict[str, list[int]] = {n.id: [n.proc.pid] for n in c.live() if n.proc is not None}
     out["etcd"] = [pid] if (pid := c.etcd.pid) is not None else []
-    hosts = {str(ovs.rundir): ovs for ovs in map(c.fabric.ovs_of, c.fabric.names)}.values()
-    for daemon in ("ovs-vswitchd", "ovsdb-server"):
-        out[daemon] = [pid for ovs in hosts if (pid := ovs.pid(daemon)) is not None]
-    return out
+    return {**out, **_ovs_processes(c.fabric)}
+
+
+def _ovs_processes(fabric: BenchFabric) -> dict[str, list[int]]:
+    """Every ovs-vswitchd and ovsdb-server of the fabric (one of each per OVS)."""
+    hosts = {str(ovs.rundir): ovs for ovs in map(fabric.ovs_of, fabric.names)}.values()
+    return {
+        daemon: [pid for ovs in hosts if (pid := ovs.pid(daemon)) is not None]
+        for daemon in ("ovs-vswitchd", "ovsdb-server")
+    }
 
 
 def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -442,6 +464,34 @@ def _storm_transactions(vms: list[VM]) -> list[list[VM]]:
     return [chunk for turn in itertools.zip_longest(*per_bridge) for chunk in turn if chunk]
 
 
+async def storm_floor(sizes: Sizes) -> StormFloor:
+    """The storm's transactions on a fabric of its own, nothing else running; CPU counted
+    until ovs-vswitchd has numbered every port (its CPU stops growing)."""
+    async with _fabric(sizes) as fabric:
+        chunks = _storm_transactions(storm_vms(sizes.storm, fabric.names, 0x100000))
+        pids = _ovs_processes(fabric)
+        cpu0 = _cpu(pids)
+        t0 = time.monotonic()
+        for chunk in chunks:
+            await fabric.transact(chunk)
+        seconds = time.monotonic() - t0
+        await _quiet(pids)
+        settled = time.monotonic() - t0 - FLOOR_QUIET
+        cpu = {k: v - cpu0[k] for k, v in _cpu(pids).items()}
+    return StormFloor(sizes.storm, len(chunks), seconds, settled, cpu)
+
+
+async def _quiet(pids: dict[str, list[int]]) -> None:
+    """Until the processes used almost no CPU for `FLOOR_QUIET` (at most a minute)."""
+    before = sum(_cpu(pids).values())
+    for _ in range(int(60 / FLOOR_QUIET)):
+        await asyncio.sleep(FLOOR_QUIET)
+        now = sum(_cpu(pids).values())
+        if now - before < FLOOR_IDLE_CPU:
+            return
+        before = now
+
+
 # -- the run -------------------------------------------------------------------------------
 async def _first_parts(
     c: Cluster[BenchFabric], sizes: Sizes, parts: frozenset[str], result: Result
@@ -461,6 +511,9 @@ async def _first_parts(
 async def bench(sizes: Sizes, command: str, workdir: Path, parts: frozenset[str] = PARTS) -> Result:
     result = Result(machine(), command, one_ovs=sizes.one_ovs)
     started = time.perf_counter()
+    if "storm" in parts:
+        result.storm_floor = await storm_floor(sizes)
+        log.info("storm floor: %s", result.storm_floor)
     async with bed(sizes, workdir) as c:
         if parts - {"storm"}:
             await _first_parts(c, sizes, parts, result)
@@ -629,6 +682,20 @@ def _storm_md(s: Storm) -> list[str]:
     ]
 
 
+def _floor_md(f: StormFloor, goal_rate: float) -> list[str]:
+    cpu = ", ".join(f"{k} {v:.2f} s" for k, v in f.cpu.items())
+    budget = CORES * f.ports / goal_rate
+    return [
+        f"Storm floor, the same {f.transactions} transactions on a fresh fabric with no "
+        f"controller and no etcd: they took {f.seconds:.2f} s, the OVS processes were quiet "
+        f"again {f.settled:.2f} s after the first, and used {cpu} of CPU "
+        f"({sum(f.cpu.values()):.1f} s). At {goal_rate:,.0f} ports/s the whole storm must "
+        f"fit in {f.ports / goal_rate:.1f} s, {budget:.0f} CPU-seconds on this machine's "
+        f"{CORES} cores, of which these take {sum(f.cpu.values()) / budget:.0%} before any "
+        "controller, etcd or flow."
+    ]
+
+
 def _per_port(s: Storm) -> str:
     """The controllers' CPU per port, and the rate it would allow on a core each."""
     mine = [v for k, v in s.cpu.items() if k in s.per_controller]
@@ -701,9 +768,9 @@ def _findings_md() -> list[str]:
         "not master.",
         "- Not met, the storm's goal, and not reachable on this machine with an OVS per "
         "hypervisor: 2,000 ports/s is 5 s for the storm, 10 CPU-seconds on its 2 cores. "
-        "The same storm with no controller at all (the 20 OVS alone, the same 40 "
-        "transactions) costs ovs-vswitchd 3.1-3.9 s and ovsdb-server 1.3-1.6 s of CPU, "
-        "and the transactions alone take 2.2-2.8 s; with the controllers' flows "
+        "The storm floor above (the 20 OVS alone, the same 40 transactions; in other runs "
+        "today ovs-vswitchd 3.1-3.9 s and ovsdb-server 1.3-1.6 s of CPU, the transactions "
+        "alone 2.2-2.8 s) is half of that before anything else; with the controllers' flows "
         "ovs-vswitchd uses 5-5.7 s, and etcd 0.4 s. What is left for three controllers is "
         "under 3 CPU-seconds, about 90 us per port each, against 270-360 us now (the CPU line "
         "above). In production those 20 OVS run on the hypervisors' own cores. What is "
@@ -733,6 +800,8 @@ def markdown(r: Result) -> str:
         lines += ["Leader failover:", "", *_failover_md(r.failover), ""]
     if r.storm is not None:
         lines += [*_storm_md(r.storm), ""]
+    if r.storm_floor is not None:
+        lines += [*_floor_md(r.storm_floor, GOALS["storm"]), ""]
     lines += [*_method_md(r), "", *_findings_md(), "", f"Raw numbers: `{RESULTS}`."]
     return "\n".join(lines) + "\n"
 
@@ -760,6 +829,11 @@ def summary(r: Result) -> str:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.storm.cpu.items())
         out.append(f"  boot storm: {r.storm.ports} ports in {r.storm.seconds:.2f} s = "
                    f"{r.storm.rate:,.0f} ports/s; CPU s meanwhile: {cpu}")  # fmt: skip
+    if r.storm_floor is not None:
+        floor = r.storm_floor
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in floor.cpu.items())
+        out.append(f"  storm floor (OVS alone): transactions {floor.seconds:.2f} s, quiet "
+                   f"after {floor.settled:.2f} s; CPU s: {cpu}")  # fmt: skip
     return "\n".join(out)
 
 
