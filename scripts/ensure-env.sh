@@ -2,7 +2,8 @@
 # Make sure this machine can build, test and demo vportd. Idempotent and fast
 # when nothing is missing; every Makefile target calls it.
 #
-#  1. System tools (Debian 12): Open vSwitch, etcd, iproute2, ethtool, ping.
+#  1. System tools (Debian 12): Open vSwitch, etcd, iproute2, ethtool, ping,
+#     openssl (the east-west client's https test makes its certificate with it).
 #     Installed with apt-get as root. The services those packages ship are
 #     kept stopped: tests and the lab start private OVS/etcd instances, and a
 #     system ovs-vswitchd (netdev datapath) or etcd on :2379 would clash.
@@ -16,7 +17,7 @@ cd "$ROOT"
 # ip and ethtool live in sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-APT_PACKAGES=(openvswitch-switch etcd-server iproute2 ethtool iputils-ping)
+APT_PACKAGES=(openvswitch-switch etcd-server iproute2 ethtool iputils-ping openssl)
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.stamp"
@@ -26,7 +27,7 @@ die() { printf 'ensure-env: error: %s\n' "$*" >&2; exit 1; }
 
 # ----------------------------------------------------------- system packages
 need_apt=()
-for cmd in ovs-vsctl etcd ip ethtool ping; do
+for cmd in ovs-vsctl etcd ip ethtool ping openssl; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         need_apt=("${APT_PACKAGES[@]}")
         break
