@@ -12,7 +12,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flows import Flow, FlowCommand, FlowMod
+from vportd.core.flows import Flow, FlowCommand, FlowMod, GotoTable, Output, ToController
 from vportd.southbound import ofcodec as oc
 from vportd.southbound.ofcodec import PortInfo, PortReason
 from vportd.southbound.openflow import OpenFlowServer, SwitchConnection
@@ -82,6 +82,37 @@ def header(msg_type: int, length: int, xid: int = 0, version: int = 4) -> bytes:
 
 def message(msg_type: int, body: bytes = b"", xid: int = 0, version: int = 4) -> bytes:
     return header(msg_type, 8 + len(body), xid, version) + body
+
+
+def os_ken_flow_mod(mod: FlowMod) -> Any:
+    """os-ken's own OFPFlowMod for a core flow mod: the oracle packed flow mods are held to."""
+    flow, m = mod.flow, mod.flow.match
+    eth_dst = m.eth_dst if m.eth_dst_mask is None else (m.eth_dst, m.eth_dst_mask)
+    fields = {"in_port": m.in_port, "eth_dst": eth_dst, "eth_src": m.eth_src}
+    match = ofpp.OFPMatch(**{k: v for k, v in fields.items() if v is not None})
+    common = {"table_id": flow.table, "priority": flow.priority, "match": match,
+              "buffer_id": ofp.OFP_NO_BUFFER, "out_port": ofp.OFPP_ANY,
+              "out_group": ofp.OFPG_ANY}  # fmt: skip
+    if mod.command is FlowCommand.DELETE:
+        return ofpp.OFPFlowMod(oc.DATAPATH, command=ofp.OFPFC_DELETE_STRICT, **common)
+    outputs: list[Any] = []
+    goto: list[Any] = []
+    for action in flow.actions:
+        match action:
+            case Output(port=port):
+                outputs.append(ofpp.OFPActionOutput(port))
+            case ToController(max_len=max_len):
+                outputs.append(ofpp.OFPActionOutput(ofp.OFPP_CONTROLLER, max_len))
+            case GotoTable(table=table):
+                goto.append(ofpp.OFPInstructionGotoTable(table))
+    apply = [ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, outputs)] if outputs else []
+    return ofpp.OFPFlowMod(
+        oc.DATAPATH,
+        cookie=flow.cookie,
+        command=ofp.OFPFC_ADD,
+        instructions=apply + goto,
+        **common,
+    )
 
 
 def read_flow_mod(mod: Any) -> Any:

@@ -76,11 +76,11 @@ class FastPaths:
         return None
 
     async def _notify(self, scope: Scope, _: re.Match[str], raw: bytes) -> Response:
-        body = _parsed(raw, self.notify_body, self.notify_body)
+        body = _parsed(raw, self.notify_body)
         return await answer_notify(self.service, self.leader, Request(scope, _replay(raw)), body)
 
     async def _vport_sync(self, _: Scope, found: re.Match[str], raw: bytes) -> Response:
-        body = _parsed(raw, self.sync_body, self.sync_body)
+        body = _parsed(raw, self.sync_body)
         return await answer_vport_sync(self.service, found.group(1), body)
 
     async def _port_events(self, _: Scope, __: re.Match[str], raw: bytes) -> Response:
@@ -106,9 +106,10 @@ class _Refused(Exception):
 
 def _parsed(raw: bytes, model: TypeAdapter[M], *parsers: TypeAdapter[Any]) -> M:
     """`raw` validated as `model`: by pydantic's JSON parser straight from the bytes (the
-    first of `parsers` that takes it), about a quarter cheaper than JSON to Python objects
-    to models; a body none takes goes the FastAPI way, so a refusal is FastAPI's own."""
-    for parser in parsers:
+    first of `parsers`, default `model`, that takes it), about a quarter cheaper than JSON
+    to Python objects to models; a body none takes goes the FastAPI way, so a refusal is
+    FastAPI's own."""
+    for parser in parsers or (model,):
         try:
             parsed: M = parser.validate_json(raw)
         except ValidationError:
