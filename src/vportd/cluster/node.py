@@ -89,10 +89,35 @@ class _Outbox:
         first = self.messages.popleft()
         if not isinstance(first, PortEventSync):
             return [first]
-        batch: list[PeerMessage] = [first]
-        while self.messages and len(batch) < BATCH and isinstance(self.messages[0], PortEventSync):
-            batch.append(self.messages.popleft())
-        return batch
+        batch = [first]
+        while self.messages and len(batch) < BATCH:
+            following = self.messages[0]
+            if not isinstance(following, PortEventSync):
+                break
+            batch.append(following)
+            self.messages.popleft()
+        return latest_entries(batch)
+
+
+def latest_entries(batch: Sequence[PortEventSync]) -> list[PeerMessage]:
+    """`batch` without the plain port changes that a later sync of the same VM replaces.
+
+    A receiver merges only a sync's entry, and a later entry from the same
+    controller's table holds all that an earlier one did (its versions only
+    grow), so the later one alone leaves the receiver's table as both would:
+    the store's watch, too, brings only the latest. A boot storm's port is an
+    add (down) and then a modify (up), claim 5; sent as one, each peer parses,
+    merges and compiles it once. Syncs of a migration always go, each one.
+    """
+    kept: list[PeerMessage] = []
+    later: set[tuple[str, str]] = set()
+    for msg in reversed(batch):
+        key = (msg.origin, msg.record.vm)
+        if msg.reason is not Reason.PORT or key not in later:
+            kept.append(msg)
+        later.add(key)
+    kept.reverse()
+    return kept
 
 
 class ClusterNode:
