@@ -55,6 +55,9 @@ def test_the_raw_results_count_every_measurement(report: Path) -> None:
     assert (storm["ports"], storm["switches"]) == (SIZES.storm, SIZES.switches)
     assert set(storm["per_controller"]) == {"c0", "c1", "c2"}
     assert storm["rate"] > 0
+    calm = storm["calm"]
+    assert calm["masters_moved"] == 0 and calm["leader_kept"]
+    assert set(calm["lag_bound"]) == set(calm["lags_over_1s"]) == {"c0", "c1", "c2"}
     floor = raw["storm_floor"]
     assert (floor["ports"], floor["transactions"]) == (SIZES.storm, storm["transactions"])
     assert set(floor["cpu"]) == {"ovs-vswitchd", "ovsdb-server"}

@@ -24,12 +24,15 @@ def test_every_metric_renders_with_the_controller_label() -> None:
     m.leader_changed()
     m.peer_request("c2", "ok")
     m.migration_states({"ready": 2})
+    m.loop_lag(1.5)
     got = families(m)
     assert ({"controller": "c1"}, 7.0) in got["vportd_vports"]
     assert ({"controller": "c1", "state": "ready"}, 2.0) in got["vportd_migrations_by_state"]
     assert ({"controller": "c1", "state": "failed"}, 0.0) in got["vportd_migrations_by_state"]
     handshake = dict((s[0].get("le"), s[1]) for s in got["vportd_handshake_seconds"])
     assert handshake["0.005"] == 1.0 and handshake["0.002"] == 0.0
+    lag = dict((s[0].get("le"), s[1]) for s in got["vportd_event_loop_lag_seconds"])
+    assert lag["2.0"] == 1.0 and lag["1.0"] == 0.0
     for name in ("vportd_migrations", "vportd_port_events", "vportd_leader_changes"):
         assert name in got
 

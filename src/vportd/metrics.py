@@ -12,6 +12,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 # Notify → notify complete takes milliseconds on loopback; seconds means a timeout.
 STATES = ("preparing", "ready", "activated", "completed", "aborted", "failed")
 HANDSHAKE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# How late the event loop ran a timer: milliseconds when idle; seconds starve the lease
+# heartbeat (a TTL is a few seconds), OpenFlow echoes and peer requests.
+LOOP_LAG_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
 
 class Metrics:
@@ -37,6 +40,10 @@ class Metrics:
             [*c, "state"], registry=r,
         )  # fmt: skip
         self._table = Gauge("vportd_vports", "vPorts in this controller's table", c, registry=r)
+        self._loop_lag = Histogram(
+            "vportd_event_loop_lag_seconds", "How late the event loop ran a timer, sampled",
+            c, buckets=LOOP_LAG_BUCKETS, registry=r,
+        )  # fmt: skip
         self._leader_changes = Counter(
             "vportd_leader_changes_total", "Leaders this controller has seen take over", c,
             registry=r,
@@ -65,6 +72,9 @@ class Metrics:
 
     def table_size(self, vports: int) -> None:
         self._table.labels(self.controller).set(vports)
+
+    def loop_lag(self, seconds: float) -> None:
+        self._loop_lag.labels(self.controller).observe(seconds)
 
     def leader_changed(self) -> None:
         self._leader_changes.labels(self.controller).inc()

@@ -343,8 +343,9 @@ class Runtime:
                 before = loop.time()
                 await asyncio.sleep(LOOP_PROBE)
                 watchdog.beat = loop.time()
-                late = watchdog.beat - before - LOOP_PROBE
+                late = max(watchdog.beat - before - LOOP_PROBE, 0.0)
                 self.stats.loop_stall_max = max(self.stats.loop_stall_max, late)
+                self.metrics.loop_lag(late)
                 if late > LOOP_STALL_WARNING:
                     log.warning("event loop stalled %.2f s (a timer ran that late)", late)
         finally:

@@ -90,6 +90,7 @@ class ControllerService:
             "switches_connected": len(self.runtime.connected),
             "switches_mastered": len(self.runtime.switches),
             "vports": len(core.table),
+            "loop_stall_max_s": round(self.runtime.stats.loop_stall_max, 3),
         }
         return Health(ok, detail)
 
