@@ -468,8 +468,10 @@ async def storm(c: Cluster[BenchFabric], n: int, base: int) -> Storm:
     return Storm(n, len(c.fabric.names), len(chunks), max(per.values()), vsctl, per, cpu, calm)
 
 
-async def _roles(c: Cluster[BenchFabric]) -> tuple[str, dict[str, str]]:
-    return (await c.leader()).id, await c.masters()
+async def _roles(c: Cluster[BenchFabric]) -> tuple[str | None, dict[str, str]]:
+    """The leader (None mid-election) and each bridge's master."""
+    cluster = await c.live()[0].get("/v1/cluster")
+    return cluster["leader"], await c.masters()
 
 
 async def _lag_buckets(node: Node) -> dict[float, float]:
@@ -487,7 +489,7 @@ async def _lag_buckets(node: Node) -> dict[float, float]:
 
 async def _calm(
     c: Cluster[BenchFabric],
-    roles: tuple[str, dict[str, str]],
+    roles: tuple[str | None, dict[str, str]],
     lags: dict[str, dict[float, float]],
 ) -> StormCalm:
     leader, masters = await _roles(c)
