@@ -129,3 +129,30 @@ def test_vportctl_migrate_requires_source_and_destination() -> None:
     result = run("vportctl", "migrate", "52:54:00:00:00:01", "--from", "hv1")
     assert result.returncode == 2
     assert "--to" in result.stderr
+
+
+def test_the_global_lab_names_the_lab_for_the_lab_commands_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`vportctl --lab DIR lab up` once made the lab in the default directory, where the
+    client commands given the same `--lab DIR` then found nothing."""
+    from vportd import cli  # noqa: PLC0415
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # (status only reads the lab's state file)
+    monkeypatch.setenv("VPORTD_LAB_DIR", str(tmp_path / "default"))
+    mine = tmp_path / "mine"
+    assert cli.main(["--lab", str(mine), "lab", "status"]) == 1
+    assert f"no lab is up in {mine}" in capsys.readouterr().err
+    assert cli.main(["--lab", str(mine), "lab", "status", "--dir", str(mine)]) == 1
+    capsys.readouterr()
+
+
+def test_a_global_lab_and_a_dir_that_differ_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from vportd import cli  # noqa: PLC0415
+
+    argv = ["--lab", str(tmp_path / "a"), "lab", "down", "--dir", str(tmp_path / "b")]
+    assert cli.main(argv) == 2
+    assert "name two labs: give one" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

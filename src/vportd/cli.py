@@ -275,10 +275,26 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _lab_dir(args: argparse.Namespace) -> Path | None:
+    """The lab's directory: `--dir`, else the global `--lab` (which names it for the client
+    commands), else $VPORTD_LAB_DIR or /run/vportd-lab; None, said why, if the two differ."""
+    import os  # noqa: PLC0415
+
+    given, lab = args.dir, getattr(args, "lab", None)
+    if given is not None and lab is not None and Path(given).absolute() != Path(lab).absolute():
+        print(f"vportctl: --lab {lab} and --dir {given} name two labs: give one", file=sys.stderr)
+        return None
+    return Path(given or lab or os.environ.get("VPORTD_LAB_DIR", "/run/vportd-lab"))
+
+
 def _lab_handler(action: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         import os  # noqa: PLC0415
 
+        lab_dir = _lab_dir(args)
+        if lab_dir is None:
+            return 2
+        args.dir = lab_dir
         if os.geteuid() != 0:
             print(
                 f"vportctl: 'lab {action}' needs root (it creates network namespaces, veths and "
@@ -423,17 +439,15 @@ def _add_lab_migrate(
 
 
 def _add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
-    import os  # noqa: PLC0415
 
-    default_dir = Path(os.environ.get("VPORTD_LAB_DIR", "/run/vportd-lab"))
     dir_flag = argparse.ArgumentParser(add_help=False)
     dir_flag.add_argument(
         "--dir",
         type=Path,
-        default=default_dir,
+        default=None,
         help="the lab's directory: state, controller configs and logs, the token files, the "
-        "etcd's data and the private OVS run directory (default: $VPORTD_LAB_DIR or "
-        "%(default)s)",
+        "etcd's data and the private OVS run directory (default: the global --lab, else "
+        "$VPORTD_LAB_DIR, else /run/vportd-lab)",
     )
     lab = sub.add_parser(
         "lab",
