@@ -439,7 +439,6 @@ def _add_lab_migrate(
 
 
 def _add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
-
     dir_flag = argparse.ArgumentParser(add_help=False)
     dir_flag.add_argument(
         "--dir",
