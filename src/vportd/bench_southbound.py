@@ -128,7 +128,7 @@ class PortLatency:
     link_up: Dist  # started -> the monitor read link_state up
     entry_up: Dist  # started -> the entry up in the core's table
     controller: Dist  # the monitor read the snapshot that made the entry -> entry in the table
-    handoff: Dist  # of which: the monitor thread read it -> the loop started on it
+    handoff: Dist  # of which: the monitor read it -> the runtime started on it
     vmm_call: Dist  # started -> the VMM's call returned (ovs-vswitchd's cur_cfg reached)
     from_request: int  # entries made from `ofport_request`, before ovs-vswitchd numbered the port
     first_100_p50: float  # end to end, ms, over the first and the last 100 ports
@@ -818,7 +818,7 @@ def _latency_table(lat: PortLatency, start: str, calls: list[str], commit: str) 
              "client)", lat.commit),
         _row(f"**{start} → entry in the core's table** (down)", lat.end_to_end),
         _row("of which the controller: monitor read → entry in the table", lat.controller),
-        _row("of which the hand-off: monitor thread → event loop", lat.handoff),
+        _row("of which the hand-off: monitor → runtime", lat.handoff),
         _row(f"{start} → monitor read ovs-vswitchd's `ofport`", lat.ofport),
         _row(f"{start} → monitor read `link_state` up", lat.link_up),
         _row(f"{start} → entry up in the core's table", lat.entry_up),

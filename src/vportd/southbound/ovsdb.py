@@ -1,11 +1,11 @@
 """OVSDB monitor: which VM each port belongs to, and the declared inter-switch links.
 
-The ovs IDL is blocking, so it runs in a thread; every time the database
-changes, the thread takes an immutable `Snapshot` of the rows vportd reads and
-hands it to the event loop. `diff_ports` (pure) turns two snapshots into port
-changes. Snapshots are built incrementally (`_Mirror`): only the rows the IDL
-reports changed are read again, and an unchanged interface keeps its
-`IfaceRow` object, so that comparing two snapshots is mostly identity checks.
+A monitor follows one OVSDB server on the event loop; every time the database
+changes, it takes an immutable `Snapshot` of the rows vportd reads and hands
+it on. `diff_ports` (pure) turns two snapshots into port changes. Snapshots
+are built incrementally (`_Mirror`): only the rows an update touched are read
+again, and an unchanged interface keeps its `IfaceRow` object, so that
+comparing two snapshots is mostly identity checks.
 
 A VM port is an Interface with `external_ids:attached-mac` (libvirt's
 and OpenStack's convention, with `iface-id` and `vm-id`); any other port is
@@ -28,25 +28,26 @@ every column of every row update into `Datum` objects. In a boot storm of
 thread ~2/3 of the process's samples, half of it in `ovs.json.Parser`), taken
 from a GIL the event loop needs. `_Session` decodes with the stdlib's C
 `json`, asks only for the columns below (`monitor_cond`, update2 diffs), and
-keeps rows as plain dicts of the few values `_Mirror` reads.
+keeps rows as plain dicts of the few values `_Mirror` reads. It runs on the
+event loop, not in a thread per server as it first did: a controller follows
+every hypervisor's server, and their threads (twenty in the cluster bench,
+each polling ten times a second) fought the loop for the GIL; the loop does
+the same parsing itself now, between its other work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import json
 import logging
 import re
-import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("vportd.ovsdb")
 
@@ -192,16 +193,7 @@ def declared_links(snaps: Iterable[Snapshot]) -> set[DeclaredLink]:
     return links
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
-
-
-# -- reading rows (runs in the monitor thread) -----------------------------
+# -- reading rows ------------------------------------------------------------
 Row = dict[str, Any]  # column -> value (`_Tables`: atoms, frozensets, dicts)
 
 
@@ -262,12 +254,12 @@ class _BridgeFacts:
 
 
 class _Mirror:
-    """The snapshot, kept up to date from the session's change notices (in the monitor thread).
+    """The snapshot, kept up to date from the session's change notices.
 
-    A walk of every bridge, port and interface is Python work that holds the
-    GIL (the event loop waits): rebuilt at every change, a snapshot cost
-    100 ms at 1,000 ports, and a walk that only re-read changed rows still
-    several ms. `notice` (called for every row an update touches) marks a row changed;
+    A walk of every bridge, port and interface is Python work on the event
+    loop: rebuilt at every change, a snapshot cost 100 ms at 1,000 ports, and
+    a walk that only re-read changed rows still several ms. `notice` (called
+    for every row an update touches) marks a row changed;
     `snapshot` re-reads the changed rows, re-places the interfaces whose row,
     port or bridge changed, and copies two dicts. An interface that did not
     change keeps its `IfaceRow` object. Rows that left the tables without a
@@ -395,67 +387,34 @@ class _Mirror:
 
 
 class OvsdbMonitor:
-    """Follows one OVSDB server; `on_snapshot` runs on the event loop."""
+    """Follows one OVSDB server on the event loop; `on_snapshot` gets each snapshot."""
 
     def __init__(self, remote: str, on_snapshot: Callable[[Snapshot], None]) -> None:
         self.remote = remote
         self.on_snapshot = on_snapshot
-        self._stop = threading.Event()
 
-    async def run(self) -> None:
-        """Until cancelled; the thread stops within a poll interval after that.
-
-        A daemon thread of its own rather than the loop's executor: a stuck
-        OVSDB connection must never keep the process from exiting.
-        """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def hand_over(snap: Snapshot) -> None:
-            loop.call_soon_threadsafe(self.on_snapshot, snap)
-
-        def body() -> None:
-            error: BaseException | None = None
-            try:
-                self._follow(hand_over)
-            except BaseException as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                loop.call_soon_threadsafe(_settle, done, error)
-
-        self._stop.clear()
-        threading.Thread(target=body, name=f"ovsdb {self.remote}", daemon=True).start()
-        try:
-            await done
-        finally:
-            self._stop.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _follow(self, hand_over: Callable[[Snapshot], None]) -> None:
-        """Sessions one after the other until stopped; the mirror outlives them."""
+    async def run(self) -> NoReturn:
+        """Sessions one after the other until cancelled; the mirror outlives them."""
         mirror = _Mirror()
-        while not self._stop.is_set():
+        while True:
             try:
-                sock = _connect(self.remote)
+                reader, writer = await _open(self.remote)
             except OSError as err:
                 log.warning("OVSDB %s not reachable (%s); retrying", self.remote, err)
-                self._stop.wait(RETRY)
+                await asyncio.sleep(RETRY)
                 continue
             try:
-                with sock:
-                    _Session(sock, mirror, hand_over, self._stop).run()
+                await _Session(reader, writer, mirror, self.on_snapshot).run()
             except (OSError, OvsdbError) as err:
-                if not self._stop.is_set():
-                    log.warning("OVSDB %s: %s; reconnecting", self.remote, err)
-                    self._stop.wait(RETRY)
+                log.warning("OVSDB %s: %s; reconnecting", self.remote, err)
+                await asyncio.sleep(RETRY)
+            finally:
+                writer.close()
 
 
 # -- the OVSDB client (RFC 7047 with ovsdb-server's monitor_cond) --------------
 RETRY = 1.0  # s between connection attempts
 PROBE = 5.0  # s without a message before we send an echo; twice that: the link is dead
-POLL = 0.1  # s the thread waits for data at most (it checks `stop` that often)
 RECV = 1 << 18  # bytes per read: a storm's update is ~100 KB
 MAX_MESSAGE = 256 << 20  # an incomplete message longer than this: not OVSDB
 _MONITOR_ID = "vportd-monitor"
@@ -465,23 +424,17 @@ class OvsdbError(Exception):
     """The server refused a request, sent what is not JSON-RPC, or stopped answering."""
 
 
-def _connect(remote: str) -> socket.socket:
-    """A blocking socket to `unix:PATH` or `tcp:HOST:PORT`."""
+async def _open(remote: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to `unix:PATH` or `tcp:HOST:PORT`."""
     kind, _, where = remote.partition(":")
     if kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(where)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return await asyncio.open_unix_connection(where)
     if kind == "tcp":
         host, _, port = where.rpartition(":")
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=RETRY)
-        sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
+        async with asyncio.timeout(RETRY):
+            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
     raise OSError(f"unsupported OVSDB remote {remote!r} (unix:PATH or tcp:HOST:PORT)")
 
 
@@ -605,39 +558,43 @@ class _Session:
 
     def __init__(
         self,
-        sock: socket.socket,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
         mirror: _Mirror,
         hand_over: Callable[[Snapshot], None],
-        stop: threading.Event,
     ) -> None:
-        self.sock = sock
+        self.reader, self.writer = reader, writer
         self.mirror = mirror
         self.hand_over = hand_over
-        self.stop = stop
         self.framer = Framer()
         self.tables: dict[str, Rows] = {t: {} for t in _TABLES}
         self.monitoring = False
         self.heard = time.monotonic()
         self.probed = False
 
-    def run(self) -> None:
+    async def run(self) -> NoReturn:
         request = {t: [{"columns": list(c)}] for t, c in _COLUMNS.items()}
         self._send({"id": _MONITOR_ID, "method": "monitor_cond",
                     "params": ["Open_vSwitch", None, request]})  # fmt: skip
-        while not self.stop.is_set():
+        while True:
             changed = False
-            for message in self._receive():
+            for message in await self._receive():
                 changed |= self._handle(message)
             if changed and self.monitoring:
                 # One snapshot per read, however many updates it brought.
                 self.hand_over(self.mirror.snapshot(self.tables))
             self._keep_alive()
+            await self.writer.drain()
+            # A read of data already buffered does not yield: let timers and the other
+            # servers' sessions run between two updates (a boot storm's come back to back).
+            await asyncio.sleep(0)
 
-    def _receive(self) -> list[Any]:
-        ready, _, _ = select.select([self.sock], [], [], POLL)
-        if not ready:
+    async def _receive(self) -> list[Any]:
+        try:
+            async with asyncio.timeout(PROBE):
+                data = await self.reader.read(RECV)
+        except TimeoutError:
             return []
-        data = self.sock.recv(RECV)
         if not data:
             raise OvsdbError("connection closed by the server")
         self.heard, self.probed = time.monotonic(), False
@@ -653,7 +610,7 @@ class _Session:
             self.probed = True
 
     def _send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message).encode())
+        self.writer.write(json.dumps(message).encode())
 
     def _handle(self, message: Any) -> bool:
         """Act on one message; whether the tables changed."""
