@@ -14,14 +14,14 @@ hv{k % S}, OpenFlow port k // S + 1, with libvirt's external_ids
    ports are added one at a time, each with its own `ovs-vsctl add-port` (as
    libvirt does, with `ofport_request`). Per port, from just before the
    command is started, on one clock (`time.monotonic`): when the OVSDB
-   monitor's thread read the snapshot that first shows the port (the
-   transaction has committed; `Snapshot.taken`), the one that first shows
-   ovs-vswitchd's `ofport`, the one that first shows `link_state` up; when the
-   loop started on the snapshot that made the entry (the thread to loop
-   hand-off); when the entry was in the core's table and when it was up there
-   (`Runtime.port_event_hook`, called right after the core took the event);
-   when ovs-vsctl exited (it waits for ovs-vswitchd). The next port is added
-   once all of these happened and the controller is idle (flow mods confirmed).
+   monitor read the snapshot that first shows the port (the transaction has
+   committed; `Snapshot.taken`), the one that first shows ovs-vswitchd's
+   `ofport`, the one that first shows `link_state` up; when the runtime
+   started on the snapshot that made the entry (the hand-off); when the entry
+   was in the core's table and when it was up there (`Runtime.port_event_hook`,
+   called right after the core took the event); when ovs-vsctl exited (it
+   waits for ovs-vswitchd). The next port is added once all of these happened
+   and the controller is idle (flow mods confirmed).
 2. **Flow install.** That controller is stopped, every bridge's flows are
    deleted (`ovs-ofctl del-flows`), and a new controller is started on a new
    OpenFlow port. Once it listens and holds the N VMs (from OVSDB), the
@@ -794,9 +794,9 @@ def _latency_md(lat: PortLatency) -> list[str]:
         "vm-id=...` (waiting for ovs-vswitchd, as libvirt does), the controller connected and "
         "installing each VM's flows; the next port once the entry is up in the table and the "
         "controller is idle. Every time is on one clock (`time.monotonic`) in the bench's "
-        "process, which runs the controller; *monitor read* is when the OVSDB monitor's "
-        "thread took the snapshot that first showed the fact, *hand-off* from there to the "
-        "event loop starting on that snapshot. Milliseconds:",
+        "process, which runs the controller; *monitor read* is when the OVSDB monitor took "
+        "the snapshot that first showed the fact, *hand-off* from there to the runtime "
+        "starting on that snapshot. Milliseconds:",
         "",
         *_latency_table(lat, "`ovs-vsctl` started", calls, commit),
         "",
@@ -972,7 +972,10 @@ def markdown(r: Result) -> str:
         "instead of the ovs library's IDL, whose pure-Python parser was most of a "
         "controller's CPU in the cluster's boot storm: the controller's part here went from "
         "p50 1.4 / p99 10.7 ms (commit `3c81918`) to the figures above, and the end to end "
-        "from 49.2 / 172.0 ms. Also found by these tests and fixed in "
+        "from 49.2 / 172.0 ms. Then the monitor moved from a thread per OVSDB server onto "
+        "the event loop: the controller's part went from p99 3.7 ms (commit `a94de75`; the "
+        "thread-to-loop hand-off alone p99 3.5 ms) to the figures above. Also found by "
+        "these tests and fixed in "
         "`runtime.py`: a restarted controller fed the core only the ports of switches already "
         "connected, so reconciling the first switch deleted the flows of VMs on the others "
         "and re-added them when those connected (22 flow mods instead of none on a 3-switch "
