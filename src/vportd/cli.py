@@ -280,11 +280,13 @@ def _lab_dir(args: argparse.Namespace) -> Path | None:
     commands), else $VPORTD_LAB_DIR or /run/vportd-lab; None, said why, if the two differ."""
     import os  # noqa: PLC0415
 
+    from vportd.lab.plan import default_dir  # noqa: PLC0415
+
     given, lab = args.dir, getattr(args, "lab", None)
     if given is not None and lab is not None and Path(given).absolute() != Path(lab).absolute():
         print(f"vportctl: --lab {lab} and --dir {given} name two labs: give one", file=sys.stderr)
         return None
-    return Path(given or lab or os.environ.get("VPORTD_LAB_DIR", "/run/vportd-lab"))
+    return Path(given or lab or default_dir(os.environ))
 
 
 def _lab_handler(action: str) -> Handler:

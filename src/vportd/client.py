@@ -443,10 +443,10 @@ def find_lab(lab_dir: Path | None, env: Mapping[str, str]) -> LabEndpoints | Non
     """
     # lazy: the lab's modules are only needed when a lab is looked for
     from vportd.lab.commands import LabError  # noqa: PLC0415
-    from vportd.lab.plan import DEFAULT_DIR  # noqa: PLC0415
+    from vportd.lab.plan import default_dir  # noqa: PLC0415
     from vportd.lab.state import StateError, load  # noqa: PLC0415
 
-    where = lab_dir or Path(env.get("VPORTD_LAB_DIR") or DEFAULT_DIR)
+    where = lab_dir or default_dir(env)
     try:
         state = load(where / "lab.json")
         plan = state.plan() if state else None

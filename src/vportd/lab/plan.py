@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ PREFIX_LEN = 24
 GUEST_IF = "eth0"
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes including the final NUL
 
+
 VM_NAMESPACE = re.compile(r"^vm(\d+)$")
 # `vm{k}h` from `lab up`; `vm{k}h{i}` for the tap `lab migrate` made on hv{i}
 VM_HOST_IF = re.compile(r"^vm(\d+)h(\d+)?$")
@@ -52,6 +54,11 @@ AWARE, NAIVE, STANDALONE = "aware", "naive", "standalone"
 MODES = (AWARE, NAIVE, STANDALONE)
 
 _VM_ID_NAMESPACE = uuid.UUID("8d5c6f0e-6a8e-5b7e-9d43-7f0c2a1b3c4d")
+
+
+def default_dir(env: Mapping[str, str]) -> Path:
+    """The lab's directory when none is named: $VPORTD_LAB_DIR, else DEFAULT_DIR."""
+    return Path(env.get("VPORTD_LAB_DIR") or DEFAULT_DIR)
 
 
 @dataclass(frozen=True)
