@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vportd.bench import (
+from vportd_lab.bench.core import (
     SECTION,
     Result,
     TimedCluster,
@@ -16,8 +16,8 @@ from vportd.bench import (
     build_fabric,
     run_bench,
 )
-from vportd.benchdoc import write_markdown
-from vportd.sim.cluster import SimCluster
+from vportd_lab.bench.doc import write_markdown
+from vportd_lab.sim.cluster import SimCluster
 
 EVENTS = 2000
 SWITCHES = 40

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vportd.bench_cluster import RESULTS, SECTION, Sizes, run_cluster_bench, storm_vms
-from vportd.cli import build_parser
+from vportd.ctl.cli import build_parser
+from vportd_lab.bench.cluster import RESULTS, SECTION, Sizes, run_cluster_bench, storm_vms
 
 pytestmark = [
     pytest.mark.ovs,

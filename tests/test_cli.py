@@ -136,7 +136,7 @@ def test_the_global_lab_names_the_lab_for_the_lab_commands_too(
 ) -> None:
     """`vportctl --lab DIR lab up` once made the lab in the default directory, where the
     client commands given the same `--lab DIR` then found nothing."""
-    from vportd import cli  # noqa: PLC0415
+    from vportd.ctl import cli  # noqa: PLC0415
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # (status only reads the lab's state file)
     monkeypatch.setenv("VPORTD_LAB_DIR", str(tmp_path / "default"))
@@ -150,7 +150,7 @@ def test_the_global_lab_names_the_lab_for_the_lab_commands_too(
 def test_a_global_lab_and_a_dir_that_differ_are_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from vportd import cli  # noqa: PLC0415
+    from vportd.ctl import cli  # noqa: PLC0415
 
     argv = ["--lab", str(tmp_path / "a"), "lab", "down", "--dir", str(tmp_path / "b")]
     assert cli.main(argv) == 2

@@ -1,10 +1,10 @@
-"""`vportctl`'s cluster commands and `vportd.client` against a stub of the REST API.
+"""`vportctl`'s cluster commands and `vportd.ctl.client` against a stub of the REST API.
 
 The stub (`StubCluster`) implements DESIGN §4's northbound contract over a
 dict, on a loopback port, in a background thread; it records every request it
 receives, and can be told to answer the next matching request with an error
 (a 503 during a failover, a FastAPI 422). The tests drive `vportctl` through
-`vportd.cli.main` (and once as the installed script) and check exit codes,
+`vportd.ctl.cli.main` (and once as the installed script) and check exit codes,
 printed output and what the server received.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from vportd import client as api
-from vportd.cli import main
-from vportd.lab.ports import free_port
-from vportd.lab.state import Options, State
+from vportd.ctl import client as api
+from vportd.ctl.cli import main
+from vportd_lab.bed.ports import free_port
+from vportd_lab.bed.state import Options, State
 
 TOKEN = "s3cret"
 VM0, VM1, VM_UNKNOWN = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:99"

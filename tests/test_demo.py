@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from vportd import cli, demo_lab
-from vportd.demo import run_demo
-from vportd.lab import bed, netns, procs
-from vportd.lab.migrate import MigrationReport
-from vportd.lab.roles import View
+from vportd.ctl import cli
+from vportd_lab.bed import bed, netns, procs
+from vportd_lab.bed.migrate import MigrationReport
+from vportd_lab.bed.roles import View
+from vportd_lab.demo import live as demo_lab
+from vportd_lab.demo.narrated import run_demo
 
 
 def test_demo_completes_every_migration_and_ends_with_json() -> None:

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from vportd import http
 from vportd.api.server import serve
-from vportd.http import MAX_IDLE_PER_PEER, ExchangeFailed, KeptAliveExchange
-from vportd.lab.ports import free_port
+from vportd.cluster import http
+from vportd.cluster.http import MAX_IDLE_PER_PEER, ExchangeFailed, KeptAliveExchange
+from vportd_lab.bed.ports import free_port
 
 JSON = {"Content-Type": "application/json"}
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from vportd.metrics import Metrics
+from vportd.node.metrics import Metrics
 
 
 def families(m: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:

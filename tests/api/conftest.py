@@ -16,9 +16,9 @@ from fastapi import FastAPI
 
 from tests.api.fake import SimService, new_cluster, url_of
 from vportd.api.app import create_app
+from vportd.cluster.http import HttpxExchange
 from vportd.cluster.peers import Forwarder
-from vportd.http import HttpxExchange
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 TOKEN = "vmm-secret"
 PEER_TOKEN = "peer-secret"

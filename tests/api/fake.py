@@ -29,8 +29,8 @@ from vportd.core.messages import (
 )
 from vportd.core.model import VPortRecord, parse_mac
 from vportd.core.wire import NotifyRequest
-from vportd.metrics import Metrics
-from vportd.sim.cluster import SimCluster
+from vportd.node.metrics import Metrics
+from vportd_lab.sim.cluster import SimCluster
 
 VM_A = "02:00:00:00:00:0a"
 VM_B = "02:00:00:00:00:0b"

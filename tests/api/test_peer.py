@@ -8,6 +8,7 @@ import pytest
 from tests.api.conftest import PEER_AUTH, PEER_TOKEN, Rig
 from tests.api.fake import VM_A, state, url_of
 from vportd.api.service import Peer
+from vportd.cluster.http import HttpxExchange
 from vportd.cluster.peers import PeerClient, PeerRejected, PeerUnreachable
 from vportd.core.messages import (
     EventKind,
@@ -19,7 +20,6 @@ from vportd.core.messages import (
     VPortSync,
 )
 from vportd.core.wire import NotifyRequest, to_rest
-from vportd.http import HttpxExchange
 
 
 def leader_syncs(rig: Rig, dst: str = "hv1") -> dict[str, VPortSync]:

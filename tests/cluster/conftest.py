@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vportd.cluster.etcd import EtcdStore
-from vportd.lab.etcd import PrivateEtcd
+from vportd_lab.bed.etcd import PrivateEtcd
 
 StoreFactory = Callable[..., EtcdStore]
 

@@ -16,7 +16,7 @@ from tests.cluster.support import PATIENCE, at, eventually, eventually_async, ma
 from vportd.cluster.etcd import KV, EtcdStore
 from vportd.core.model import VPortRecord
 from vportd.core.wire import record_from_json, record_to_json
-from vportd.lab.etcd import PrivateEtcd
+from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd
 

@@ -14,7 +14,7 @@ from tests.cluster.support import at, eventually, eventually_async, keep, mac, m
 from vportd.cluster.etcd import EtcdStore, Fenced
 from vportd.cluster.etcd_rpc import delete_op
 from vportd.core.model import VPortRecord
-from vportd.lab.etcd import PrivateEtcd
+from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd
 

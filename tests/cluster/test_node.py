@@ -23,12 +23,12 @@ from vportd.api.service import Peer
 from vportd.cluster.etcd import KV, EtcdStore, Fence
 from vportd.cluster.node import ClusterNode
 from vportd.cluster.peers import PeerClient
-from vportd.config import Config
 from vportd.core.messages import EventKind, PortEventSync, Reason
 from vportd.core.model import VPortRecord
-from vportd.lab.etcd import PrivateEtcd
-from vportd.runtime import Runtime
+from vportd.node.config import Config
+from vportd.node.runtime import Runtime
 from vportd.southbound.ovsdb import IfaceRow, Snapshot
+from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd
 

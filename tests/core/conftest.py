@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.core.support import VM_A, VM_B, VM_C, boot, cluster
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from vportd.core.coordinator import Timeouts
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import MigrationState, PortState
 from vportd.core.topology import Topology
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 VM_A = "02:00:00:00:00:0a"
 VM_B = "02:00:00:00:00:0b"

@@ -23,7 +23,7 @@ import pytest
 from tests.core.support import VM_A, add, entries, link, reach, ready_migration
 from vportd.core.errors import MigrationConflict
 from vportd.core.model import MigrationState, PortState
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 

@@ -22,7 +22,7 @@ from vportd.core.errors import (
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import VPortRecord, parse_mac
 from vportd.core.wire import RestCall, from_rest
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 UNKNOWN = "02:00:00:00:00:99"
 

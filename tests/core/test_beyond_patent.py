@@ -15,7 +15,7 @@ from vportd.core.errors import AlreadyMigrating, MigrationConflict, StaleEvent
 from vportd.core.flows import FlowMod
 from vportd.core.messages import EventKind, PortEventSync, Reason, Send, SyncComplete, VPortSync
 from vportd.core.model import MigrationState, PortState
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 ALL_SWITCHES = ("hv0", "hv1", "hv2")
 

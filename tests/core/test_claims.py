@@ -30,7 +30,7 @@ from vportd.core.wire import (
     notify_to_rest,
     to_rest,
 )
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 UP, DOWN = PortState.UP, PortState.DOWN
 MIGRATING, NOT_MIGRATING = MigrationState.MIGRATING, MigrationState.NOT_MIGRATING

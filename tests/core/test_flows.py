@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.core.support import VM_A, VM_B, VM_C, boot, mesh
-from vportd.bench import TimedCluster, Workload, build_fabric
 from vportd.core.errors import InvalidRequest, UnknownSwitch
 from vportd.core.flows import (
     FLOOD_TABLE,
@@ -21,7 +20,8 @@ from vportd.core.flows import (
 )
 from vportd.core.membership import Membership
 from vportd.core.topology import Topology
-from vportd.sim.cluster import SimCluster
+from vportd_lab.bench.core import TimedCluster, Workload, build_fabric
+from vportd_lab.sim.cluster import SimCluster
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 

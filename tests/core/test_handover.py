@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from tests.core.support import TIMEOUTS, add, link
 from vportd.core.flows import COOKIE_HANDOVER, COOKIE_KIND_MASK, FORWARD_TABLE, FlowMod
 from vportd.core.topology import Topology
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 VM = "02:00:00:00:0f:01"
 PEER_PORT = 9  # an edge port on every switch where "other VMs" send from

@@ -12,7 +12,7 @@ import pytest
 
 from tests.core.support import VM_A, add, cluster, delete, link
 from vportd.core.errors import MigrationConflict
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 
 def naive() -> SimCluster:

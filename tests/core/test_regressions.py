@@ -31,7 +31,7 @@ from vportd.core.messages import (
 )
 from vportd.core.model import Location, MigrationState, PortState, VPortRecord
 from vportd.core.table import VPortTable
-from vportd.sim.cluster import InFlight, SimCluster
+from vportd_lab.sim.cluster import InFlight, SimCluster
 
 UP, DOWN = PortState.UP, PortState.DOWN
 MIGRATING, NOT_MIGRATING = MigrationState.MIGRATING, MigrationState.NOT_MIGRATING

@@ -65,7 +65,7 @@ from vportd.core.flows import (
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import Phase, PortState
 from vportd.core.topology import Topology
-from vportd.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.e2e.support import TOKEN, Cluster, Node, cluster
 from tests.integration.support import Fabric
-from vportd.lab.etcd import PrivateEtcd, temporary_etcd
-from vportd.lab.ovs import PrivateOVS, temporary_ovs
+from vportd_lab.bed.etcd import PrivateEtcd, temporary_etcd
+from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = [
     pytest.mark.ovs,

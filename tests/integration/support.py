@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tests.southbound.test_openflow import ofctl_line
-from vportd.config import Config, parse_config
 from vportd.core.flows import Flow
-from vportd.lab.cluster import until
-from vportd.lab.ovs import PrivateOVS
-from vportd.lab.ports import free_port
-from vportd.runtime import Runtime
+from vportd.node.config import Config, parse_config
+from vportd.node.runtime import Runtime
+from vportd_lab.bed.cluster import until
+from vportd_lab.bed.ovs import PrivateOVS
+from vportd_lab.bed.ports import free_port
 
 
 def config(fabric: Fabric, *, lldp: bool = False, lldp_interval: float = 5.0) -> Config:

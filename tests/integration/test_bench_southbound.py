@@ -1,4 +1,4 @@
-"""Smoke test of `python -m vportd.bench_southbound` at a tiny size: counts, never times."""
+"""Smoke test of `python -m vportd_lab.bench.southbound` at a tiny size: counts, never times."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vportd.bench_southbound import OVSDB, SECTION, VSCTL, run_southbound_bench
-from vportd.benchdoc import write_markdown
+from vportd_lab.bench.doc import write_markdown
+from vportd_lab.bench.southbound import OVSDB, SECTION, VSCTL, run_southbound_bench
 
 OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
 PARTS = ("end_to_end", "commit", "ofport", "link_up", "entry_up", "controller", "vmm_call")

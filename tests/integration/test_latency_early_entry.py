@@ -21,9 +21,9 @@ import pytest
 from tests.integration.support import Fabric, assert_flows_agree, running
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
-from vportd.lab.cluster import until
-from vportd.lab.ovs import PrivateOVS, temporary_ovs
-from vportd.runtime import Runtime
+from vportd.node.runtime import Runtime
+from vportd_lab.bed.cluster import until
+from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = [
     pytest.mark.ovs,

@@ -30,10 +30,10 @@ from tests.integration.support import (
 from vportd.core.flows import vm_flow
 from vportd.core.model import PortState
 from vportd.core.topology import LinkEnd
-from vportd.lab.cluster import until
-from vportd.lab.ovs import PrivateOVS, temporary_ovs
-from vportd.lab.ports import free_port
-from vportd.runtime import LLDP_PUNT, Runtime
+from vportd.node.runtime import LLDP_PUNT, Runtime
+from vportd_lab.bed.cluster import until
+from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
+from vportd_lab.bed.ports import free_port
 
 pytestmark = [
     pytest.mark.ovs,

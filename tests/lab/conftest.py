@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.lab.test_lab import vportctl
-from vportd.lab import netns, procs
-from vportd.lab.plan import VM_NAMESPACE
+from vportd_lab.bed import netns, procs
+from vportd_lab.bed.plan import VM_NAMESPACE
 
 
 @contextlib.contextmanager

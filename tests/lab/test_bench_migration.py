@@ -17,9 +17,9 @@ import pytest
 
 from tests.lab.conftest import fresh_lab_dir
 from tests.lab.test_lab import pytestmark as lab_marks
-from vportd.bench_migration import HEADING, PLOT, RESULTS
-from vportd.lab import netns, procs
-from vportd.lab.plan import MODES
+from vportd_lab.bed import netns, procs
+from vportd_lab.bed.plan import MODES
+from vportd_lab.bench.migration import HEADING, PLOT, RESULTS
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
 
@@ -33,7 +33,7 @@ def _bench_dirs() -> set[Path]:
 def _run_suite(out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "vportd.bench_migration", "--runs", "1", "--warmup", "0",
+            sys.executable, "-m", "vportd_lab.bench.migration", "--runs", "1", "--warmup", "0",
             "--precopy", "0.2", "--pause", str(PAUSE_MS), "--settle", "0.1",
             "--output", str(out / "BENCHMARKS.md"),
         ],

@@ -19,10 +19,11 @@ import pytest
 
 from tests.lab.test_lab import BIN, assert_gone
 from tests.lab.test_lab import pytestmark as lab_marks
-from vportd import cli, demo_lab
-from vportd.lab import netns, procs, teardown
-from vportd.lab.commands import LabError
-from vportd.lab.plan import DATAPATH_TAP, VM_HOST_IF, VM_NAMESPACE
+from vportd.ctl import cli
+from vportd_lab.bed import netns, procs, teardown
+from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.plan import DATAPATH_TAP, VM_HOST_IF, VM_NAMESPACE
+from vportd_lab.demo import live as demo_lab
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from vportd.config import load_config
-from vportd.lab import bed, netns, procs, store
-from vportd.lab.commands import LabError
-from vportd.lab.plan import vm_id
-from vportd.lab.ports import free_block
+from vportd.node.config import load_config
+from vportd_lab.bed import bed, netns, procs, store
+from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.plan import vm_id
+from vportd_lab.bed.ports import free_block
 
 BIN = Path(sys.executable).parent
 
@@ -43,7 +43,7 @@ STAND_IN = """\
 import json, socket, subprocess, sys, threading, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from vportd.config import load_config
+from vportd.node.config import load_config
 
 cfg = load_config(Path(sys.argv[sys.argv.index("--config") + 1]))
 with urllib.request.urlopen(f"http://{cfg.store.endpoints[0]}/health", timeout=5) as answer:

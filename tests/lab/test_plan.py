@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from vportd import cli
-from vportd.config import parse_config
-from vportd.lab import controllers as ctl
-from vportd.lab import store
-from vportd.lab.commands import LabError
-from vportd.lab.plan import SUN_PATH_MAX, make_plan
-from vportd.lab.state import Options, State, StateError, load
+from vportd.ctl import cli
+from vportd.node.config import parse_config
+from vportd_lab.bed import controllers as ctl
+from vportd_lab.bed import store
+from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.plan import SUN_PATH_MAX, make_plan
+from vportd_lab.bed.state import Options, State, StateError, load
 
 
 def test_the_default_layout() -> None:

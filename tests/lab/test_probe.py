@@ -1,4 +1,4 @@
-"""The traffic probe (`vportd.lab.probe`): its arithmetic, then real runs between two namespaces.
+"""The traffic probe (`vportd_lab.bed.probe`): its arithmetic, then real runs between namespaces.
 
 The namespaces are joined by a veth pair directly, without Open vSwitch (the
 machine's one userspace datapath belongs to whoever runs a lab). Every name
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from vportd.lab import netns
-from vportd.lab.commands import run
-from vportd.lab.probe import (
+from vportd_lab.bed import netns
+from vportd_lab.bed.commands import run
+from vportd_lab.bed.probe import (
     DirectionReport,
     Probe,
     ProbeError,
@@ -243,7 +243,7 @@ def test_a_stop_right_after_start_still_reports(pair: Pair) -> None:
 @root_only
 def test_the_command_line_prints_a_summary(pair: Pair) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "vportd.lab.probe", "run", f"{pair.a}:{pair.a_ip}",
+        [sys.executable, "-m", "vportd_lab.bed.probe", "run", f"{pair.a}:{pair.a_ip}",
          f"{pair.b}:{pair.b_ip}", "--duration", "0.5", "--json", "-"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

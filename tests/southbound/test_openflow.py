@@ -23,9 +23,9 @@ from vportd.core.flows import (
     vm_flow,
 )
 from vportd.core.topology import Topology
-from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.southbound.ofcodec import Role
 from vportd.southbound.openflow import OpenFlowError, OpenFlowServer, SwitchConnection
+from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = pytest.mark.ovs
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from vportd.lab.ovs import PrivateOVS, temporary_ovs
 from vportd.southbound.ovsdb import IfaceRow, OvsdbMonitor, Snapshot
+from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = [
     pytest.mark.ovs,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vportd.config import Config
 from vportd.core.model import PortState
-from vportd.runtime import Runtime
+from vportd.node.config import Config
+from vportd.node.runtime import Runtime
 from vportd.southbound.ovsdb import IfaceRow, Snapshot
 
 VM1, VM2, VM3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"

@@ -16,7 +16,7 @@ from typing import Protocol
 from vportd.core.messages import MigrationView, PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.model import VPortRecord
 from vportd.core.wire import NotifyRequest
-from vportd.metrics import Metrics
+from vportd.node.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from vportd.core.messages import (
 from vportd.core.model import VPortRecord
 from vportd.core.table import VPortTable
 from vportd.core.wire import record_from_json, record_to_json
-from vportd.runtime import Runtime
+from vportd.node.runtime import Runtime
 
 log = logging.getLogger("vportd.cluster")
 

@@ -18,10 +18,10 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 
 from vportd.api.service import Peer
+from vportd.cluster.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
 from vportd.core.errors import CoreError
 from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
-from vportd.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
 
 HTTP_OK = 200
 HTTP_NO_CONTENT = 204

@@ -1,0 +1,487 @@
+"""A small typed client for the vportd REST API (DESIGN.md §4), for `vportctl` and VM managers.
+
+`Client` speaks the northbound API of any controller of the cluster (every
+controller serves it; a follower forwards mutations to the leader). It turns
+answers into plain dicts, as §4 shows them, and failures into `ClientError`s:
+
+- `ApiError(status, code, detail)`: the cluster answered with an error;
+- `Unreachable(reason)`: no controller answered (refused, timed out, reset);
+- `BadResponse(detail)`: what answered is not a vportd API;
+- `TokenError`, `TargetError`: the token file or the `--lab` directory is unusable.
+
+Each carries the `vportctl` exit code a hook script can rely on (`EXIT_*` below,
+the one place they are defined).
+
+`Client.migrate` is the VM manager's migration notify. It may retry: the same
+(vm, source, destination) again is idempotent (200, the same migration), so
+after a 503 (no leader during a failover, or a controller did not answer and
+the migration was rolled back) or a lost connection it sends the same notify
+again, to the next controller if several are known, until a deadline. A leader
+failover during a notify therefore does not make the hook fail.
+
+`resolve_target` decides where the API is and which token to send, from flags,
+the environment and the local lab's state (see its docstring).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import httpx
+
+Json = dict[str, Any]
+
+# vportctl's exit codes (documented in `vportctl --help` and docs/operations.md).
+EXIT_OK: Final = 0  # the cluster did it (migrate: notify complete, 201 or 200)
+EXIT_REFUSED: Final = 1  # the cluster refused: 400/404/409/422 (unknown VM/OVS, conflict, input)
+EXIT_USAGE: Final = 2  # bad command line (argparse), or no usable lab where --lab points
+EXIT_UNAVAILABLE: Final = 3  # unreachable, timeout, 503 (no leader, rolled back), 5xx: retry
+EXIT_AUTH: Final = 4  # 401/403, or the token file cannot be read: fix the token, not retry
+
+DEFAULT_API: Final = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT: Final = 10.0  # per request; a notify waits for both controllers' sync complete
+DEFAULT_WAIT: Final = 10.0  # how long `migrate` keeps retrying through a failover
+
+# A gateway or a cluster without a leader answers these; the request did not take effect
+# in a way a retry of an idempotent request could not find again.
+RETRY_STATUSES: Final = frozenset({502, 503, 504})
+MIN_BACKOFF: Final = 0.05
+FIRST_BACKOFF: Final = 0.2
+MAX_BACKOFF: Final = 2.0
+HTTP_CREATED: Final = 201
+HTTP_CLIENT_ERROR: Final = 400
+HTTP_SERVER_ERROR: Final = 500
+AUTH_STATUSES: Final = frozenset({401, 403})
+
+
+class ClientError(Exception):
+    """Anything that kept a request from succeeding; `exit_code` is vportctl's answer."""
+
+    def __init__(self, code: str, detail: str, exit_code: int, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.exit_code = exit_code
+        self.status = status
+
+    def to_json(self) -> Json:
+        """The error as `vportctl --json` prints it: §4's error body plus the HTTP status."""
+        return {"error": self.code, "detail": self.detail, "status": self.status}
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ApiError(ClientError):
+    """The API answered with an error status and (normally) §4's `{"error", "detail"}` body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        retry_after: float | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(code, detail, _exit_code_for_status(status), status)
+        self.retry_after = retry_after
+        self.body = body  # the parsed JSON answer, if it was JSON
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRY_STATUSES
+
+
+class Unreachable(ClientError):
+    """No controller gave an answer: connection refused, timeout, reset, or not a vportd API."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("unreachable", reason, EXIT_UNAVAILABLE)
+        self.reason = reason
+
+
+class BadResponse(ClientError):
+    """Something answered, but not as a vportd API does (not JSON, not the shape of §4)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("bad-response", detail, EXIT_UNAVAILABLE)
+
+
+class TokenError(ClientError):
+    """The token file was named but cannot be used."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("bad-token-file", detail, EXIT_AUTH)
+
+
+class TargetError(ClientError):
+    """The options name no usable API: `--lab DIR` without a lab, an empty `--api`."""
+
+    def __init__(self, detail: str, code: str = "no-lab") -> None:
+        super().__init__(code, detail, EXIT_USAGE)
+
+
+def _exit_code_for_status(status: int) -> int:
+    if status in AUTH_STATUSES:
+        return EXIT_AUTH
+    if status >= HTTP_SERVER_ERROR:
+        return EXIT_UNAVAILABLE
+    return EXIT_REFUSED
+
+
+class Client:
+    """The northbound API of a vportd cluster, synchronous (one request at a time).
+
+    `base_url` is one controller's API or several (any controller serves the
+    API): a request that cannot connect to one goes to the next, and the client
+    stays with the last one that answered. `token` is sent as a bearer token.
+    `sleep` and `clock` are for tests of the retry deadline.
+    """
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("Client needs at least one API URL")
+        self.urls = tuple(normalize_url(u) for u in urls)
+        self._current = 0
+        self._sleep = sleep
+        self._clock = clock
+        import httpx  # noqa: PLC0415 (lazy: 0.2 s to import; vportctl --help should not pay it)
+
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        from vportd.cluster.http import sync_transport  # noqa: PLC0415 (imports httpx)
+
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=sync_transport())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API ------------------------------------------------------------
+    def status(self) -> Json:
+        """`{"cluster": GET /v1/cluster, "health": GET /v1/healthz}`.
+
+        An unhealthy controller answers /healthz with 503 and its health body
+        (`{"ok": false, "detail": {...}}`, for load balancers): that is still
+        an answer, shown as the health, not an error.
+        """
+        cluster = self._get("/v1/cluster")
+        try:
+            health = self._get("/v1/healthz")
+        except ApiError as err:
+            if err.status not in RETRY_STATUSES:
+                raise
+            if isinstance(err.body, dict) and "ok" in err.body:
+                health = err.body
+            else:
+                health = {"ok": False, "error": err.code, "detail": err.detail}
+        return {"cluster": cluster, "health": health}
+
+    def health(self) -> Json:
+        return self._get("/v1/healthz")
+
+    def vports(self) -> list[Json]:
+        return _items(self._get("/v1/vports"), "vports")
+
+    def vport(self, vm: str) -> Json:
+        return self._get(f"/v1/vports/{_segment(vm)}")
+
+    def switches(self) -> list[Json]:
+        return _items(self._get("/v1/switches"), "switches")
+
+    def migrations(self) -> list[Json]:
+        return _items(self._get("/v1/migrations"), "migrations")
+
+    def migration(self, migration_id: str) -> Json:
+        return self._get(f"/v1/migrations/{_segment(migration_id)}")
+
+    def abort(self, migration_id: str) -> Json:
+        """DELETE the migration (abort it); answers the migration as the cluster left it.
+
+        Not retried once sent: an abort that reached the leader and is sent
+        again may meet an already aborted migration.
+        """
+        path = f"/v1/migrations/{_segment(migration_id)}"
+        body = _answer(self._send("DELETE", path, None, resend=False))
+        return body or {"id": migration_id}
+
+    def migrate(
+        self, vm: str, source: str, destination: str, *, wait: float = 0.0
+    ) -> tuple[Json, bool]:
+        """The migration notify (claim 6): returns (migration, created) at notify complete.
+
+        `created` is True for 201 (a new migration) and False for 200 (the same
+        triple again: the same migration). On a 502/503/504 or a transport error
+        the same notify is sent again, after a growing pause (or the server's
+        Retry-After), to the next known controller, while `wait` seconds have
+        not passed since the first attempt; then the last error is raised. An
+        attempt in progress may add up to the client's timeout to that.
+        Other errors (4xx) are raised at once.
+        """
+        body = {"vm": vm, "source": source, "destination": destination}
+        deadline = self._clock() + wait
+        pause = FIRST_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = self._send("POST", "/v1/migrations", body, resend=True)
+                return _answer(response), response.status_code == HTTP_CREATED
+            except (ApiError, Unreachable) as err:
+                if isinstance(err, ApiError) and not err.retryable:
+                    raise
+                delay = _retry_delay(err, pause)
+                if self._clock() + delay > deadline:
+                    if attempts > 1:
+                        err.detail += f" (gave up after {attempts} attempts in {wait:g} s)"
+                    raise
+                self._sleep(delay)
+                self._current = (self._current + 1) % len(self.urls)
+                pause = min(pause * 2, MAX_BACKOFF)
+
+    # -- plumbing -------------------------------------------------------------
+    def _get(self, path: str) -> Json:
+        return _answer(self._send("GET", path, None, resend=True))
+
+    def _send(self, method: str, path: str, body: Json | None, *, resend: bool) -> httpx.Response:
+        """Send to the current controller, then the next ones, until one answers.
+
+        A request that never left (connect refused or timed out) may always go
+        to the next controller; one that was sent and then lost only when
+        `resend` says sending it twice is harmless.
+        """
+        import httpx  # noqa: PLC0415 (lazy, see __init__)
+
+        failures: list[str] = []
+        for step in range(len(self.urls)):
+            index = (self._current + step) % len(self.urls)
+            url = self.urls[index] + path
+            try:
+                response = self._http.request(method, url, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                failures.append(f"{self.urls[index]}: {_reason(err)}")
+                continue
+            except httpx.TransportError as err:
+                failures.append(f"{self.urls[index]}: {_reason(err)}")
+                if resend:
+                    continue
+                break
+            self._current = index
+            return response
+        raise Unreachable("cannot reach the vportd API: " + "; ".join(failures))
+
+
+def _answer(response: httpx.Response) -> Json:
+    """The JSON body of a success (a list is wrapped as `{"items": [...]}`), or an ApiError."""
+    if response.status_code >= HTTP_CLIENT_ERROR:
+        raise _api_error(response)
+    if not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        raise BadResponse(
+            f"{response.request.url}: answered {response.status_code} with a body that is not "
+            "JSON: is this a vportd API?"
+        ) from None
+    if isinstance(body, list):
+        return {"items": body}
+    if not isinstance(body, dict):
+        raise BadResponse(f"{response.request.url}: unexpected answer {body!r}")
+    return body
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """§4's error body; FastAPI's own errors (422 `{"detail": [...]}`) and plain text too."""
+    status = response.status_code
+    code, detail = f"http-{status}", response.reason_phrase or f"HTTP {status}"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error") or code)
+        raw = body.get("detail", detail)
+        detail = raw if isinstance(raw, str) else _flatten_detail(raw)
+    elif response.text.strip():
+        detail = response.text.strip()[:200]
+    return ApiError(status, code, detail, _retry_after(response), body)
+
+
+def _flatten_detail(raw: object) -> str:
+    """FastAPI's validation detail (a list of {loc, msg}) as one line."""
+    if isinstance(raw, list):
+        parts = []
+        for item in raw:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(raw)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:  # absent, or an HTTP date: use our own backoff
+        return None
+
+
+def _retry_delay(err: ClientError, pause: float) -> float:
+    if isinstance(err, ApiError) and err.retry_after is not None:
+        # the server's hint, within bounds: never a busy loop, never past our own backoff cap
+        return min(max(err.retry_after, MIN_BACKOFF), MAX_BACKOFF)
+    return pause
+
+
+def _reason(err: httpx.TransportError) -> str:
+    kind = type(err).__name__
+    text = str(err)
+    return f"{kind}: {text}" if text else kind
+
+
+def _items(body: Json, key: str) -> list[Json]:
+    """A list answer: a bare JSON array (wrapped by `_answer`) or `{key: [...]}`."""
+    items = body.get("items", body.get(key))
+    if not isinstance(items, list):
+        raise BadResponse(f"expected a list of {key}, got {body!r}")
+    return items
+
+
+def _segment(value: str) -> str:
+    # MACs keep their colons; anything else that could change the path is escaped
+    return quote(value, safe=":")
+
+
+def normalize_url(url: str) -> str:
+    """`127.0.0.1:8080` (as the lab writes it) and `http://h:p/` both become `http://h:p`."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+# -- where the API is, and which token --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The API URLs and the token file to use, and where each came from (for messages)."""
+
+    urls: tuple[str, ...]
+    urls_from: str
+    token_file: Path | None
+    token_from: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabEndpoints:
+    urls: tuple[str, ...]  # every controller's API, the first controller first
+    token_file: Path
+    dir: Path
+
+
+def resolve_target(
+    api: str | None,
+    token_file: Path | None,
+    lab_dir: Path | None,
+    env: Mapping[str, str],
+) -> Target:
+    """Where the API is and which token file to read, first match wins.
+
+    API: `api` (a URL, or several separated by commas) > `$VPORTD_API` > every
+    controller of the lab in `lab_dir` (or, without it, of a lab whose state
+    exists in `$VPORTD_LAB_DIR` or /run/vportd-lab), the first controller first
+    > http://127.0.0.1:8080. Token file: `token_file` > `$VPORTD_TOKEN_FILE` >
+    the lab's `api.token` > none (the API then answers 401).
+    """
+    lab = find_lab(lab_dir, env)
+    lab_from = f"the lab in {lab.dir}" if lab else ""
+    if api:
+        urls, urls_from = _split_urls(api, "--api"), "--api"
+    elif env.get("VPORTD_API"):
+        urls, urls_from = _split_urls(env["VPORTD_API"], "$VPORTD_API"), "$VPORTD_API"
+    elif lab and lab.urls:
+        urls, urls_from = lab.urls, lab_from
+    else:
+        urls, urls_from = (DEFAULT_API,), "the default"
+    if token_file:
+        return Target(urls, urls_from, token_file, "--token-file")
+    if env.get("VPORTD_TOKEN_FILE"):
+        return Target(urls, urls_from, Path(env["VPORTD_TOKEN_FILE"]), "$VPORTD_TOKEN_FILE")
+    if lab:
+        return Target(urls, urls_from, lab.token_file, lab_from)
+    return Target(urls, urls_from, None, "none")
+
+
+def find_lab(lab_dir: Path | None, env: Mapping[str, str]) -> LabEndpoints | None:
+    """The lab's controllers and token file; None when no lab is up at the default place.
+
+    An explicit `lab_dir` without a usable state is a TargetError; at the
+    default place it only means there is no lab.
+    """
+    # lazy: the lab's modules are only needed when a lab is looked for
+    from vportd_lab.bed.commands import LabError  # noqa: PLC0415
+    from vportd_lab.bed.plan import default_dir  # noqa: PLC0415
+    from vportd_lab.bed.state import StateError, load  # noqa: PLC0415
+
+    where = lab_dir or default_dir(env)
+    try:
+        state = load(where / "lab.json")
+        plan = state.plan() if state else None
+    except (StateError, LabError) as err:
+        if lab_dir is None:
+            return None
+        raise TargetError(f"--lab {lab_dir}: {err}") from None
+    if plan is None:
+        if lab_dir is None:
+            return None
+        raise TargetError(f"--lab {lab_dir}: no lab is up there (no lab.json)")
+    urls = tuple(normalize_url(c.api) for c in plan.controllers)
+    return LabEndpoints(urls, plan.token_file, plan.dir)
+
+
+def _split_urls(text: str, origin: str) -> tuple[str, ...]:
+    urls = tuple(normalize_url(u) for u in text.split(",") if u.strip())
+    if not urls:
+        raise TargetError(f"{origin}: no API URL in {text!r}", "bad-api")
+    return urls
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in `path` (surrounding whitespace removed); TokenError if unusable."""
+    try:
+        token = path.read_text().strip()
+    except OSError as err:
+        hint = " (the lab's token is root's: use sudo)" if isinstance(err, PermissionError) else ""
+        raise TokenError(f"cannot read the token file {path}: {err.strerror}{hint}") from None
+    if not token:
+        raise TokenError(f"the token file {path} is empty")
+    return token
+
+
+def connect(target: Target, timeout: float = DEFAULT_TIMEOUT) -> Client:
+    """A Client for `target`, its token read now."""
+    token = read_token(target.token_file) if target.token_file else None
+    return Client(target.urls, token, timeout)

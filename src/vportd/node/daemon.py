@@ -1,0 +1,172 @@
+"""The ``vportd`` daemon: the composition root of one controller of a vportd cluster.
+
+It reads and validates the configuration, sets up logging, and runs the
+`Runtime` (core + OpenFlow + OVSDB, every task in one `asyncio.TaskGroup`)
+until SIGTERM or SIGINT, which cancel the group and wait for every task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from vportd import __version__
+from vportd.node.config import Config, ConfigError, load_config
+
+log = logging.getLogger("vportd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vportd",
+        description=(
+            "Run one controller of a vportd cluster: it masters the Open vSwitch "
+            "switches that connect to it (OpenFlow 1.3), reads from OVSDB which VM "
+            "each port belongs to, keeps the vPort table and installs the flows."
+        ),
+        epilog="The configuration is TOML; unknown keys and bad values are refused "
+        "at start with the key named. See docs/operations.md.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, help="controller configuration file (TOML)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="validate the configuration, print it, and exit"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.logging.level.upper(),
+        format=f"%(asctime)s {config.controller.id} %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def read_token(path: Path | None, key: str) -> str | None:
+    """A bearer token from its file (whitespace stripped); None when not configured."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from None
+    if len(token) < MIN_TOKEN:
+        raise ConfigError(f"{key}: the token in {path} is shorter than {MIN_TOKEN} characters")
+    return token
+
+
+MIN_TOKEN = 16
+# Every task is cancelled and awaited on SIGTERM; one that takes longer than this is a
+# bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
+SHUTDOWN_LIMIT = 15.0
+EXIT_STUCK = 70
+
+
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    if not task.cancelling():
+        log.info("stopping: cancelling every task")
+        loop.call_later(SHUTDOWN_LIMIT, _stuck, loop)
+    task.cancel()
+
+
+def _stuck(loop: asyncio.AbstractEventLoop) -> None:
+    """Shutdown did not finish: say which tasks hang, then exit anyway."""
+    for t in asyncio.all_tasks(loop):
+        stack = io.StringIO()
+        t.print_stack(file=stack)
+        log.error("still running %gs after the stop: %s\n%s", SHUTDOWN_LIMIT, t, stack.getvalue())
+    log.error("shutdown stuck: exiting without waiting for those tasks")
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
+
+
+async def _serve(config: Config, token: str | None, peer_token: str | None) -> None:
+    # Imported here: keeps --help and --check light.
+    from contextlib import AsyncExitStack  # noqa: PLC0415
+
+    from vportd.api.app import create_app  # noqa: PLC0415
+    from vportd.api.server import serve  # noqa: PLC0415
+    from vportd.api.service import Peer  # noqa: PLC0415
+    from vportd.cluster.etcd import EtcdStore  # noqa: PLC0415
+    from vportd.cluster.node import ClusterNode  # noqa: PLC0415
+    from vportd.cluster.peers import Forwarder, PeerClient  # noqa: PLC0415
+    from vportd.node.runtime import Runtime  # noqa: PLC0415
+    from vportd.node.service import ControllerService  # noqa: PLC0415
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop, loop, task)
+    runtime = Runtime(config)
+    me = Peer(config.controller.id, config.api.url)
+    client = PeerClient(peer_token, timeout=config.api.peer_timeout)
+    forwarder = Forwarder()
+    node, store = None, None
+    if config.store.kind == "etcd":
+        s = config.store
+        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
+        node = ClusterNode(runtime, store, client, me)
+        runtime.cluster = node
+    service = ControllerService(runtime, me, node)
+    app = create_app(
+        service,
+        token=token,
+        peer_token=peer_token,
+        max_body=config.api.max_body,
+        forwarder=forwarder,
+    )
+    log.info(
+        "controller %s starting (OpenFlow %s, API %s, store %s)",
+        me.id, config.openflow.listen, me.api, config.store.kind,
+    )  # fmt: skip
+    try:
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(client.aclose)
+            stack.push_async_callback(forwarder.aclose)
+            if store is not None:
+                await stack.enter_async_context(store)
+            await runtime.run(lambda: serve(app, config.api.listen))
+    except asyncio.CancelledError:
+        log.info("controller %s stopped", config.controller.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:
+        parser.print_usage(sys.stderr)
+        print("vportd: error: --config FILE is required to run a controller", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"vportd: configuration error: {err}", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(config.api.token_file, "api.token_file")
+        peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
+    except ConfigError as err:
+        print(f"vportd: configuration error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(config.model_dump_json(indent=2))
+        return 0
+    _logging(config)
+    if token is None:
+        log.warning("api.token_file is not set: the northbound API refuses every request")
+    asyncio.run(_serve(config, token, peer_token))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""A private etcd: one member on 127.0.0.1 with free ports and its data under a directory.
+
+For tests, the lab and benchmarks; the system's etcd service is never used.
+`restart()` keeps the data dir and both ports, so clients can reconnect to
+the same endpoint and find their keys, leases and revisions. By default etcd
+is a plain child of this process; `detached=True` gives it its own session
+and no file handle of ours, so that it outlives this process (the lab's etcd,
+which `vportctl lab down` stops later by its command line). Auto-compaction
+is off unless asked for, so a test decides when history goes away
+(`compact`). These calls block: run them in a thread from asyncio code.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vportd_lab.bed.ports import free_port
+
+ETCD = "etcd"
+
+
+class EtcdError(RuntimeError):
+    pass
+
+
+@dataclass
+class PrivateEtcd:
+    """One etcd member whose data, log and ports belong to this object."""
+
+    workdir: Path
+    # "revision" mode with this retention (e.g. "1000") or a period like "5m"; None = off.
+    auto_compaction: str | None = None
+    auto_compaction_mode: str = "revision"
+    # Own session (no Ctrl-C from our terminal), log written by etcd alone: it outlives us.
+    detached: bool = False
+    client_port: int = field(default_factory=free_port)
+    peer_port: int = field(default_factory=free_port)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "etcd.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    # -- life ------------------------------------------------------------
+    def argv(self) -> list[str]:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            ETCD, "--name", "vportd", "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"vportd={peer}", "--initial-cluster-state", "new",
+            "--auto-compaction-retention", self.auto_compaction or "0",
+            # One member on loopback: elect itself fast after a restart.
+            "--heartbeat-interval", "50", "--election-timeout", "250",
+        ]  # fmt: skip
+        if self.auto_compaction:
+            args += ["--auto-compaction-mode", self.auto_compaction_mode]
+        return args
+
+    def start(self, timeout: float = 20.0) -> PrivateEtcd:
+        """Start the member (a no-op if it runs) and wait until it answers /health."""
+        if self.pid is not None:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self._proc = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=self.detached,
+        )  # fmt: skip
+        if self.detached:
+            log.close()  # etcd holds its own copy; ours would only leak
+        else:
+            self._log = log
+        self._wait_healthy(timeout)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self._proc is None or self._proc.poll() is not None:
+                raise EtcdError(f"etcd exited at start; see {self.log_file}")
+            if time.monotonic() >= deadline:
+                raise EtcdError(f"etcd not healthy after {timeout} s; see {self.log_file}")
+            time.sleep(0.05)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as resp:
+                return bool(json.load(resp).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def stop(self, wait: float = 10.0) -> None:
+        """SIGTERM (SIGKILL after `wait` s) and reap; a no-op if it is not running."""
+        self._signal(signal.SIGTERM, wait)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed beyond what etcd already synced."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def restart(self, hard: bool = False) -> None:
+        """Stop (or kill when `hard`) and start again on the same ports and data dir."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
+    def _signal(self, sig: signal.Signals, wait: float) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- helpers over the JSON gateway (no client library needed) --------
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"{self.url}{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10.0) as resp:
+                answer: dict[str, Any] = json.load(resp)
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")
+            raise EtcdError(f"{path}: HTTP {err.code}: {detail}") from None
+        return answer
+
+    def revision(self) -> int:
+        """The store's current revision."""
+        key = base64.b64encode(b"\0").decode()
+        answer = self._post("/v3/kv/range", {"key": key, "count_only": True})
+        return int(answer["header"]["revision"])
+
+    def put(self, key: str, value: bytes) -> int:
+        """Write one key (no lease); returns the revision of the write."""
+        body = {"key": base64.b64encode(key.encode()).decode(),
+                "value": base64.b64encode(value).decode()}  # fmt: skip
+        return int(self._post("/v3/kv/put", body)["header"]["revision"])
+
+    def compact(self, revision: int | None = None) -> int:
+        """Drop the history before `revision` (default: the current one); returns it."""
+        rev = self.revision() if revision is None else revision
+        self._post("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+        return rev
+
+
+@contextlib.contextmanager
+def temporary_etcd(
+    parent: Path | None = None, auto_compaction: str | None = None
+) -> Iterator[PrivateEtcd]:
+    """A started private etcd in a fresh temp dir, stopped and removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="etcd", dir=parent))
+    member = PrivateEtcd(workdir, auto_compaction=auto_compaction)
+    try:
+        yield member.start()
+    finally:
+        member.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,730 @@
+"""`vportctl lab migrate VM --to HV`: the lab acting as the VMM of a live migration.
+
+The order is libvirt's and QEMU's (DESIGN §1 step 4, §5):
+
+1. notify: `Client.migrate` (the same call as `vportctl migrate`), from where
+   the lab state says the VM is; `handshake_ms` is its round trip;
+2. prepare: the destination tap, a veth `vm{k}h{i}` whose host end joins
+   hv{i} (same libvirt external_ids, `ofport_request` k+1) and whose guest end
+   `eth0m` (same MAC, kept down, tx offload off) is created in the VM's
+   namespace *now*: namespace moves stall the userspace datapath (§5);
+3. precopy: `--precopy` s while the traffic still reaches the source;
+4. switchover: the old `eth0` goes down, a stop-and-copy `--pause`, then the
+   new interface takes the name `eth0`, the IP and the guest's neighbours and
+   comes up (two `ip -batch` runs: link state, names, addresses only); the
+   switchover gap is from just before the first to just after the second;
+5. announce: a gratuitous ARP and a RARP on the new interface, from a helper
+   started in the namespace during the pre-copy (`announce.Announcer`);
+6. cleanup: the source port is deleted from its bridge and the old veth
+   removed; then the command waits until every controller shows the VM
+   not-migrating on the destination.
+
+`--fail-at notify|precopy|switchover` fails the migration as a VMM would:
+right after notify complete, in the middle of the pre-copy, or after the
+stop-and-copy pause (the source VM resumes: its old interface comes up
+again). The migration is then aborted through the API, the destination tap
+removed, and the command waits until the cluster shows the VM not-migrating
+at the source.
+
+The lab state (`lab.json`) records the migration before the new tap exists
+and the VM's new place once the switchover is done, atomically each time, so
+`lab down` removes the new veths also after a crash, and the next
+`lab migrate` finishes (or undoes) a migration a crash interrupted.
+
+The lab's mode (`lab up --mode`, see `plan.MODES`) decides what the VMM
+does besides the emulation itself, which is the same in every mode: `aware`
+as above; `naive` sends no notify (and so has nothing to abort), the
+controllers see only the port events and the announcements; `standalone` has
+no controllers: no notify, no abort, and no waiting for a cluster.
+
+`migrate()` is the Python entry point (for the demo and the benchmark); `run()`
+is the CLI's, which prints progress on stderr and the report on stdout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vportd.ctl.client import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Client,
+    ClientError,
+    connect,
+    read_token,
+    resolve_target,
+)  # fmt: skip
+from vportd_lab.bed import netns
+from vportd_lab.bed.announce import AnnounceError, Announcer
+from vportd_lab.bed.commands import LabError, tool
+from vportd_lab.bed.commands import run as _sh
+from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
+from vportd_lab.bed.ovs import OVSError, PrivateOVS
+from vportd_lab.bed.plan import AWARE, STANDALONE, VM, Plan
+from vportd_lab.bed.probe import Probe, ProbeError, ProbeReport
+from vportd_lab.bed.state import Migration, Placement, State, StateError, load
+
+FAIL_PHASES = ("notify", "precopy", "switchover")
+NEW_GUEST_IF = "eth0m"  # the new interface in the VM until the switchover names it eth0
+OLD_GUEST_IF = "eth0o"  # the old one after the switchover, until its veth is removed
+PROBE_PORT = 47123
+_NEIGH_STATES = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"}
+
+
+class MigrateError(RuntimeError):
+    """The migration could not be done; `exit_code` is the CLI's answer, `code` a short tag."""
+
+    def __init__(self, code: str, detail: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.exit_code = exit_code
+
+
+@dataclass
+class MigrateOptions:
+    dir: Path
+    vm: str  # name (vm0), namespace or MAC
+    to: str  # hypervisor name (hv1)
+    precopy: float = 1.0  # s
+    pause_ms: float = 50.0  # stop-and-copy
+    fail_at: str | None = None  # one of FAIL_PHASES
+    probe: bool = False
+    peer: str | None = None  # the probe's other VM; None: chosen (see `pick_peer`)
+    settle: float = 0.3  # s the probe keeps running after the source delete
+    wait: float = 10.0  # s for notify retries and for the cluster to converge
+    announce_rounds: int = 1
+    json: bool = False
+
+
+@dataclass
+class MigrationReport:
+    """What one `lab migrate` did; times in ms. `switchover_*_ms`: from the probe's t0."""
+
+    vm: str
+    mac: str
+    source: str
+    destination: str
+    outcome: str  # "migrated" or "aborted" (--fail-at)
+    fail_at: str | None
+    migration_id: str | None
+    handshake_ms: float
+    switchover_gap_ms: float | None  # old interface down -> new one up (None if never switched)
+    switchover_start_ms: float | None
+    switchover_end_ms: float | None
+    longest_gap_ms: float | None  # the probe's, max over both directions
+    longest_gap_ab_ms: float | None  # VM -> peer
+    longest_gap_ba_ms: float | None  # peer -> VM
+    lost_ab: int | None
+    lost_ba: int | None
+    excess_ms: float | None  # longest gap minus switchover gap (DESIGN §5)
+    converged_ms: float  # from the end of the last step until every controller agreed
+    mode: str = AWARE  # the lab's (plan.MODES): what the VMM did besides the emulation
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> ms
+    host_if: str = ""  # the VM's host-side port now
+    port: int = 0
+    peer: str | None = None
+    announce_errors: list[str] = field(default_factory=list)
+    probe: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the lab ---------------------------------------------------------------------
+@dataclass
+class _Lab:
+    dir: Path
+    state: State
+    plan: Plan
+    ovs: PrivateOVS
+
+    def save(self) -> None:
+        self.state.save(self.plan.state_file)
+        self.plan = self.state.plan()
+
+
+@contextmanager
+def _locked(lab_dir: Path) -> Iterator[None]:
+    """One `lab migrate` at a time per lab (a lock on the directory itself: no file left)."""
+    fd = os.open(lab_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MigrateError("busy", f"another `lab migrate` runs on {lab_dir}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_lab(lab_dir: Path) -> _Lab:
+    try:
+        state = load(lab_dir / "lab.json")
+        if state is None:
+            raise MigrateError("no-lab", f"no lab is up in {lab_dir}", EXIT_USAGE)
+        plan = state.plan()
+    except (StateError, LabError) as err:
+        raise MigrateError("no-lab", str(err), EXIT_USAGE) from None
+    if not plan.controllers and plan.mode != STANDALONE:
+        raise MigrateError("no-controllers", "the lab has no controllers to migrate with", 2)
+    return _Lab(lab_dir, state, plan, PrivateOVS(plan.ovs_rundir, dummy=False))
+
+
+def find_vm(plan: Plan, name: str) -> VM:
+    """A VM by name, namespace or MAC; MigrateError if the lab has none such."""
+    for vm in plan.vms:
+        if name.lower() in (vm.name, vm.netns, vm.mac):
+            return vm
+    known = ", ".join(vm.name for vm in plan.vms)
+    raise MigrateError("unknown-vm", f"no VM {name!r} in the lab (it has {known})", EXIT_USAGE)
+
+
+def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -> VM:
+    """The probe's other VM: `wanted`, else one on neither the source nor the destination,
+    else one on the destination, else one on the source (any VM but the migrating one)."""
+    others = [v for v in plan.vms if v.name != vm.name]
+    if wanted is not None:
+        peer = find_vm(plan, wanted)
+        if peer.name == vm.name:
+            raise MigrateError("bad-peer", "the probe's peer must be another VM", EXIT_USAGE)
+        return peer
+    for keep in (
+        lambda v: v.hypervisor not in (vm.hypervisor, destination),
+        lambda v: v.hypervisor == destination,
+        lambda v: True,
+    ):
+        found = [v for v in others if keep(v)]
+        if found:
+            return found[0]
+    raise MigrateError("no-peer", "the probe needs a second VM (lab up --vms 2 or more)", 2)
+
+
+# -- interfaces ------------------------------------------------------------------
+def _ip_batch(netns_name: str, lines: list[str]) -> None:
+    """Several `ip` commands in one process inside the namespace (one rtnetlink session)."""
+    done = subprocess.run(
+        [tool("ip"), "-n", netns_name, "-batch", "-"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise LabError(f"ip -n {netns_name} -batch: {done.stderr.strip() or done.returncode}")
+
+
+def _neighbours(netns_name: str, dev: str) -> list[tuple[str, str]]:
+    """The guest's resolved IPv4 neighbours on `dev`: (ip, mac). A link going down flushes
+    them; a migrated guest keeps its ARP cache, so they are copied to the new interface."""
+    out = _sh(["ip", "-n", netns_name, "-4", "-j", "neigh", "show", "dev", dev], check=False)
+    found = []
+    for entry in json.loads(out) if out.strip() else []:
+        if entry.get("lladdr") and _NEIGH_STATES & set(entry.get("state", [])):
+            found.append((str(entry["dst"]), str(entry["lladdr"])))
+    return found
+
+
+def _ifindex(netns_name: str, dev: str) -> int:
+    entry = netns.link(dev, netns_name)
+    if entry is None:
+        raise LabError(f"no interface {dev} in namespace {netns_name}")
+    return int(entry["ifindex"])
+
+
+def _name_of(netns_name: str, ifindex: int) -> str | None:
+    for entry in netns.links(netns_name):
+        if int(entry["ifindex"]) == ifindex:
+            return str(entry["ifname"])
+    return None
+
+
+def _add_tap(lab: _Lab, vm: VM, rec: Migration) -> None:
+    """The destination's veth: host end up on the destination bridge, guest end down in the VM."""
+    ns, host, guest = vm.netns, rec.new_host_if, rec.new_guest_if
+    ip = ["ip"]
+    _sh([*ip, "link", "add", host, "type", "veth", "peer", "name", guest,
+               "address", vm.mac, "netns", ns])  # fmt: skip
+    _sh([*ip, "link", "set", "dev", host, "alias", lab.plan.marker])
+    _sh([*ip, "-n", ns, "link", "set", "dev", guest, "alias", lab.plan.marker])
+    netns.tx_offload_off(host)
+    netns.tx_offload_off(guest, ns)
+    netns.disable_ipv6(device=host)
+    _sh([*ip, "link", "set", "dev", host, "up"])
+    lab.ovs.vsctl(
+        "add-port", rec.destination, host, "--", "set", "Interface", host,
+        f"ofport_request={_port_of(vm)}",
+        f"external_ids:attached-mac={vm.mac}", f"external_ids:iface-id={vm.iface_id}",
+        f"external_ids:vm-id={vm.vm_id}", "external_ids:iface-status=active",
+    )  # fmt: skip
+    rows = {r["name"]: r for r in lab.ovs.rows("Interface", "name", "ofport", "error")}
+    row = rows.get(host)
+    if row is None or row["error"] or row["ofport"] != _port_of(vm):
+        raise LabError(f"Open vSwitch did not add {host} as port {_port_of(vm)}: {row}")
+
+
+def _port_of(vm: VM) -> int:
+    """VM k's OpenFlow port on every bridge: k+1 (no other VM uses it anywhere)."""
+    return int(vm.name.removeprefix("vm")) + 1
+
+
+def _remove_tap(lab: _Lab, bridge: str, host_if: str) -> None:
+    """Port delete on `bridge`, then the veth (its guest end goes with it)."""
+    lab.ovs.vsctl("--if-exists", "del-port", bridge, host_if)
+    netns.delete_link(host_if)
+
+
+def _switch_down(vm: VM) -> None:
+    _ip_batch(vm.netns, [f"link set dev {vm.guest_if} down"])
+
+
+def _switch_up(vm: VM, new_guest: str, neighbours: list[tuple[str, str]]) -> None:
+    """The new interface becomes the VM's `eth0`, with its IP and ARP cache, and comes up."""
+    g = vm.guest_if
+    lines = [
+        f"link set dev {g} name {OLD_GUEST_IF}",
+        f"address del {vm.cidr} dev {OLD_GUEST_IF}",
+        f"link set dev {new_guest} name {g}",
+        f"address add {vm.cidr} dev {g}",
+        f"link set dev {g} up",
+    ]
+    lines += [f"neigh replace {ip} lladdr {mac} dev {g} nud reachable" for ip, mac in neighbours]
+    _ip_batch(vm.netns, lines)
+
+
+def _resume_source(vm: VM, old_ifindex: int, neighbours: list[tuple[str, str]]) -> None:
+    """The source VM runs again on its old interface (whatever the switchover got to)."""
+    name = _name_of(vm.netns, old_ifindex)
+    if name is None:
+        raise LabError(f"the VM's old interface (ifindex {old_ifindex}) is gone")
+    g = vm.guest_if
+    lines = [] if name == g else [f"link set dev {name} name {g}"]
+    lines += [f"address replace {vm.cidr} dev {g}", f"link set dev {g} up"]
+    lines += [f"neigh replace {ip} lladdr {mac} dev {g} nud reachable" for ip, mac in neighbours]
+    _ip_batch(vm.netns, lines)
+
+
+# -- the cluster -----------------------------------------------------------------
+def _clients(lab: _Lab) -> list[Client]:
+    """One client per controller: every one of them must show the result."""
+    token = read_token(lab.plan.token_file)
+    return [Client(c.api, token, timeout=2.0) for c in lab.plan.controllers]
+
+
+def _agrees(client: Client, mac: str, ovs: str, port: int) -> bool:
+    try:
+        v = client.vport(mac)
+    except ClientError:
+        return False
+    where = (v.get("ovs"), v.get("port"))
+    return v.get("migration_state") == "not-migrating" and where == (ovs, port)
+
+
+def _await_cluster(lab: _Lab, mac: str, ovs: str, port: int, wait: float) -> float:
+    """Wait until every controller shows the VM not-migrating on `ovs` port `port`; ms
+    (0 without controllers: standalone)."""
+    start = time.monotonic()
+    if not lab.plan.controllers:
+        return 0.0
+    clients = _clients(lab)
+    try:
+        pending = list(clients)
+        while pending:
+            pending = [c for c in pending if not _agrees(c, mac, ovs, port)]
+            if not pending:
+                break
+            if time.monotonic() - start > wait:
+                who = ", ".join(c.urls[0] for c in pending)
+                raise MigrateError(
+                    "not-converged",
+                    f"after {wait:g} s, controller(s) {who} do not show {mac} not-migrating on "
+                    f"{ovs} port {port}",
+                    EXIT_UNAVAILABLE,
+                )
+            time.sleep(0.01)
+    finally:
+        for c in clients:
+            c.close()
+    return (time.monotonic() - start) * 1e3
+
+
+# -- the migration ---------------------------------------------------------------
+@dataclass
+class _Run:
+    """One migration's moving parts and clock marks (CLOCK_MONOTONIC ns)."""
+
+    lab: _Lab
+    opts: MigrateOptions
+    vm: VM
+    rec: Migration
+    client: Client | None  # None in a standalone lab: no API
+    probe: Probe | None = None
+    peer: VM | None = None
+    announcer: Announcer | None = None
+    marks: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    old_ifindex: int = 0
+    neighbours: list[tuple[str, str]] = field(default_factory=list)
+    tap_added: bool = False
+    switched: bool = False
+    announced: dict[str, Any] = field(default_factory=dict)  # the announcer's answer
+
+    def mark(self, name: str) -> int:
+        self.marks[name] = now = time.monotonic_ns()
+        return now
+
+    def phase(self, name: str, since: int) -> float:
+        ms = (time.monotonic_ns() - since) / 1e6
+        self.phases[name] = round(ms, 3)
+        say(f"{name}: {ms:.1f} ms")
+        return ms
+
+
+def migrate(opts: MigrateOptions) -> MigrationReport:
+    """Migrate a lab VM (see the module's docstring); MigrateError if it cannot."""
+    if opts.fail_at is not None and opts.fail_at not in FAIL_PHASES:
+        raise MigrateError("bad-option", f"--fail-at must be one of {', '.join(FAIL_PHASES)}", 2)
+    lab_dir = Path(opts.dir).absolute()
+    if not lab_dir.is_dir():
+        raise MigrateError("no-lab", f"no lab is up in {lab_dir}", EXIT_USAGE)
+    with _locked(lab_dir):
+        lab = _open_lab(lab_dir)
+        if lab.state.migration is not None:
+            recover(lab)
+        return _migrate(lab, opts)
+
+
+def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
+    vm = find_vm(lab.plan, opts.vm)
+    hvs = {hv.name for hv in lab.plan.hypervisors}
+    if opts.to not in hvs:
+        raise MigrateError("unknown-hypervisor", f"no hypervisor {opts.to!r} in the lab", 2)
+    if opts.to == vm.hypervisor:
+        raise MigrateError("same-hypervisor", f"{vm.name} is on {opts.to} already", EXIT_USAGE)
+    peer = pick_peer(lab.plan, vm, opts.to, opts.peer) if opts.probe else None
+    client = _connect(lab)
+    rec = Migration(
+        vm=vm.name, source=vm.hypervisor, destination=opts.to, old_host_if=vm.host_if,
+        new_host_if=f"{vm.name}h{opts.to.removeprefix('hv')}", new_guest_if=NEW_GUEST_IF,
+    )  # fmt: skip
+    run = _Run(lab, opts, vm, rec, client, peer=peer)
+    say(f"migrating {vm.name} ({vm.mac}) from {rec.source} to {rec.destination}")
+    try:
+        return _steps(run)
+    except BaseException:
+        _undo(run)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        if run.announcer is not None:
+            run.announcer.close()
+        if run.probe is not None:
+            run.probe.close()
+
+
+def _connect(lab: _Lab) -> Client | None:
+    """The VMM's API client (None in a standalone lab, which has no controllers)."""
+    if not lab.plan.controllers:
+        return None
+    try:
+        return connect(resolve_target(None, None, lab.dir, os.environ))
+    except ClientError as err:
+        raise MigrateError(err.code, err.detail, err.exit_code) from None
+
+
+def _steps(run: _Run) -> MigrationReport:
+    lab, rec, vm, opts = run.lab, run.rec, run.vm, run.opts
+    # Intent first: the new tap is named in the state before it exists.
+    lab.state.migration = rec
+    lab.state.host_ifs.append(rec.new_host_if)
+    lab.save()
+    if run.peer is not None:
+        run.probe = Probe(vm.netns, vm.ip, run.peer.netns, run.peer.ip, PROBE_PORT,
+                          series_bin=0.001)  # fmt: skip
+        run.probe.start()
+        time.sleep(0.2)  # a baseline before the notify
+        say(f"probe running between {vm.name} ({vm.ip}) and {run.peer.name} ({run.peer.ip})")
+    if lab.plan.notifies:
+        _notify(run)
+    else:
+        run.rec.phase = "prepare"  # naive and standalone: the VMM tells the network nothing
+    if opts.fail_at == "notify":
+        return _fail(run)
+    _prepare(run)
+    if _precopy(run):
+        return _fail(run)
+    if _switchover(run):
+        return _fail(run)
+    _cleanup(run)
+    converged = _await_cluster(lab, vm.mac, rec.destination, _port_of(vm), opts.wait)
+    if lab.plan.controllers:
+        say(f"every controller shows {vm.name} not-migrating on {rec.destination}: "
+            f"{converged:.1f} ms")  # fmt: skip
+    return _finish(run, "migrated", converged)
+
+
+def _notify(run: _Run) -> None:
+    t = run.mark("notify")
+    assert run.client is not None, "only an aware lab notifies, and it has controllers"
+    try:
+        doc, _ = run.client.migrate(run.vm.mac, run.rec.source, run.rec.destination,
+                                    wait=run.opts.wait)  # fmt: skip
+    except ClientError as err:
+        raise MigrateError(err.code, f"notify refused: {err.detail}", err.exit_code) from None
+    run.phase("handshake", t)
+    run.rec.migration_id = str(doc.get("id"))
+    run.rec.phase = "prepare"
+    run.lab.save()
+    say(f"notify complete: migration {run.rec.migration_id}")
+
+
+def _prepare(run: _Run) -> None:
+    t = run.mark("prepare")
+    run.tap_added = True  # from here on, undo removes it (recorded already)
+    _add_tap(run.lab, run.vm, run.rec)
+    run.old_ifindex = _ifindex(run.vm.netns, run.vm.guest_if)
+    run.phase("prepare", t)
+    run.rec.phase = "precopy"
+    run.lab.save()
+
+
+def _precopy(run: _Run) -> bool:
+    """Pre-copy: traffic still at the source; the announcer starts meanwhile. True: fail."""
+    t = run.mark("precopy")
+    run.announcer = Announcer(run.vm.netns, run.rec.new_guest_if, run.vm.mac, run.vm.ip,
+                              rounds=run.opts.announce_rounds)  # fmt: skip
+    run.announcer.wait_ready()
+    length = run.opts.precopy / 2 if run.opts.fail_at == "precopy" else run.opts.precopy
+    time.sleep(max(0.0, length - (time.monotonic_ns() - t) / 1e9))
+    run.phase("precopy", t)
+    return run.opts.fail_at == "precopy"
+
+
+def _switchover(run: _Run) -> bool:
+    """Old down, stop-and-copy, new up, announce; True if --fail-at switchover resumed the
+    source instead."""
+    vm, rec = run.vm, run.rec
+    rec.phase = "switchover"
+    run.lab.save()
+    run.neighbours = _neighbours(vm.netns, vm.guest_if)
+    t = run.mark("switchover_start")
+    _switch_down(vm)
+    run.mark("old_down")
+    time.sleep(run.opts.pause_ms / 1e3)
+    if run.opts.fail_at == "switchover":
+        _resume_source(vm, run.old_ifindex, run.neighbours)
+        run.mark("switchover_end")
+        run.phase("switchover", t)
+        return True
+    run.mark("new_up_start")
+    _switch_up(vm, rec.new_guest_if, run.neighbours)
+    run.mark("switchover_end")
+    _split(run)
+    assert run.announcer is not None
+    run.announcer.go()
+    run.mark("announce")
+    run.switched = True
+    # The VM lives at the destination now: record it before anything else can fail.
+    run.lab.state.placements[vm.name] = Placement(rec.destination, _port_of(vm), rec.new_host_if)
+    rec.phase = "cleanup"
+    run.lab.save()
+    run.phase("switchover", t)
+    return False
+
+
+def _split(run: _Run) -> None:
+    """How the switchover gap divides: taking the old link down, the pause, the new one up."""
+    m = run.marks
+    run.phases["switch_down"] = round((m["old_down"] - m["switchover_start"]) / 1e6, 3)
+    run.phases["switch_up"] = round((m["switchover_end"] - m["new_up_start"]) / 1e6, 3)
+
+
+def _cleanup(run: _Run) -> None:
+    t = run.mark("cleanup")
+    rec = run.rec
+    _remove_tap(run.lab, rec.source, rec.old_host_if)
+    run.mark("source_deleted")
+    state = run.lab.state
+    state.host_ifs = [n for n in state.host_ifs if n != rec.old_host_if]
+    state.migration = None
+    run.lab.save()
+    run.phase("cleanup", t)
+
+
+def _fail(run: _Run) -> MigrationReport:
+    """The VMM gave up: abort through the API, remove the destination tap, VM at the source."""
+    t = run.mark("abort")
+    say(f"failing the migration at {run.opts.fail_at} (--fail-at): abort")
+    if run.rec.migration_id and run.client is not None:
+        try:
+            run.client.abort(run.rec.migration_id)
+        except ClientError as err:
+            raise MigrateError(err.code, f"abort refused: {err.detail}", err.exit_code) from None
+    if run.tap_added:
+        _remove_tap(run.lab, run.rec.destination, run.rec.new_host_if)
+    _forget_new_tap(run)
+    run.phase("abort", t)
+    converged = _await_cluster(run.lab, run.vm.mac, run.rec.source, run.vm.port, run.opts.wait)
+    say(f"every controller shows {run.vm.name} not-migrating on {run.rec.source}: "
+        f"{converged:.1f} ms")  # fmt: skip
+    return _finish(run, "aborted", converged)
+
+
+def _forget_new_tap(run: _Run) -> None:
+    state = run.lab.state
+    state.host_ifs = [n for n in state.host_ifs if n != run.rec.new_host_if]
+    state.migration = None
+    run.lab.save()
+
+
+def _undo(run: _Run) -> None:
+    """After an error (or Ctrl-C): leave the VM where it runs, abort, remove the spare tap."""
+    with suppress(Exception):
+        if run.switched:
+            _remove_tap(run.lab, run.rec.source, run.rec.old_host_if)
+            run.lab.state.host_ifs.remove(run.rec.old_host_if)
+            run.lab.state.migration = None
+            run.lab.save()
+            return
+        if run.rec.migration_id and run.client is not None:
+            with suppress(ClientError):
+                run.client.abort(run.rec.migration_id)
+        if run.tap_added:
+            _remove_tap(run.lab, run.rec.destination, run.rec.new_host_if)
+        if run.old_ifindex:
+            _resume_source(run.vm, run.old_ifindex, run.neighbours)
+        if run.lab.state.migration is not None:
+            _forget_new_tap(run)
+
+
+def recover(lab: _Lab) -> None:
+    """Finish what a crashed `lab migrate` left: keep the veth the VM runs on, remove the other."""
+    rec = lab.state.migration
+    assert rec is not None
+    vm = find_vm(lab.plan, rec.vm)
+    say(f"an interrupted migration of {rec.vm} ({rec.source} -> {rec.destination}) is cleaned up")
+    moved = vm.host_if == rec.new_host_if
+    if not moved and rec.migration_id:
+        # the VMM's abort first: a destination delete alone may be taken as the VM leaving
+        with suppress(ClientError), connect(resolve_target(None, None, lab.dir, os.environ)) as c:
+            c.abort(rec.migration_id)
+    bridge, spare = (rec.source, rec.old_host_if) if moved else (rec.destination, rec.new_host_if)
+    with suppress(LabError, OVSError):
+        _remove_tap(lab, bridge, spare)
+    if not moved:
+        with suppress(LabError):
+            # the old interface may have been left down (or renamed) by the switchover
+            _resume_source(vm, _ifindex_by_peer(vm), [])
+    lab.state.host_ifs = [n for n in lab.state.host_ifs if n != spare]
+    lab.state.migration = None
+    lab.save()
+
+
+def _ifindex_by_peer(vm: VM) -> int:
+    """The ifindex of the VM's only interface left besides lo (after a spare tap is gone)."""
+    for entry in netns.links(vm.netns):
+        if entry["ifname"] != "lo":
+            return int(entry["ifindex"])
+    raise LabError(f"{vm.netns} has no interface")
+
+
+def _finish(run: _Run, outcome: str, converged_ms: float) -> MigrationReport:
+    report: ProbeReport | None = None
+    if run.probe is not None:
+        time.sleep(run.opts.settle)
+        report = run.probe.stop()
+        run.probe = None
+    if run.announcer is not None:
+        with suppress(AnnounceError, ValueError):
+            run.announced = dict(run.announcer.result())
+    return _report(run, outcome, converged_ms, report)
+
+
+def _report(
+    run: _Run, outcome: str, converged_ms: float, probe: ProbeReport | None
+) -> MigrationReport:
+    m = run.marks
+    start, end = m.get("switchover_start"), m.get("switchover_end")
+    gap = (end - start) / 1e6 if start and end else None
+
+    def rel(ns: int | None) -> float | None:
+        if ns is None or probe is None:
+            return None
+        return round((ns - probe.t0_ns) / 1e6, 3)
+
+    ab = probe.a_to_b if probe else None
+    ba = probe.b_to_a if probe else None
+    longest = probe.longest_gap_ms if probe else None
+    errors = run.announced.get("errors", [])
+    placed = run.lab.plan.vms[[v.name for v in run.lab.plan.vms].index(run.vm.name)]
+    return MigrationReport(
+        vm=run.vm.name, mac=run.vm.mac, source=run.rec.source, destination=run.rec.destination,
+        outcome=outcome, fail_at=run.opts.fail_at, migration_id=run.rec.migration_id,
+        handshake_ms=run.phases.get("handshake", 0.0),
+        switchover_gap_ms=round(gap, 3) if gap is not None else None,
+        switchover_start_ms=rel(start), switchover_end_ms=rel(end),
+        longest_gap_ms=longest, longest_gap_ab_ms=ab.longest_gap_ms if ab else None,
+        longest_gap_ba_ms=ba.longest_gap_ms if ba else None,
+        lost_ab=ab.lost if ab else None, lost_ba=ba.lost if ba else None,
+        excess_ms=round(longest - gap, 3) if longest is not None and gap is not None else None,
+        converged_ms=round(converged_ms, 3), mode=run.lab.plan.mode, phases=dict(run.phases),
+        host_if=placed.host_if, port=placed.port, peer=run.peer.name if run.peer else None,
+        announce_errors=[str(e) for e in errors], probe=probe.to_dict() if probe else None,
+    )  # fmt: skip
+
+
+# -- the CLI -----------------------------------------------------------------------
+def summary(r: MigrationReport) -> str:
+    """The report for people."""
+    head = (
+        f"{r.vm} ({r.mac}) {r.source} -> {r.destination}: {r.outcome}"
+        + (f" (--fail-at {r.fail_at})" if r.fail_at else "")
+        + f", migration {r.migration_id}, now on port {r.port} ({r.host_if})"
+    )
+    lines = [head, f"  handshake (notify -> notify complete): {r.handshake_ms:.1f} ms"]
+    lines += [f"  {name:<10} {ms:9.1f} ms" for name, ms in r.phases.items()]
+    if r.switchover_gap_ms is not None:
+        lines.append(f"  switchover gap (old down -> new up): {r.switchover_gap_ms:.1f} ms")
+    lines.append(f"  cluster converged {r.converged_ms:.1f} ms after the last step")
+    if r.probe is not None:
+        lines.append(f"  probe with {r.peer}: longest gap {r.longest_gap_ms:.1f} ms "
+                     f"(excess over the switchover: {_num(r.excess_ms)} ms)")  # fmt: skip
+        for label, gap, lost in (("vm->peer", r.longest_gap_ab_ms, r.lost_ab),
+                                 ("peer->vm", r.longest_gap_ba_ms, r.lost_ba)):  # fmt: skip
+            lines.append(f"    {label}: longest gap {_num(gap)} ms, lost {lost}")
+        if r.switchover_start_ms is not None:
+            span = f"{r.switchover_start_ms:.1f}..{_num(r.switchover_end_ms)}"
+            lines.append(f"    switchover at {span} ms from the probe's t0")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def run(opts: MigrateOptions) -> int:
+    """`vportctl lab migrate`: progress on stderr, the report (or one JSON object) on stdout."""
+    try:
+        report = migrate(opts)
+    except MigrateError as err:
+        return _error(opts, err.code, f"lab migrate failed: {err.detail}", err.exit_code)
+    except (LabError, OVSError, ProbeError, AnnounceError, OSError) as err:
+        return _error(opts, "failed", f"lab migrate failed: {err}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error(opts, "interrupted", "lab migrate interrupted (undone)", 130)
+    print(json.dumps(report.to_dict()) if opts.json else summary(report))
+    return EXIT_OK
+
+
+def _error(opts: MigrateOptions, code: str, message: str, rc: int) -> int:
+    say(message)
+    if opts.json:
+        print(json.dumps({"error": code, "detail": message.partition(": ")[2]}))
+    return rc
