@@ -29,6 +29,7 @@ from typing import NoReturn
 import aetcd
 from aetcd import rpc
 
+from vportd.cluster.codec import decode_record, encode_record
 from vportd.cluster.etcd_rpc import (
     CHANNEL_OPTIONS,
     Backoff,
@@ -54,7 +55,6 @@ from vportd.cluster.etcd_rpc import (
 )
 from vportd.cluster.lease import LeaseRenewer
 from vportd.core.model import VPortRecord
-from vportd.core.wire import record_from_json, record_to_json
 
 __all__ = ["KV", "EtcdStore", "Fence", "Fenced", "LeaseLost", "StoreError"]
 
@@ -90,14 +90,6 @@ class _Claim:
 
     fence: Fence | None
     revision: int
-
-
-def _encode(rec: VPortRecord) -> bytes:
-    return json.dumps(record_to_json(rec), separators=(",", ":")).encode()
-
-
-def _decode(value: bytes) -> VPortRecord:
-    return record_from_json(json.loads(value))
 
 
 def _collapse(records: Iterable[VPortRecord]) -> dict[str, VPortRecord]:
@@ -408,13 +400,13 @@ class EtcdStore:
         for key, (_, rec), kvs in zip(keys, items, stored, strict=True):
             if not kvs:
                 compare.append(created_at(key, 0))
-                puts.append(put_op(key, _encode(rec)))
+                puts.append(put_op(key, encode_record(rec)))
                 continue
-            have = _decode(kvs[0].value)
+            have = decode_record(kvs[0].value)
             joined = have.merge(rec)
             if joined is not have:
                 compare.append(modified_at(key, kvs[0].mod_revision))
-                puts.append(put_op(key, _encode(joined)))
+                puts.append(put_op(key, encode_record(joined)))
         return compare, puts
 
     async def records(self) -> tuple[dict[str, VPortRecord], int]:
@@ -423,7 +415,9 @@ class EtcdStore:
         kvs, revision = await retrying(
             "read vports", lambda: self.stubs.range_prefix(prefix), self._patience
         )
-        return {self._rel(kv.key)[len("vports/") :]: _decode(kv.value) for kv in kvs}, revision
+        return {
+            self._rel(kv.key)[len("vports/") :]: decode_record(kv.value) for kv in kvs
+        }, revision
 
     # -- the watch ------------------------------------------------------------
     async def follow(
