@@ -12,7 +12,7 @@ from tests.core.support import (
     switch_over,
 )
 from vportd.core.errors import AlreadyMigrating, MigrationConflict, StaleEvent
-from vportd.core.flows import FlowMod
+from vportd.core.flow import FlowMod
 from vportd.core.messages import EventKind, PortEventSync, Reason, Send, SyncComplete, VPortSync
 from vportd.core.model import MigrationState, PortState
 from vportd_lab.sim.cluster import SimCluster

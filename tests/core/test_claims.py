@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tests.core.support import VM_A, add, delete, link, ready_migration
-from vportd.core.flows import FlowCommand, FlowMod, Output
+from vportd.core.flow import FlowCommand, FlowMod, Output
 from vportd.core.messages import (
     EventKind,
     NotifyAnswer,

@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.core.support import VM_A, VM_B, VM_C, boot, mesh
+from vportd.core.compiler import FlowCompiler
 from vportd.core.errors import InvalidRequest, UnknownSwitch
-from vportd.core.flows import (
-    FLOOD_TABLE,
-    FORWARD_TABLE,
-    Flow,
-    FlowCommand,
-    FlowCompiler,
-    FlowMod,
-    Match,
-    SwitchFlows,
-    base_flows,
-    vm_flow,
-)
+from vportd.core.flow import FLOOD_TABLE, FORWARD_TABLE, Flow, FlowCommand, FlowMod, Match
+from vportd.core.installed import SwitchFlows
 from vportd.core.membership import Membership
+from vportd.core.pipeline import base_flows, vm_flow
 from vportd.core.topology import Topology
 from vportd_lab.bench.core import TimedCluster, Workload, build_fabric
 from vportd_lab.sim.cluster import SimCluster

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from tests.core.support import TIMEOUTS, add, link
-from vportd.core.flows import COOKIE_HANDOVER, COOKIE_KIND_MASK, FORWARD_TABLE, FlowMod
+from vportd.core.flow import COOKIE_HANDOVER, COOKIE_KIND_MASK, FORWARD_TABLE, FlowMod
 from vportd.core.topology import Topology
 from vportd_lab.sim.cluster import SimCluster
 

@@ -424,7 +424,7 @@ def test_an_entry_on_a_switch_this_controller_does_not_know_yet_makes_no_flows()
     KeyError in the topology. It must apply, make no flow towards the unknown
     switch, and route there once the switch and its link appear.
     """
-    from vportd.core.flows import FlowCompiler  # noqa: PLC0415
+    from vportd.core.compiler import FlowCompiler  # noqa: PLC0415
     from vportd.core.model import Location, VPortRecord  # noqa: PLC0415
     from vportd.core.topology import Topology  # noqa: PLC0415
 

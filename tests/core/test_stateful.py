@@ -54,7 +54,7 @@ from hypothesis.stateful import (
 
 from vportd.core.coordinator import Status, Timeouts
 from vportd.core.errors import CoreError
-from vportd.core.flows import (
+from vportd.core.flow import (
     CLASSIFY_TABLE,
     COOKIE_HANDOVER,
     COOKIE_KIND_MASK,

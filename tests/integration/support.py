@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tests.southbound.test_openflow import ofctl_line
-from vportd.core.flows import Flow
+from vportd.core.flow import Flow
 from vportd.node.config import Config, parse_config
 from vportd.node.runtime import Runtime
 from vportd_lab.bed.cluster import until

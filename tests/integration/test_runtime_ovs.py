@@ -27,8 +27,8 @@ from tests.integration.support import (
     config,
     running,
 )
-from vportd.core.flows import vm_flow
 from vportd.core.model import PortState
+from vportd.core.pipeline import vm_flow
 from vportd.core.topology import LinkEnd
 from vportd.node.runtime import LLDP_PUNT, Runtime
 from vportd_lab.bed.cluster import until

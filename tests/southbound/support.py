@@ -12,7 +12,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flows import Flow, FlowCommand, FlowMod, GotoTable, Output, ToController
+from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Output, ToController
 from vportd.southbound import ofcodec as oc
 from vportd.southbound.ofcodec import PortInfo, PortReason
 from vportd.southbound.openflow import OpenFlowServer, SwitchConnection

@@ -20,19 +20,8 @@ from tests.southbound.support import (
     read_flow_mod,
     stats_entry,
 )
-from vportd.core.flows import (
-    Flow,
-    FlowCommand,
-    FlowMod,
-    GotoTable,
-    Match,
-    Output,
-    ToController,
-    arrival_flow,
-    base_flows,
-    flood_flows,
-    vm_flow,
-)
+from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Match, Output, ToController
+from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
 from vportd.southbound import ofcodec as oc
 

@@ -13,15 +13,8 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.southbound.support import WAIT, Event, Recorder, header, hello, running
-from vportd.core.flows import (
-    Flow,
-    FlowCommand,
-    FlowMod,
-    arrival_flow,
-    base_flows,
-    flood_flows,
-    vm_flow,
-)
+from vportd.core.flow import Flow, FlowCommand, FlowMod
+from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
 from vportd.southbound.ofcodec import Role
 from vportd.southbound.openflow import OpenFlowError, OpenFlowServer, SwitchConnection

@@ -24,7 +24,8 @@ from tests.southbound.support import (
     running,
     stats_entry,
 )
-from vportd.core.flows import FlowCommand, FlowMod, arrival_flow, vm_flow
+from vportd.core.flow import FlowCommand, FlowMod
+from vportd.core.pipeline import arrival_flow, vm_flow
 from vportd.southbound.ofcodec import PortInfo, Role
 from vportd.southbound.openflow import (
     FlowModsFailed,

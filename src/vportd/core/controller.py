@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from vportd.core.compiler import FlowCompiler
 from vportd.core.coordinator import Coordinator, Migration, Timeouts
 from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
-from vportd.core.flows import FlowCompiler, FlowMod
+from vportd.core.flow import FlowMod
 from vportd.core.membership import Membership
 from vportd.core.messages import (
     Effect,

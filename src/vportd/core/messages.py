@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from vportd.core.errors import CoreError
-from vportd.core.flows import FlowMod
+from vportd.core.flow import FlowMod
 from vportd.core.model import VPortRecord, slot_setters
 
 

@@ -38,14 +38,7 @@ from typing import Any, Protocol
 from vportd.core.controller import Controller
 from vportd.core.coordinator import Timeouts
 from vportd.core.errors import CoreError
-from vportd.core.flows import (
-    CLASSIFY_TABLE,
-    Flow,
-    FlowCommand,
-    FlowMod,
-    Match,
-    ToController,
-)
+from vportd.core.flow import CLASSIFY_TABLE, Flow, FlowCommand, FlowMod, Match, ToController
 from vportd.core.membership import Membership
 from vportd.core.messages import (
     Effect,

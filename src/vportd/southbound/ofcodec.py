@@ -50,7 +50,7 @@ from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flows import (
+from vportd.core.flow import (
     Action,
     Flow,
     FlowCommand,

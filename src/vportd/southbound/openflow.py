@@ -52,7 +52,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from vportd.core.flows import Flow, FlowMod
+from vportd.core.flow import Flow, FlowMod
 from vportd.southbound import ofcodec as oc
 from vportd.southbound.ofcodec import ErrorMsg, ForeignFlow, PortInfo, PortReason, Role
 

@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 
 from vportd.core.controller import Controller
 from vportd.core.errors import CoreError
-from vportd.core.flows import FlowMod
+from vportd.core.flow import FlowMod
 from vportd.core.messages import (
     Effect,
     EventKind,

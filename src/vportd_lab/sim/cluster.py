@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from vportd.core.controller import Controller
 from vportd.core.coordinator import Timeouts
-from vportd.core.flows import FlowMod
+from vportd.core.flow import FlowMod
 from vportd.core.membership import Membership
 from vportd.core.messages import Effect, NotifyAnswer, PeerMessage, PortEvent, Send
 from vportd.core.topology import Topology

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from vportd.core.flows import (
+from vportd.core.flow import (
     FORWARD_TABLE,
     Flow,
     FlowCommand,

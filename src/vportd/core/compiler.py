@@ -1,0 +1,471 @@
+"""The flow compiler: the flow mods that bring mastered switches in line with the table.
+
+It remembers what it has installed on each switch it masters and returns only
+the difference as `FlowMod`s (see `pipeline` for which flows are desired).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from vportd.core.flow import (
+    ADD,
+    CLASSIFY_TABLE,
+    COOKIE_HANDOVER,
+    COOKIE_KIND_MASK,
+    DELETE,
+    FORWARD_TABLE,
+    PRIO_VM,
+    Flow,
+    FlowCommand,
+    FlowKey,
+    FlowMod,
+    Match,
+    unchanged,
+)
+from vportd.core.installed import SwitchFlows
+from vportd.core.model import Location, VPortRecord
+from vportd.core.pipeline import (
+    FLOOD_KEY,
+    Out,
+    arrival_at,
+    arrival_flow,
+    arrival_key,
+    base_flows,
+    flood_flow,
+    flood_flows,
+    flood_members,
+    forwarding_changed,
+    gate,
+    gate_key,
+    handing_over,
+    handover_outs,
+    to_port,
+    to_ports,
+    vm_cookie,
+    vm_flows,
+    vm_match,
+)
+from vportd.core.topology import Topology
+
+
+class _VmFlows:
+    """Where one VM's flows are, on the switches a compiler masters.
+
+    `rec` is the entry they were compiled from (then the latest entry with the
+    same place) and `epoch` the compiler's epoch then: while neither the VM's
+    place nor the epoch changed, the flows are still the desired ones and need
+    no recompiling. `switches` are where its forwarding flows are (its
+    hand-over flows among them), `arrival` where its arrival flow is.
+    """
+
+    __slots__ = ("arrival", "epoch", "rec", "switches")
+
+    def __init__(
+        self,
+        rec: VPortRecord,
+        epoch: int,
+        switches: tuple[str, ...] = (),
+        arrival: str | None = None,
+    ) -> None:
+        self.rec = rec
+        self.epoch = epoch
+        self.switches = switches
+        self.arrival = arrival
+
+    @property
+    def empty(self) -> bool:
+        return not self.switches and self.arrival is None
+
+
+class FlowCompiler:
+    """Desired flows for the switches one controller masters, as diffs.
+
+    `installed` is what this compiler believes each switch holds; the OpenFlow
+    adapter replaces it with what the switch reports on (re)connect, and the
+    next `sync_switch` corrects only the difference.
+
+    Compiling is incremental: while a VM's place (switch, port, pending
+    arrival) and the compiler's epoch stay the same, its flows are in place
+    (only its own updates touch its keys; whatever else changes `installed`
+    bumps the epoch); a VM with no flows here is skipped at once.
+    """
+
+    def __init__(self, topology: Topology, switches: Iterable[str] = ()) -> None:
+        self.topology = topology
+        self.switches: set[str] = set(switches)
+        self.installed: dict[str, SwitchFlows] = {s: SwitchFlows() for s in self.switches}
+        # Per VM with flows here: where they are, for exact deletes and to skip
+        # recompiling an entry whose place did not change.
+        self._vm_flows: dict[str, _VmFlows] = {}
+        # Per mastered switch: its VMs' ports, and the flood members its floods were made for.
+        self._local: dict[str, dict[str, int]] = {s: {} for s in self.switches}
+        self._members: dict[str, tuple[int, ...]] = {}
+        # Per VM on a mastered switch: where `_local` placed it (the entry's own location).
+        self._placed: dict[str, Location] = {}
+        # Bumped whatever changes which flows an unchanged entry needs here, or
+        # changes `installed` behind the VMs' backs. (Of direct changes to
+        # `switches`, only those that change its size are seen: use master and release.)
+        self._epoch = 0
+        self._seen = (topology, topology.version, len(self.switches))
+        # Per switch a VM may be on: the (switch, port) of its forwarding flows on
+        # the switches we master other than its own, for this epoch.
+        self._reach: dict[str, tuple[tuple[str, int], ...]] = {}
+        # One tuple object for each set of switches VMs have their flows on (few).
+        self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    # -- switches --------------------------------------------------------
+    def master(self, switch: str) -> None:
+        self.switches.add(switch)
+        self.installed.setdefault(switch, SwitchFlows())
+        self._local.setdefault(switch, {})
+        self._bump()
+
+    def release(self, switch: str) -> None:
+        """Stop managing a switch (another controller became its master)."""
+        self.switches.discard(switch)
+        self.installed.pop(switch, None)
+        self._members.pop(switch, None)
+        for vm in self._local.pop(switch, {}):
+            self._placed.pop(vm, None)
+        self._without(switch)
+        self._bump()
+
+    def _without(self, switch: str) -> None:
+        """Forget every VM's flows on `switch`."""
+        for entry in self._vm_flows.values():
+            if switch in entry.switches:
+                entry.switches = self._interned(tuple(s for s in entry.switches if s != switch))
+            if entry.arrival == switch:
+                entry.arrival = None
+
+    def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
+        """What the switch really holds, as read back from it."""
+        self.installed[switch] = SwitchFlows(flows)
+        self._members.pop(switch, None)
+        self._bump()  # the VMs' flows there may be gone: recompile them
+
+    # -- compiling -------------------------------------------------------
+    def _interned(self, switches: tuple[str, ...]) -> tuple[str, ...]:
+        return self._tuples.setdefault(switches, switches)
+
+    def _bump(self) -> None:
+        self._epoch += 1
+        self._reach.clear()
+
+    def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
+        """The flow mods that bring every mastered switch in line with `rec`."""
+        topology = self.topology
+        seen = self._seen
+        if topology is not seen[0] or topology.version != seen[1] or len(self.switches) != seen[2]:
+            self._seen = (topology, topology.version, len(self.switches))
+            self._bump()
+        entry = self._vm_flows.get(rec.vm)
+        if entry is None:
+            mods = self._compile(rec, None) if self._wants_flows(rec) else []
+        else:
+            was = entry.rec
+            # `vm_flows` depends on the VM's place, its hand-over and its arrival flow here only.
+            if entry.epoch != self._epoch or (was is not rec and forwarding_changed(was, rec)):
+                mods = self._compile(rec, entry)
+            else:
+                entry.rec = rec  # hold the table's entry, not an old one
+                if was.mig is rec.mig or self._no_extras(entry, rec):
+                    mods = []
+                else:
+                    mods = self._compile_arrival(rec, entry, entry)
+        # The flood members: only a VM placed on, or leaving, a switch of ours counts.
+        loc = rec.loc
+        before = self._placed.get(rec.vm)
+        if before is not loc and (before is not None or loc.ovs in self.switches):
+            local = self._move_local(rec, before)
+            if local:
+                mods += local
+        return mods
+
+    def _exceptions_here(self, here: str) -> tuple[tuple[str, int], ...]:
+        """Where, of our switches, a VM on `here` needs a forwarding flow other than on `here`."""
+        reach = self._reach.get(here)
+        if reach is None:
+            switches = self.switches
+            reach = tuple(
+                (s, p) for s, p in self.topology.exceptions(here).items() if s in switches
+            )
+            self._reach[here] = reach
+        return reach
+
+    def _wants_flows(self, rec: VPortRecord) -> bool:
+        """Whether `rec` needs any flow here (without making them)."""
+        loc = rec.loc
+        here = loc.ovs
+        if here is None:
+            return False
+        if (loc.port is not None and here in self.switches) or self._exceptions_here(here):
+            return True
+        arrival = arrival_at(rec)
+        return (arrival is not None and arrival in self.switches) or self._handover_here(rec)
+
+    def _no_extras(self, entry: _VmFlows, rec: VPortRecord) -> bool:
+        """No arrival flow here, before or now."""
+        if entry.arrival is not None:
+            return False
+        mig = rec.mig
+        return mig is None or mig.destination not in self.switches
+
+    def _handover_here(self, rec: VPortRecord) -> bool:
+        if not handing_over(rec):
+            return False  # (the common case, without a path's cost)
+        mig = rec.mig
+        assert mig is not None
+        switches = self.switches
+        return any(h[0] in switches for h in self.topology.path(mig.source, mig.destination))
+
+    def _compile(self, rec: VPortRecord, entry: _VmFlows | None) -> list[FlowMod]:
+        """Bring the VM's flows in line with `rec`; forget the VM if it needs none."""
+        vm = rec.vm
+        handover = handing_over(rec)
+        desired = self._desired_ports(rec, handover)
+        mods = self._place_vm(vm, () if entry is None else entry.switches, desired)
+        switches = tuple(desired)
+        if not handover:
+            # One object per set of switches; not a hand-over's (a path: many, and brief).
+            switches = self._interned(switches)
+        if entry is None:
+            placed = _VmFlows(rec, self._epoch, switches)
+        else:  # updated in place: one allocation less on a hot path
+            placed = entry
+            placed.rec, placed.epoch, placed.switches = rec, self._epoch, switches
+            if self._no_extras(entry, rec):
+                if not switches:
+                    del self._vm_flows[vm]
+                return mods
+        arrival = self._compile_arrival(rec, placed, entry)
+        return mods + arrival if arrival else mods
+
+    def _compile_arrival(
+        self, rec: VPortRecord, placed: _VmFlows, entry: _VmFlows | None = None
+    ) -> list[FlowMod]:
+        """Bring the VM's arrival flow in line with `rec`; keep `placed` as the VM's
+        entry (in place of `entry`), or forget the VM if it needs no flow here."""
+        vm = rec.vm
+        arrival = arrival_at(rec)
+        if arrival not in self.switches:
+            arrival = None
+        mods: list[FlowMod] = []
+        if placed.arrival != arrival:
+            if placed.arrival is not None:
+                mods += self._uninstall(placed.arrival, arrival_key(vm))
+            placed.arrival = arrival
+            if arrival is not None:
+                flow = arrival_flow(vm)
+                mods += self._install(arrival, flow.key, flow)
+        if not placed.empty:
+            if placed is not entry:
+                self._vm_flows[vm] = placed
+        elif vm in self._vm_flows:
+            del self._vm_flows[vm]
+        return mods
+
+    def _desired_ports(self, rec: VPortRecord, handover: bool) -> dict[str, Out]:
+        """Per mastered switch that needs the VM's forwarding flow, where it outputs
+        (`handover`: `handing_over(rec)`)."""
+        loc = rec.loc
+        here = loc.ovs
+        if here is None:
+            return {}
+        desired: dict[str, Out] = dict(self._exceptions_here(here))
+        if loc.port is not None and here in self.switches:
+            desired[here] = loc.port
+        if handover:  # in place of the forwarding flow, on our switches of the path
+            desired.update(handover_outs(self.topology, rec, self.switches))
+        return desired
+
+    def _place_vm(self, vm: str, held: tuple[str, ...], desired: dict[str, Out]) -> list[FlowMod]:
+        """Delete the VM's forwarding flows on `held` switches that are not `desired`,
+        add those `desired` the switches do not hold as they are. Hot (every move)."""
+        mods: list[FlowMod] = []
+        installed = self.installed
+        match: Match | None = None  # shared by the flows of the mods, made on first need
+        cookie = 0
+        for switch in held:
+            if switch not in desired:
+                table = installed[switch]
+                out = table._vm.pop(vm, None)  # (`pop_vm` without the call)
+                if out is None:
+                    gone = table.pop_vm(vm)  # one a switch reported otherwise, if any
+                    if gone is not None:
+                        mods.append(FlowMod(switch, FlowCommand.DELETE, gone))
+                    continue
+                if match is None:
+                    match, cookie = vm_match(vm), vm_cookie(vm)
+                flow = self._forwarding(match, cookie, out)
+                mods.append(FlowMod(switch, DELETE, flow))
+        for switch, out in desired.items():
+            table = installed[switch]
+            if table._vm.get(vm) != out:  # (`vm_port` without the call)
+                if match is None:
+                    match, cookie = vm_match(vm), vm_cookie(vm)
+                if table._odd:  # (`set_vm` without the call)
+                    table._drop_odd(vm)
+                table._vm[vm] = out
+                if out.__class__ is int:  # (`_forwarding` without the call: nearly every flow)
+                    flow = Flow(FORWARD_TABLE, PRIO_VM, match, to_port(out), cookie)
+                else:
+                    flow = self._forwarding(match, cookie, out)
+                mods.append(FlowMod(switch, ADD, flow))
+        return mods
+
+    @staticmethod
+    def _forwarding(match: Match, cookie: int, out: Out) -> Flow:
+        """`forwarding_flow(mac, out)` from the VM's match and `vm_cookie`, made once per call."""
+        if out.__class__ is int:
+            return Flow(FORWARD_TABLE, PRIO_VM, match, to_port(out), cookie)
+        cookie = cookie & ~COOKIE_KIND_MASK | COOKIE_HANDOVER
+        return Flow(FORWARD_TABLE, PRIO_VM, match, to_ports(out), cookie)
+
+    def _install(self, switch: str, key: FlowKey, flow: Flow) -> list[FlowMod]:
+        """Add `flow` (a gate, flood or arrival flow: no VM key) unless held as it is."""
+        table = self.installed[switch]
+        if unchanged(table.other(key), flow):
+            return []
+        table.put_other(key, flow)
+        return [FlowMod(switch, FlowCommand.ADD, flow)]
+
+    def _uninstall(self, switch: str, key: FlowKey) -> list[FlowMod]:
+        """Delete the flow under `key` (no VM key), if held."""
+        held = self.installed[switch].pop_other(key)
+        return [] if held is None else [FlowMod(switch, FlowCommand.DELETE, held)]
+
+    def _move_local(self, rec: VPortRecord, before: Location | None) -> list[FlowMod]:
+        """Keep the per-switch ports of local VMs, and their floods, current.
+
+        `before` is where `_placed` has the VM (on a switch of ours), if anywhere.
+        """
+        loc = rec.loc
+        here = loc.ovs
+        port = loc.port
+        ours = port is not None and here in self.switches
+        if before is not None and ours and before.ovs == here and before.port == port:
+            self._placed[rec.vm] = loc  # hold the table's location, not an old one
+            return []
+        mods: list[FlowMod] = []
+        if before is not None:
+            assert before.ovs is not None and before.port is not None
+            local = self._local.get(before.ovs)
+            if local is not None and local.pop(rec.vm, None) is not None:
+                mods += self._left(before.ovs, before.port)
+        if ours:
+            assert here is not None and port is not None
+            self._local[here][rec.vm] = port
+            self._placed[rec.vm] = loc
+            mods += self._joined(here, port)
+        elif before is not None:
+            del self._placed[rec.vm]
+        return mods
+
+    def _joined(self, switch: str, port: int) -> list[FlowMod]:
+        """A VM's port on `switch` now: a flood member, if it was not one."""
+        before = self._members.get(switch)
+        if before is None:
+            return self._diff_floods(switch)
+        if port in before:
+            return []  # another VM's port, or a link
+        members = tuple(sorted((*before, port)))
+        self._members[switch] = members
+        return [
+            *self._install(switch, gate_key(port), gate(port)),
+            *self._install(switch, FLOOD_KEY, flood_flow(members)),
+        ]
+
+    def _left(self, switch: str, port: int) -> list[FlowMod]:
+        """A VM left `port` of `switch`: no flood member any more, unless still used."""
+        before = self._members.get(switch)
+        if before is None:
+            return self._diff_floods(switch)
+        if (
+            port not in before
+            or port in self._local[switch].values()
+            or port in self.topology.tree_ports(switch)
+        ):
+            return []
+        members = tuple(p for p in before if p != port)
+        if not members:
+            return self._set_members(switch, before, members)
+        self._members[switch] = members
+        mods = self._install(switch, FLOOD_KEY, flood_flow(members))
+        mods += self._uninstall(switch, gate_key(port))
+        return mods
+
+    def _diff_floods(self, switch: str) -> list[FlowMod]:
+        """Bring the switch's gates and flood flow in line with its members, from scratch."""
+        members = flood_members(self.topology, switch, self._local[switch].values())
+        return self._set_members(switch, self._members.get(switch, ()), members)
+
+    def _set_members(
+        self, switch: str, before: tuple[int, ...], members: tuple[int, ...]
+    ) -> list[FlowMod]:
+        """A member that joins gets its gate, one that leaves loses it; the flood flow
+        is rewritten once: one flow floods for every member."""
+        if members == before:
+            return []
+        mods: list[FlowMod] = []
+        for port in set(before).difference(members):
+            mods += self._uninstall(switch, gate_key(port))
+        for port in set(members).difference(before):
+            mods += self._install(switch, gate_key(port), gate(port))
+        if members:
+            mods += self._install(switch, FLOOD_KEY, flood_flow(members))
+        else:
+            mods += self._uninstall(switch, FLOOD_KEY)
+        self._members[switch] = members
+        return mods
+
+    def sync_switch(self, switch: str, records: Iterable[VPortRecord]) -> list[FlowMod]:
+        """Bring one switch fully in line: used on (re)connect and topology change."""
+        if switch not in self.switches:
+            return []
+        only = {switch}
+        desired: dict[FlowKey, Flow] = {f.key: f for f in base_flows(self.topology, switch)}
+        local: dict[str, int] = {}
+        placed: dict[str, Location] = {}
+        self._bump()
+        self._without(switch)
+        for rec in records:
+            for _, flow in vm_flows(self.topology, rec, only):
+                desired[flow.key] = flow
+                self._held_here(rec, switch, flow)
+            loc = rec.loc
+            if loc.ovs == switch and loc.port is not None:
+                local[rec.vm] = loc.port
+                placed[rec.vm] = loc
+        members = flood_members(self.topology, switch, local.values())
+        for flow in flood_flows(self.topology, switch, local.values()):
+            desired[flow.key] = flow
+        self._local[switch] = local
+        self._members[switch] = members
+        self._placed.update(placed)
+        return self._replace(switch, desired)
+
+    def _held_here(self, rec: VPortRecord, switch: str, flow: Flow) -> None:
+        """Note that `flow`, one of the VM's flows, is (to be) on `switch`."""
+        entry = self._vm_flows.get(rec.vm)
+        if entry is None:  # stale (-1): flows it may need on other switches are not here
+            entry = self._vm_flows[rec.vm] = _VmFlows(rec, -1)
+        if flow.table == CLASSIFY_TABLE:
+            entry.arrival = switch
+        else:
+            entry.switches = self._interned((*entry.switches, switch))
+
+    def _replace(self, switch: str, desired: dict[FlowKey, Flow]) -> list[FlowMod]:
+        table = self.installed[switch]
+        mods = [
+            FlowMod(switch, FlowCommand.DELETE, table.pop(key))
+            for key in list(table)
+            if key not in desired
+        ]
+        for key, flow in desired.items():
+            held = table.get(key)
+            if not unchanged(held, flow):
+                table[key] = flow
+                mods.append(FlowMod(switch, FlowCommand.ADD, flow))
+        return mods
