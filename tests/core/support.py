@@ -76,7 +76,7 @@ def entries(sim: SimCluster, vm: str) -> set[Entry]:
     """The VM's entry as each controller shows it (one element when they agree)."""
     out: set[Entry] = set()
     for ctl in sim.controllers.values():
-        rec = ctl.table.require(vm)
+        rec = ctl.vport(vm)
         out.add((rec.loc.ovs, rec.loc.port, rec.port_state, rec.migration_state))
     return out
 

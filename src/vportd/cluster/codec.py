@@ -1,16 +1,171 @@
-"""The stored and exchanged form of a vPort record: JSON bytes."""
+"""The one codec for what controllers exchange: vPort records and the vPort sync.
+
+A record is stored in etcd and carried by the leader's vPort sync in the same
+JSON form. The models validate what they read (unknown fields and wrong types
+are refused, so that the core never sees garbage) and are what the OpenAPI
+schema of the east-west route is built from.
+"""
 
 from __future__ import annotations
 
-import json
+import ipaddress
+from typing import Annotated, Literal
 
-from vportd.core.model import VPortRecord
-from vportd.core.wire import record_from_json, record_to_json
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from vportd.core.errors import InvalidMac, InvalidRequest
+from vportd.core.messages import SyncAnswer, SyncComplete, SyncRefused, VPortSync
+from vportd.core.model import Location, MigrationMark, Phase, VPortRecord, parse_mac
+
+# Names, ids and MACs are short; a bound keeps a hostile body from costing much.
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+OfPort = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _ip(text: str) -> str:
+    # Checked but kept as sent: the address is part of a replicated version,
+    # and a rewritten string would make two replicas differ under one version.
+    ipaddress.ip_address(text)
+    return text
+
+
+def _mac(text: str) -> str:
+    try:
+        return parse_mac(text)
+    except InvalidMac as err:
+        raise ValueError(err.detail) from None
+
+
+IP = Annotated[str, Field(max_length=64), AfterValidator(_ip)]
+Mac = Annotated[str, Field(max_length=64), AfterValidator(_mac)]
+PhaseName = Literal["synced", "arrived", "activated", "aborted", "failed", "completed"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LocationWire(Strict):
+    ovs: Name | None
+    port: OfPort | None
+    port_name: Name | None
+    link_up: bool
+    seq: Count
+    rev: Count
+    writer: Name
+    ips: Annotated[list[IP], Field(max_length=64)] = []
+    iface_id: Name | None = None
+    vm_id: Name | None = None
+
+
+class MarkWire(Strict):
+    epoch: Count
+    id: Name
+    source: Name
+    destination: Name
+    seq: Count
+    phase: PhaseName
+    writer: Name
+    dest_port: OfPort | None = None
+    dest_port_name: Name | None = None
+
+
+class RecordWire(Strict):
+    """A replicated vPort entry with its versions."""
+
+    vm: Mac
+    loc: LocationWire
+    mig: MarkWire | None
+
+    @classmethod
+    def of(cls, rec: VPortRecord) -> RecordWire:
+        """The wire form of a record the core made (valid already: not checked again)."""
+        loc, m = rec.loc, rec.mig
+        wire_loc = LocationWire.model_construct(
+            ovs=loc.ovs, port=loc.port, port_name=loc.port_name, link_up=loc.link_up,
+            seq=loc.seq, rev=loc.rev, writer=loc.writer, ips=list(loc.ips),
+            iface_id=loc.iface_id, vm_id=loc.vm_id,
+        )  # fmt: skip
+        mark = None
+        if m is not None:
+            mark = MarkWire.model_construct(
+                epoch=m.epoch, id=m.id, source=m.source, destination=m.destination, seq=m.seq,
+                phase=m.phase.name.lower(), writer=m.writer, dest_port=m.dest_port,
+                dest_port_name=m.dest_port_name,
+            )  # fmt: skip
+        return cls.model_construct(vm=rec.vm, loc=wire_loc, mig=mark)
+
+    def to_core(self) -> VPortRecord:
+        w = self.loc
+        loc = Location(
+            w.ovs, w.port, w.port_name, w.link_up, w.seq, w.rev, w.writer,
+            tuple(w.ips), w.iface_id, w.vm_id,
+        )  # fmt: skip
+        mark = None
+        if self.mig is not None:
+            m = self.mig
+            mark = MigrationMark(
+                m.epoch, m.id, m.source, m.destination, m.seq, Phase[m.phase.upper()],
+                m.writer, m.dest_port, m.dest_port_name,
+            )  # fmt: skip
+        return VPortRecord(self.vm, loc, mark)
+
+
+class SyncWire(Strict):
+    """The body of the leader's vPort sync, `PUT /v1/peer/vports/{vm}`."""
+
+    record: RecordWire
+    migration_id: Name
+    leader: Name
+
+    @classmethod
+    def of(cls, msg: VPortSync) -> SyncWire:
+        record = RecordWire.of(msg.record)
+        return cls.model_construct(record=record, migration_id=msg.migration_id, leader=msg.leader)
+
+    def to_core(self, vm: str) -> VPortSync:
+        """The sync, for the VM named by the route (which must be the record's)."""
+        rec = self.record.to_core()
+        if parse_mac(vm) != rec.vm:
+            raise InvalidRequest(f"the route names VM {vm} but the record is {rec.vm}'s")
+        return VPortSync(rec, self.migration_id, self.leader)
+
+
+class SyncAnswerWire(BaseModel):
+    """A peer's answer to a vPort sync: 200 sync complete, 409 refused."""
+
+    status: Literal["sync-complete", "sync-refused"]
+    migration_id: str
+    vm: str
+    controller: str
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, answer: SyncAnswer) -> SyncAnswerWire:
+        ids = {
+            "migration_id": answer.migration_id,
+            "vm": answer.vm,
+            "controller": answer.controller,
+        }
+        if isinstance(answer, SyncComplete):
+            return cls(status="sync-complete", **ids)
+        return cls(status="sync-refused", reason=answer.reason, **ids)
+
+    def to_core(self) -> SyncAnswer:
+        if self.status == "sync-complete":
+            return SyncComplete(self.migration_id, self.vm, self.controller)
+        return SyncRefused(self.migration_id, self.vm, self.controller, self.reason or "refused")
 
 
 def encode_record(rec: VPortRecord) -> bytes:
-    return json.dumps(record_to_json(rec), separators=(",", ":")).encode()
+    """A record as stored in etcd."""
+    return RecordWire.of(rec).model_dump_json().encode()
 
 
 def decode_record(value: bytes | str) -> VPortRecord:
-    return record_from_json(json.loads(value))
+    """A stored record; InvalidRequest if it is not one."""
+    try:
+        return RecordWire.model_validate_json(value).to_core()
+    except ValidationError as err:
+        raise InvalidRequest(f"malformed vPort record: {err.error_count()} errors") from None

@@ -1,64 +1,171 @@
-"""One controller of the cluster, sans I/O: table + flow compiler (+ coordinator when leading).
+"""One controller of the cluster, sans I/O: the sealed core the adapters drive.
 
-Inputs are port events from the OVS it masters, messages from its peers, the
-VMM's requests (when it leads) and the time; outputs are effects: flow mods for
-its switches, messages for its peers, answers for the VMM. Adapters validate
-nothing twice: the checks here are the core's edge.
+Every state change enters through a method of `Controller` (port events from
+its own OVS, records from the store of record, the leader's vPort syncs and
+their answers, the VMM's notify and abort, mastership and membership, the
+switches' flows read back, links, ticks), with the time as an argument, and
+returns one `Output` (`messages`). Queries read and change nothing. Input is
+checked here, before anything is written: a refused input raises a
+`CoreError` and leaves the state as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from vportd.core.compiler import FlowCompiler
-from vportd.core.coordinator import Coordinator, Migration, Timeouts
+from vportd.core.coordinator import Coordinator, Decision, Started, Timeouts, decided
 from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
-from vportd.core.flow import FlowMod
+from vportd.core.flow import Flow
 from vportd.core.membership import Membership
 from vportd.core.messages import (
-    Effect,
     MigrationView,
-    PeerMessage,
+    Notified,
+    NotifyRequest,
+    Output,
     PortEvent,
-    PortEventSync,
     Send,
+    SyncAnswer,
     SyncComplete,
     SyncRefused,
     VPortSync,
+    Write,
 )
 from vportd.core.model import Phase, VPortRecord, parse_mac
-from vportd.core.table import Change, VPortTable
-from vportd.core.topology import Topology
-from vportd.core.wire import NotifyRequest
+from vportd.core.table import VPortTable
+from vportd.core.topology import Link, Topology
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchInfo:
+    """A switch as the core knows it: its name, datapath id and master (None: nobody)."""
+
+    name: str
+    dpid: int
+    master: str | None
 
 
 class Controller:
-    def __init__(
-        self,
-        me: str,
-        topology: Topology,
-        cluster: Membership,
-        timeouts: Timeouts | None = None,
-        *,
-        aware: bool = True,
-    ) -> None:
+    def __init__(self, me: str, timeouts: Timeouts | None = None, *, aware: bool = True) -> None:
         self.me = me
-        self.aware = aware
-        self.topology = topology
-        self.cluster = cluster
-        self.timeouts = timeouts or Timeouts()
-        self.table = VPortTable(me)
-        self.table.aware = aware
-        self.flows = FlowCompiler(topology, cluster.switches_of(me))
-        self.coordinator: Coordinator | None = None
+        self._aware = aware
+        self._topology = Topology()
+        self._cluster = Membership([me])
+        self._timeouts = timeouts or Timeouts()
+        self._table = VPortTable(me)
+        self._table.aware = aware
+        self._flows = FlowCompiler(self._topology)
+        self._coordinator: Coordinator | None = None
+        # Mastered switches whose flows were read back: the compiler knows what they hold.
+        self._read: set[str] = set()
+        self._links: frozenset[Link] = frozenset()
 
-    # -- events from this controller's OVS -------------------------------
-    def port_event(self, ev: PortEvent, now: float) -> list[Effect]:
+    # == inputs =============================================================
+    # -- topology ----------------------------------------------------------
+    def switch_seen(self, name: str, dpid: int) -> bool:
+        """A switch named by its OVSDB bridge; whether it is new (or renumbered)."""
+        if name in self._topology and self._topology.dpid(name) == dpid:
+            return False
+        self._topology.add_switch(name, dpid)
+        return True
+
+    def links_are(self, links: Iterable[Link]) -> Output[None]:
+        """The inter-switch links known now (declared, discovered, configured)."""
+        wanted = frozenset(x for x in links if x.a in self._topology and x.b in self._topology)
+        if wanted == self._links:
+            return Output()
+        for link in self._links - wanted:
+            self._topology.remove_link(link.a, link.a_port)
+        for link in wanted - self._links:
+            self._topology.add_link(link.a, link.a_port, link.b, link.b_port)
+        self._links = wanted
+        out: Output[None] = Output()
+        for switch in sorted(self._read):
+            out.flow_mods += self._flows.sync_switch(switch, self._table.all_records())
+        return out
+
+    # -- membership, leadership, mastership ---------------------------------
+    def members_are(self, members: Iterable[str]) -> None:
+        self._cluster.members = sorted({*members, self.me})
+
+    def leader_is(self, leader: str | None) -> None:
+        """Who leads now; a controller that no longer does stops coordinating."""
+        self._cluster.leader = leader
+        if leader != self.me:
+            self._coordinator = None
+
+    def lead(self, now: float) -> None:
+        """Become the leader; take over the migrations the table shows as open."""
+        if self._coordinator is None:
+            self._coordinator = Coordinator(self.me, self._timeouts)
+            self._coordinator.adopt(self._table, now)
+        self._cluster.leader = self.me
+
+    def step_down(self) -> None:
+        self._coordinator = None
+        if self._cluster.leader == self.me:
+            self._cluster.leader = None
+
+    def gain_switch(self, switch: str, ports: Sequence[PortEvent], now: float) -> Output[None]:
+        """We master `switch` now; `ports` are its VM ports as its OVSDB shows them.
+
+        Entries that place a VM on it while its OVS shows no such port (removed
+        while nobody mastered it) are corrected, as the master of a switch does.
+        """
+        self._topology.require(switch)
+        self._cluster.masters[switch] = self.me
+        self._table.own(switch)
+        self._flows.master(switch)
+        out: Output[None] = Output()
+        for ev in ports:
+            out.absorb(self.port_event(ev, now))
+        for rec in [r for r in self._table if r.loc.ovs == switch]:
+            change = self._table.reconcile(rec.vm)
+            if change is not None:
+                out.absorb(self._publish(change, now))
+        return out
+
+    def master_is(self, switch: str, master: str | None) -> None:
+        """Another controller (or none, for now) masters `switch`: we do not manage it."""
+        if self._cluster.masters.get(switch) == self.me and master != self.me:
+            self._table.release(switch)
+            self._flows.release(switch)
+            self._read.discard(switch)
+        if master is None:
+            self._cluster.masters.pop(switch, None)
+        else:
+            self._cluster.masters[switch] = master
+
+    # -- a switch's flows ----------------------------------------------------
+    def flows_read(self, switch: str, flows: Iterable[Flow]) -> Output[None]:
+        """What a switch we master holds, read back: the flow mods that correct it."""
+        self._require_mastered(switch)
+        self._flows.set_installed(switch, flows)
+        self._read.add(switch)
+        return Output(flow_mods=self._flows.sync_switch(switch, self._table.all_records()))
+
+    def flows_held(self, switch: str, flows: Iterable[Flow]) -> None:
+        """Believe what the switch holds after it refused flow mods (nothing is re-sent:
+        a refused flow would be refused again; the next change of those flows retries)."""
+        self._require_mastered(switch)
+        self._flows.set_installed(switch, flows)
+
+    def switch_gone(self, switch: str) -> None:
+        """The switch's connection is gone: what it holds is read again when it is back."""
+        self._read.discard(switch)
+
+    # -- port state ----------------------------------------------------------
+    def port_event(self, ev: PortEvent, now: float) -> Output[None]:
+        """An event of our own OVS (claims 2, 4, 5); ignored unless we master the switch."""
+        if self._cluster.masters.get(ev.ovs) != self.me:
+            return Output()
         ev = self._checked(ev)
-        change = self.table.port_event(ev)
-        return [] if change is None else self._publish(change, now)
+        change = self._table.port_event(ev)
+        return Output() if change is None else self._publish(change, now)
 
-    def vm_announced(self, ovs: str, port: int, mac: str, now: float) -> list[Effect]:
+    def vm_announced(self, ovs: str, port: int, mac: str, now: float) -> Output[None]:
         """A RARP or gratuitous ARP from `mac` arrived on `ovs` port `port`.
 
         A frame that entered by an inter-switch link was relayed from another
@@ -66,79 +173,127 @@ class Controller:
         peer) and the flood crosses the destination, whose arrival flow copies
         it here. It says nothing of where the VM runs.
         """
-        self.topology.require(ovs)
-        if self.topology.is_link(ovs, port):
-            return []
-        change = self.table.vm_announced(ovs, port, parse_mac(mac))
-        return [] if change is None else self._publish(change, now)
+        self._topology.require(ovs)
+        if self._topology.is_link(ovs, port):
+            return Output()
+        change = self._table.vm_announced(ovs, port, parse_mac(mac))
+        return Output() if change is None else self._publish(change, now)
 
+    def stored(self, rec: VPortRecord, now: float) -> Output[None]:
+        """A record from the store of record (claims 1, 3 and 5): merged into the table."""
+        return self._merged(rec, now)
+
+    # -- the handshake ---------------------------------------------------------
+    def vport_sync(self, msg: VPortSync, now: float) -> Output[SyncAnswer]:
+        """Claims 1 and 6: apply the leader's entry; the reply is sync complete (or why not).
+
+        The reply's promise covers the output's flow mods (the destination's
+        pre-installed arrival flow among them): adapters barrier them first.
+        """
+        out: Output[SyncAnswer] = Output()
+        out.absorb(self._merged(msg.record, now))
+        conflict = self._sync_conflict(msg.record)
+        vm = msg.record.vm
+        out.reply = (
+            SyncComplete(msg.migration_id, vm, self.me)
+            if conflict is None
+            else SyncRefused(msg.migration_id, vm, self.me, conflict)
+        )
+        return out
+
+    def sync_answered(self, answer: SyncAnswer, now: float) -> Output[None]:
+        """A controller's answer to our vPort sync (ignored if we no longer lead)."""
+        coordinator = self._coordinator
+        if coordinator is None:
+            return Output()
+        if isinstance(answer, SyncComplete):
+            return self._decide(coordinator.sync_complete(answer, now), now)
+        return self._decide(coordinator.sync_refused(answer, self._table), now)
+
+    def notify(self, request: NotifyRequest, now: float) -> Output[Notified]:
+        """Claim 6: the VMM's migration notify; `Notified` says whether it is new."""
+        coordinator = self._leading()
+        if not self._aware:
+            raise MigrationConflict(
+                "migration awareness is switched off (migration.aware = false): "
+                "this cluster takes no migration notify"
+            )
+        mac = parse_mac(request.vm)
+        src = self._topology.resolve(request.source)
+        dst = self._topology.resolve(request.destination)
+        checked = NotifyRequest(mac, src, dst)
+        view, started = coordinator.notify(self._table, self._cluster, checked, now)
+        out: Output[Notified] = Output(reply=Notified(view, started is not None))
+        if started is not None:
+            out.absorb(self._start(started, now))
+        return out
+
+    def _start(self, started: Started, now: float) -> Output[None]:
+        """The migration's record to the store, its syncs to the other controllers
+        awaited, and our own sync applied here (we may be one of them)."""
+        sync = VPortSync(started.record, started.migration_id, self.me)
+        out = self._decide(Decision(writes=[decided(started.record)]), now)
+        out.messages += [Send(c, sync) for c in sorted(started.awaiting) if c != self.me]
+        if self.me in started.awaiting:
+            answer = self._sync_conflict(sync.record)
+            reply: SyncAnswer = (
+                SyncComplete(sync.migration_id, sync.record.vm, self.me)
+                if answer is None
+                else SyncRefused(sync.migration_id, sync.record.vm, self.me, answer)
+            )
+            out.absorb(self.sync_answered(reply, now))
+        return out
+
+    def abort(self, migration_id: str, now: float) -> Output[MigrationView]:
+        coordinator = self._leading()
+        decision = coordinator.abort(migration_id, self._table)
+        out: Output[MigrationView] = Output()
+        out.absorb(self._decide(decision, now))
+        out.reply = coordinator.get(migration_id).view()
+        return out
+
+    def tick(self, now: float) -> Output[None]:
+        if self._coordinator is None:
+            return Output()
+        return self._decide(self._coordinator.tick(self._table, now), now)
+
+    # -- how inputs change the table -------------------------------------------
     def _checked(self, ev: PortEvent) -> PortEvent:
-        self.topology.require(ev.ovs)
+        self._topology.require(ev.ovs)
         mac = parse_mac(ev.mac)
         return ev if mac == ev.mac else replace(ev, mac=mac)
 
-    def _publish(self, change: Change, now: float) -> list[Effect]:
-        """Claim 5 (and 2): apply to our switches, then sync to every other controller.
+    def _publish(self, change: Write, now: float) -> Output[None]:
+        """Claim 5 (and 2): apply to our switches and write it to the store of record."""
+        out = self._applied(change.record, now)
+        out.writes.insert(0, change)
+        return out
 
-        The change is the message (a `PortEventSync` from us), shared by its receivers.
-        """
-        effects = self._applied(change.record, now)
-        me = self.me
-        effects += [Send(peer, change) for peer in self.cluster.members if peer != me]
-        return effects
+    def _applied(self, rec: VPortRecord, now: float) -> Output[None]:
+        out: Output[None] = Output(flow_mods=self._flows.update_vm(rec))
+        if self._coordinator is not None and rec.mig is not None:  # (observe needs a mark)
+            decision = self._coordinator.observe(rec, self._table, now)
+            if decision is not None:
+                out.absorb(self._decide(decision, now))
+        return out
 
-    def _applied(self, rec: VPortRecord, now: float) -> list[Effect]:
-        # (`update_vm` returns a list of its own: extended, not copied.)
-        effects: list[Effect] = self.flows.update_vm(rec)  # type: ignore[assignment]
-        if self.coordinator is not None and rec.mig is not None:  # (observe needs a mark)
-            effects += self.coordinator.observe(rec, self.cluster, self.table, now)
-        return effects
-
-    # -- messages from peers ---------------------------------------------
-    def receive(self, msg: PeerMessage, now: float) -> list[Effect]:
-        if isinstance(msg, VPortSync):
-            return self._vport_sync(msg, now)
-        if isinstance(msg, PortEventSync):
-            return self._merge(msg.record, now)  # claims 3 and 5
-        coordinator = self.coordinator
-        if coordinator is None:
-            return []  # an answer for a leader we no longer are
-        if isinstance(msg, SyncComplete):
-            return coordinator.sync_complete(msg, now)
-        return coordinator.sync_refused(msg, self.cluster, self.table, now)
-
-    def _merge(self, rec: VPortRecord, now: float) -> list[Effect]:
-        merged = self.table.apply_copy(rec)
-        # None: nothing new; False: a late copy, what we hold is newer.
-        return self._applied_merge(merged, now) if merged else []
-
-    def _applied_merge(self, rec: VPortRecord, now: float) -> list[Effect]:
-        """Apply a peer's entry, then correct it where our own OVS says otherwise."""
-        effects = self._applied(rec, now)
-        correction = self.table.reconcile(rec.vm)
+    def _merged(self, rec: VPortRecord, now: float) -> Output[None]:
+        """Apply a copy of an entry, then correct it where our own OVS says otherwise."""
+        merged = self._table.apply_copy(rec)
+        if not merged:  # None: nothing new; False: a late copy, what we hold is newer
+            return Output()
+        out = self._applied(merged, now)
+        correction = self._table.reconcile(merged.vm)
         if correction is not None:
-            effects += self._publish(correction, now)
-        return effects
+            out.absorb(self._publish(correction, now))
+        return out
 
-    def _vport_sync(self, msg: VPortSync, now: float) -> list[Effect]:
-        """Claims 1 and 6: apply the leader's entry, then answer sync complete.
-
-        The answer comes after the flow mods (the destination's pre-installed
-        arrival flow among them): adapters barrier them before sending it.
-        """
-        vm = msg.record.vm
-        # Falsy: we hold it already (a duplicate), or something newer.
-        merged = self.table.apply_copy(msg.record)
-        effects = self._applied_merge(merged, now) if merged else []
-        if msg.answer:
-            conflict = self._sync_conflict(msg.record)
-            answer: SyncComplete | SyncRefused = (
-                SyncComplete(msg.migration_id, vm, self.me)
-                if conflict is None
-                else SyncRefused(msg.migration_id, vm, self.me, conflict)
-            )
-            effects.append(Send(msg.leader, answer))
-        return effects
+    def _decide(self, decision: Decision, now: float) -> Output[None]:
+        """The leader's decision: its records written and applied here first."""
+        out: Output[None] = Output(writes=list(decision.writes), answers=list(decision.answers))
+        for write in decision.writes:
+            out.absorb(self._merged(write.record, now))
+        return out
 
     def _sync_conflict(self, sync: VPortRecord) -> str | None:
         """Why the migration the leader syncs cannot go on, as our entry shows it.
@@ -149,7 +304,7 @@ class Controller:
         VM having moved since the leader looked: its activation would not
         outrank where the VM is now.
         """
-        mark, held = sync.mig, self.table.record(sync.vm)
+        mark, held = sync.mig, self._table.record(sync.vm)
         if mark is None or held is None or held.mig is None:
             return None
         if held.mig.id != mark.id:
@@ -160,79 +315,93 @@ class Controller:
             return f"VM {sync.vm} moved since (seq {held.loc.seq}, the migration has {mark.seq})"
         return None
 
-    # -- the VMM's requests (leader only) --------------------------------
     def _leading(self) -> Coordinator:
-        if self.coordinator is None:
-            raise NotLeader(f"controller {self.me} is not the leader ({self.cluster.leader})")
-        return self.coordinator
+        if self._coordinator is None:
+            leader = self._cluster.leader
+            who = "the cluster has no leader" if leader in (None, self.me) else f"{leader} leads"
+            raise NotLeader(f"controller {self.me} is not the leader ({who})")
+        return self._coordinator
 
-    def notify(
-        self, vm: str, source: str, destination: str, now: float
-    ) -> tuple[MigrationView, bool, list[Effect]]:
-        """Claim 6: the VMM's migration notify. The view is `preparing` until answered."""
-        coordinator = self._leading()
-        if not self.aware:
-            raise MigrationConflict(
-                "migration awareness is switched off (migration.aware = false): "
-                "this cluster takes no migration notify"
-            )
-        mac = parse_mac(vm)
-        src = self.topology.resolve(source)
-        dst = self.topology.resolve(destination)
-        return coordinator.notify(self.table, self.cluster, NotifyRequest(mac, src, dst), now)
+    def _require_mastered(self, switch: str) -> None:
+        if self._cluster.masters.get(switch) != self.me:
+            raise UnknownSwitch(f"OVS {switch!r} is not mastered by {self.me}")
 
-    def abort(self, migration_id: str, now: float) -> tuple[MigrationView, list[Effect]]:
-        return self._leading().abort(migration_id, self.cluster, self.table, now)
+    # == queries ============================================================
+    @property
+    def leader(self) -> str | None:
+        return self._cluster.leader
 
-    def migration(self, migration_id: str) -> Migration:
-        return self._leading().get(migration_id)
+    @property
+    def leading(self) -> bool:
+        return self._coordinator is not None
 
-    def tick(self, now: float) -> list[Effect]:
-        if self.coordinator is None:
-            return []
-        return self.coordinator.tick(self.cluster, self.table, now)
+    @property
+    def members(self) -> list[str]:
+        return list(self._cluster.members)
 
-    def lead(self, now: float) -> None:
-        """Become the leader; take over the migrations the table shows as open."""
-        if self.coordinator is None:
-            self.coordinator = Coordinator(self.me, self.timeouts)
-            self.coordinator.adopt(self.table, now)
-        self.cluster.leader = self.me
+    def master_of(self, switch: str) -> str | None:
+        return self._cluster.masters.get(switch)
 
-    def step_down(self) -> None:
-        self.coordinator = None
+    def mastered(self, switch: str) -> bool:
+        return self._cluster.masters.get(switch) == self.me
 
-    # -- switches --------------------------------------------------------
-    def master_switch(self, switch: str, now: float) -> list[Effect]:
-        """We master `switch` now; its ports must have been fed as port events first.
+    def switches(self) -> list[SwitchInfo]:
+        """Every known switch, by name."""
+        topology, masters = self._topology, self._cluster.masters
+        return [
+            SwitchInfo(name, topology.dpid(name), masters.get(name))
+            for name in sorted(topology.switches)
+        ]
 
-        Entries that place a VM on it while its OVS shows no such port (removed
-        while nobody mastered it) are corrected, as the master of a switch does.
-        """
-        if switch not in self.topology:
-            raise UnknownSwitch(f"unknown OVS {switch!r}")
-        self.cluster.masters[switch] = self.me
-        self.table.own(switch)
-        self.flows.master(switch)
-        effects: list[Effect] = []
-        for rec in [r for r in self.table if r.loc.ovs == switch]:
-            change = self.table.reconcile(rec.vm)
-            if change is not None:
-                effects += self._publish(change, now)
-        return effects
+    def knows_switch(self, name: str) -> bool:
+        return name in self._topology
 
-    def release_switch(self, switch: str, master: str | None) -> None:
-        """Another controller (or none, for now) masters `switch`: stop managing it."""
-        if master is None:
-            self.cluster.masters.pop(switch, None)
-        else:
-            self.cluster.masters[switch] = master
-        self.table.release(switch)
-        self.flows.release(switch)
+    def switch_of(self, dpid: int) -> str | None:
+        """The switch with datapath id `dpid`, if OVSDB has named it."""
+        return self._topology.named(dpid)
 
-    def switch_connected(self, switch: str) -> list[FlowMod]:
-        """Full reconcile of one switch against what the compiler knows is installed."""
-        if switch not in self.topology:
-            raise UnknownSwitch(f"unknown OVS {switch!r}")
-        self.flows.master(switch)
-        return self.flows.sync_switch(switch, self.table.all_records())
+    def dpid(self, switch: str) -> int:
+        return self._topology.dpid(switch)
+
+    def is_link(self, switch: str, port: int) -> bool:
+        return self._topology.is_link(switch, port)
+
+    def vports(self) -> list[VPortRecord]:
+        """Every present entry, by MAC (claim 1: this controller holds them all)."""
+        return sorted(self._table, key=lambda r: r.vm)
+
+    def vport(self, vm: str) -> VPortRecord:
+        """The VM's entry; raises InvalidMac or UnknownVM."""
+        return self._table.require(parse_mac(vm))
+
+    def record(self, vm: str) -> VPortRecord | None:
+        """The VM's entry including a removal's tombstone, as the store holds it too."""
+        return self._table.record(vm)
+
+    def records(self) -> list[VPortRecord]:
+        """Every entry, tombstones included."""
+        return list(self._table.all_records())
+
+    def vport_count(self) -> int:
+        return len(self._table)
+
+    def migrations(self) -> list[MigrationView]:
+        """The migrations the leader holds, oldest first; raises NotLeader elsewhere."""
+        return [m.view() for m in self._leading().migrations.values()]
+
+    def migration(self, migration_id: str) -> MigrationView:
+        return self._leading().get(migration_id).view()
+
+    def migration_counts(self) -> Counter[str]:
+        """How many migrations the leader holds, by state (none on a follower)."""
+        if self._coordinator is None:
+            return Counter()
+        return Counter(str(m.state) for m in self._coordinator.migrations.values())
+
+    def open_migrations(self) -> int:
+        return 0 if self._coordinator is None else len(self._coordinator.active())
+
+    def installed(self, switch: str) -> list[Flow]:
+        """The flows the compiler believes `switch` holds (empty unless we master it)."""
+        held = self._flows.installed.get(switch)
+        return [] if held is None else list(held.values())

@@ -1,10 +1,12 @@
 """The leader's migration coordinator (claims 6 and 7, plus abort and timeouts).
 
-notify → vPort sync to every controller, waiting for the source's and the
-destination's controllers → both answer sync complete → notify complete to the
-VMM. A migration that is aborted, whose controllers do not answer, or whose VM
-never becomes active at the destination is rolled back everywhere; one whose
-VM became active but whose source port never goes away is completed.
+notify → the migration's record (the VM's entry, migrating) to the store of
+record and a vPort sync to the source's and the destination's controllers →
+both answer sync complete → notify complete to the VMM. A migration that is
+aborted, whose controllers do not answer, or whose VM never becomes active at
+the destination is rolled back everywhere; one whose VM became active but
+whose source port never goes away is completed. What the leader decides for a
+VM is a record of its own (`Decision`), which every controller applies.
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ from vportd.core.errors import (
 )
 from vportd.core.membership import Membership
 from vportd.core.messages import (
-    Effect,
+    EventKind,
     MigrationView,
     NotifyAnswer,
-    Send,
+    NotifyRequest,
+    Output,
+    Reason,
     SyncComplete,
     SyncRefused,
-    VPortSync,
+    Write,
 )
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 from vportd.core.table import VPortTable
-from vportd.core.wire import NotifyRequest
 
 
 class Status(StrEnum):
@@ -69,6 +72,20 @@ class Timeouts:
     sync: float = 2.0
     activation: float = 300.0
     completion: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A new migration: the entry to sync, and the controllers whose answers it waits for."""
+
+    migration_id: str
+    record: VPortRecord
+    awaiting: frozenset[str]
+
+
+# What the coordinator decides: the leader's records for every controller to apply
+# (`Write`s with `leader` set), and answers for waiting VMMs.
+Decision = Output[None]
 
 
 @dataclass(slots=True)  # the leader keeps thousands
@@ -130,14 +147,14 @@ class Coordinator:
     # -- notify (claim 6) ------------------------------------------------
     def notify(
         self, table: VPortTable, cluster: Membership, request: NotifyRequest, now: float
-    ) -> tuple[MigrationView, bool, list[Effect]]:
-        """Start (or find again) the migration of a VM; the answer comes as an effect."""
+    ) -> tuple[MigrationView, Started | None]:
+        """Start (or find again: no `Started`) the migration of a VM; its answer comes later."""
         vm, source, destination = request.vm, request.source, request.destination
         if source == destination:
             raise InvalidRequest(f"source and destination are both {source!r}")
         again = self._same_again(table, vm, source, destination)
         if again is not None:
-            return again.view(), False, []  # the same answer, whatever our table shows now
+            return again.view(), None  # the same answer, whatever our table shows now
         rec = table.require(vm)
         running = self._running(vm) or (rec.mig if rec.migrating else None)
         if running is not None:
@@ -149,13 +166,7 @@ class Coordinator:
         awaiting = {cluster.master_of(source), cluster.master_of(destination)}
         m = self._new(rec, source, destination, awaiting, now)
         sync = VPortRecord(vm, rec.loc, m.mark(Phase.SYNCED, self.me))
-        # Two messages, shared by their receivers (messages are immutable).
-        answered = VPortSync(sync, m.id, self.me, True)
-        told = VPortSync(sync, m.id, self.me, False)
-        effects: list[Effect] = [
-            Send(c, answered if c in awaiting else told) for c in cluster.members
-        ]
-        return m.view(), True, effects
+        return m.view(), Started(m.id, sync, frozenset(awaiting))
 
     def _running(self, vm: str) -> Migration | None:
         """The VM's migration this leader started and that has not finished yet."""
@@ -209,64 +220,59 @@ class Coordinator:
                 del self._latest[old.vm]
 
     # -- answers from controllers (claim 6) --------------------------------
-    def sync_complete(self, msg: SyncComplete, now: float) -> list[Effect]:
+    def sync_complete(self, msg: SyncComplete, now: float) -> Decision:
         m = self.migrations.get(msg.migration_id)
         if m is None or m.state in _FINISHED:
-            return []
+            return Decision()
         m.awaiting.discard(msg.controller)
         if m.awaiting or m.answered:
-            return []
+            return Decision()
         m.answered = True
         if m.state is Status.PREPARING:
             m.state = Status.READY
             m.deadline = now + self.timeouts.activation
-        return [NotifyAnswer(m.view())]
+        return Decision(answers=[NotifyAnswer(m.view())])
 
-    def sync_refused(
-        self, msg: SyncRefused, cluster: Membership, table: VPortTable, now: float
-    ) -> list[Effect]:
+    def sync_refused(self, msg: SyncRefused, table: VPortTable) -> Decision:
         m = self.migrations.get(msg.migration_id)
         if m is None or m.state.finished:
-            return []
+            return Decision()
         why = f"controller {msg.controller} refused the sync: {msg.reason}"
-        return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
 
     # -- what the table shows --------------------------------------------
-    def observe(
-        self, rec: VPortRecord, cluster: Membership, table: VPortTable, now: float
-    ) -> list[Effect]:
+    def observe(self, rec: VPortRecord, table: VPortTable, now: float) -> Decision | None:
         """Follow a migration's phase as the replicated mark reports it."""
         mig = rec.mig
         if mig is None:
-            return []  # (most updates: no migration)
+            return None  # (most updates: no migration)
         m = self._open.get(mig.id)  # the unfinished ones are there (and some finished)
         if m is None or m.state in _FINISHED:
-            return []
+            return None
         if mig.phase < Phase.ACTIVATED and rec.loc.seq >= m.seq:
             # The VM's history (an older life, removed and started again elsewhere,
             # heard of late) went past the migration: its activation could not
             # outrank where the VM is, so it cannot happen. Fail it now.
             why = f"VM {m.vm} moved (seq {rec.loc.seq}) before migration {m.id} activated"
-            return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
+            return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
-            return []
+            return None
         m.state = state
         if state is Status.ACTIVATED:
             m.deadline = now + self.timeouts.completion
         if state.finished and not m.answered:
             m.answered = True
             error = None if state is Status.COMPLETED else MigrationConflict(f"migration {state}")
-            return [NotifyAnswer(m.view(), error)]
-        return []
+            return Decision(answers=[NotifyAnswer(m.view(), error)])
+        return None
 
     # -- abort and timeouts ----------------------------------------------
-    def abort(
-        self, migration_id: str, cluster: Membership, table: VPortTable, now: float
-    ) -> tuple[MigrationView, list[Effect]]:
+    def abort(self, migration_id: str, table: VPortTable) -> Decision:
+        """Roll the migration back (nothing to do if it was aborted already)."""
         m = self.get(migration_id)
         if m.state is Status.ABORTED:
-            return m.view(), []
+            return Decision()
         if m.state.finished or m.state is Status.ACTIVATED:
             raise MigrationConflict(
                 f"migration {m.id} is {m.state}: the VM is already at {m.destination}"
@@ -274,38 +280,37 @@ class Coordinator:
                 else f"migration {m.id} already {m.state}"
             )
         error = MigrationConflict(f"migration {m.id} was aborted by request")
-        effects = self._roll_back(m, Status.ABORTED, error, cluster, table)
-        return m.view(), effects
+        return self._roll_back(m, Status.ABORTED, error, table)
 
-    def tick(self, cluster: Membership, table: VPortTable, now: float) -> list[Effect]:
-        effects: list[Effect] = []
+    def tick(self, table: VPortTable, now: float) -> Decision:
+        decision = Decision()
         for m in self.active():
             if now >= m.deadline:
-                effects += self._expire(m, cluster, table)
-        return effects
+                decision.absorb(self._expire(m, table))
+        return decision
 
-    def _expire(self, m: Migration, cluster: Membership, table: VPortTable) -> list[Effect]:
+    def _expire(self, m: Migration, table: VPortTable) -> Decision:
         if m.state is Status.ACTIVATED:
-            return self._force_complete(m, cluster, table)
+            return self._force_complete(m, table)
         if m.state is Status.PREPARING:
             who = ", ".join(sorted(m.awaiting))
             why = f"no sync complete from {who} in {self.timeouts.sync:g}s"
-            return self._roll_back(m, Status.FAILED, NoController(why), cluster, table)
+            return self._roll_back(m, Status.FAILED, NoController(why), table)
         why = f"VM never became active at {m.destination} in {self.timeouts.activation:g}s"
-        return self._roll_back(m, Status.FAILED, MigrationConflict(why), cluster, table)
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
 
-    def _force_complete(self, m: Migration, cluster: Membership, table: VPortTable) -> list[Effect]:
+    def _force_complete(self, m: Migration, table: VPortTable) -> Decision:
         m.state = Status.COMPLETED
         m.reason = "source port not deleted in time; the VM runs at the destination"
         rec = table.record(m.vm)
         if rec is None:
-            return []
+            return Decision()
         done = VPortRecord(m.vm, rec.loc, m.mark(Phase.COMPLETED, self.me))
-        return self._broadcast(done, m, cluster)
+        return Decision(writes=[decided(done)])
 
     def _roll_back(
-        self, m: Migration, state: Status, error: CoreError, cluster: Membership, table: VPortTable
-    ) -> list[Effect]:
+        self, m: Migration, state: Status, error: CoreError, table: VPortTable
+    ) -> Decision:
         """Put the VM back where it was, on every controller."""
         m.state = state
         m.reason = error.detail
@@ -315,15 +320,11 @@ class Coordinator:
         rec = table.record(m.vm)
         if rec is not None and not rec.present and rec.loc.seq > back.seq:
             back = rec.loc  # removed meanwhile: the removal stands
-        effects = self._broadcast(VPortRecord(m.vm, back, m.mark(phase, self.me)), m, cluster)
+        decision = Decision(writes=[decided(VPortRecord(m.vm, back, m.mark(phase, self.me)))])
         if not m.answered:
             m.answered = True
-            effects.append(NotifyAnswer(m.view(), error))
-        return effects
-
-    def _broadcast(self, rec: VPortRecord, m: Migration, cluster: Membership) -> list[Effect]:
-        msg = VPortSync(rec, m.id, self.me, answer=False)  # one, shared by its receivers
-        return [Send(c, msg) for c in cluster.members]
+            decision.answers.append(NotifyAnswer(m.view(), error))
+        return decision
 
     # -- leader change ---------------------------------------------------
     def adopt(self, table: VPortTable, now: float) -> None:
@@ -340,3 +341,8 @@ class Coordinator:
                 answered=True,
             )  # fmt: skip
             self._remember(m)
+
+
+def decided(rec: VPortRecord) -> Write:
+    """A record the leader decided on, for every controller (fenced by the leadership)."""
+    return Write(rec, EventKind.MODIFY, Reason.MIGRATION, leader=True)

@@ -1,16 +1,19 @@
-"""What crosses the core's boundary: port events in, peer messages both ways, effects out.
+"""What crosses the core's boundary: inputs in, one `Output` out per call.
 
-Port events come from a controller's own OVS; peer messages travel between
-controllers (by REST, claim 7: see `wire`); effects are what the core asks its
-adapters to do. Effects are ordered: an adapter sends a peer message only after
-the flow mods before it are confirmed by a barrier, which is what makes a
-"sync complete" mean "applied and pre-installed" (the readiness barrier).
+Inputs are port events from a controller's own OVS, records from the store of
+record, the leader's vPort syncs and their answers, and the VMM's requests.
+An `Output` says what the adapters must do, in this order: write its records
+to the store of record, then send its messages (persist before send); send its
+flow mods and have a barrier confirm them; only then release its answers and
+its reply, whose promise ("sync complete", "notify complete") covers those
+flows (the readiness barrier).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from vportd.core.errors import CoreError
 from vportd.core.flow import FlowMod
@@ -24,13 +27,14 @@ class EventKind(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a port event is synced; `vm-migration` is the patent's reason option."""
+    """Why a record is written; `vm-migration` is the patent's reason option."""
 
     PORT = "port"
     VM_MIGRATION = "vm-migration"
     VM_GONE = "vm-gone"
     VM_ACTIVATED = "vm-activated"
     VM_MOVED = "vm-moved"
+    MIGRATION = "migration"  # the leader's: a sync, rollback or forced completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,39 +52,55 @@ class PortEvent:
     vm_id: str | None = None
 
 
-# The messages and effects every event makes have an `__init__` of their own
-# that writes the slots directly (see `slot_setters`), same signature as the
-# generated one.
+@dataclass(frozen=True, slots=True)
+class NotifyRequest:
+    """The VMM's migration notify (claims 8 and 9)."""
+
+    vm: str
+    source: str
+    destination: str
+
+
+# The messages every event makes have an `__init__` of their own that writes
+# the slots directly (see `slot_setters`), same signature as the generated one.
 
 
 @dataclass(frozen=True, slots=True, init=False)
+class Write:
+    """A record for the store of record (claim 5: every controller applies it from there).
+
+    `kind` and `reason` say which rule wrote it; `leader` marks the leader's
+    writes, fenced by its leadership.
+    """
+
+    record: VPortRecord
+    kind: EventKind
+    reason: Reason
+    leader: bool
+
+    def __init__(
+        self, record: VPortRecord, kind: EventKind, reason: Reason, leader: bool = False
+    ) -> None:
+        _WRITE_RECORD(self, record)
+        _WRITE_KIND(self, kind)
+        _WRITE_REASON(self, reason)
+        _WRITE_LEADER(self, leader)
+
+
+@dataclass(frozen=True, slots=True)
 class VPortSync:
-    """The leader's vPort sync (claims 1 and 6); also carries rollbacks."""
+    """The leader's vPort sync (claims 1 and 6), to the source's and destination's masters."""
 
     record: VPortRecord
     migration_id: str
     leader: str
-    answer: bool
-
-    def __init__(
-        self, record: VPortRecord, migration_id: str, leader: str, answer: bool = True
-    ) -> None:
-        _SYNC_RECORD(self, record)
-        _SYNC_MIGRATION_ID(self, migration_id)
-        _SYNC_LEADER(self, leader)
-        _SYNC_ANSWER(self, answer)
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True)
 class SyncComplete:
     migration_id: str
     vm: str
     controller: str
-
-    def __init__(self, migration_id: str, vm: str, controller: str) -> None:
-        _DONE_MIGRATION_ID(self, migration_id)
-        _DONE_VM(self, vm)
-        _DONE_CONTROLLER(self, controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,33 +111,15 @@ class SyncRefused:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class PortEventSync:
-    """A port add/modify/delete synced to every other controller (claims 2, 3, 5)."""
-
-    kind: EventKind
-    reason: Reason
-    record: VPortRecord
-    origin: str
-
-    def __init__(self, kind: EventKind, reason: Reason, record: VPortRecord, origin: str) -> None:
-        _PES_KIND(self, kind)
-        _PES_REASON(self, reason)
-        _PES_RECORD(self, record)
-        _PES_ORIGIN(self, origin)
+SyncAnswer = SyncComplete | SyncRefused
 
 
-PeerMessage = VPortSync | SyncComplete | SyncRefused | PortEventSync
-
-
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True)
 class Send:
-    to: str
-    message: PeerMessage
+    """A vPort sync for controller `to`; its answer comes back as `sync_answered`."""
 
-    def __init__(self, to: str, message: PeerMessage) -> None:
-        _SEND_TO(self, to)
-        _SEND_MESSAGE(self, message)
+    to: str
+    message: VPortSync
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -163,18 +165,52 @@ class NotifyAnswer:
         return self.error is None
 
 
-Effect = FlowMod | Send | NotifyAnswer
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """A notify taken: the migration, and whether it is new (or the same one again).
 
-_SYNC_RECORD, _SYNC_MIGRATION_ID, _SYNC_LEADER, _SYNC_ANSWER = slot_setters(
-    VPortSync, "record", "migration_id", "leader", "answer"
+    A new one, or one still preparing, is answered later by a `NotifyAnswer`.
+    """
+
+    migration: MigrationView
+    new: bool
+
+    @property
+    def answered(self) -> bool:
+        return self.migration.state != "preparing"
+
+
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Output(Generic[R]):
+    """Everything one input asks of the adapters (module doc: the order they do it in)."""
+
+    flow_mods: list[FlowMod] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    messages: list[Send] = field(default_factory=list)
+    answers: list[NotifyAnswer] = field(default_factory=list)
+    reply: R | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.flow_mods or self.writes or self.messages or self.answers)
+
+    def absorb(self, other: Output[Any]) -> None:
+        """Add what `other` asks to this output (its reply is not ours)."""
+        if other.flow_mods:
+            self.flow_mods += other.flow_mods
+        if other.writes:
+            self.writes += other.writes
+        if other.messages:
+            self.messages += other.messages
+        if other.answers:
+            self.answers += other.answers
+
+
+_WRITE_RECORD, _WRITE_KIND, _WRITE_REASON, _WRITE_LEADER = slot_setters(
+    Write, "record", "kind", "reason", "leader"
 )
-_DONE_MIGRATION_ID, _DONE_VM, _DONE_CONTROLLER = slot_setters(
-    SyncComplete, "migration_id", "vm", "controller"
-)
-_PES_KIND, _PES_REASON, _PES_RECORD, _PES_ORIGIN = slot_setters(
-    PortEventSync, "kind", "reason", "record", "origin"
-)
-_SEND_TO, _SEND_MESSAGE = slot_setters(Send, "to", "message")
 (
     _VIEW_ID, _VIEW_VM, _VIEW_SOURCE, _VIEW_DESTINATION, _VIEW_STATE, _VIEW_SEQ, _VIEW_REASON,
 ) = slot_setters(

@@ -1,8 +1,9 @@
 """The vPort table every controller holds, and the rules of DESIGN §1.
 
 Own-OVS port events (claims 2, 4, 5 and what we add) become new versions of an
-entry; peer updates (claims 1, 3, 5) are merged. Each rule returns the `Change`
-to sync to the other controllers, or None when the event changes nothing.
+entry; copies from the store and the leader (claims 1, 3, 5) are merged. Each
+rule returns the `Change` to write to the store of record, from which every
+other controller applies it, or None when the event changes nothing.
 Every check runs before the table is written, so a refused event leaves the
 table as it was.
 """
@@ -13,15 +14,15 @@ from collections.abc import Iterator
 from typing import Literal
 
 from vportd.core.errors import StaleEvent, UnknownVM
-from vportd.core.messages import EventKind, PortEvent, PortEventSync, Reason
+from vportd.core.messages import EventKind, PortEvent, Reason, Write
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 
 
-# What an own-OVS rule changed: the port-event sync to send the other controllers
-# as it is (one object per own port event, not a change and then its message).
-Change = PortEventSync
+# What an own-OVS rule changed: the record to write to the store of record, as
+# it is (one object per own port event, not a change and then its write).
+Change = Write
 
 
 class VPortTable:
@@ -397,4 +398,4 @@ class VPortTable:
 
     def _write(self, rec: VPortRecord, kind: EventKind, reason: Reason) -> Change:
         self._records[rec.vm] = rec
-        return PortEventSync(kind, reason, rec, self.me)
+        return Write(rec, kind, reason)

@@ -20,6 +20,16 @@ from vportd.core.errors import InvalidRequest, UnknownSwitch
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An inter-switch link: port `a_port` of `a` leads to port `b_port` of `b`."""
+
+    a: str
+    a_port: int
+    b: str
+    b_port: int
+
+
+@dataclass(frozen=True, slots=True)
 class LinkEnd:
     switch: str
     port: int
@@ -103,6 +113,10 @@ class Topology:
         if name is None:
             raise UnknownSwitch(f"unknown OVS {name_or_dpid!r}")
         return name
+
+    def named(self, dpid: int) -> str | None:
+        """The switch with datapath id `dpid`, if any."""
+        return self._names.get(dpid)
 
     def dpid(self, name: str) -> int:
         return self._dpids[self.require(name)]

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from vportd.core.errors import InvalidRequest
-from vportd.core.messages import NotifyAnswer
+from vportd.core.messages import NotifyAnswer, NotifyRequest
 from vportd.core.model import parse_mac
-from vportd.core.wire import NotifyRequest
 
 
 class VmmState(StrEnum):
