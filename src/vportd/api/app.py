@@ -3,7 +3,8 @@
 The app only parses, authenticates, forwards and renders: every answer comes
 from the `Service`. In front of the routes, outermost first: the body-size
 limit (413), then the bearer-token check (401/403, see `guard` for which
-paths are open); every refusal is `{"error": code, "detail": text}`.
+paths are open), then the media type of a body (415); every refusal is
+`{"error": code, "detail": text}`.
 
 Routes: northbound `/v1/...` (`northbound`), east-west `/v1/peer/...`
 (`peer`), and open `/healthz`, `/v1/healthz`, `/metrics`, `/docs`,
@@ -17,8 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vportd import __version__
 from vportd.api.errors import install_error_handlers
-from vportd.api.fastpath import FastPaths
-from vportd.api.guard import BearerAuth, BodyLimit
+from vportd.api.guard import BearerAuth, BodyLimit, JsonBodies
 from vportd.api.models import HealthOut
 from vportd.api.northbound import northbound_router
 from vportd.api.peer import peer_router
@@ -55,8 +55,8 @@ def create_app(
     app.include_router(peer_router(service))
     app.include_router(_open_router(service))
     # Starlette runs the middleware added last first: the size limit, then auth,
-    # then the handshake's own paths (`fastpath`).
-    app.add_middleware(FastPaths, service=service, forwarder=forwarder)
+    # then the media type.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BearerAuth, token=token, peer_token=peer_token)
     app.add_middleware(BodyLimit, max_body=max_body)
     return app
@@ -82,7 +82,7 @@ def _open_router(service: Service) -> APIRouter:
     @router.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus exposition text."""
-        text, content_type = service.metrics.render()
+        text, content_type = service.metrics()
         return Response(text, media_type=content_type)
 
     return router

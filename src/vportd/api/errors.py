@@ -1,13 +1,16 @@
 """Every refusal the API gives, as one JSON shape: `{"error": code, "detail": text}`.
 
-The core's typed errors carry their own status (`CoreError.status`); the
-app's own refusals (auth, size, routing, forwarding) are `ApiError`s; request
-validation and Starlette's routing errors are rendered in the same shape, so
-that a client reads every error the same way.
+The core's typed errors get their HTTP status here (DESIGN §4); the app's own
+refusals (auth, size, media type, forwarding) are `ApiError`s; request
+validation, Starlette's routing errors and bodies that cannot be parsed at
+all are rendered in the same shape, so that a client reads every error the
+same way. An error the app did not foresee is logged with its traceback and
+answered 500 in that shape too, without the traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -15,10 +18,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from vportd.core.errors import CoreError
+from vportd.core import errors as core
+
+log = logging.getLogger("vportd.api")
 
 HTTP_BAD_REQUEST = 400
 HTTP_UNPROCESSABLE = 422
+HTTP_INTERNAL = 500
+
+# The status of each refusal of the core (DESIGN §4).
+CORE_STATUS: dict[type[core.CoreError], int] = {
+    core.InvalidMac: 400,
+    core.InvalidRequest: 400,
+    core.UnknownVM: 404,
+    core.UnknownSwitch: 404,
+    core.UnknownMigration: 404,
+    core.NotOnSource: 409,
+    core.AlreadyMigrating: 409,
+    core.MigrationConflict: 409,
+    core.NotLeader: 503,
+    core.NoController: 503,
+}
 
 # Codes for Starlette's own refusals (unknown route, wrong method, ...).
 _HTTP_CODES = {
@@ -51,15 +71,20 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
+def core_status(err: core.CoreError) -> int:
+    return next((s for kind, s in CORE_STATUS.items() if isinstance(err, kind)), HTTP_BAD_REQUEST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(CoreError, _core_error)  # type: ignore[arg-type]
+    app.add_exception_handler(core.CoreError, _core_error)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unforeseen)
 
 
-async def _core_error(_: Request, err: CoreError) -> JSONResponse:
-    return error_response(err.status, err.code, err.detail)
+async def _core_error(_: Request, err: core.CoreError) -> JSONResponse:
+    return error_response(core_status(err), err.code, err.detail)
 
 
 async def _api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -90,4 +115,11 @@ def describe(errors: object) -> str:
 
 async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(err.status_code, "error")
+    if err.status_code == HTTP_BAD_REQUEST and isinstance(err.__cause__, RecursionError):
+        return error_response(HTTP_BAD_REQUEST, "invalid-json", "the body is nested too deeply")
     return error_response(err.status_code, code, str(err.detail), err.headers)
+
+
+async def _unforeseen(request: Request, err: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=err)
+    return error_response(HTTP_INTERNAL, "internal-error", "the controller failed to answer")

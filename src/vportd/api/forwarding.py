@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 
 from vportd.api.errors import ApiError
-from vportd.api.service import Peer, Service
+from vportd.api.service import Service
+from vportd.cluster.members import Peer
 from vportd.cluster.peers import Forwarder, PeerUnreachable
 from vportd.core.errors import NotLeader
 

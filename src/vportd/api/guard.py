@@ -1,6 +1,6 @@
-"""The API's gate, as ASGI middleware: body size first, then the bearer token.
+"""The API's gate, as ASGI middleware: body size first, then the bearer token, then JSON.
 
-Both run before FastAPI parses anything, so that an oversize or
+All run before FastAPI parses anything, so that an oversize or
 unauthenticated request is refused without its body being read or
 validated (a 401 never depends on what the body contains) and never
 reaches the service.
@@ -159,3 +159,33 @@ class BodyLimit:
                 HTTP_TOO_LARGE, "body-too-large", f"the body is over {self.max_body} bytes"
             )
         await response(scope, receive, send)
+
+
+HTTP_UNSUPPORTED = 415
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+@dataclass
+class JsonBodies:
+    """415 for a body that says it is not JSON (a body with no Content-Type is read as JSON)."""
+
+    app: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _WITH_BODY:
+            content_type = _header(scope, b"content-type")
+            if content_type is not None and not _json_type(content_type):
+                response = error_response(
+                    HTTP_UNSUPPORTED, "unsupported-media-type",
+                    f"the body must be JSON (Content-Type: application/json), not {content_type!r}",
+                )  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,26 +1,21 @@
-"""The REST bodies of DESIGN §4 as pydantic models: what the edge accepts and shows.
+"""The northbound REST bodies of DESIGN §4 as pydantic models: what the edge accepts and shows.
 
 Request models refuse unknown fields and wrong types (`extra="forbid"`,
 strict JSON types), so that the core never sees garbage; they are also what
-the OpenAPI schema at `/docs` is built from. Conversions to the core's types
-go through `core.wire`, the one place that knows the REST form of a message.
+the OpenAPI schema at `/docs` is built from. The east-west bodies are the
+cluster's codec (`cluster.codec`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from vportd.core.errors import InvalidMac
-from vportd.core.model import parse_mac
-
-# Names, ids and MACs are short; a bound keeps a hostile body from costing much.
-Name = Annotated[str, Field(min_length=1, max_length=256)]
-Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
-OfPort = Annotated[int, Field(ge=0, le=2**32 - 1)]
+from vportd.cluster.codec import Name, Strict
+from vportd.core.messages import MigrationView
+from vportd.core.model import VPortRecord, parse_mac
 
 _BARE = re.compile(r"[0-9a-fA-F]{12}")
 _CISCO = re.compile(r"[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}")
@@ -38,30 +33,7 @@ def normalise_mac(text: str) -> str:
     return parse_mac(raw)
 
 
-def _ip(text: str) -> str:
-    # Checked but kept as sent: the address is part of a replicated version,
-    # and a rewritten string would make two replicas differ under one version.
-    ipaddress.ip_address(text)
-    return text
-
-
-def _mac(text: str) -> str:
-    try:
-        return parse_mac(text)
-    except InvalidMac as err:
-        raise ValueError(err.detail) from None
-
-
-IP = Annotated[str, Field(max_length=64), AfterValidator(_ip)]
-Mac = Annotated[str, Field(max_length=64), AfterValidator(_mac)]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# -- northbound ---------------------------------------------------------------
-class NotifyBody(_In):
+class NotifyBody(Strict):
     """The VMM's migration notify: a VM (MAC, any common form) and two OVS (name or dpid)."""
 
     vm: Annotated[str, Field(max_length=64)]
@@ -81,6 +53,13 @@ class MigrationOut(BaseModel):
     seq: int
     reason: str | None = None
 
+    @classmethod
+    def of(cls, m: MigrationView) -> MigrationOut:
+        return cls.model_construct(
+            id=m.id, vm=m.vm, source=m.source, destination=m.destination,
+            state=m.state, seq=m.seq, reason=m.reason,
+        )  # fmt: skip
+
 
 class VPortOut(BaseModel):
     vm: str
@@ -95,6 +74,16 @@ class VPortOut(BaseModel):
     port_state: Literal["up", "down"]
     seq: int
     destination: str | None
+
+    @classmethod
+    def of(cls, rec: VPortRecord, dpid: str | None) -> VPortOut:
+        loc = rec.loc
+        return cls.model_construct(
+            vm=rec.vm, ips=list(loc.ips), ovs=loc.ovs, dpid=dpid, port=loc.port,
+            port_name=loc.port_name, iface_id=loc.iface_id, vm_id=loc.vm_id,
+            migration_state=rec.migration_state.value, port_state=rec.port_state.value,
+            seq=rec.seq, destination=rec.destination,
+        )  # fmt: skip
 
 
 class MemberOut(BaseModel):
@@ -125,65 +114,3 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str = Field(description="a stable machine-readable code")
     detail: str
-
-
-# -- east-west ----------------------------------------------------------------
-class LocationIn(_In):
-    ovs: Name | None
-    port: OfPort | None
-    port_name: Name | None
-    link_up: bool
-    seq: Count
-    rev: Count
-    writer: Name
-    ips: Annotated[list[IP], Field(max_length=64)] = []
-    iface_id: Name | None = None
-    vm_id: Name | None = None
-
-
-class MarkIn(_In):
-    epoch: Count
-    id: Name
-    source: Name
-    destination: Name
-    seq: Count
-    phase: Literal["synced", "arrived", "activated", "aborted", "failed", "completed"]
-    writer: Name
-    dest_port: OfPort | None = None
-    dest_port_name: Name | None = None
-
-
-class RecordIn(_In):
-    """A replicated vPort entry with its versions (`wire.record_to_json`)."""
-
-    vm: Mac
-    loc: LocationIn
-    mig: MarkIn | None
-
-
-class VPortSyncBody(_In):
-    record: RecordIn
-    migration_id: Name
-    leader: Name
-    answer: bool
-
-
-class PortEventBody(_In):
-    kind: Literal["add", "modify", "delete"]
-    reason: Literal["port", "vm-migration", "vm-gone", "vm-activated", "vm-moved"]
-    record: RecordIn
-    origin: Name
-
-
-class PortEventBatch(_In):
-    """Several port events, applied in order: a boot storm travels in few requests."""
-
-    events: Annotated[list[PortEventBody], Field(max_length=100_000)]
-
-
-class SyncAnswerOut(BaseModel):
-    status: Literal["sync-complete", "sync-refused"]
-    migration_id: str
-    vm: str
-    controller: str
-    reason: str | None = None

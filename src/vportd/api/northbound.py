@@ -27,9 +27,8 @@ from vportd.api.models import (
 )
 from vportd.api.service import Service
 from vportd.cluster.peers import Forwarder
-from vportd.core.messages import MigrationView
+from vportd.core.messages import MigrationView, NotifyRequest
 from vportd.core.model import VPortRecord
-from vportd.core.wire import NotifyRequest, migration_to_json, vport_to_json
 
 HTTP_CREATED = 201
 
@@ -51,26 +50,16 @@ def _dpid(dpid: int) -> str:
 
 
 def _vport(rec: VPortRecord, dpids: dict[str, str]) -> VPortOut:
-    body = vport_to_json(rec)
-    return VPortOut(**body, dpid=dpids.get(rec.loc.ovs or ""))
+    return VPortOut.of(rec, dpids.get(rec.loc.ovs or ""))
+
+
+def _migration(view: MigrationView) -> dict[str, object]:
+    return MigrationOut.of(view).model_dump(mode="json", exclude_none=True)
 
 
 def migration_response(view: MigrationView, status: int = 200) -> JSONResponse:
     headers = {"Location": f"/v1/migrations/{view.id}"} if status == HTTP_CREATED else None
-    return JSONResponse(migration_to_json(view), status_code=status, headers=headers)
-
-
-async def answer_notify(
-    service: Service, leader: LeaderOnly, request: Request, body: NotifyBody
-) -> Response:
-    """A validated notify, on the leader; relayed to it from a follower (`forwarding`)."""
-    notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
-
-    async def local() -> Response:
-        view, new = await service.notify(notify)
-        return migration_response(view, HTTP_CREATED if new else 200)
-
-    return await leader.run(request, local)
+    return JSONResponse(_migration(view), status_code=status, headers=headers)
 
 
 def northbound_router(service: Service, forwarder: Forwarder) -> APIRouter:
@@ -88,8 +77,13 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     )  # fmt: skip
     async def notify(body: NotifyBody, request: Request) -> Response:
         """Migration notify (claim 6): answers once both controllers synced (notify complete)."""
-        # `fastpath.FastPaths` answers it before FastAPI routes it: declared for the schema.
-        return await answer_notify(service, leader, request, body)
+        notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
+
+        async def local() -> Response:
+            view, new = await service.notify(notify)
+            return migration_response(view, HTTP_CREATED if new else 200)
+
+        return await leader.run(request, local)
 
     @router.get(
         "/migrations", tags=["migrations"], response_model=list[MigrationOut],
@@ -97,7 +91,7 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     )  # fmt: skip
     async def migrations(request: Request) -> Response:
         async def local() -> Response:
-            return JSONResponse([migration_to_json(m) for m in service.migrations()])
+            return JSONResponse([_migration(m) for m in service.migrations()])
 
         return await leader.run(request, local)
 

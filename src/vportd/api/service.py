@@ -1,11 +1,9 @@
-"""What the REST API asks of a controller: the one port between HTTP and the runtime.
+"""What the REST API asks of a controller: the one port between HTTP and the node.
 
 The FastAPI app (`api.app`) only parses, authenticates, forwards and renders;
-every answer comes from a `Service`. The runtime implements it on a real
-controller; tests may implement it on the in-process core.
-
-Errors are the core's typed errors (`CoreError`, with `code` and `status`):
-the app renders them as `{"error": code, "detail": text}`.
+every answer comes from a `Service` (the node's `ControllerService`). Errors
+are the core's typed errors (`CoreError`): the app gives each its status
+(`api.errors`) and renders it as `{"error": code, "detail": text}`.
 """
 
 from __future__ import annotations
@@ -13,32 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from vportd.core.messages import MigrationView, PortEventSync, SyncComplete, SyncRefused, VPortSync
+from vportd.cluster.members import ClusterView, Peer
+from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
 from vportd.core.model import VPortRecord
-from vportd.core.wire import NotifyRequest
-from vportd.node.metrics import Metrics
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Another controller (or this one) as the cluster knows it."""
-
-    id: str
-    api: str  # base URL, e.g. http://127.0.0.1:8081
-
-
-@dataclass(frozen=True, slots=True)
-class MemberView:
-    id: str
-    api: str
-    healthy: bool
-    switches: tuple[str, ...]  # datapath ids (16 hex digits) this member masters
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterView:
-    leader: str | None
-    members: tuple[MemberView, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +37,18 @@ class Service(Protocol):
     @property
     def me(self) -> Peer: ...
 
-    @property
-    def metrics(self) -> Metrics: ...
-
     def leader(self) -> Peer | None:
         """The leader (possibly this controller), or None while there is none."""
 
+    def metrics(self) -> tuple[bytes, str]:
+        """The Prometheus exposition text and its content type."""
+
     # -- northbound, any controller --------------------------------------
-    def vports(self) -> list[VPortRecord]: ...
+    def vports(self) -> list[VPortRecord]:
+        """Raises NotReady until the table is loaded."""
 
     def vport(self, vm: str) -> VPortRecord:
-        """Raises InvalidMac or UnknownVM."""
+        """Raises InvalidMac, UnknownVM or NotReady."""
 
     def cluster(self) -> ClusterView: ...
 
@@ -98,10 +74,5 @@ class Service(Protocol):
     def migration(self, migration_id: str) -> MigrationView: ...
 
     # -- east-west ---------------------------------------------------------
-    async def vport_sync(self, msg: VPortSync) -> SyncComplete | SyncRefused | None:
-        """Claims 1 and 6: apply the leader's entry (flows confirmed), then answer.
-
-        None when the leader asked for no answer (a rollback or completion)."""
-
-    async def port_events(self, msgs: list[PortEventSync]) -> None:
-        """Claims 2, 3, 5: apply peers' port add/modify/delete syncs, in order."""
+    async def vport_sync(self, msg: VPortSync) -> SyncAnswer:
+        """Claims 1 and 6: apply the leader's entry (flows confirmed), then answer."""

@@ -1,5 +1,5 @@
 """One controller's part in the cluster: its etcd session, leadership, mastership,
-its copy of the vPort table, and the east-west transport.
+the table's copy from the store of record, and the leader's vPort syncs.
 
 Session: one lease (`store.lease_ttl`) carries this controller's member key, the
 leader key while it leads and the keys of the switches it masters. If the lease
@@ -7,8 +7,8 @@ is lost (etcd out of reach for longer than the TTL) or a fenced write fails,
 the session ends: the controller stops leading, lets go of its switches (their
 flows stay in OVS, forwarding goes on) and starts a new session.
 
-The table's copy (claim 1) does not depend on the session: a watch on the
-records keeps it, resuming from its last revision after any reconnect and
+The table's copy (claims 1 and 5) does not depend on the session: a watch on
+the records keeps it, resuming from its last revision after any reconnect and
 reloading everything when that revision was compacted. Leading waits for the
 first full load, so that a new leader adopts every open migration.
 
@@ -19,10 +19,8 @@ OpenFlow generation id), a master that is no longer the chosen one hands the
 switch over, and a switch left without a master for two TTLs is claimed by
 whoever sees it.
 
-East-west: messages to a peer leave in order through that peer's outbox;
-port-event syncs queued together travel as one request. A peer that does not
-answer loses the message: the records are in etcd too, and a migration whose
-sync is not answered times out and rolls back.
+Everything the cluster says goes to the runtime through `NodeEvents`; the
+node never touches the core.
 """
 
 from __future__ import annotations
@@ -32,35 +30,55 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from vportd.api.service import ClusterView, MemberView, Peer
+from vportd.cluster.codec import decode_record
 from vportd.cluster.etcd import KV, EtcdStore, Fence, Fenced, LeaseLost, StoreError
+from vportd.cluster.members import Peer
 from vportd.cluster.peers import PeerClient, PeerUnreachable
+from vportd.cluster.writer import RecordWriter, Waiter
 from vportd.core.errors import InvalidRequest
-from vportd.core.messages import (
-    EventKind,
-    PeerMessage,
-    PortEventSync,
-    Reason,
-    Send,
-    SyncComplete,
-    SyncRefused,
-    VPortSync,
-)
+from vportd.core.messages import EventKind, Reason, Send, SyncAnswer, Write
 from vportd.core.model import VPortRecord
-from vportd.core.table import VPortTable
-from vportd.core.wire import record_from_json, record_to_json
-from vportd.node.runtime import Runtime
 
 log = logging.getLogger("vportd.cluster")
 
-STORE = "store"  # the origin of records that came from etcd's watch
-BATCH = 2000  # port-event syncs per east-west request, at most
 RETRY = 0.5  # seconds between attempts to reach etcd again
+
+
+class NodeEvents(Protocol):
+    """The runtime, as the cluster node tells it what the cluster says."""
+
+    def stored(self, records: Sequence[VPortRecord]) -> None:
+        """Records from the store of record (claims 1 and 5)."""
+
+    def members_are(self, members: Sequence[str]) -> None: ...
+
+    def leader_is(self, leader: str | None) -> None: ...
+
+    def lead(self) -> None:
+        """This controller leads now."""
+
+    def step_down(self) -> None: ...
+
+    def gained(self, switch: str) -> None:
+        """This controller masters `switch` now."""
+
+    def master_is(self, switch: str, master: str | None) -> None:
+        """Another controller (or nobody, for now) masters `switch`."""
+
+    def sync_answered(self, answer: SyncAnswer) -> None:
+        """A peer's answer to our vPort sync."""
+
+    def switch_names(self) -> list[str]:
+        """The switches known (OVSDB's bridges): those to master."""
+
+    def records_on(self, switch: str) -> list[VPortRecord]:
+        """The entries that place a VM on `switch`."""
+
+    def peer_outcome(self, peer: str, outcome: str) -> None:
+        """How an east-west request ended ("ok" or "unreachable"), for the metrics."""
 
 
 def chosen_master(switch: str, members: Sequence[str]) -> str | None:
@@ -70,142 +88,82 @@ def chosen_master(switch: str, members: Sequence[str]) -> str | None:
     return max(members, key=lambda m: hashlib.sha256(f"{switch}/{m}".encode()).digest())
 
 
-@dataclass
-class _Outbox:
-    """Messages for one peer, in order; a sender task drains it."""
-
-    messages: deque[PeerMessage] = field(default_factory=deque)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def put(self, msg: PeerMessage) -> None:
-        self.messages.append(msg)
-        self.ready.set()
-
-    async def next_batch(self) -> list[PeerMessage]:
-        """The next message, or the run of port-event syncs at the head (at most BATCH)."""
-        while not self.messages:
-            self.ready.clear()
-            await self.ready.wait()
-        first = self.messages.popleft()
-        if not isinstance(first, PortEventSync):
-            return [first]
-        batch = [first]
-        while self.messages and len(batch) < BATCH:
-            following = self.messages[0]
-            if not isinstance(following, PortEventSync):
-                break
-            batch.append(following)
-            self.messages.popleft()
-        return latest_entries(batch)
-
-
-def latest_entries(batch: Sequence[PortEventSync]) -> list[PeerMessage]:
-    """`batch` without the plain port changes that a later sync of the same VM replaces.
-
-    A receiver merges only a sync's entry, and a later entry from the same
-    controller's table holds all that an earlier one did (its versions only
-    grow), so the later one alone leaves the receiver's table as both would:
-    the store's watch, too, brings only the latest. A boot storm's port is an
-    add (down) and then a modify (up), claim 5; sent as one, each peer parses,
-    merges and compiles it once. Syncs of a migration always go, each one.
-    """
-    kept: list[PeerMessage] = []
-    later: set[tuple[str, str]] = set()
-    for msg in reversed(batch):
-        key = (msg.origin, msg.record.vm)
-        if msg.reason is not Reason.PORT or key not in later:
-            kept.append(msg)
-        later.add(key)
-    kept.reverse()
-    return kept
-
-
 class ClusterNode:
-    """The `ClusterPort` of a runtime in a cluster (store.kind = "etcd")."""
+    """The cluster adapter of a runtime whose store is etcd."""
 
-    def __init__(self, runtime: Runtime, store: EtcdStore, client: PeerClient, me: Peer) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        store: EtcdStore,
+        client: PeerClient,
+        me: Peer,
+        events: NodeEvents,
+        *,
+        openflow: str = "",
+    ) -> None:
         self.store = store
         self.client = client
         self.me = me
-        self.ttl = runtime.config.store.lease_ttl
+        self.events = events
+        self.openflow = openflow
+        self.ttl = store.lease_ttl
         self.members: dict[str, Peer] = {}
         self.leader_id: str | None = None
         self.leader_api: str | None = None
         self.masters: dict[str, tuple[str, int]] = {}  # switch -> (controller, generation)
+        self.writer = RecordWriter(store)
         self._mine: dict[str, Fence] = {}
         self._unmastered_since: dict[str, float] = {}
         self._member: Fence | None = None
         self._leading: Fence | None = None
-        self._pending: dict[str, tuple[VPortRecord, bool]] = {}
-        self._written = asyncio.Event()  # something waits in _pending
         self._dirty = asyncio.Event()  # mastership to reconsider
         self._synced = asyncio.Event()  # the table holds every record of the store
-        self._outboxes: dict[str, _Outbox] = {}
         self._tg: asyncio.TaskGroup | None = None
 
-    # -- ClusterPort -------------------------------------------------------
+    # -- what the runtime asks ---------------------------------------------
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self.store.follow("vports/", self._records_reset, self._records_changed))
-            tg.create_task(
-                self.store.follow("members/", self._members_reset, self._members_changed)
-            )
-            tg.create_task(
-                self.store.follow("masters/", self._masters_reset, self._masters_changed)
-            )
-            tg.create_task(self.store.follow("leader", self._leader_reset, self._leader_changed))
+            follow = self.store.follow
+            tg.create_task(follow("vports/", self._records_reset, self._records_changed))
+            tg.create_task(follow("members/", self._members_reset, self._members_changed))
+            tg.create_task(follow("masters/", self._masters_reset, self._masters_changed))
+            tg.create_task(follow("leader", self._leader_reset, self._leader_changed))
             tg.create_task(self._sessions())
 
-    def deliver(self, send: Send) -> None:
-        box = self._outboxes.get(send.to)
-        if box is None:
-            assert self._tg is not None, "deliver before run"
-            box = self._outboxes[send.to] = _Outbox()
-            self._tg.create_task(self._sender(send.to, box))
-        box.put(send.message)
+    def persist(self, writes: Sequence[Write]) -> Waiter:
+        """Write records to the store; the future resolves once they are durable."""
+        return self.writer.persist(writes)
 
-    def persist(self, records: Sequence[tuple[VPortRecord, bool]]) -> None:
-        for rec, by_leader in records:
-            held = self._pending.get(rec.vm)
-            merged = rec if held is None else held[0].merge(rec)
-            self._pending[rec.vm] = (merged, by_leader or (held is not None and held[1]))
-        self._written.set()
+    def send(self, send: Send) -> None:
+        """Send a vPort sync; its answer comes back through `events.sync_answered`."""
+        assert self._tg is not None, "send before run"
+        self._tg.create_task(self._sync(send))
 
     def switches_changed(self) -> None:
+        """The runtime learnt or lost a switch: reconsider who masters what."""
         self._dirty.set()
 
     def generation(self, switch: str) -> int | None:
+        """The generation id of the current mastership of `switch`, if any."""
         mine = self._mine.get(switch)
         if mine is not None:
             return mine.revision
         held = self.masters.get(switch)
         return None if held is None else held[1]
 
-    # -- what the API shows ------------------------------------------------
     def leader(self) -> Peer | None:
         if self.leader_id is None or self.leader_api is None:
             return None
         return Peer(self.leader_id, self.leader_api)
 
-    def view(self) -> ClusterView:
-        ids = sorted(set(self.members) | {self.me.id})
-        return ClusterView(self.leader_id, tuple(self._member_view(i) for i in ids))
-
-    def _member_view(self, member: str) -> MemberView:
-        peer = self.members.get(member, self.me if member == self.me.id else None)
-        switches = sorted(
-            f"{self.runtime.topology.dpid(s):016x}"
-            for s, (holder, _) in self.masters.items()
-            if holder == member and s in self.runtime.topology
-        )
-        api = peer.api if peer is not None else ""
-        return MemberView(member, api, member in self.members, tuple(switches))
-
     @property
     def in_session(self) -> bool:
         return self._member is not None and self._synced.is_set()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the table has been loaded from the store at least once."""
+        return self._synced.is_set()
 
     # -- sessions ----------------------------------------------------------
     async def _sessions(self) -> None:
@@ -220,17 +178,15 @@ class ClusterNode:
 
     async def _session(self) -> StoreError:
         lease = await self.store.grant_lease()
-        info = {
-            "id": self.me.id,
-            "api": self.me.api,
-            "openflow": self.runtime.config.openflow.listen,
-        }
-        self._member = await self.store.register(self.me.id, info, lease)
+        info = {"id": self.me.id, "api": self.me.api, "openflow": self.openflow}
+        self._member = member = await self.store.register(self.me.id, info, lease)
         log.info("joined the cluster as %s (lease %x, ttl %d s)", self.me.id, lease, self.ttl)
         ended: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tg:
-            parts = [self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
-                     self._writer()]  # fmt: skip
+            parts = [
+                self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
+                self.writer.run(member, lambda: self._leading),
+            ]  # fmt: skip
             tasks = [tg.create_task(_until_lost(part, ended)) for part in parts]
             why = await ended
             for task in tasks:
@@ -242,24 +198,19 @@ class ClusterNode:
             log.warning("%s stops leading", self.me.id)
         self._leading = None
         self._member = None
-        self.runtime.core.step_down()
+        self.writer.drop_leader_writes()
+        self.events.step_down()
         for switch in list(self._mine):
             del self._mine[switch]
             self.masters.pop(switch, None)
-            self.runtime.lose(switch, None)
-        # A deposed leader's pending writes must not outlive its leadership.
-        self._pending = {vm: p for vm, p in self._pending.items() if not p[1]}
+            self.events.master_is(switch, None)
 
     # -- leadership --------------------------------------------------------
     async def _lead(self, lease: int) -> None:
         await self._synced.wait()
         info = {"id": self.me.id, "api": self.me.api}
         self._leading = await self.store.campaign(self.me.id, info, lease)
-        self.runtime.core.lead(self.runtime.now())
-        adopted = (
-            len(self.runtime.core.coordinator.active()) if self.runtime.core.coordinator else 0
-        )
-        log.info("%s leads the cluster (adopted %d open migrations)", self.me.id, adopted)
+        self.events.lead()
 
     def _leader_reset(self, kvs: dict[str, KV], revision: int) -> None:
         self._leader_changed(list(kvs.values()), revision)
@@ -280,11 +231,8 @@ class ClusterNode:
         if leader == self.leader_id:
             return
         self.leader_id, self.leader_api = leader, api
-        self.runtime.core.cluster.leader = leader
-        self.runtime.metrics.leader_changed()
         log.info("leader: %s", leader or "none")
-        if leader != self.me.id and self.runtime.core.coordinator is not None:
-            self.runtime.core.step_down()  # our lease went; the session will notice too
+        self.events.leader_is(leader)
 
     # -- members -----------------------------------------------------------
     def _members_reset(self, kvs: dict[str, KV], revision: int) -> None:
@@ -298,8 +246,7 @@ class ClusterNode:
                 self.members.pop(member, None)
             else:
                 self.members[member] = Peer(member, str(_json(kv).get("api", "")))
-        ids = sorted(set(self.members) | {self.me.id})
-        self.runtime.core.cluster.members = ids
+        self.events.members_are(sorted(set(self.members) | {self.me.id}))
         self._dirty.set()
 
     # -- mastership --------------------------------------------------------
@@ -323,17 +270,16 @@ class ClusterNode:
 
     def _master_is(self, switch: str, holder: str | None, generation: int) -> None:
         mine = self._mine.get(switch)
-        if mine is not None and (holder != self.me.id or generation != mine.revision):
+        if mine is not None and holder == self.me.id and generation == mine.revision:
+            return  # our own claim, seen by the watch
+        if mine is not None:
             del self._mine[switch]  # our key went (lease lost) or was replaced
-            self.runtime.lose(switch, holder)
         if holder is None:
             self.masters.pop(switch, None)
-            if self.runtime.core.cluster.masters.get(switch) != self.me.id:
-                self.runtime.core.cluster.masters.pop(switch, None)
-            return
-        self.masters[switch] = (holder, generation)
+        else:
+            self.masters[switch] = (holder, generation)
         if holder != self.me.id:
-            self.runtime.core.cluster.masters[switch] = holder
+            self.events.master_is(switch, holder)
 
     async def _mastership(self, lease: int) -> None:
         await self._synced.wait()
@@ -348,8 +294,8 @@ class ClusterNode:
 
     async def _reconsider(self, lease: int) -> None:
         live = sorted(self.members)
-        now = self.runtime.now()
-        for switch in sorted(self.runtime.topology.switches):
+        now = asyncio.get_running_loop().time()
+        for switch in sorted(self.events.switch_names()):
             chosen = chosen_master(switch, live)
             holder = self.masters.get(switch, (None, 0))[0]
             if switch in self._mine and chosen not in (None, self.me.id):
@@ -369,29 +315,29 @@ class ClusterNode:
         self.masters[switch] = (self.me.id, fence.revision)
         self._unmastered_since.pop(switch, None)
         log.info("%s: mastered by %s (generation %d)", switch, self.me.id, fence.revision)
-        self.runtime.gain(switch)
+        self.events.gained(switch)
         self._vouch(switch)
 
     def _vouch(self, switch: str) -> None:
         """Write the entries of `switch`'s ports to the store again, as their master now.
 
         The previous master may have died, or lost its session, before its writes
-        went out; our copy then came only from its peer message, and re-feeding the
-        ports changed nothing in our table, so nothing else would write them. A
-        merge that finds the store right costs one read per transaction of keys.
+        went out; re-feeding the ports then changes nothing in our table, so
+        nothing else would write them. A merge that finds the store right
+        changes nothing there.
         """
-        records = [(rec, False) for rec in self.runtime.core.table if rec.loc.ovs == switch]
+        records = self.events.records_on(switch)
         if records:
-            self.persist(records)
+            self.persist([_vouched(rec) for rec in records])
 
     async def _hand_over(self, switch: str, to: str) -> None:
         fence = self._mine.pop(switch)
         log.info("%s: handing over to %s", switch, to)
         self.masters.pop(switch, None)
-        self.runtime.lose(switch, None)
+        self.events.master_is(switch, None)
         await self.store.release(fence)
 
-    # -- the table's copy (claim 1) ------------------------------------------
+    # -- the table's copy (claims 1 and 5) ------------------------------------
     def _records_reset(self, kvs: dict[str, KV], revision: int) -> None:
         self._records_changed(list(kvs.values()), revision)
         if not self._synced.is_set():
@@ -399,85 +345,32 @@ class ClusterNode:
             self._synced.set()
 
     def _records_changed(self, kvs: list[KV], revision: int) -> None:
-        table = self.runtime.core.table
+        records = []
         for kv in kvs:
             if kv.value is None:
                 continue  # records are never deleted; a removal is a tombstone
             try:
-                data = json.loads(kv.value)
-                if _held(table, data):
-                    continue  # the peer's message brought it first: merging it changes nothing
-                rec = record_from_json(data)
-            except (InvalidRequest, ValueError) as err:
-                log.error("store record %s unreadable, ignored: %s", kv.key, err)
-                continue
-            self.runtime.receive(PortEventSync(EventKind.MODIFY, Reason.PORT, rec, STORE))
+                records.append(decode_record(kv.value))
+            except InvalidRequest as err:
+                log.error("store record %s unreadable, ignored: %s", kv.key, err.detail)
+        if records:
+            self.events.stored(records)
 
-    async def _writer(self) -> None:
-        """Write pending records to the store (gathered for `store.write_delay`), fenced by
-        our session (and leadership)."""
-        while True:
-            await self._written.wait()
-            await asyncio.sleep(self.runtime.config.store.write_delay)
-            self._written.clear()
-            batch, self._pending = self._pending, {}
-            try:
-                await self._write(batch)
-            except BaseException as err:
-                # Nothing that ends a write may lose its batch: not etcd failing, not a lost
-                # role, not the session being cancelled around it (the boot storm lost a
-                # master's records so, and no one wrote them again). They wait for the next
-                # try or the next session; what landed already is joined again, unchanged.
-                self._put_back(batch)
-                if not isinstance(err, StoreError) or isinstance(err, Fenced | LeaseLost):
-                    raise  # we lost our role or the session ends: the next one writes them
-                log.warning("%d records not written yet: %s", len(batch), err)
-                await asyncio.sleep(RETRY)
-
-    def _put_back(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
-        """Return a batch that was not written to the pending records (joined with newer ones)."""
-        if batch:
-            self.persist(list(batch.values()))
-
-    async def _write(self, batch: dict[str, tuple[VPortRecord, bool]]) -> None:
-        assert self._member is not None
-        plain = [rec for rec, by_leader in batch.values() if not by_leader]
-        led = [rec for rec, by_leader in batch.values() if by_leader]
-        if plain:
-            await self.store.merge(plain, [self._member])
-        if led:
-            if self._leading is None:
-                log.warning("dropping %d leader writes: no longer leading", len(led))
-                return
-            await self.store.merge(led, [self._member, self._leading])
-
-    # -- east-west ---------------------------------------------------------
-    async def _sender(self, peer_id: str, box: _Outbox) -> None:
-        while True:
-            batch = await box.next_batch()
-            peer = self.members.get(peer_id)
-            if peer is None:
-                log.warning("%d messages for %s dropped: not a member", len(batch), peer_id)
-                continue
-            try:
-                await self._send(peer, batch)
-            except PeerUnreachable as err:
-                self.runtime.metrics.peer_request(peer_id, "unreachable")
-                log.warning("peer %s: %d messages not delivered: %s", peer_id, len(batch), err)
-            else:
-                self.runtime.metrics.peer_request(peer_id, "ok")
-
-    async def _send(self, peer: Peer, batch: list[PeerMessage]) -> None:
-        first = batch[0]
-        if isinstance(first, VPortSync):
-            answer = await self.client.sync(peer, first)
-            if answer is not None:
-                self.runtime.receive(answer)
-        elif isinstance(first, PortEventSync):
-            events = [m for m in batch if isinstance(m, PortEventSync)]
-            await self.client.port_events(peer, events)
-        elif isinstance(first, SyncComplete | SyncRefused):
-            log.error("a sync answer for %s outside its request: dropped", peer.id)
+    # -- the leader's vPort syncs --------------------------------------------
+    async def _sync(self, send: Send) -> None:
+        peer = self.members.get(send.to)
+        if peer is None:
+            log.warning("vPort sync for %s dropped: not a member", send.to)
+            return
+        try:
+            answer = await self.client.sync(peer, send.message)
+        except PeerUnreachable as err:
+            self.events.peer_outcome(send.to, "unreachable")
+            log.warning("peer %s: vPort sync of %s not delivered: %s", send.to,
+                        send.message.record.vm, err)  # fmt: skip
+            return
+        self.events.peer_outcome(send.to, "ok")
+        self.events.sync_answered(answer)
 
 
 async def _until_lost(part: Coroutine[Any, Any, object], ended: asyncio.Future[StoreError]) -> None:
@@ -502,9 +395,5 @@ def _json(kv: KV) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _held(table: VPortTable, data: object) -> bool:
-    """Whether the table holds exactly this record already (each of a boot storm's
-    records reaches a controller twice: from its master, then from the store's watch)."""
-    vm = data.get("vm") if isinstance(data, dict) else None
-    held = table.record(vm) if isinstance(vm, str) else None
-    return held is not None and record_to_json(held) == data
+def _vouched(rec: VPortRecord) -> Write:
+    return Write(rec, EventKind.MODIFY, Reason.PORT)

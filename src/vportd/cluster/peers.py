@@ -1,10 +1,9 @@
-"""The east-west REST client: peer messages out, and requests forwarded to the leader.
+"""The east-west REST client: the leader's vPort syncs, and requests forwarded to it.
 
-`PeerClient` sends the core's peer messages in their REST form
-(`core.wire`) with the controllers' bearer token: a vPort sync is a PUT
-whose answer is the peer's sync complete (200) or refusal (409); port-event
-syncs travel batched. `Forwarder` relays a VMM's request from a follower to
-the leader, untouched, and hands the leader's answer back.
+`PeerClient` sends a vPort sync (`cluster.codec`) with the controllers'
+bearer token: a PUT whose answer is the peer's sync complete (200) or refusal
+(409). `Forwarder` relays a VMM's request from a follower to the leader,
+untouched, and hands the leader's answer back.
 
 Anything that is not an answer (no connection, a timeout, a 5xx, a 4xx
 refusal of our own request) raises `PeerUnreachable`: to the protocol the
@@ -15,22 +14,18 @@ there.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 
-from vportd.api.service import Peer
+from pydantic import ValidationError
+
+from vportd.cluster.codec import SyncAnswerWire, SyncWire
 from vportd.cluster.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
-from vportd.core.errors import CoreError
-from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
-from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
+from vportd.cluster.members import Peer
+from vportd.core.messages import SyncAnswer, VPortSync
 
 HTTP_OK = 200
-HTTP_NO_CONTENT = 204
 HTTP_CONFLICT = 409
-HTTP_BAD_REQUEST = 400
 HTTP_SERVER_ERROR = 500
-# Under the API's default max_body (1 MiB) with room to spare: a 10,000-port
-# boot storm then travels in a handful of requests, none of them refused as too large.
-MAX_BATCH_BYTES = 512 * 1024
 
 
 class PeerUnreachable(Exception):
@@ -75,35 +70,21 @@ class PeerClient:
         peer_token: str | None,
         *,
         timeout: float = 5.0,
-        max_batch_bytes: int = MAX_BATCH_BYTES,
         exchange: Exchange | None = None,
     ) -> None:
         self._headers = {} if peer_token is None else {"Authorization": f"Bearer {peer_token}"}
-        self._max_batch_bytes = max_batch_bytes
         self._http = exchange or KeptAliveExchange(timeout)
 
-    async def sync(self, peer: Peer, msg: VPortSync) -> SyncComplete | SyncRefused | None:
-        """The leader's vPort sync; the peer's answer, or None when none was asked for."""
-        call = to_rest(msg)
-        reply = await self._send(peer, call.method, call.path, json.dumps(call.body).encode())
-        if reply.status == HTTP_NO_CONTENT:
-            return None
+    async def sync(self, peer: Peer, msg: VPortSync) -> SyncAnswer:
+        """The leader's vPort sync (`PUT /v1/peer/vports/{vm}`); the peer's answer."""
+        body = SyncWire.of(msg).model_dump_json().encode()
+        reply = await self._send(peer, "PUT", f"/v1/peer/vports/{msg.record.vm}", body)
         if reply.status not in (HTTP_OK, HTTP_CONFLICT):
             raise PeerRejected(peer.id, reply.status, _detail(reply))
         try:
-            body = json.loads(reply.body)
-            if not isinstance(body, dict) or "status" not in body:
-                raise ValueError("not a sync answer")
-            return answer_from_rest(RestAnswer(reply.status, body))
-        except (ValueError, CoreError) as err:
+            return SyncAnswerWire.model_validate_json(reply.body).to_core()
+        except ValidationError as err:
             raise PeerRejected(peer.id, reply.status, f"unreadable answer: {err}") from None
-
-    async def port_events(self, peer: Peer, msgs: Sequence[PortEventSync]) -> None:
-        """Port add/modify/delete syncs, in order, batched (claims 2, 3, 5)."""
-        for body in _batches(msgs, self._max_batch_bytes):
-            reply = await self._send(peer, "POST", "/v1/peer/port-events", body)
-            if reply.status != HTTP_NO_CONTENT:
-                raise PeerRejected(peer.id, reply.status, _detail(reply))
 
     async def _send(self, peer: Peer, method: str, path: str, body: bytes) -> Reply:
         headers = {**self._headers, "Content-Type": "application/json"}
@@ -118,25 +99,6 @@ class PeerClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def _batches(msgs: Sequence[PortEventSync], limit: int) -> Iterator[bytes]:
-    """`{"events": [...]}` bodies of at most `limit` bytes (one event may exceed it alone)."""
-    chunk: list[bytes] = []
-    size = 0
-    for msg in msgs:
-        event = json.dumps(to_rest(msg).body).encode()
-        if chunk and size + len(event) + 1 > limit:
-            yield _batch_body(chunk)
-            chunk, size = [], 0
-        chunk.append(event)
-        size += len(event) + 1
-    if chunk:
-        yield _batch_body(chunk)
-
-
-def _batch_body(events: list[bytes]) -> bytes:
-    return b'{"events":[' + b",".join(events) + b"]}"
 
 
 class Forwarder:

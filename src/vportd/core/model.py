@@ -296,10 +296,6 @@ class VPortRecord:
             return other
         return VPortRecord(self.vm, loc, mig)
 
-    def dominates(self, other: VPortRecord) -> bool:
-        """True when `other` carries nothing newer than this entry."""
-        return self.merge(other) is self
-
 
 _REC_VM, _REC_LOC, _REC_MIG = slot_setters(VPortRecord, "vm", "loc", "mig")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from vportd.core.errors import StaleEvent, UnknownVM
+from vportd.core.errors import UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason, Write
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
@@ -68,24 +68,11 @@ class VPortTable:
     def all_records(self) -> Iterator[VPortRecord]:
         return iter(self._records.values())
 
-    def snapshot(self) -> dict[str, VPortRecord]:
-        return dict(self._records)
-
     # -- peer updates (claims 1, 3, 5) -----------------------------------
-    def merge(self, rec: VPortRecord) -> VPortRecord | None:
-        """Apply a copy from a peer; the new entry if anything changed.
-
-        Raises StaleEvent when the copy is strictly older than ours; an exact
-        duplicate is not an error (messages may be delivered twice).
-        """
-        merged = self.apply_copy(rec)
-        if merged is False:
-            raise StaleEvent(f"update for {rec.vm} at seq {rec.seq} is older than ours")
-        return merged
-
     def apply_copy(self, rec: VPortRecord) -> VPortRecord | Literal[False] | None:
-        """`merge`, with False for a copy older than ours instead of raising: late
-        copies are common in a busy cluster, and an exception costs more than the merge."""
+        """Join a copy from the store or the leader into ours; the new entry if anything
+        changed, None for a duplicate, False for a copy older than ours (late copies
+        are common in a busy cluster, and change nothing)."""
         mine = self._records.get(rec.vm)
         if mine is None:
             merged = rec

@@ -95,8 +95,8 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
 
     from vportd.api.app import create_app  # noqa: PLC0415
     from vportd.api.server import serve  # noqa: PLC0415
-    from vportd.api.service import Peer  # noqa: PLC0415
     from vportd.cluster.etcd import EtcdStore  # noqa: PLC0415
+    from vportd.cluster.members import Peer  # noqa: PLC0415
     from vportd.cluster.node import ClusterNode  # noqa: PLC0415
     from vportd.cluster.peers import Forwarder, PeerClient  # noqa: PLC0415
     from vportd.node.runtime import Runtime  # noqa: PLC0415
@@ -115,8 +115,8 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
     if config.store.kind == "etcd":
         s = config.store
         store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
-        node = ClusterNode(runtime, store, client, me)
-        runtime.cluster = node
+        node = ClusterNode(store, client, me, runtime, openflow=config.openflow.listen)
+        runtime.attach(node)
     service = ControllerService(runtime, me, node)
     app = create_app(
         service,

@@ -1,0 +1,137 @@
+"""Writes the core's records to the store of record and says when they are durable.
+
+`persist` queues records and returns a future that resolves once every one of
+them is written (persist before send: a message that announces a record waits
+for it). Records queued while a write is in flight go together in the next
+one, joined per VM. Plain records are fenced by this controller's session,
+the leader's by its leadership too. A transient store error retries the
+batch; losing the session keeps the plain records for the next session, while
+the leader's are dropped with `NotDurable`: they belonged to a leadership
+that is gone, and the new leader decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vportd.cluster.etcd import EtcdStore as Store
+from vportd.cluster.etcd import Fence, Fenced, LeaseLost, StoreError
+from vportd.core.messages import Write
+from vportd.core.model import VPortRecord
+
+log = logging.getLogger("vportd.cluster")
+
+RETRY = 0.5  # seconds before a batch that etcd refused is tried again
+
+Waiter = asyncio.Future[None]
+
+
+class NotDurable(Exception):
+    """The records were not written: the leadership that wrote them is gone."""
+
+
+@dataclass
+class _Part:
+    """Records of one kind (plain or the leader's), per VM, and who waits for them."""
+
+    records: dict[str, VPortRecord] = field(default_factory=dict)
+    waiters: list[Waiter] = field(default_factory=list)
+
+    def add(self, rec: VPortRecord) -> None:
+        have = self.records.get(rec.vm)
+        self.records[rec.vm] = rec if have is None else have.merge(rec)
+
+    def join(self, other: _Part) -> None:
+        for rec in other.records.values():
+            self.add(rec)
+        self.waiters += other.waiters
+
+    def settle(self, error: Exception | None = None) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+        self.waiters = []
+
+
+@dataclass
+class _Batch:
+    plain: _Part = field(default_factory=_Part)
+    led: _Part = field(default_factory=_Part)
+
+
+class RecordWriter:
+    """One controller's writes to the store; `run` is part of its session."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending = _Batch()
+        self._queued = asyncio.Event()
+
+    def persist(self, writes: Sequence[Write]) -> Waiter:
+        """Queue `writes`; the future resolves once they are all durable."""
+        waiter: Waiter = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(_retrieve)  # nobody may be waiting for it
+        led = False
+        for write in writes:
+            (self._pending.led if write.leader else self._pending.plain).add(write.record)
+            led |= write.leader
+        # A waiter for leader records settles with them (it may fail); else with the plain.
+        (self._pending.led if led else self._pending.plain).waiters.append(waiter)
+        self._queued.set()
+        return waiter
+
+    async def run(self, member: Fence, leading: Callable[[], Fence | None]) -> None:
+        """Write what is queued, fenced by `member` (and `leading()` for the leader's)."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            batch, self._pending = self._pending, _Batch()
+            try:
+                await self._write(batch, member, leading())
+            except BaseException as err:
+                self._give_back(batch, err)
+                if not isinstance(err, StoreError) or isinstance(err, Fenced | LeaseLost):
+                    raise  # our role or the session is gone: the next session writes them
+                log.warning("records not written yet: %s", err)
+                await asyncio.sleep(RETRY)
+
+    async def _write(self, batch: _Batch, member: Fence, leader: Fence | None) -> None:
+        if batch.plain.records:
+            await self.store.merge(list(batch.plain.records.values()), [member])
+        batch.plain.records = {}  # written: a retry of the rest must not write them again
+        batch.plain.settle()
+        if batch.led.records or batch.led.waiters:
+            if leader is None:
+                raise Fenced("no longer leading")
+            if batch.led.records:
+                await self.store.merge(list(batch.led.records.values()), [member, leader])
+            batch.led.settle()
+
+    def _give_back(self, batch: _Batch, err: BaseException) -> None:
+        """No plain record may be lost: it waits for the next try or session. The leader's
+        go on only while this controller may still lead (a transient error)."""
+        if not isinstance(err, StoreError) or isinstance(err, Fenced | LeaseLost):
+            if batch.led.records:
+                log.warning("dropping %d leader writes: %s", len(batch.led.records), err)
+            batch.led.records = {}
+            batch.led.settle(NotDurable(f"not written before the leadership ended: {err}"))
+        batch.plain.join(self._pending.plain)
+        batch.led.join(self._pending.led)
+        self._pending = batch
+        self._queued.set()
+
+    def drop_leader_writes(self) -> None:
+        """The leadership ended: its queued records must not outlive it."""
+        self._pending.led.records = {}
+        self._pending.led.settle(NotDurable("the leadership ended before they were written"))
+
+
+def _retrieve(waiter: Waiter) -> None:
+    if not waiter.cancelled():
+        waiter.exception()

@@ -1,0 +1,149 @@
+"""From OVSDB snapshots to what the core needs: bridges, VM port events, declared links.
+
+One OVSDB server per hypervisor in production: each server's snapshots are
+diffed on their own, so that an update costs what changed on it, not every
+row of every server. A bridge counts once it has a datapath id; its VM ports
+then show up as adds. The feed follows every bridge whether or not its
+OpenFlow channel is up, so that a controller that (re)starts knows every VM
+before it reconciles the first switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from vportd.core.messages import EventKind, PortEvent
+from vportd.core.topology import Link
+from vportd.southbound.ovsdb import (
+    EMPTY,
+    Change,
+    DeclaredLink,
+    IfaceRow,
+    Snapshot,
+    declared_links,
+    diff_ports,
+)
+
+_KIND = {
+    Change.ADD: EventKind.ADD,
+    Change.MODIFY: EventKind.MODIFY,
+    Change.DELETE: EventKind.DELETE,
+}
+
+
+def port_events(change: Change, row: IfaceRow) -> list[PortEvent]:
+    """The core's events for one VM port change; an add that is already up is add + modify."""
+    assert row.mac is not None and row.ofport is not None
+    ev = PortEvent(
+        _KIND[change], row.bridge, row.ofport, row.mac, row.name, row.link_up,
+        (), row.iface_id, row.vm_id,
+    )  # fmt: skip
+    if change is Change.ADD and row.link_up:
+        return [ev, replace(ev, kind=EventKind.MODIFY)]
+    return [ev]
+
+
+@dataclass
+class Fed:
+    """What one snapshot brought."""
+
+    bridges: dict[str, int] = field(default_factory=dict)  # every named bridge, name -> dpid
+    events: list[PortEvent] = field(default_factory=list)  # of the wanted bridges
+    links_changed: bool = False
+
+
+class OvsdbFeed:
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._whole: dict[str, bool] = {}  # whether the last snapshot was fed unfiltered
+        # The VM port rows by (bridge, ofport), kept from each diff: a port status must
+        # not scan every row (a boot storm brings thousands of each).
+        self._vm_ports: dict[tuple[str, int], IfaceRow] = {}
+        self._link_names: set[str] = set()  # interfaces that declare a link or are named by one
+        self._declared: set[Link] = set()
+
+    def snapshot(self, remote: str, snap: Snapshot, wanted: Callable[[str], bool]) -> Fed:
+        """Take a server's snapshot; port events only for bridges `wanted` (mastered)."""
+        old, new = self._snapshots.get(remote, EMPTY), _named_only(snap)
+        whole = new is snap
+        if new.changed is not None and not (whole and self._whole.get(remote, False)):
+            # "What changed" is relative to the monitor's previous snapshot: it holds
+            # only if that one, and this one, were fed whole (not filtered).
+            new = replace(new, changed=None)
+        self._whole[remote] = whole
+        self._snapshots[remote] = new
+        fed = Fed(dict(new.bridges))
+        for change in diff_ports(old, new):
+            self._index(change.change, change.row)
+            if wanted(change.row.bridge):  # (skip making the events of others' switches)
+                fed.events += port_events(change.change, change.row)
+        if self._links_may_change(new):
+            declared = {_link(x) for x in declared_links(self._snapshots.values())}
+            fed.links_changed = declared != self._declared
+            self._declared = declared
+            self._link_names = _link_names(self._snapshots.values())
+        return fed
+
+    @property
+    def declared(self) -> set[Link]:
+        """Links declared in OVSDB: patch port pairs and `vportd-peer` hints."""
+        return self._declared
+
+    def vm_row(self, switch: str, port: int) -> IfaceRow | None:
+        """The OVSDB row of VM port `port` of `switch`, if it is one."""
+        return self._vm_ports.get((switch, port))
+
+    def vm_ports(self, switch: str) -> set[int]:
+        return {port for (bridge, port) in self._vm_ports if bridge == switch}
+
+    def ports_of(self, switch: str) -> list[PortEvent]:
+        """The VM ports of `switch` as adds (and modifies, if up): what a new master reads."""
+        events: list[PortEvent] = []
+        for row in self._rows():
+            if row.bridge == switch and row.is_vm and row.ofport is not None:
+                events += port_events(Change.ADD, row)
+        return events
+
+    def _rows(self) -> Iterator[IfaceRow]:
+        for snap in self._snapshots.values():
+            yield from snap.ifaces.values()
+
+    def _index(self, change: Change, row: IfaceRow) -> None:
+        assert row.ofport is not None
+        at = (row.bridge, row.ofport)
+        if change is not Change.DELETE:
+            self._vm_ports[at] = row
+        elif self._vm_ports.get(at) is row:
+            del self._vm_ports[at]
+
+    def _links_may_change(self, new: Snapshot) -> bool:
+        """Whether a changed interface declares, or is named by, a link (patch or hint)."""
+        if new.changed is None:
+            return True
+        for name in new.changed:
+            row = new.ifaces.get(name)
+            if name in self._link_names or (row is not None and row.peer is not None):
+                return True
+        return False
+
+
+def _named_only(snap: Snapshot) -> Snapshot:
+    """The snapshot without the ports of bridges that have no datapath id yet."""
+    if snap.named or all(row.bridge in snap.bridges for row in snap.ifaces.values()):
+        return snap
+    ifaces = {n: r for n, r in snap.ifaces.items() if r.bridge in snap.bridges}
+    return Snapshot(snap.bridges, ifaces)
+
+
+def _link_names(snaps: Iterable[Snapshot]) -> set[str]:
+    names = set()
+    for snap in snaps:
+        for row in snap.ifaces.values():
+            if row.peer is not None:
+                names |= {row.name, row.peer.rpartition("/")[2]}
+    return names
+
+
+def _link(x: DeclaredLink) -> Link:
+    return Link(x.a, x.a_port, x.b, x.b_port)
