@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vportd.api.service import ClusterView, MemberView, Peer
-from vportd.cluster.etcd import KV, EtcdStore, Fence, Fenced, LeaseLost, StoreError
 from vportd.cluster.peers import PeerClient, PeerUnreachable
+from vportd.cluster.store import KV, Fence, Fenced, LeaseLost, Store, StoreError
 from vportd.core.errors import InvalidRequest
 from vportd.core.messages import (
     EventKind,
@@ -123,7 +123,7 @@ def latest_entries(batch: Sequence[PortEventSync]) -> list[PeerMessage]:
 class ClusterNode:
     """The `ClusterPort` of a runtime in a cluster (store.kind = "etcd")."""
 
-    def __init__(self, runtime: Runtime, store: EtcdStore, client: PeerClient, me: Peer) -> None:
+    def __init__(self, runtime: Runtime, store: Store, client: PeerClient, me: Peer) -> None:
         self.runtime = runtime
         self.store = store
         self.client = client
