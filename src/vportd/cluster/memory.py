@@ -94,7 +94,6 @@ class MemoryServer:
 
     def __init__(self) -> None:
         self.revision = 1  # etcd's first revision, before any write
-        self.compacted = 0
         self._keys: dict[str, _Key] = {}
         self._leases: dict[int, _Lease] = {}
         self._watches: set[_Watch] = set()
@@ -131,7 +130,6 @@ class MemoryServer:
         of it cannot resume and reloads everything (etcd's compaction)."""
         if revision > self.revision:
             raise ValueError(f"revision {revision} is in the future (now {self.revision})")
-        self.compacted = max(self.compacted, revision)
         for watch in self._watches:
             watch.compact(revision)
 
