@@ -1,11 +1,13 @@
-"""Helpers for the etcd tests: records to write, polling for a condition, a lease kept alive."""
+"""Helpers for the store tests: records to write, polling for a condition, a lease kept alive,
+a follower's mirror."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from vportd.cluster.etcd import EtcdStore, LeaseLost
+from vportd.cluster.codec import decode_record
+from vportd.cluster.store import KV, LeaseLost, Store
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
 PATIENCE = 30.0  # generous: a slow machine must not fail a test, only slow it down
@@ -47,9 +49,48 @@ async def eventually_async(
         await asyncio.sleep(0.05)
 
 
-async def keep(store: EtcdStore, lease: int) -> str:
+async def keep(store: Store, lease: int) -> str:
     """Run keep_alive; return why the lease was lost (so a TaskGroup is not torn down)."""
     try:
         await store.keep_alive(lease)
     except LeaseLost as err:
         return str(err)
+
+
+class Mirror:
+    """What a follower sees: its view, every reset and every delivered revision."""
+
+    def __init__(self) -> None:
+        self.view: dict[str, KV] = {}
+        self.resets: list[int] = []
+        self.revisions: list[int] = []
+        self.events: list[KV] = []
+        self.keys_seen: set[str] = set()
+        self.tasks: set[asyncio.Task[object] | None] = set()  # the tasks the callbacks ran in
+        self.hook: str | None = None  # a key whose arrival calls `on_hook`
+        self.on_hook: Callable[[], None] = lambda: None
+
+    def reset(self, kvs: dict[str, KV], revision: int) -> None:
+        self.tasks.add(asyncio.current_task())
+        self.resets.append(revision)
+        self.view = dict(kvs)
+
+    def change(self, kvs: list[KV], revision: int) -> None:
+        self.tasks.add(asyncio.current_task())
+        self.revisions.append(revision)
+        self.events.extend(kvs)
+        for kv in kvs:
+            self.keys_seen.add(kv.key)
+            if kv.value is None:
+                self.view.pop(kv.key, None)
+            else:
+                self.view[kv.key] = kv
+        if self.hook is not None and any(kv.key == self.hook for kv in kvs):
+            self.hook = None
+            self.on_hook()
+
+    def records(self) -> dict[str, VPortRecord]:
+        return {
+            k.removeprefix("vports/"): decode_record(kv.value or b"")
+            for k, kv in self.view.items()
+        }

@@ -3,56 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable
 
 import pytest
 
 from tests.cluster.conftest import StoreFactory
-from tests.cluster.support import PATIENCE, at, eventually, eventually_async, mac
-from vportd.cluster.etcd import KV, EtcdStore
-from vportd.core.model import VPortRecord
-from vportd.core.wire import record_from_json, record_to_json
+from tests.cluster.support import PATIENCE, Mirror, at, eventually, eventually_async, mac
+from vportd.cluster.codec import encode_record
+from vportd.cluster.etcd import EtcdStore
 from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd
-
-
-class Mirror:
-    """What a follower sees: its view, every reset and every delivered revision."""
-
-    def __init__(self) -> None:
-        self.view: dict[str, KV] = {}
-        self.resets: list[int] = []
-        self.revisions: list[int] = []
-        self.keys_seen: set[str] = set()
-        self.hook: str | None = None  # a key whose arrival calls `on_hook`
-        self.on_hook: Callable[[], None] = lambda: None
-
-    def reset(self, kvs: dict[str, KV], revision: int) -> None:
-        self.resets.append(revision)
-        self.view = dict(kvs)
-
-    def change(self, kvs: list[KV], revision: int) -> None:
-        self.revisions.append(revision)
-        for kv in kvs:
-            self.keys_seen.add(kv.key)
-            if kv.value is None:
-                self.view.pop(kv.key, None)
-            else:
-                self.view[kv.key] = kv
-        if self.hook is not None and any(kv.key == self.hook for kv in kvs):
-            self.hook = None
-            self.on_hook()
-
-    def records(self) -> dict[str, VPortRecord]:
-        return {
-            k.removeprefix("vports/"): record_from_json(json.loads(kv.value or b""))
-            for k, kv in self.view.items()
-        }
 
 
 async def equal_to_etcd(mirror: Mirror, store: EtcdStore) -> bool:
@@ -98,7 +61,7 @@ async def test_follow_resyncs_when_its_revision_was_compacted(
         """While the follower is stuck: restart etcd, write, compact past the follower."""
         etcd.restart(hard=True)
         for rec in missed:
-            etcd.put(f"/test/vports/{rec.vm}", json.dumps(record_to_json(rec)).encode())
+            etcd.put(f"/test/vports/{rec.vm}", encode_record(rec))
         etcd.compact()
         outage_done.set()
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.support import at, eventually, eventually_async, mac
-from vportd.api.service import Peer
 from vportd.cluster.etcd import KV, EtcdStore, Fence
+from vportd.cluster.members import Peer
 from vportd.cluster.node import ClusterNode
 from vportd.cluster.peers import PeerClient
-from vportd.core.messages import EventKind, PortEventSync, Reason
+from vportd.core.messages import EventKind, Reason, Write
 from vportd.core.model import VPortRecord
 from vportd.node.config import Config
 from vportd.node.runtime import Runtime
@@ -71,9 +71,9 @@ def runtime(me: str, tmp_path: Path) -> Runtime:
 @asynccontextmanager
 async def running(rt: Runtime, store: EtcdStore) -> AsyncIterator[ClusterNode]:
     """`rt`'s ClusterNode in a session on `store` (its runtime's effects carried out too)."""
-    node = ClusterNode(rt, store, PeerClient(None), Peer(rt.core.me, "http://127.0.0.1:9"))
-    rt.cluster = node
-    tasks = [asyncio.create_task(node.run()), asyncio.create_task(rt._execute())]
+    node = ClusterNode(store, PeerClient(None), Peer(rt.core.me, "http://127.0.0.1:9"), rt)
+    rt.attach(node)
+    tasks = [asyncio.create_task(node.run()), asyncio.create_task(rt.executor.run())]
     try:
         await eventually(lambda: node.in_session, "the first session")
         yield node
@@ -100,7 +100,7 @@ async def test_records_in_flight_when_the_session_ends_are_written_by_the_next(
     rec = at(mac(1), 0, 3, "c0")
     gated = GatedStore([etcd.endpoint], "/test")
     async with gated, running(runtime("c0", tmp_path), gated) as node:
-        node.persist([(rec, False)])
+        node.persist([Write(rec, EventKind.MODIFY, Reason.PORT)])
         await asyncio.wait_for(gated.in_flight.wait(), 10)
         await gated.revoke(gated.leases[-1])
         if how == "fenced":
@@ -124,14 +124,14 @@ async def test_a_new_master_writes_the_records_of_its_switch_the_old_one_did_not
     row = IfaceRow("tap1", "hv1", 1, True, vm)
     rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {"tap1": row}))
     copy = at(vm, 0, 1, "c1")  # c1's entry: added (rev 0), then up (rev 1)
-    rt.receive(PortEventSync(EventKind.MODIFY, Reason.PORT, copy, "c1"))
-    assert rt.core.table.get(vm) == copy
+    rt.stored([copy])
+    assert rt.core.record(vm) == copy
     async with running(rt, store) as node:
         await eventually(lambda: "hv1" in node._mine, "c0 masters hv1")
         await eventually_async(
             lambda: _present(store, vm), "the entry of hv1's port in etcd", timeout=10
         )
-    held = rt.core.table.get(vm)
+    held = rt.core.record(vm)
     assert held is not None and held.loc.ovs == "hv1"
     assert await stored(store, vm) == held
 

@@ -21,6 +21,7 @@ from vportd.core.model import Location, MigrationMark, Phase, VPortRecord, parse
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OfPort = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Writer = Annotated[str, Field(max_length=256)]  # a version's writer ("": the oldest version)
 
 
 def _ip(text: str) -> str:
@@ -53,7 +54,7 @@ class LocationWire(Strict):
     link_up: bool
     seq: Count
     rev: Count
-    writer: Name
+    writer: Writer
     ips: Annotated[list[IP], Field(max_length=64)] = []
     iface_id: Name | None = None
     vm_id: Name | None = None
@@ -66,7 +67,7 @@ class MarkWire(Strict):
     destination: Name
     seq: Count
     phase: PhaseName
-    writer: Name
+    writer: Writer
     dest_port: OfPort | None = None
     dest_port_name: Name | None = None
 

@@ -34,12 +34,8 @@ from vportd.cluster.etcd_rpc import (
     CHANNEL_OPTIONS,
     Backoff,
     Compacted,
-    Fenced,
-    LeaseLost,
     Msg,
-    StoreError,
     Stubs,
-    Transient,
     check_watch,
     created_at,
     delete_op,
@@ -54,6 +50,16 @@ from vportd.cluster.etcd_rpc import (
     watch_stream,
 )
 from vportd.cluster.lease import LeaseRenewer
+from vportd.cluster.store import (
+    KV,
+    Fence,
+    Fenced,
+    LeaseLost,
+    Store,
+    StoreError,
+    Transient,
+    collapse,
+)
 from vportd.core.model import VPortRecord
 
 __all__ = ["KV", "EtcdStore", "Fence", "Fenced", "LeaseLost", "StoreError"]
@@ -67,38 +73,11 @@ SEEN_KEYS = 4096  # keys whose newest stored value is kept, to merge them in one
 
 
 @dataclass(frozen=True)
-class Fence:
-    """A role's key (relative to the prefix) and the create_revision of our incarnation of it."""
-
-    key: str
-    revision: int
-
-
-@dataclass(frozen=True)
-class KV:
-    """A key under the prefix as `follow` delivers it; `value` None means deleted."""
-
-    key: str
-    value: bytes | None
-    create_revision: int
-    mod_revision: int
-
-
-@dataclass(frozen=True)
 class _Claim:
     """A create-if-absent's outcome: our fence, or None and the revision the holder was seen at."""
 
     fence: Fence | None
     revision: int
-
-
-def _collapse(records: Iterable[VPortRecord]) -> dict[str, VPortRecord]:
-    """One record per VM: the join of every copy given."""
-    out: dict[str, VPortRecord] = {}
-    for rec in records:
-        have = out.get(rec.vm)
-        out[rec.vm] = rec if have is None else have.merge(rec)
-    return out
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -123,7 +102,7 @@ class _Seen:
     mod_revision: int
 
 
-class EtcdStore:
+class EtcdStore(Store):
     """One controller's connection to etcd; every method retries what etcd lets it retry."""
 
     def __init__(
@@ -295,7 +274,7 @@ class EtcdStore:
     # -- records --------------------------------------------------------------
     async def merge(self, records: Sequence[VPortRecord], fences: Sequence[Fence] = ()) -> None:
         """Join `records` into the stored ones (compare-and-swap per key, many keys per txn)."""
-        items = list(_collapse(records).items())
+        items = list(collapse(records).items())
         size = MAX_TXN_OPS - len(fences)
         if size < 1:
             raise ValueError(f"{len(fences)} fences leave no room in a transaction")

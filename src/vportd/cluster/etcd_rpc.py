@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from vportd.cluster.store import LeaseLost, StoreError, Transient
+
 log = logging.getLogger("vportd.etcd")
 
 T = TypeVar("T")
@@ -39,28 +41,12 @@ CHANNEL_OPTIONS: dict[str, Any] = {
 }
 
 
-class StoreError(Exception):
-    """etcd failed or stayed unreachable after the retries."""
-
-
-class Fenced(StoreError):
-    """A fence compare failed: the writer has lost the role the fence stands for."""
-
-
-class LeaseLost(StoreError):
-    """The session's lease expired or was revoked: every key on it is gone."""
-
-
 class Compacted(StoreError):
     """The revision asked for is gone from etcd's history: only a full read helps."""
 
     def __init__(self, revision: int, detail: str = "") -> None:
         super().__init__(detail or f"revision compacted (etcd keeps history from {revision})")
         self.revision = revision
-
-
-class Transient(StoreError):
-    """etcd is unreachable or had no leader for now; the call may be tried again."""
 
 
 def translate(err: rpc.AioRpcError, what: str) -> StoreError:

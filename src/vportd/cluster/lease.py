@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from vportd.cluster.etcd_rpc import Backoff, LeaseLost, Transient
+from vportd.cluster.etcd_rpc import Backoff
+from vportd.cluster.store import LeaseLost, Transient
 
 log = logging.getLogger("vportd.etcd")
 

@@ -34,9 +34,9 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from vportd.cluster.codec import decode_record
-from vportd.cluster.etcd import KV, EtcdStore, Fence, Fenced, LeaseLost, StoreError
 from vportd.cluster.members import Peer
 from vportd.cluster.peers import PeerClient, PeerUnreachable
+from vportd.cluster.store import KV, Fence, Fenced, LeaseLost, Store, StoreError
 from vportd.cluster.writer import RecordWriter, Waiter
 from vportd.core.errors import InvalidRequest
 from vportd.core.messages import EventKind, Reason, Send, SyncAnswer, Write
@@ -93,7 +93,7 @@ class ClusterNode:
 
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         client: PeerClient,
         me: Peer,
         events: NodeEvents,

@@ -17,8 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vportd.cluster.etcd import EtcdStore as Store
-from vportd.cluster.etcd import Fence, Fenced, LeaseLost, StoreError
+from vportd.cluster.store import Fence, Fenced, LeaseLost, Store, StoreError
 from vportd.core.messages import Write
 from vportd.core.model import VPortRecord
 
