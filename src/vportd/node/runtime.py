@@ -57,20 +57,17 @@ from vportd.core.topology import Topology
 from vportd.node.config import Config
 from vportd.node.metrics import Metrics
 from vportd.southbound import frames
-from vportd.southbound.ofcodec import PortInfo, PortReason, Role
-from vportd.southbound.openflow import (
-    FlowModsFailed,
-    OpenFlowError,
-    OpenFlowServer,
-    SwitchClosed,
-    SwitchConnection,
-)
-from vportd.southbound.ovsdb import (
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
+from vportd.southbound.openflow.incoming import PortInfo, PortReason
+from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.openflow.wire import Role
+from vportd.southbound.ovsdb.monitor import OvsdbMonitor
+from vportd.southbound.ovsdb.snapshot import (
     EMPTY,
     Change,
     DeclaredLink,
     IfaceRow,
-    OvsdbMonitor,
     Snapshot,
     declared_links,
     diff_ports,
