@@ -170,3 +170,34 @@ async def test_a_server_back_after_an_outage_is_logged_once(
 
     back = [r.getMessage() for r in caplog.records if "monitoring again" in r.getMessage()]
     assert back == [f"OVSDB {remote(port)}: monitoring again after 3 failed attempt(s)"]
+
+
+async def test_a_server_that_sends_what_is_not_ovsdb_is_reconnected_to(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed update ends the session with a warning, not the monitor (or the daemon)."""
+    bad: dict[str, object] = {
+        "id": "vportd-monitor",
+        "result": {"Interface": {"u1": {}}},
+        "error": None,
+    }
+
+    async def answer_badly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(json.dumps(bad).encode())
+        await writer.drain()
+
+    waits: list[float] = []
+    async with switchboard(port) as board:
+        await board.serve(answer_badly)
+
+        async def sleep(delay: float) -> None:
+            waits.append(delay)
+            if len(waits) == 2:
+                raise Stop
+
+        with pytest.raises(Stop):
+            await OvsdbMonitor(remote(port), lambda snap: None, sleep=sleep).run()
+
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "unreadable message from the server" in warned[0]

@@ -217,12 +217,15 @@ class _Session:
 
     def _read(self, data: bytes) -> Snapshot | None:
         """Act on what came; one snapshot however many updates it brought, if they changed
-        the tables."""
-        changed = False
-        for message in self.framer.feed(data):
-            changed |= self._handle(message)
-        if changed and self.monitoring:
-            return self.mirror.snapshot(self.tables)
+        the tables. What the server sent but we cannot read ends the session."""
+        try:
+            changed = False
+            for message in self.framer.feed(data):
+                changed |= self._handle(message)
+            if changed and self.monitoring:
+                return self.mirror.snapshot(self.tables)
+        except (AttributeError, LookupError, TypeError, ValueError) as err:
+            raise OvsdbError(f"unreadable message from the server: {err!r}") from err
         return None
 
     def _keep_alive(self) -> None:
