@@ -27,7 +27,7 @@ from vportd.core.messages import EventKind, Reason, Write
 from vportd.core.model import VPortRecord
 from vportd.node.config import Config
 from vportd.node.runtime import Runtime
-from vportd.southbound.ovsdb import IfaceRow, Snapshot
+from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
 from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd

@@ -13,9 +13,10 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Output, ToController
-from vportd.southbound import ofcodec as oc
-from vportd.southbound.ofcodec import PortInfo, PortReason
-from vportd.southbound.openflow import OpenFlowServer, SwitchConnection
+from vportd.southbound.openflow import flowcodec, wire
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.incoming import PortInfo, PortReason
+from vportd.southbound.openflow.server import OpenFlowServer
 
 WAIT = 10.0  # generous: a wait for an event, never a threshold
 
@@ -94,7 +95,7 @@ def os_ken_flow_mod(mod: FlowMod) -> Any:
               "buffer_id": ofp.OFP_NO_BUFFER, "out_port": ofp.OFPP_ANY,
               "out_group": ofp.OFPG_ANY}  # fmt: skip
     if mod.command is FlowCommand.DELETE:
-        return ofpp.OFPFlowMod(oc.DATAPATH, command=ofp.OFPFC_DELETE_STRICT, **common)
+        return ofpp.OFPFlowMod(wire.DATAPATH, command=ofp.OFPFC_DELETE_STRICT, **common)
     outputs: list[Any] = []
     goto: list[Any] = []
     for action in flow.actions:
@@ -107,7 +108,7 @@ def os_ken_flow_mod(mod: FlowMod) -> Any:
                 goto.append(ofpp.OFPInstructionGotoTable(table))
     apply = [ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, outputs)] if outputs else []
     return ofpp.OFPFlowMod(
-        oc.DATAPATH,
+        wire.DATAPATH,
         cookie=flow.cookie,
         command=ofp.OFPFC_ADD,
         instructions=apply + goto,
@@ -117,13 +118,13 @@ def os_ken_flow_mod(mod: FlowMod) -> Any:
 
 def read_flow_mod(mod: Any) -> Any:
     """A flow mod (os-ken's or `Packed`) as a switch reads it: its bytes, parsed by os-ken."""
-    wire = oc.serialize(mod, 1)
-    return ofpp.OFPFlowMod.parser(None, *struct.unpack_from("!BBHI", wire), wire)
+    buf = wire.serialize(mod, 1)
+    return ofpp.OFPFlowMod.parser(None, *struct.unpack_from("!BBHI", buf), buf)
 
 
 def stats_entry(mod: Any, *, idle: int = 0, hard: int = 0) -> bytes:
     """The flow stats entry a switch would report for a flow mod (ADD)."""
-    tail = oc.serialize(mod, 0)[ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE :]
+    tail = wire.serialize(mod, 0)[ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE :]
     read = read_flow_mod(mod)
     head = struct.pack(
         ofp.OFP_FLOW_STATS_0_PACK_STR,
@@ -134,7 +135,7 @@ def stats_entry(mod: Any, *, idle: int = 0, hard: int = 0) -> bytes:
 
 
 def flow_entry(flow: Flow) -> bytes:
-    return stats_entry(oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow)))
+    return stats_entry(flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow)))
 
 
 def multipart_reply(mp_type: int, entries: bytes, xid: int, more: bool = False) -> bytes:
@@ -156,11 +157,11 @@ def hello(version: int = 4, versions: list[int] | None = None) -> bytes:
     return message(ofp.OFPT_HELLO, struct.pack("!HHI", 1, 8, bitmap), version=version)
 
 
-def parse_stream(buf: bytearray) -> list[tuple[oc.Header, bytes]]:
+def parse_stream(buf: bytearray) -> list[tuple[wire.Header, bytes]]:
     """Take whole messages off the front of `buf`."""
     out = []
     while len(buf) >= 8:
-        head = oc.parse_header(bytes(buf[:8]))
+        head = wire.parse_header(bytes(buf[:8]))
         if len(buf) < head.length:
             break
         out.append((head, bytes(buf[: head.length])))
@@ -181,7 +182,7 @@ class FakeSwitch:
     fail_priority: int | None = None  # flow mods of this priority are refused
     answer_barrier: bool = True
     stale_role: bool = False
-    received: list[tuple[oc.Header, bytes]] = field(default_factory=list)
+    received: list[tuple[wire.Header, bytes]] = field(default_factory=list)
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     task: asyncio.Task[None] | None = None
@@ -206,7 +207,7 @@ class FakeSwitch:
         assert self.writer is not None
         self.writer.write(data)
 
-    def of_type(self, msg_type: int) -> list[oc.Header]:
+    def of_type(self, msg_type: int) -> list[wire.Header]:
         return [h for h, _ in self.received if h.msg_type == msg_type]
 
     async def _serve(self) -> None:
@@ -222,7 +223,7 @@ class FakeSwitch:
                 self.received.append((head, msg))
                 self._answer(head, msg)
 
-    def _answer(self, head: oc.Header, msg: bytes) -> None:
+    def _answer(self, head: wire.Header, msg: bytes) -> None:
         xid, t = head.xid, head.msg_type
         if t == ofp.OFPT_FEATURES_REQUEST:
             body = struct.pack(ofp.OFP_SWITCH_FEATURES_PACK_STR, self.dpid, 0, 254, 0, 0x4F, 0)
@@ -256,6 +257,6 @@ def foreign_mod(**match: Any) -> Any:
     actions = [ofpp.OFPActionOutput(ofp.OFPP_NORMAL)]
     inst = [ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
     return ofpp.OFPFlowMod(
-        oc.DATAPATH, cookie=0x99, table_id=0, command=ofp.OFPFC_ADD, priority=7,
+        wire.DATAPATH, cookie=0x99, table_id=0, command=ofp.OFPFC_ADD, priority=7,
         match=ofpp.OFPMatch(**match), instructions=inst,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from tests.southbound.support import (
 from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Match, Output, ToController
 from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
-from vportd.southbound import ofcodec as oc
+from vportd.southbound.openflow import flowcodec, incoming, outgoing, wire
 
 MAC = "02:00:00:00:00:0a"
 
@@ -47,10 +47,10 @@ def every_kind_of_flow() -> list[Flow]:
     return flows
 
 
-def decoded(entries: list[bytes]) -> oc.FlowStatsReply:
+def decoded(entries: list[bytes]) -> incoming.FlowStatsReply:
     buf = multipart_reply(ofp.OFPMP_FLOW, b"".join(entries), xid=7)
-    record = oc.decode_message(oc.parse_header(buf), buf)
-    assert isinstance(record, oc.FlowStatsReply)
+    record = incoming.decode_message(wire.parse_header(buf), buf)
+    assert isinstance(record, incoming.FlowStatsReply)
     return record
 
 
@@ -81,7 +81,7 @@ def test_a_reply_of_many_flows_decodes_to_all_of_them_in_order() -> None:
 def test_decode_flow_stats_on_an_os_ken_entry() -> None:
     flow = base_flows(line(), "hv0")[1]  # the masked default route
     stats = ofpp.OFPFlowStats.parser(flow_entry(flow), 0)
-    assert oc.decode_flow_stats(stats) == flow
+    assert flowcodec.decode_flow_stats(stats) == flow
 
 
 def _wire_match(mod: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _wire_match(mod: Any) -> dict[str, Any]:
 
 def test_add_carries_cookie_table_priority_match_and_instructions() -> None:
     flow = arrival_flow(MAC)
-    packed = oc.encode_flow_mod(FlowMod("hv0", FlowCommand.ADD, flow))
+    packed = flowcodec.encode_flow_mod(FlowMod("hv0", FlowCommand.ADD, flow))
     mod = read_flow_mod(packed)
     assert mod.command == ofp.OFPFC_ADD
     assert (mod.cookie, mod.table_id, mod.priority) == (flow.cookie, flow.table, flow.priority)
@@ -103,7 +103,7 @@ def test_add_carries_cookie_table_priority_match_and_instructions() -> None:
 
 def test_delete_is_strict_on_the_same_table_priority_and_match() -> None:
     flow = flood_flows(line(), "hv0", [3])[0]
-    packed = oc.encode_flow_mod(FlowMod("hv0", FlowCommand.DELETE, flow))
+    packed = flowcodec.encode_flow_mod(FlowMod("hv0", FlowCommand.DELETE, flow))
     mod = read_flow_mod(packed)
     assert mod.command == ofp.OFPFC_DELETE_STRICT
     assert (mod.table_id, mod.priority) == (flow.table, flow.priority)
@@ -117,7 +117,7 @@ def test_delete_is_strict_on_the_same_table_priority_and_match() -> None:
 
 def test_a_flow_that_drops_has_no_instructions() -> None:
     flow = Flow(1, 5, Match(eth_src=MAC), (), 1)
-    packed = oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
+    packed = flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
     assert read_flow_mod(packed).instructions == []
     assert decoded([flow_entry(flow)]).flows == (flow,)
 
@@ -141,31 +141,31 @@ def test_flows_the_codec_cannot_encode_are_refused_before_anything_is_sent(
     actions: tuple[Any, ...],
 ) -> None:
     flow = Flow(0, 1, Match(), actions, 1)
-    with pytest.raises(oc.CodecError):
-        oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
+    with pytest.raises(wire.CodecError):
+        flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
 
 
 def test_out_of_range_priority_and_cookie_are_refused() -> None:
     for flow in (Flow(0, 70000, Match(), (), 1), Flow(0, 1, Match(), (), 1 << 64)):
-        with pytest.raises(oc.CodecError):
-            oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
+        with pytest.raises(wire.CodecError):
+            flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
 
 
 # -- foreign flows ----------------------------------------------------------------
 def test_a_foreign_match_field_raises_with_no_core_key_but_can_be_deleted_exactly() -> None:
     mod = foreign_mod(eth_type=0x0800, ipv4_dst="10.0.0.1")
     stats = ofpp.OFPFlowStats.parser(stats_entry(mod), 0)
-    with pytest.raises(oc.ForeignFlowError) as caught:
-        oc.decode_flow_stats(stats)
+    with pytest.raises(flowcodec.ForeignFlowError) as caught:
+        flowcodec.decode_flow_stats(stats)
     foreign = caught.value.foreign
     assert (foreign.table, foreign.priority, foreign.cookie) == (0, 7, 0x99)
     assert foreign.key is None
     assert "eth_type" in foreign.reason
-    delete = oc.encode_delete_foreign(foreign)
+    delete = flowcodec.encode_delete_foreign(foreign)
     assert delete.command == ofp.OFPFC_DELETE_STRICT
     assert (delete.table_id, delete.priority) == (0, 7)
     assert dict(delete.match.items()) == {"eth_type": 0x0800, "ipv4_dst": "10.0.0.1"}
-    oc.serialize(delete, 1)  # encodes
+    wire.serialize(delete, 1)  # encodes
 
 
 def test_foreign_actions_keep_the_core_key_so_an_add_can_overwrite_them() -> None:
@@ -178,7 +178,7 @@ def test_foreign_actions_keep_the_core_key_so_an_add_can_overwrite_them() -> Non
 
 def test_timeouts_make_a_flow_foreign() -> None:
     flow = vm_flow(MAC, 2)
-    mod = oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
+    mod = flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow))
     (foreign,) = decoded([stats_entry(mod, hard=30)]).foreign
     assert foreign.key == flow.key
     assert "timeouts" in foreign.reason
@@ -186,7 +186,7 @@ def test_timeouts_make_a_flow_foreign() -> None:
 
 def test_write_actions_and_masked_eth_src_are_foreign() -> None:
     write = ofpp.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [ofpp.OFPActionOutput(1)])
-    mod = ofpp.OFPFlowMod(oc.DATAPATH, table_id=1, priority=3, match=ofpp.OFPMatch(),
+    mod = ofpp.OFPFlowMod(wire.DATAPATH, table_id=1, priority=3, match=ofpp.OFPMatch(),
                           instructions=[write])  # fmt: skip
     masked = foreign_mod(eth_src=(MAC, "ff:ff:ff:00:00:00"))
     reasons = [f.reason for f in decoded([stats_entry(mod), stats_entry(masked)]).foreign]
@@ -206,16 +206,16 @@ def test_write_actions_and_masked_eth_src_are_foreign() -> None:
     ],
 )
 def test_port_info_link_up_from_state_and_config(config: int, state: int, up: bool) -> None:
-    port = oc.decode_port(port_entry(5, "vm-a", config=config, state=state))
-    assert port == oc.PortInfo(5, "vm-a", "02:00:00:00:00:05", up)
+    port = incoming.decode_port(port_entry(5, "vm-a", config=config, state=state))
+    assert port == incoming.PortInfo(5, "vm-a", "02:00:00:00:00:05", up)
     assert not port.reserved
 
 
 def test_port_desc_and_port_status_decode() -> None:
     entries = port_entry(1, "p1") + port_entry(ofp.OFPP_LOCAL, "br0")
     buf = multipart_reply(ofp.OFPMP_PORT_DESC, entries, xid=3, more=True)
-    record = oc.decode_message(oc.parse_header(buf), buf)
-    assert isinstance(record, oc.PortDescReply)
+    record = incoming.decode_message(wire.parse_header(buf), buf)
+    assert isinstance(record, incoming.PortDescReply)
     assert record.more
     assert [(p.port_no, p.name, p.reserved) for p in record.ports] == [
         (1, "p1", False),
@@ -223,8 +223,10 @@ def test_port_desc_and_port_status_decode() -> None:
     ]
     body = struct.pack("!B7x", ofp.OFPPR_DELETE) + port_entry(9, "gone")
     buf = message(ofp.OFPT_PORT_STATUS, body)
-    status = oc.decode_message(oc.parse_header(buf), buf)
-    assert status == oc.PortStatus("delete", oc.PortInfo(9, "gone", "02:00:00:00:00:09", True))
+    status = incoming.decode_message(wire.parse_header(buf), buf)
+    assert status == incoming.PortStatus(
+        "delete", incoming.PortInfo(9, "gone", "02:00:00:00:00:09", True)
+    )
 
 
 def test_packet_in_decodes_in_port_and_data() -> None:
@@ -234,8 +236,8 @@ def test_packet_in_decodes_in_port_and_data() -> None:
     match_len = match.serialize(raw, 0)
     body = struct.pack("!IHBBQ", ofp.OFP_NO_BUFFER, len(frame), 1, 0, 0x42)
     buf = message(ofp.OFPT_PACKET_IN, body + bytes(raw[:match_len]) + b"\0\0" + frame)
-    record = oc.decode_message(oc.parse_header(buf), buf)
-    assert record == oc.PacketIn(4, frame, 1, 0, 0x42)
+    record = incoming.decode_message(wire.parse_header(buf), buf)
+    assert record == incoming.PacketIn(4, frame, 1, 0, 0x42)
 
 
 # -- hello and other messages -------------------------------------------------------
@@ -252,32 +254,34 @@ def test_packet_in_decodes_in_port_and_data() -> None:
 )
 def test_version_negotiation(version: int, versions: list[int] | None, ok: bool) -> None:
     buf = hello(version, versions)
-    record = oc.decode_message(oc.parse_header(buf), buf)
-    assert isinstance(record, oc.Hello)
+    record = incoming.decode_message(wire.parse_header(buf), buf)
+    assert isinstance(record, incoming.Hello)
     assert record.versions == (None if versions is None else frozenset(versions))
-    assert oc.negotiate(version, record) is ok
+    assert incoming.negotiate(version, record) is ok
 
 
 def test_our_hello_offers_1_3_only() -> None:
-    buf = oc.encode_hello()
-    head = oc.parse_header(buf)
+    buf = outgoing.encode_hello()
+    head = wire.parse_header(buf)
     assert (head.version, head.msg_type, head.length) == (4, ofp.OFPT_HELLO, len(buf))
-    assert oc.decode_hello(buf).versions == frozenset({4})
+    assert incoming.decode_hello(buf).versions == frozenset({4})
 
 
 def test_error_describes_itself_by_name() -> None:
     body = struct.pack("!HH", ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL) + b"x"
     buf = message(ofp.OFPT_ERROR, body, xid=9)
-    record = oc.decode_message(oc.parse_header(buf), buf)
-    assert record == oc.ErrorMsg(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, b"x")
+    record = incoming.decode_message(wire.parse_header(buf), buf)
+    assert record == incoming.ErrorMsg(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, b"x")
     assert record.describe() == "FLOW_MOD_FAILED/TABLE_FULL"
 
 
 def test_messages_we_do_not_act_on_are_not_parsed() -> None:
     buf = message(ofp.OFPT_GET_CONFIG_REPLY, b"\xff")  # would not parse
-    assert oc.decode_message(oc.parse_header(buf), buf) == oc.Unhandled(ofp.OFPT_GET_CONFIG_REPLY)
+    assert incoming.decode_message(wire.parse_header(buf), buf) == incoming.Unhandled(
+        ofp.OFPT_GET_CONFIG_REPLY
+    )
     buf = multipart_reply(ofp.OFPMP_TABLE_FEATURES, b"\0" * 8, xid=1)
-    assert isinstance(oc.decode_message(oc.parse_header(buf), buf), oc.Unhandled)
+    assert isinstance(incoming.decode_message(wire.parse_header(buf), buf), incoming.Unhandled)
 
 
 def zero_length_instruction() -> bytes:
@@ -307,10 +311,10 @@ def zero_length_instruction() -> bytes:
     ],
 )  # fmt: skip
 def test_malformed_bodies_raise_codec_error_and_never_hang(buf: bytes) -> None:
-    head = oc.parse_header(buf)
+    head = wire.parse_header(buf)
     assert head.length == len(buf)
-    with pytest.raises(oc.CodecError):
-        oc.decode_message(head, buf)
+    with pytest.raises(wire.CodecError):
+        incoming.decode_message(head, buf)
 
 
 def test_packed_flow_mods_are_os_kens_byte_for_byte() -> None:
@@ -320,7 +324,7 @@ def test_packed_flow_mods_are_os_kens_byte_for_byte() -> None:
         for command in FlowCommand:
             mod = FlowMod("hv0", command, flow)
             fresh = os_ken_flow_mod(mod)
-            assert oc.serialize(oc.encode_flow_mod(mod), 7) == oc.serialize(fresh, 7)
+            assert wire.serialize(flowcodec.encode_flow_mod(mod), 7) == wire.serialize(fresh, 7)
 
 
 @pytest.mark.parametrize(
@@ -337,11 +341,13 @@ def test_packed_match_bytes_are_os_kens(match: Match) -> None:
     """The match packed without os-ken is, byte for byte, the one os-ken builds."""
     flow = Flow(1, 5, match, (Output(2), ToController(64), GotoTable(3)), 9)
     mod = FlowMod("s", FlowCommand.ADD, flow)
-    ours = oc.encode_flow_mod(mod)
-    assert oc.serialize(ours, 1) == oc.serialize(os_ken_flow_mod(mod), 1)
+    ours = flowcodec.encode_flow_mod(mod)
+    assert wire.serialize(ours, 1) == wire.serialize(os_ken_flow_mod(mod), 1)
 
 
 @pytest.mark.parametrize("mac", ["02:00:00:00:00", "02-00-00-00-00-01", "zz:00:00:00:00:01"])
 def test_a_match_on_a_malformed_mac_is_a_codec_error(mac: str) -> None:
-    with pytest.raises(oc.CodecError):
-        oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, Flow(1, 5, Match(eth_dst=mac), (), 1)))
+    with pytest.raises(wire.CodecError):
+        flowcodec.encode_flow_mod(
+            FlowMod("s", FlowCommand.ADD, Flow(1, 5, Match(eth_dst=mac), (), 1))
+        )

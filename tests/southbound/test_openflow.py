@@ -16,8 +16,10 @@ from tests.southbound.support import WAIT, Event, Recorder, header, hello, runni
 from vportd.core.flow import Flow, FlowCommand, FlowMod
 from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
-from vportd.southbound.ofcodec import Role
-from vportd.southbound.openflow import OpenFlowError, OpenFlowServer, SwitchConnection
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import OpenFlowError
+from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.openflow.wire import Role
 from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = pytest.mark.ovs
@@ -174,19 +176,19 @@ async def test_port_add_delete_and_link_down_up_reach_the_handler(ovs: PrivateOV
         assert 7 not in conn.ports
 
 
-async def test_installed_flows_are_what_ovs_shows_and_what_dump_flows_returns(
+async def test_installed_flows_are_what_ovs_shows_and_what_dump_returns(
     ovs: PrivateOVS,
 ) -> None:
     flows = compiled("hv0")
     async with controller(ovs, "fl0", 0x12) as (_, _, br, conn):
-        assert await conn.dump_flows() == []
+        assert (await conn.dump()).flows == []
         await conn.send_flow_mods(adds(flows))
         assert await br.flows_shown() == sorted(ofctl_line(f) for f in flows)
-        assert sorted(await conn.dump_flows(), key=repr) == sorted(flows, key=repr)
+        assert sorted((await conn.dump()).flows, key=repr) == sorted(flows, key=repr)
 
         gone = [FlowMod("hv0", FlowCommand.DELETE, f) for f in flows[:2]]
         await conn.send_flow_mods(gone)
-        assert sorted(await conn.dump_flows(), key=repr) == sorted(flows[2:], key=repr)
+        assert sorted((await conn.dump()).flows, key=repr) == sorted(flows[2:], key=repr)
         await conn.barrier()
 
 
@@ -259,7 +261,7 @@ async def test_a_controller_reconnect_keeps_the_flows(ovs: PrivateOVS) -> None:
         assert (await recorder.next("disconnected")).args[0] == "test: drop the switch"
         again = (await recorder.next("connected")).conn  # OVS reconnects by itself
         assert again is not conn
-        assert sorted(await again.dump_flows(), key=repr) == sorted(flows, key=repr)
+        assert sorted((await again.dump()).flows, key=repr) == sorted(flows, key=repr)
         assert await br.flows_shown() == sorted(ofctl_line(f) for f in flows)
 
 
@@ -275,10 +277,10 @@ async def test_a_vswitchd_restart_reconnects_and_loses_the_flows(ovs: PrivateOVS
         again = (await recorder.next("connected")).conn
         assert again.dpid == 0x17
         assert 5 in again.ports  # ports come back from OVSDB...
-        assert await again.dump_flows() == []  # ...flows do not: vswitchd kept them in memory
+        assert (await again.dump()).flows == []  # ...flows do not: vswitchd kept them in memory
         assert await br.flows_shown() == []
         await again.send_flow_mods(adds(flows))
-        assert sorted(await again.dump_flows(), key=repr) == sorted(flows, key=repr)
+        assert sorted((await again.dump()).flows, key=repr) == sorted(flows, key=repr)
 
 
 BAD = {

@@ -26,14 +26,11 @@ from tests.southbound.support import (
 )
 from vportd.core.flow import FlowCommand, FlowMod
 from vportd.core.pipeline import arrival_flow, vm_flow
-from vportd.southbound.ofcodec import PortInfo, Role
-from vportd.southbound.openflow import (
-    FlowModsFailed,
-    OpenFlowError,
-    OpenFlowServer,
-    SwitchClosed,
-    SwitchConnection,
-)
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
+from vportd.southbound.openflow.incoming import PortInfo
+from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.openflow.wire import Role
 
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
@@ -77,15 +74,15 @@ async def test_handshake_gives_dpid_and_ports() -> None:
         assert server.connections == {conn}
 
 
-async def test_dump_flows_joins_the_parts_of_a_multipart_reply() -> None:
+async def test_dump_joins_the_parts_of_a_multipart_reply() -> None:
     a, b, c = vm_flow(MAC_A, 1), vm_flow(MAC_B, 2), arrival_flow(MAC_A)
     parts = [[flow_entry(a), flow_entry(b)], [flow_entry(c), stats_entry(foreign_mod())]]
     async with (
         serving() as (server, recorder),
         switch(server, recorder, flow_parts=parts) as (_, conn),
     ):
-        assert await conn.dump_flows() == [a, b, c]
         dump = await conn.dump()
+        assert dump.flows == [a, b, c]
         assert [f.priority for f in dump.foreign] == [7]
         await conn.delete_foreign(dump.foreign)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from vportd.southbound.ovsdb import IfaceRow, OvsdbMonitor, Snapshot
+from vportd.southbound.ovsdb.monitor import OvsdbMonitor
+from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
 from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
 pytestmark = [

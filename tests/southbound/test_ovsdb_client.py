@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vportd.southbound.ovsdb import Framer, OvsdbError, _modify, _new_row
+from vportd.southbound.ovsdb.wire import Framer, OvsdbError, modify_row, new_row
 
 U1, U2, U3 = ["uuid", "1" * 8], ["uuid", "2" * 8], ["uuid", "3" * 8]  # as JSON has them
 
@@ -26,7 +26,7 @@ def test_messages_split_anywhere_come_out_whole_and_in_order() -> None:
 def test_a_stream_that_never_completes_a_message_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("vportd.southbound.ovsdb.MAX_MESSAGE", 100)
+    monkeypatch.setattr("vportd.southbound.ovsdb.wire.MAX_MESSAGE", 100)
     framer = Framer()
     framer.feed(b'{"id": 1, "result": "' + b"x" * 50)
     with pytest.raises(OvsdbError):
@@ -35,23 +35,23 @@ def test_a_stream_that_never_completes_a_message_is_refused(
 
 def test_an_inserted_row_has_defaults_for_the_columns_left_out() -> None:
     mac = ["map", [["attached-mac", "02:00:00:00:00:01"]]]
-    row = _new_row("Interface", {"name": "v1", "ofport_request": 5, "external_ids": mac})
+    row = new_row("Interface", {"name": "v1", "ofport_request": 5, "external_ids": mac})
     assert row["name"] == "v1" and row["type"] == ""
     assert row["ofport_request"] == frozenset({5}) and row["ofport"] == frozenset()
     assert row["external_ids"] == {"attached-mac": "02:00:00:00:00:01"} and row["options"] == {}
 
 
 def test_modify_replaces_atoms_and_optionals_toggles_sets_and_diffs_maps() -> None:
-    row = _new_row("Bridge", {"name": "b", "ports": ["set", [U1, U2]]})
-    _modify("Bridge", row, {"ports": ["set", [U2, U3]], "datapath_id": "00000000000000aa"})
+    row = new_row("Bridge", {"name": "b", "ports": ["set", [U1, U2]]})
+    modify_row("Bridge", row, {"ports": ["set", [U2, U3]], "datapath_id": "00000000000000aa"})
     assert row["ports"] == frozenset({U1[1], U3[1]})
     assert row["datapath_id"] == frozenset({"00000000000000aa"})
-    _modify("Bridge", row, {"datapath_id": "00000000000000bb", "name": "c"})
+    modify_row("Bridge", row, {"datapath_id": "00000000000000bb", "name": "c"})
     assert row["datapath_id"] == frozenset({"00000000000000bb"}) and row["name"] == "c"
-    _modify("Bridge", row, {"datapath_id": ["set", []]})
+    modify_row("Bridge", row, {"datapath_id": ["set", []]})
     assert row["datapath_id"] == frozenset()
 
-    iface = _new_row("Interface", {"external_ids": ["map", [["a", "1"], ["b", "2"]]]})
-    _modify("Interface", iface, {"external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]],
+    iface = new_row("Interface", {"external_ids": ["map", [["a", "1"], ["b", "2"]]]})
+    modify_row("Interface", iface, {"external_ids": ["map", [["a", "1"], ["b", "3"], ["c", "4"]]],
                                  "statistics": ["map", []]})  # fmt: skip
     assert iface["external_ids"] == {"b": "3", "c": "4"}

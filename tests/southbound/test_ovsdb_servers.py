@@ -11,7 +11,7 @@ from pathlib import Path
 from vportd.core.model import PortState
 from vportd.node.config import Config
 from vportd.node.runtime import Runtime
-from vportd.southbound.ovsdb import IfaceRow, Snapshot
+from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
 
 VM1, VM2, VM3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 

@@ -68,9 +68,22 @@ class OVSDBSection(_Section):
     @classmethod
     def _remotes(cls, value: list[str]) -> list[str]:
         for remote in value:
-            if not remote.startswith(("unix:", "tcp:", "ssl:")):
-                raise ValueError(f"{remote!r} is not an OVSDB remote (unix:PATH or tcp:HOST:PORT)")
+            _check_ovsdb_remote(remote)
         return value
+
+
+def _check_ovsdb_remote(remote: str) -> None:
+    """`unix:PATH` or `tcp:HOST:PORT`, what the monitor connects to."""
+    kind, _, where = remote.partition(":")
+    if kind == "ssl":
+        raise ValueError("ssl: remotes are not supported yet; use tcp: or unix:")
+    if kind == "tcp":
+        host, _, port = where.rpartition(":")
+        ok = bool(host) and port.isdigit() and 0 < int(port) <= 65535  # noqa: PLR2004
+    else:
+        ok = kind == "unix" and bool(where)
+    if not ok:
+        raise ValueError(f"{remote!r} is not an OVSDB remote (unix:PATH or tcp:HOST:PORT)")
 
 
 def _url(value: str) -> str:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from vportd.core.topology import Link
 from vportd.southbound import frames
-from vportd.southbound.openflow import SwitchClosed, SwitchConnection
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import SwitchClosed
 
 log = logging.getLogger("vportd.lldp")
 

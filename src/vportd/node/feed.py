@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.topology import Link
-from vportd.southbound.ovsdb import (
+from vportd.southbound.ovsdb.snapshot import (
     EMPTY,
     Change,
     DeclaredLink,

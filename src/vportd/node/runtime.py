@@ -44,9 +44,12 @@ from vportd.node.metrics import Metrics
 from vportd.node.switches import Switches
 from vportd.node.watchdog import watch_loop
 from vportd.southbound import frames
-from vportd.southbound.ofcodec import PortInfo, PortReason, Role
-from vportd.southbound.openflow import OpenFlowServer, SwitchConnection
-from vportd.southbound.ovsdb import OvsdbMonitor, Snapshot
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.incoming import PortInfo, PortReason
+from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.openflow.wire import Role
+from vportd.southbound.ovsdb.monitor import OvsdbMonitor
+from vportd.southbound.ovsdb.snapshot import Snapshot
 
 log = logging.getLogger("vportd.runtime")
 

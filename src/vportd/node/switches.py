@@ -20,13 +20,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vportd.core.flow import CLASSIFY_TABLE, Flow, FlowCommand, FlowMod, Match, ToController
-from vportd.southbound.ofcodec import Role
-from vportd.southbound.openflow import (
-    FlowModsFailed,
-    OpenFlowError,
-    SwitchClosed,
-    SwitchConnection,
-)
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
+from vportd.southbound.openflow.wire import Role
 
 log = logging.getLogger("vportd.switches")
 

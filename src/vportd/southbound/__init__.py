@@ -1,7 +1,7 @@
-"""The adapters to Open vSwitch: the OpenFlow 1.3 endpoint and its codec.
+"""The adapters to Open vSwitch: what the controller says to switches and reads of them.
 
-`ofcodec` translates between the core's flows and OpenFlow 1.3 messages with
-the os-ken codec (and nothing else of os-ken); `openflow` is the asyncio
-endpoint that switches connect to. Both keep os-ken's untyped objects inside:
-what leaves them is the core's `Flow` or small typed records.
+`openflow` is the OpenFlow 1.3 endpoint switches connect to, with its codec;
+`ovsdb` follows each hypervisor's OVSDB server for its ports and declared
+links; `frames` builds and parses the few Ethernet frames the controller
+handles. What leaves them is the core's `Flow` or small typed records.
 """

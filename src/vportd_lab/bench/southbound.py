@@ -74,9 +74,10 @@ from vportd.core.messages import EventKind, PortEvent
 from vportd.core.model import PortState
 from vportd.node.config import Config, parse_config
 from vportd.node.runtime import Runtime
-from vportd.southbound.ofcodec import PortInfo, PortReason
-from vportd.southbound.openflow import SwitchConnection
-from vportd.southbound.ovsdb import Framer, Snapshot
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.incoming import PortInfo, PortReason
+from vportd.southbound.ovsdb.snapshot import Snapshot
+from vportd.southbound.ovsdb.wire import Framer
 from vportd_lab.bed.cluster import VM, add_port_ops
 from vportd_lab.bed.ovs import PrivateOVS
 from vportd_lab.bed.ports import free_port
