@@ -118,14 +118,18 @@ class Fabric:
 
 def believed(rt: Runtime, bridge: str, extra: tuple[Flow, ...] = ()) -> list[str]:
     """What the compiler believes `bridge` holds (plus `extra`), as dump-flows shows it."""
-    flows = [*rt.core.flows.installed.get(bridge, {}).values(), *extra]
+    flows = [*rt.core.installed(bridge), *extra]
     return sorted(ofctl_line(f) for f in flows)
 
 
 def settled(rt: Runtime, fabric: Fabric) -> bool:
     """Every bridge connected and reconciled, and nothing left to send."""
     return (
-        all(name in rt.switches and rt.stats.reconciles[name] for name in fabric.names) and rt.idle
+        all(
+            name in rt.switches.adopted and rt.switches.stats.reconciles[name]
+            for name in fabric.names
+        )
+        and rt.idle
     )
 
 

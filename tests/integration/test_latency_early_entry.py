@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.integration.support import Fabric, assert_flows_agree, running
-from vportd.core.messages import EventKind, PortEvent
+from vportd.core.messages import EventKind, Output, PortEvent
 from vportd.core.model import PortState
 from vportd.node.runtime import Runtime
 from vportd_lab.bed.cluster import until
@@ -64,14 +64,25 @@ def vm_args(name: str, ofport: int, mac: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def spy_on_port_events(rt: Runtime, events: list[PortEvent]) -> None:
+    """Keep every port event the runtime takes from OVSDB in `events`."""
+    take = rt.port_event
+
+    def spy(ev: PortEvent) -> Output[None]:
+        events.append(ev)
+        return take(ev)
+
+    rt.port_event = spy  # type: ignore[method-assign]
+
+
 def at(rt: Runtime, mac: str, port: int, state: PortState) -> bool:
-    rec = rt.core.table.get(mac)
+    rec = rt.core.entry(mac)
     return rec is not None and (rec.loc.ovs, rec.loc.port, rec.port_state) == ("hv0", port, state)
 
 
 async def read(rt: Runtime, name: str) -> None:
     """Wait until the monitor has handed the runtime a snapshot with interface `name`."""
-    await until(lambda: any(r.name == name for r in rt._rows()), f"the row of {name}")
+    await until(lambda: any(r.name == name for r in rt.feed.rows()), f"the row of {name}")
 
 
 async def test_an_entry_from_the_request_comes_up_when_ovs_vswitchd_numbers_the_port(
@@ -79,7 +90,7 @@ async def test_an_entry_from_the_request_comes_up_when_ovs_vswitchd_numbers_the_
 ) -> None:
     events: list[PortEvent] = []
     async with running(fabric) as rt:
-        rt.port_event_hook = events.append
+        spy_on_port_events(rt, events)
         await asyncio.to_thread(fabric.ovs.stop_vswitchd)
         await fabric.vsctl(*vm_args("vma", 5, MAC_A))
         await until(lambda: at(rt, MAC_A, 5, PortState.DOWN), "vma's entry at 5, down")
@@ -96,12 +107,12 @@ async def test_a_number_held_by_another_port_waits_for_ovs_vswitchd(fabric: Fabr
         await asyncio.to_thread(fabric.ovs.stop_vswitchd)
         await fabric.vsctl(*vm_args("vmb", 5, MAC_B))
         await read(rt, "vmb")
-        assert rt.core.table.get(MAC_B) is None  # 5 is vma's: vmb gets another number
+        assert rt.core.entry(MAC_B) is None  # 5 is vma's: vmb gets another number
 
         await asyncio.to_thread(fabric.ovs.start_vswitchd)
-        await until(lambda: rt.core.table.get(MAC_B) is not None, "vmb's entry")
+        await until(lambda: rt.core.entry(MAC_B) is not None, "vmb's entry")
         await until(lambda: at(rt, MAC_A, 5, PortState.UP), "vma still up at 5")
-        rec = rt.core.table.get(MAC_B)
+        rec = rt.core.entry(MAC_B)
         assert rec is not None and rec.loc.port not in (None, 5)
         await assert_flows_agree(rt, fabric)
 
@@ -115,7 +126,7 @@ async def test_a_port_ovs_vswitchd_fails_loses_its_entry(fabric: Fabric) -> None
         await until(lambda: at(rt, MAC_C, 8, PortState.DOWN), "vmc's entry at 8, down")
 
         await asyncio.to_thread(fabric.ovs.start_vswitchd)
-        await until(lambda: rt.core.table.get(MAC_C) is None, "vmc's entry to go")
+        await until(lambda: rt.core.entry(MAC_C) is None, "vmc's entry to go")
         rows = await asyncio.to_thread(fabric.ovs.rows, "Interface", "name", "ofport", "error")
         assert {r["name"]: r["ofport"] for r in rows}["vmc"] == -1
         await assert_flows_agree(rt, fabric)
@@ -124,7 +135,7 @@ async def test_a_port_ovs_vswitchd_fails_loses_its_entry(fabric: Fabric) -> None
 async def test_an_entry_moves_to_the_number_ovs_vswitchd_writes(fabric: Fabric) -> None:
     events: list[PortEvent] = []
     async with running(fabric) as rt:
-        rt.port_event_hook = events.append
+        spy_on_port_events(rt, events)
         await asyncio.to_thread(fabric.ovs.stop_vswitchd)
         await fabric.vsctl(*vm_args("vmd", 9, MAC_D))
         await until(lambda: at(rt, MAC_D, 9, PortState.DOWN), "vmd's entry at 9")

@@ -4,7 +4,7 @@ One dummy-datapath OVS for the module; each test builds hv0 - hv1 - hv2
 (patch ports, secure, OpenFlow 1.3) and runs a Runtime in-process as a task,
 or `vportd` itself as a process. What is checked is what OVS shows
 (`ovs-vsctl`, `ovs-ofctl -O OpenFlow13 dump-flows`) against what the core
-holds (`runtime.core.table`, `runtime.core.flows.installed`).
+holds (`runtime.core.vports()`, `runtime.core.installed(switch)`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from tests.integration.support import (
 )
 from vportd.core.model import PortState
 from vportd.core.pipeline import vm_flow
-from vportd.core.topology import LinkEnd
-from vportd.node.runtime import LLDP_PUNT, Runtime
+from vportd.core.topology import Link
+from vportd.node.runtime import Runtime
+from vportd.node.switches import LLDP_PUNT
 from vportd_lab.bed.cluster import until
 from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 from vportd_lab.bed.ports import free_port
@@ -73,7 +74,7 @@ async def with_vms(fabric: Fabric) -> None:
 async def vms_known(rt: Runtime) -> None:
     await until(
         lambda: all(
-            (rec := rt.core.table.get(mac)) is not None and rec.port_state is PortState.UP
+            (rec := rt.core.entry(mac)) is not None and rec.port_state is PortState.UP
             for mac in (MAC_A, MAC_B, MAC_C)
         ),
         "the three VMs to be in the table, up",
@@ -91,25 +92,24 @@ async def no_normal(fabric: Fabric) -> None:
 # -- handshake -------------------------------------------------------------------------
 async def test_every_bridge_becomes_a_switch(fabric: Fabric) -> None:
     async with running(fabric) as rt:
-        assert set(rt.switches) == {"hv0", "hv1", "hv2"}
+        assert set(rt.switches.adopted) == {"hv0", "hv1", "hv2"}
         for i, name in enumerate(fabric.names):
-            assert rt.switches[name].dpid == i + 1
-            assert rt.topology.dpid(name) == i + 1
+            assert rt.switches.adopted[name].dpid == i + 1
+            assert rt.core.dpid(name) == i + 1
         # the patch ports, read from OVSDB: hv0 port 101 - hv1 port 100 - hv1 port 102 - hv2
-        assert rt.topology.link_ports("hv0") == {101: LinkEnd("hv1", 100)}
-        assert rt.topology.link_ports("hv2") == {101: LinkEnd("hv1", 102)}
+        assert rt.core.links() == {Link("hv0", 101, "hv1", 100), Link("hv1", 102, "hv2", 101)}
         await assert_flows_agree(rt, fabric)
         await no_normal(fabric)
-        assert rt.stats.foreign_flows_deleted == 0
+        assert rt.switches.stats.foreign_flows_deleted == 0
 
 
 # -- port events -----------------------------------------------------------------------
 async def test_vm_port_add_link_down_up_and_delete_reach_the_table(fabric: Fabric) -> None:
     async with running(fabric) as rt:
         await fabric.add_vm("hv0", "vma", 5, MAC_A)
-        await until(lambda: rt.core.table.get(MAC_A) is not None, "the VM's entry")
-        await until(lambda: rt.core.table.require(MAC_A).port_state is PortState.UP, "link up")
-        rec = rt.core.table.require(MAC_A)
+        await until(lambda: rt.core.entry(MAC_A) is not None, "the VM's entry")
+        await until(lambda: rt.core.vport(MAC_A).port_state is PortState.UP, "link up")
+        rec = rt.core.vport(MAC_A)
         loc = rec.loc
         assert (loc.ovs, loc.port, loc.port_name) == ("hv0", 5, "vma")
         assert (loc.iface_id, loc.vm_id) == ("vma-iface", "vma-vm")
@@ -118,13 +118,13 @@ async def test_vm_port_add_link_down_up_and_delete_reach_the_table(fabric: Fabri
         assert "dl_dst=02:00:00:00:0a:01 actions=output:5" in " ".join(await fabric.flows("hv0"))
 
         await fabric.appctl("netdev-dummy/set-admin-state", "vma", "down")
-        await until(lambda: rt.core.table.require(MAC_A).port_state is PortState.DOWN, "down")
+        await until(lambda: rt.core.vport(MAC_A).port_state is PortState.DOWN, "down")
         await fabric.appctl("netdev-dummy/set-admin-state", "vma", "up")
-        await until(lambda: rt.core.table.require(MAC_A).port_state is PortState.UP, "up again")
-        assert rt.core.table.require(MAC_A).loc.port == 5
+        await until(lambda: rt.core.vport(MAC_A).port_state is PortState.UP, "up again")
+        assert rt.core.vport(MAC_A).loc.port == 5
 
         await fabric.vsctl("del-port", "hv0", "vma")
-        await until(lambda: rt.core.table.get(MAC_A) is None, "the entry to go")
+        await until(lambda: rt.core.entry(MAC_A) is None, "the entry to go")
         await assert_flows_agree(rt, fabric)
         assert "02:00:00:00:0a:01" not in " ".join(await fabric.flows("hv0"))
         await no_normal(fabric)
@@ -136,16 +136,16 @@ async def test_ports_without_attached_mac_are_not_vports_and_patch_ports_are_lin
     async with running(fabric) as rt:
         await fabric.add_vm("hv0", "vma", 5, MAC_A)
         await fabric.add_vm("hv2", "vmb", 6, MAC_B)
-        await until(lambda: len(rt.core.table) == 2, "the VMs' entries")
+        await until(lambda: rt.core.vport_count() == 2, "the VMs' entries")
         await assert_flows_agree(rt, fabric)
         line = await fabric.flows("hv0")
 
         # a plain port (an uplink, say) and a patch pair closing the ring hv0 - hv2
         await fabric.add_port("hv0", "up0", 9, "external_ids:iface-id=not-a-vm")
         await fabric.patch("hv0", 102, "hv2", 100)
-        await until(lambda: rt.topology.is_link("hv0", 102), "the new patch link")
-        assert rt.topology.link_ports("hv2")[100] == LinkEnd("hv0", 102)
-        assert sorted(rec.vm for rec in rt.core.table) == [MAC_A, MAC_B]
+        await until(lambda: rt.core.is_link("hv0", 102), "the new patch link")
+        assert Link("hv0", 102, "hv2", 100) in rt.core.links()
+        assert sorted(rec.vm for rec in rt.core.vports()) == [MAC_A, MAC_B]
         await assert_flows_agree(rt, fabric)
         ring = await fabric.flows("hv0")
         # hv0 now reaches vmb (on hv2) over the new link
@@ -154,7 +154,7 @@ async def test_ports_without_attached_mac_are_not_vports_and_patch_ports_are_lin
 
         # the link goes: the flows go back to those of the line
         await fabric.vsctl("del-port", "hv0", "hv0-hv2", "--", "del-port", "hv2", "hv2-hv0")
-        await until(lambda: not rt.topology.is_link("hv0", 102), "the link to go")
+        await until(lambda: not rt.core.is_link("hv0", 102), "the link to go")
         await assert_flows_agree(rt, fabric)
         assert await fabric.flows("hv0") == line
         await no_normal(fabric)
@@ -167,23 +167,25 @@ async def test_a_vswitchd_restart_gets_the_same_flows_back(fabric: Fabric) -> No
         await vms_known(rt)
         await assert_flows_agree(rt, fabric)
         before = {name: await fabric.flows(name) for name in fabric.names}
-        table = {rec.vm: rec.loc.seq for rec in rt.core.table}
-        rounds, sent = dict(rt.stats.reconciles), rt.stats.flow_mods_sent
+        table = {rec.vm: rec.loc.seq for rec in rt.core.vports()}
+        rounds, sent = dict(rt.switches.stats.reconciles), rt.switches.stats.flow_mods_sent
 
         await asyncio.to_thread(fabric.ovs.stop_vswitchd)
         await asyncio.to_thread(fabric.ovs.start_vswitchd)
         await until(
-            lambda: all(rt.stats.reconciles[n] > rounds[n] for n in fabric.names),
+            lambda: all(rt.switches.stats.reconciles[n] > rounds[n] for n in fabric.names),
             "every switch to reconnect and be reconciled",
         )
         await assert_flows_agree(rt, fabric)
         after = {name: await fabric.flows(name) for name in fabric.names}
         assert after == before
         for name, lines in after.items():
-            assert len(lines) == len(set(lines)) == len(rt.core.flows.installed[name])
+            assert len(lines) == len(set(lines)) == len(rt.core.installed(name))
         # vswitchd came back empty: every flow was sent again, once
-        assert rt.stats.flow_mods_sent - sent == sum(len(lines) for lines in after.values())
-        assert {rec.vm: rec.loc.seq for rec in rt.core.table} == table
+        assert rt.switches.stats.flow_mods_sent - sent == sum(
+            len(lines) for lines in after.values()
+        )
+        assert {rec.vm: rec.loc.seq for rec in rt.core.vports()} == table
         await no_normal(fabric)
 
 
@@ -192,7 +194,7 @@ async def test_a_controller_restart_sends_no_flow_mod_and_wipes_nothing(fabric: 
     async with running(fabric) as first:
         await vms_known(first)
         await assert_flows_agree(first, fabric)
-        assert first.stats.flow_mods_sent > 0
+        assert first.switches.stats.flow_mods_sent > 0
     before = {name: await fabric.flows(name) for name in fabric.names}
     # A frame from vma to vmb while no controller runs: secure mode forwards it with the
     # flows held, and hv2's flow for vmb counts it.
@@ -203,8 +205,8 @@ async def test_a_controller_restart_sends_no_flow_mod_and_wipes_nothing(fabric: 
     async with running(fabric) as second:
         await vms_known(second)
         await assert_flows_agree(second, fabric)
-        assert second.stats.flow_mods_sent == 0
-        assert second.stats.foreign_flows_deleted == 0
+        assert second.switches.stats.flow_mods_sent == 0
+        assert second.switches.stats.foreign_flows_deleted == 0
         assert {name: await fabric.flows(name) for name in fabric.names} == before
         # the very same flow: a deleted and re-added one would have lost its count
         assert await counted(fabric, "hv2", f"dl_dst={MAC_B}")
@@ -236,10 +238,10 @@ async def test_a_controller_restart_corrects_only_the_difference(fabric: Fabric)
         await vms_known(second)
         await assert_flows_agree(second, fabric)
         # one delete of the foreign flow, one of the stray, two adds (altered, missing)
-        assert second.stats.foreign_flows_deleted == 1
-        assert second.stats.flow_mods_sent == 4
+        assert second.switches.stats.foreign_flows_deleted == 1
+        assert second.switches.stats.flow_mods_sent == 4
         assert {name: await fabric.flows(name) for name in fabric.names} == held
-        assert vm_flow(MAC_A, 5) in second.core.flows.installed["hv0"].values()
+        assert vm_flow(MAC_A, 5) in second.core.installed("hv0")
         await no_normal(fabric)
 
 
@@ -253,23 +255,25 @@ async def test_lldp_finds_a_link_that_ovsdb_does_not_declare(fabric: Fabric) -> 
     async with running(fabric, config(fabric, lldp=True, lldp_interval=0.2)) as rt:
         await fabric.add_vm("hv0", "vma", 5, MAC_A)
         await fabric.add_vm("hv2", "vmb", 6, MAC_B)
-        await until(lambda: len(rt.core.table) == 2, "the VMs' entries")
+        await until(lambda: rt.core.vport_count() == 2, "the VMs' entries")
         await assert_flows_agree(rt, fabric, (LLDP_PUNT,))
         line = await fabric.flows("hv0")
-        assert not rt.topology.is_link("hv0", 50)
+        assert not rt.core.is_link("hv0", 50)
 
         await fabric.add_port("hv2", "lk2", 50, f"options:stream=unix:{sock}")
-        await until(lambda: rt.topology.is_link("hv0", 50), "LLDP to find hv0 port 50")
-        assert rt.topology.link_ports("hv0")[50] == LinkEnd("hv2", 50)
-        assert rt.topology.link_ports("hv2")[50] == LinkEnd("hv0", 50)
+        await until(lambda: rt.core.is_link("hv0", 50), "LLDP to find hv0 port 50")
+        assert Link("hv0", 50, "hv2", 50) in rt.core.links()
         # the patch links are found by LLDP as well, and agree with OVSDB
-        assert rt.topology.link_ports("hv1") == {100: LinkEnd("hv0", 101), 102: LinkEnd("hv2", 101)}
+        assert {x for x in rt.core.links() if "hv1" in (x.a, x.b)} == {
+            Link("hv0", 101, "hv1", 100),
+            Link("hv1", 102, "hv2", 101),
+        }
         await assert_flows_agree(rt, fabric, (LLDP_PUNT,))
         ring = await fabric.flows("hv0")
         assert any(f"dl_dst={MAC_B} actions=output:50" in f for f in ring)
 
         await fabric.vsctl("del-port", "hv2", "lk2")
-        await until(lambda: not rt.topology.is_link("hv0", 50), "the link to go")
+        await until(lambda: not rt.core.is_link("hv0", 50), "the link to go")
         await assert_flows_agree(rt, fabric, (LLDP_PUNT,))
         assert await fabric.flows("hv0") == line
         await no_normal(fabric)
@@ -280,7 +284,7 @@ async def test_lldp_off_removes_a_punt_flow_left_by_an_earlier_run(fabric: Fabri
         await assert_flows_agree(rt, fabric, (LLDP_PUNT,))
     async with running(fabric) as rt:
         await assert_flows_agree(rt, fabric)
-        assert rt.stats.flow_mods_sent == len(fabric.names)  # one delete per switch
+        assert rt.switches.stats.flow_mods_sent == len(fabric.names)  # one delete per switch
         for name in fabric.names:
             assert not any("CONTROLLER" in line for line in await fabric.flows(name))
 
@@ -325,7 +329,7 @@ async def test_the_daemon_installs_the_flows_and_stops_on_sigterm(
     async with running(fabric) as rt:
         await vms_known(rt)
         await assert_flows_agree(rt, fabric)
-        assert rt.stats.flow_mods_sent == 0
+        assert rt.switches.stats.flow_mods_sent == 0
 
 
 def shown(fabric: Fabric, bridge: str, text: str) -> Callable[[], Awaitable[bool]]:

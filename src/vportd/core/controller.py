@@ -366,6 +366,10 @@ class Controller:
     def is_link(self, switch: str, port: int) -> bool:
         return self._topology.is_link(switch, port)
 
+    def links(self) -> frozenset[Link]:
+        """The inter-switch links in use (of the switches known)."""
+        return self._links
+
     def vports(self) -> list[VPortRecord]:
         """Every present entry, by MAC (claim 1: this controller holds them all)."""
         return sorted(self._table, key=lambda r: r.vm)
@@ -373,6 +377,10 @@ class Controller:
     def vport(self, vm: str) -> VPortRecord:
         """The VM's entry; raises InvalidMac or UnknownVM."""
         return self._table.require(parse_mac(vm))
+
+    def entry(self, vm: str) -> VPortRecord | None:
+        """The VM's entry, None if it has none (or was removed)."""
+        return self._table.get(vm)
 
     def record(self, vm: str) -> VPortRecord | None:
         """The VM's entry including a removal's tombstone, as the store holds it too."""

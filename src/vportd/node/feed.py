@@ -100,12 +100,13 @@ class OvsdbFeed:
     def ports_of(self, switch: str) -> list[PortEvent]:
         """The VM ports of `switch` as adds (and modifies, if up): what a new master reads."""
         events: list[PortEvent] = []
-        for row in self._rows():
+        for row in self.rows():
             if row.bridge == switch and row.is_vm and row.ofport is not None:
                 events += port_events(Change.ADD, row)
         return events
 
-    def _rows(self) -> Iterator[IfaceRow]:
+    def rows(self) -> Iterator[IfaceRow]:
+        """Every interface row of every OVSDB server."""
         for snap in self._snapshots.values():
             yield from snap.ifaces.values()
 

@@ -70,7 +70,7 @@ class Runtime:
             self.core.lead(clock())
         self.metrics = Metrics(me)
         self.loop_stall_max = 0.0  # longest the event loop was seen late for a timer (s)
-        self.switches = Switches(self, lldp=config.topology.lldp)
+        self.switches = Switches(self, lldp=config.topology.lldp, clock=clock)
         self.feed = OvsdbFeed()
         self.discovery = LinkDiscovery(config.topology.lldp_interval)
         self.cluster: ClusterNode | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,12 +59,13 @@ class SwitchStats:
     flow_mods_sent: int = 0  # every flow mod written to a switch, of any kind
     foreign_flows_deleted: int = 0  # of those: deletes of flows vportd did not make
     reconciles: Counter[str] = field(default_factory=Counter)  # adoptions done, per switch
-    flows_confirmed: int = 0  # barrier-confirmed batches of flow mods
+    flows_confirmed_at: float | None = None  # clock time of the last barrier-confirmed mods
 
 
 class Switches:
-    def __init__(self, node: Node, *, lldp: bool) -> None:
+    def __init__(self, node: Node, *, lldp: bool, clock: Callable[[], float]) -> None:
         self.node = node
+        self.clock = clock
         self.lldp = lldp
         self.stats = SwitchStats()
         self.connected: dict[str, SwitchConnection] = {}  # every named connection
@@ -192,7 +193,7 @@ class Switches:
             log.error("%s: %s; reading back what it holds", name, err)
             await self._reread(name, conn)
         else:
-            self.stats.flows_confirmed += 1
+            self.stats.flows_confirmed_at = self.clock()
 
     async def _reread(self, name: str, conn: SwitchConnection) -> None:
         """After refused flow mods: believe what the switch holds, not what we sent.
