@@ -7,20 +7,23 @@ BIN   := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env test lint fmt bench demo clean
+.PHONY: help env test test-fast lint fmt bench demo clean
 
 help: ## list the targets
 	@echo "vportd make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | \
-		awk -F':.*## ' '{ printf "  %-7s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ printf "  %-9s %s\n", $$1, $$2 }'
 	@echo "Pass pytest options with PYTEST_ARGS, e.g. make test PYTEST_ARGS='-k migrate -x'"
 
 env: ## install apt packages (root) and the venv in .venv
 	@bash scripts/ensure-env.sh
 
 # pytest collects tests/ (testpaths in pyproject.toml) unless PYTEST_ARGS names paths.
-test: env ## run the test suite (PYTEST_ARGS passed to pytest)
+test: env ## run the whole test suite (PYTEST_ARGS passed to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: env ## the fast tier: no root, no OVS, no etcd (a couple of minutes)
+	$(BIN)/pytest -m "not root and not ovs and not etcd" $(PYTEST_ARGS)
 
 lint: env ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check src tests

@@ -99,6 +99,7 @@ class ClusterNode:
         events: NodeEvents,
         *,
         openflow: str = "",
+        gather: float = 0.0,
     ) -> None:
         self.store = store
         self.client = client
@@ -110,7 +111,7 @@ class ClusterNode:
         self.leader_id: str | None = None
         self.leader_api: str | None = None
         self.masters: dict[str, tuple[str, int]] = {}  # switch -> (controller, generation)
-        self.writer = RecordWriter(store)
+        self.writer = RecordWriter(store, gather)
         self._mine: dict[str, Fence] = {}
         self._unmastered_since: dict[str, float] = {}
         self._member: Fence | None = None

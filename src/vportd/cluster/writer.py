@@ -67,8 +67,9 @@ class _Batch:
 class RecordWriter:
     """One controller's writes to the store; `run` is part of its session."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, gather: float = 0.0) -> None:
         self.store = store
+        self.gather = gather  # seconds to wait for more records before a write
         self._pending = _Batch()
         self._queued = asyncio.Event()
 
@@ -89,6 +90,8 @@ class RecordWriter:
         """Write what is queued, fenced by `member` (and `leading()` for the leader's)."""
         while True:
             await self._queued.wait()
+            if self.gather:
+                await asyncio.sleep(self.gather)
             self._queued.clear()
             batch, self._pending = self._pending, _Batch()
             try:

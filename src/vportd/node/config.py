@@ -120,11 +120,11 @@ class StoreSection(_Section):
     # 3 s: a new leader within ~3.5 s of a kill -9 (issue 4 wants 5 s), and a
     # second and a half more patience than 2 s with a loaded etcd (docs/operations.md).
     lease_ttl: Annotated[int, Field(ge=2, le=60)] = 3
-    # Records are gathered this long before a write: a burst goes in fewer
-    # transactions, and a migration's answer does not queue behind the leader's
-    # write of it (every controller's table holds the migration by then; etcd is
-    # the record for one that restarts). 0 writes at once.
-    write_delay: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Records are gathered this long before a write, so that a burst goes in
+    # fewer transactions. A message that announces a record waits until it is
+    # written (persist before send): this delay adds to every handshake. With 0,
+    # records still go together when they queue while a write is in flight.
+    write_delay: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class MigrationSection(_Section):

@@ -115,7 +115,9 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
     if config.store.kind == "etcd":
         s = config.store
         store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
-        node = ClusterNode(store, client, me, runtime, openflow=config.openflow.listen)
+        node = ClusterNode(
+            store, client, me, runtime, openflow=config.openflow.listen, gather=s.write_delay
+        )
         runtime.attach(node)
     service = ControllerService(runtime, me, node)
     app = create_app(
