@@ -1,6 +1,7 @@
 """The east-west REST client: peer messages out, and requests forwarded to the leader.
 
-`PeerClient` sends the core's peer messages in their REST form
+Both go over a `PeerHttp` (`cluster.transport`); a daemon shares one between
+them. `PeerClient` sends the core's peer messages in their REST form
 (`core.wire`) with the controllers' bearer token: a vPort sync is a PUT
 whose answer is the peer's sync complete (200) or refusal (409); port-event
 syncs travel batched. `Forwarder` relays a VMM's request from a follower to
@@ -9,7 +10,8 @@ the leader, untouched, and hands the leader's answer back.
 Anything that is not an answer (no connection, a timeout, a 5xx, a 4xx
 refusal of our own request) raises `PeerUnreachable`: to the protocol the
 message did not get through, and the coordinator's deadlines take it from
-there.
+there. A vPort sync (a PUT) that met a dying kept-alive connection is sent
+again once; a batch of port events (a POST) is not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 
 from vportd.api.service import Peer
-from vportd.cluster.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
+from vportd.cluster.transport import NoAnswer, PeerHttp, Reply
 from vportd.core.errors import CoreError
 from vportd.core.messages import PortEventSync, SyncComplete, SyncRefused, VPortSync
 from vportd.core.wire import RestAnswer, answer_from_rest, to_rest
@@ -76,11 +78,12 @@ class PeerClient:
         *,
         timeout: float = 5.0,
         max_batch_bytes: int = MAX_BATCH_BYTES,
-        exchange: Exchange | None = None,
+        http: PeerHttp | None = None,
     ) -> None:
         self._headers = {} if peer_token is None else {"Authorization": f"Bearer {peer_token}"}
         self._max_batch_bytes = max_batch_bytes
-        self._http = exchange or KeptAliveExchange(timeout)
+        self._timeout = timeout
+        self._http = http or PeerHttp(timeout=timeout)
 
     async def sync(self, peer: Peer, msg: VPortSync) -> SyncComplete | SyncRefused | None:
         """The leader's vPort sync; the peer's answer, or None when none was asked for."""
@@ -109,14 +112,15 @@ class PeerClient:
         headers = {**self._headers, "Content-Type": "application/json"}
         url = peer.api.rstrip("/") + path
         try:
-            reply = await self._http.request(method, url, body, headers)
-        except ExchangeFailed as err:
+            reply = await self._http.request(method, url, body, headers, timeout=self._timeout)
+        except NoAnswer as err:
             raise PeerUnreachable(peer.id, str(err)) from None
         if reply.status >= HTTP_SERVER_ERROR:
             raise PeerUnreachable(peer.id, f"HTTP {reply.status}: {_detail(reply)}")
         return reply
 
     async def aclose(self) -> None:
+        """Closes its `PeerHttp`, shared or not (closing one twice is harmless)."""
         await self._http.aclose()
 
 
@@ -142,8 +146,9 @@ def _batch_body(events: list[bytes]) -> bytes:
 class Forwarder:
     """Relays a request to another controller (the leader) and returns its answer as is."""
 
-    def __init__(self, *, timeout: float = 30.0, exchange: Exchange | None = None) -> None:
-        self._http = exchange or KeptAliveExchange(timeout)
+    def __init__(self, *, timeout: float = 30.0, http: PeerHttp | None = None) -> None:
+        self._timeout = timeout
+        self._http = http or PeerHttp(timeout=timeout)
 
     async def forward(
         self, base_url: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
@@ -151,8 +156,8 @@ class Forwarder:
         """Any HTTP answer is relayed; only no answer at all raises PeerUnreachable."""
         url = base_url.rstrip("/") + path
         try:
-            return await self._http.request(method, url, body, headers)
-        except ExchangeFailed as err:
+            return await self._http.request(method, url, body, headers, timeout=self._timeout)
+        except NoAnswer as err:
             raise PeerUnreachable(base_url, str(err)) from None
 
     async def aclose(self) -> None:
