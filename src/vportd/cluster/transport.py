@@ -5,12 +5,14 @@ type, or raises `NoAnswer` when no answer came (no connection, a timeout, a
 connection lost mid-answer, bytes that are not HTTP). A daemon makes one and
 shares it between its peer client and its forwarder.
 
-A kept-alive connection can die under a request: the peer closes it while
-the request is on its way. aiohttp then sends an idempotent request (GET,
-HEAD, OPTIONS, TRACE, PUT, DELETE) once more, on another connection
-(RFC 9112 §9.3.1), and never re-sends any other (a POST): the peer may
-have acted on it. Redirects are returned, not followed (one would carry the
-token elsewhere). aiohttp sets TCP_NODELAY on every connection it opens.
+A kept-alive connection can die under a request: the peer closes or resets
+it while the request is on its way. aiohttp then sends an idempotent
+request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) once more (RFC 9112
+§9.3.1), on another idle connection or a new one, and never re-sends any
+other (a POST): the peer may have acted on it. It does the same when a new
+connection dies before the answer's head is complete; an answer cut off in
+its body is not re-sent. Redirects are returned, not followed (one would
+carry the token elsewhere). aiohttp sets TCP_NODELAY on every connection.
 """
 
 from __future__ import annotations
