@@ -8,7 +8,6 @@ import pytest
 from tests.api.conftest import PEER_AUTH, PEER_TOKEN, Rig
 from tests.api.fake import VM_A, state, url_of
 from vportd.api.service import Peer
-from vportd.cluster.http import HttpxExchange
 from vportd.cluster.peers import PeerClient, PeerRejected, PeerUnreachable
 from vportd.core.messages import (
     EventKind,
@@ -119,9 +118,7 @@ async def test_a_batch_with_one_bad_event_applies_nothing(
 # -- the client side ---------------------------------------------------------------
 @pytest.fixture
 async def client(rig: Rig) -> PeerClient:
-    return PeerClient(
-        PEER_TOKEN, max_batch_bytes=16 * 1024, exchange=HttpxExchange(5.0, rig.router)
-    )
+    return PeerClient(PEER_TOKEN, max_batch_bytes=16 * 1024, http=rig.http())
 
 
 def peer(cid: str) -> Peer:
@@ -151,7 +148,7 @@ async def test_peer_client_failures(rig: Rig, client: PeerClient) -> None:
         await client.sync(peer("c1"), sync)
     assert unreachable.value.peer == "c1"
     rig.router.down.clear()
-    wrong = PeerClient("not-the-token", exchange=HttpxExchange(5.0, rig.router))
+    wrong = PeerClient("not-the-token", http=rig.http())
     with pytest.raises(PeerRejected) as rejected:
         await wrong.sync(peer("c1"), sync)
     assert rejected.value.status == 403

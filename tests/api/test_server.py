@@ -59,7 +59,7 @@ def test_parse_listen() -> None:
 
 
 async def test_the_daemons_east_west_client_over_real_sockets(rig: Rig) -> None:
-    """PeerClient and Forwarder as the daemon makes them (KeptAliveExchange), against uvicorn."""
+    """PeerClient and Forwarder as the daemon makes them, against uvicorn."""
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(rig.apps["c1"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))

@@ -1,6 +1,7 @@
 """The east-west REST client: the leader's vPort syncs, and requests forwarded to it.
 
-`PeerClient` sends a vPort sync (`cluster.codec`) with the controllers'
+Both go over a `PeerHttp` (`cluster.transport`); a daemon shares one between
+them. `PeerClient` sends a vPort sync (`cluster.codec`) with the controllers'
 bearer token: a PUT whose answer is the peer's sync complete (200) or refusal
 (409). `Forwarder` relays a VMM's request from a follower to the leader,
 untouched, and hands the leader's answer back.
@@ -8,7 +9,8 @@ untouched, and hands the leader's answer back.
 Anything that is not an answer (no connection, a timeout, a 5xx, a 4xx
 refusal of our own request) raises `PeerUnreachable`: to the protocol the
 message did not get through, and the coordinator's deadlines take it from
-there.
+there. A vPort sync (a PUT) that met a dying kept-alive connection is sent
+again once; a relayed POST is not.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from vportd.cluster.codec import SyncAnswerWire, SyncWire
-from vportd.cluster.http import Exchange, ExchangeFailed, KeptAliveExchange, Reply
 from vportd.cluster.members import Peer
+from vportd.cluster.transport import NoAnswer, PeerHttp, Reply
 from vportd.core.messages import SyncAnswer, VPortSync
 
 HTTP_OK = 200
@@ -70,10 +72,11 @@ class PeerClient:
         peer_token: str | None,
         *,
         timeout: float = 5.0,
-        exchange: Exchange | None = None,
+        http: PeerHttp | None = None,
     ) -> None:
         self._headers = {} if peer_token is None else {"Authorization": f"Bearer {peer_token}"}
-        self._http = exchange or KeptAliveExchange(timeout)
+        self._timeout = timeout
+        self._http = http or PeerHttp(timeout=timeout)
 
     async def sync(self, peer: Peer, msg: VPortSync) -> SyncAnswer:
         """The leader's vPort sync (`PUT /v1/peer/vports/{vm}`); the peer's answer."""
@@ -90,22 +93,24 @@ class PeerClient:
         headers = {**self._headers, "Content-Type": "application/json"}
         url = peer.api.rstrip("/") + path
         try:
-            reply = await self._http.request(method, url, body, headers)
-        except ExchangeFailed as err:
+            reply = await self._http.request(method, url, body, headers, timeout=self._timeout)
+        except NoAnswer as err:
             raise PeerUnreachable(peer.id, str(err)) from None
         if reply.status >= HTTP_SERVER_ERROR:
             raise PeerUnreachable(peer.id, f"HTTP {reply.status}: {_detail(reply)}")
         return reply
 
     async def aclose(self) -> None:
+        """Closes its `PeerHttp`, shared or not (closing one twice is harmless)."""
         await self._http.aclose()
 
 
 class Forwarder:
     """Relays a request to another controller (the leader) and returns its answer as is."""
 
-    def __init__(self, *, timeout: float = 30.0, exchange: Exchange | None = None) -> None:
-        self._http = exchange or KeptAliveExchange(timeout)
+    def __init__(self, *, timeout: float = 30.0, http: PeerHttp | None = None) -> None:
+        self._timeout = timeout
+        self._http = http or PeerHttp(timeout=timeout)
 
     async def forward(
         self, base_url: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
@@ -113,8 +118,8 @@ class Forwarder:
         """Any HTTP answer is relayed; only no answer at all raises PeerUnreachable."""
         url = base_url.rstrip("/") + path
         try:
-            return await self._http.request(method, url, body, headers)
-        except ExchangeFailed as err:
+            return await self._http.request(method, url, body, headers, timeout=self._timeout)
+        except NoAnswer as err:
             raise PeerUnreachable(base_url, str(err)) from None
 
     async def aclose(self) -> None:

@@ -99,6 +99,7 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
     from vportd.cluster.members import Peer  # noqa: PLC0415
     from vportd.cluster.node import ClusterNode  # noqa: PLC0415
     from vportd.cluster.peers import Forwarder, PeerClient  # noqa: PLC0415
+    from vportd.cluster.transport import PeerHttp  # noqa: PLC0415
     from vportd.node.runtime import Runtime  # noqa: PLC0415
     from vportd.node.service import ControllerService  # noqa: PLC0415
 
@@ -109,8 +110,9 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
         loop.add_signal_handler(sig, _stop, loop, task)
     runtime = Runtime(config)
     me = Peer(config.controller.id, config.api.url)
-    client = PeerClient(peer_token, timeout=config.api.peer_timeout)
-    forwarder = Forwarder()
+    http = PeerHttp()  # one session for the peer messages and the relayed requests
+    client = PeerClient(peer_token, timeout=config.api.peer_timeout, http=http)
+    forwarder = Forwarder(http=http)
     node, store = None, None
     if config.store.kind == "etcd":
         s = config.store
