@@ -91,6 +91,5 @@ class Mirror:
 
     def records(self) -> dict[str, VPortRecord]:
         return {
-            k.removeprefix("vports/"): decode_record(kv.value or b"")
-            for k, kv in self.view.items()
+            k.removeprefix("vports/"): decode_record(kv.value or b"") for k, kv in self.view.items()
         }

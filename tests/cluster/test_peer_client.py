@@ -24,16 +24,9 @@ from tests.cluster.loopback import (
     uvicorn_serving,
 )
 from tests.cluster.support import at
-from vportd.api.service import Peer
+from vportd.cluster.members import Peer
 from vportd.cluster.peers import Forwarder, PeerClient, PeerRejected, PeerUnreachable
-from vportd.core.messages import (
-    EventKind,
-    PortEventSync,
-    Reason,
-    SyncComplete,
-    SyncRefused,
-    VPortSync,
-)
+from vportd.core.messages import SyncComplete, SyncRefused, VPortSync
 
 TOKEN = "peer-secret"
 VM = "52:54:00:00:00:01"
@@ -91,7 +84,7 @@ async def peer() -> AsyncIterator[tuple[ScriptedPeer, Peer]]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[PeerClient]:
-    c = PeerClient(TOKEN, max_batch_bytes=4096)
+    c = PeerClient(TOKEN)
     yield c
     await c.aclose()
 
@@ -101,13 +94,6 @@ async def forwarder() -> AsyncIterator[Forwarder]:
     f = Forwarder(timeout=5.0)
     yield f
     await f.aclose()
-
-
-def events(n: int) -> list[PortEventSync]:
-    return [
-        PortEventSync(EventKind.ADD, Reason.PORT, at(f"52:54:00:00:01:{i:02x}", 1, 1, "c1"), "c1")
-        for i in range(n)
-    ]
 
 
 # -- the vPort sync -----------------------------------------------------------------------
@@ -124,7 +110,7 @@ async def test_sync_answered_sync_complete(
     assert put.headers["authorization"] == f"Bearer {TOKEN}"
     assert put.headers["content-type"] == "application/json"
     sent = json.loads(put.body)
-    assert (sent["migration_id"], sent["leader"], sent["answer"]) == ("m-1", "c0", True)
+    assert (sent["migration_id"], sent["leader"]) == ("m-1", "c0")
     assert sent["record"]["vm"] == VM
 
 
@@ -134,10 +120,14 @@ async def test_sync_refused(peer: tuple[ScriptedPeer, Peer], client: PeerClient)
     assert await client.sync(c1, SYNC) == SyncRefused("m-1", VM, "c1", "stale migration")
 
 
-async def test_sync_without_answer(peer: tuple[ScriptedPeer, Peer], client: PeerClient) -> None:
+async def test_an_answer_without_a_body_is_a_rejection(
+    peer: tuple[ScriptedPeer, Peer], client: PeerClient
+) -> None:
     app, c1 = peer
     app.answers(204, b"")
-    assert await client.sync(c1, VPortSync(SYNC.record, "m-1", "c0", answer=False)) is None
+    with pytest.raises(PeerRejected) as rejected:
+        await client.sync(c1, SYNC)
+    assert rejected.value.status == 204
 
 
 async def test_syncs_in_a_row_share_one_connection(
@@ -195,37 +185,6 @@ async def test_an_unreadable_sync_answer_is_a_rejection(
     assert "unreadable answer" in rejected.value.reason
 
 
-# -- port events ----------------------------------------------------------------------------
-
-
-async def test_port_events_travel_batched_and_in_order(
-    peer: tuple[ScriptedPeer, Peer], client: PeerClient
-) -> None:
-    app, c1 = peer
-    msgs = events(40)  # about 10 kB of JSON: several batches of at most 4 kB
-    await client.port_events(c1, msgs)
-    assert len(app.got) > 1
-    assert all((r.method, r.path) == ("POST", "/v1/peer/port-events") for r in app.got)
-    assert all(len(r.body) <= 4096 for r in app.got)
-    sent = [e["record"]["vm"] for r in app.got for e in json.loads(r.body)["events"]]
-    assert sent == [m.record.vm for m in msgs]
-    assert len({r.client_port for r in app.got}) == 1
-
-
-async def test_port_events_refused_or_failing(
-    peer: tuple[ScriptedPeer, Peer], client: PeerClient
-) -> None:
-    app, c1 = peer
-    app.answers(422, {"error": "invalid-body", "detail": "events.0.kind"})
-    with pytest.raises(PeerRejected) as rejected:
-        await client.port_events(c1, events(3))
-    assert rejected.value.status == 422
-    app.answers(503, b"")
-    with pytest.raises(PeerUnreachable) as failed:
-        await client.port_events(c1, events(3))
-    assert not isinstance(failed.value, PeerRejected)
-
-
 # -- no answer ------------------------------------------------------------------------------
 
 
@@ -280,15 +239,15 @@ async def test_a_sync_is_sent_again_when_its_kept_alive_connection_dies(
     assert server.accepted == 2
 
 
-async def test_port_events_are_not_sent_again_when_the_connection_dies(
-    client: PeerClient,
+async def test_a_relayed_post_is_not_sent_again_when_the_connection_dies(
+    forwarder: Forwarder,
 ) -> None:
-    async with raw_server(dying_after(1, answer=_http("204 No Content", b""))) as server:
-        c1 = Peer("c1", server.url)
-        await client.port_events(c1, events(1))
+    created = _http("201 Created", json.dumps({"id": "m-1"}).encode())
+    async with raw_server(dying_after(1, answer=created)) as server:
+        await forwarder.forward(server.url, "POST", "/v1/migrations", b"{}", {})
         with pytest.raises(PeerUnreachable):
-            await client.port_events(c1, events(1))
-    assert _sent(server) == ["/v1/peer/port-events"] * 2
+            await forwarder.forward(server.url, "POST", "/v1/migrations", b"{}", {})
+    assert _sent(server) == ["/v1/migrations"] * 2
     assert server.accepted == 1
 
 
