@@ -37,8 +37,8 @@ as above; `naive` sends no notify (and so has nothing to abort), the
 controllers see only the port events and the announcements; `standalone` has
 no controllers: no notify, no abort, and no waiting for a cluster.
 
-`migrate()` is the Python entry point (for the demo and the benchmark); `run()`
-is the CLI's, which prints progress on stderr and the report on stdout.
+`migrate()` is the entry point (for `vportctl lab migrate`, the demo and the
+benchmark); it says its progress on stderr.
 """
 
 from __future__ import annotations
@@ -54,23 +54,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vportd.ctl.client import (
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    Client,
-    ClientError,
-    connect,
-    read_token,
-    resolve_target,
-)  # fmt: skip
+from vportd.ctl.client import EXIT_UNAVAILABLE, EXIT_USAGE, Client, ClientError
+from vportd.ctl.target import Target, connect, read_token, resolve_target
 from vportd_lab.bed import netns
 from vportd_lab.bed.announce import AnnounceError, Announcer
 from vportd_lab.bed.commands import LabError, tool
 from vportd_lab.bed.commands import run as _sh
-from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
+from vportd_lab.bed.endpoints import find_lab
+from vportd_lab.bed.messages import EXIT_FAILED, say
 from vportd_lab.bed.ovs import OVSError, PrivateOVS
 from vportd_lab.bed.plan import AWARE, STANDALONE, VM, Plan
-from vportd_lab.bed.probe import Probe, ProbeError, ProbeReport
+from vportd_lab.bed.probe import Probe, ProbeReport
 from vportd_lab.bed.state import Migration, Placement, State, StateError, load
 
 FAIL_PHASES = ("notify", "precopy", "switchover")
@@ -429,12 +423,18 @@ def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
             run.probe.close()
 
 
+def _target(lab: _Lab) -> Target:
+    """The lab's API and token, as `vportctl --lab DIR` finds them ($VPORTD_API and
+    $VPORTD_TOKEN_FILE first)."""
+    return resolve_target(None, None, lab.dir, os.environ, labs=find_lab)
+
+
 def _connect(lab: _Lab) -> Client | None:
     """The VMM's API client (None in a standalone lab, which has no controllers)."""
     if not lab.plan.controllers:
         return None
     try:
-        return connect(resolve_target(None, None, lab.dir, os.environ))
+        return connect(_target(lab))
     except ClientError as err:
         raise MigrateError(err.code, err.detail, err.exit_code) from None
 
@@ -613,7 +613,7 @@ def recover(lab: _Lab) -> None:
     moved = vm.host_if == rec.new_host_if
     if not moved and rec.migration_id:
         # the VMM's abort first: a destination delete alone may be taken as the VM leaving
-        with suppress(ClientError), connect(resolve_target(None, None, lab.dir, os.environ)) as c:
+        with suppress(ClientError), connect(_target(lab)) as c:
             c.abort(rec.migration_id)
     bridge, spare = (rec.source, rec.old_host_if) if moved else (rec.destination, rec.new_host_if)
     with suppress(LabError, OVSError):
@@ -678,53 +678,3 @@ def _report(
         host_if=placed.host_if, port=placed.port, peer=run.peer.name if run.peer else None,
         announce_errors=[str(e) for e in errors], probe=probe.to_dict() if probe else None,
     )  # fmt: skip
-
-
-# -- the CLI -----------------------------------------------------------------------
-def summary(r: MigrationReport) -> str:
-    """The report for people."""
-    head = (
-        f"{r.vm} ({r.mac}) {r.source} -> {r.destination}: {r.outcome}"
-        + (f" (--fail-at {r.fail_at})" if r.fail_at else "")
-        + f", migration {r.migration_id}, now on port {r.port} ({r.host_if})"
-    )
-    lines = [head, f"  handshake (notify -> notify complete): {r.handshake_ms:.1f} ms"]
-    lines += [f"  {name:<10} {ms:9.1f} ms" for name, ms in r.phases.items()]
-    if r.switchover_gap_ms is not None:
-        lines.append(f"  switchover gap (old down -> new up): {r.switchover_gap_ms:.1f} ms")
-    lines.append(f"  cluster converged {r.converged_ms:.1f} ms after the last step")
-    if r.probe is not None:
-        lines.append(f"  probe with {r.peer}: longest gap {r.longest_gap_ms:.1f} ms "
-                     f"(excess over the switchover: {_num(r.excess_ms)} ms)")  # fmt: skip
-        for label, gap, lost in (("vm->peer", r.longest_gap_ab_ms, r.lost_ab),
-                                 ("peer->vm", r.longest_gap_ba_ms, r.lost_ba)):  # fmt: skip
-            lines.append(f"    {label}: longest gap {_num(gap)} ms, lost {lost}")
-        if r.switchover_start_ms is not None:
-            span = f"{r.switchover_start_ms:.1f}..{_num(r.switchover_end_ms)}"
-            lines.append(f"    switchover at {span} ms from the probe's t0")
-    return "\n".join(lines)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def run(opts: MigrateOptions) -> int:
-    """`vportctl lab migrate`: progress on stderr, the report (or one JSON object) on stdout."""
-    try:
-        report = migrate(opts)
-    except MigrateError as err:
-        return _error(opts, err.code, f"lab migrate failed: {err.detail}", err.exit_code)
-    except (LabError, OVSError, ProbeError, AnnounceError, OSError) as err:
-        return _error(opts, "failed", f"lab migrate failed: {err}", EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _error(opts, "interrupted", "lab migrate interrupted (undone)", 130)
-    print(json.dumps(report.to_dict()) if opts.json else summary(report))
-    return EXIT_OK
-
-
-def _error(opts: MigrateOptions, code: str, message: str, rc: int) -> int:
-    say(message)
-    if opts.json:
-        print(json.dumps({"error": code, "detail": message.partition(": ")[2]}))
-    return rc
