@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from vportd_lab.bench.core import (
-    SECTION,
-    Result,
-    TimedCluster,
-    Workload,
-    bench,
-    build_fabric,
-    run_bench,
-)
+from vportd_lab.bench.core.fabric import build_fabric
+from vportd_lab.bench.core.report import SECTION, Result
+from vportd_lab.bench.core.run import bench, run_bench
+from vportd_lab.bench.core.timed import TimedCluster
+from vportd_lab.bench.core.workload import Workload
 from vportd_lab.bench.doc import write_markdown
 from vportd_lab.sim.cluster import SimCluster
 

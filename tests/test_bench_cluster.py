@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from vportd.ctl.cli import build_parser
-from vportd_lab.bench.cluster import RESULTS, SECTION, Sizes, run_cluster_bench, storm_vms
+from vportd_lab.bench.cluster.report import SECTION
+from vportd_lab.bench.cluster.results import RESULTS, Sizes
+from vportd_lab.bench.cluster.run import run_cluster_bench
+from vportd_lab.bench.cluster.storm import storm_vms
 
 pytestmark = [
     pytest.mark.ovs,

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from vportd_lab.bench.doc import write_markdown
-from vportd_lab.bench.southbound import OVSDB, SECTION, VSCTL, run_southbound_bench
+from vportd_lab.bench.southbound.report import SECTION
+from vportd_lab.bench.southbound.run import run_southbound_bench
+from vportd_lab.bench.southbound.vmms import OVSDB, VSCTL
 
 OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
 PARTS = ("end_to_end", "commit", "ofport", "link_up", "entry_up", "controller", "vmm_call")

@@ -49,7 +49,7 @@ from vportd_lab.bed.migrate import MigrateOptions, MigrationReport, migrate
 from vportd_lab.bed.plan import AWARE, DATAPATH_TAP, MODES, STANDALONE, VM_NAMESPACE
 from vportd_lab.bed.ports import free_block
 from vportd_lab.bench.doc import write_markdown
-from vportd_lab.bench.southbound import machine
+from vportd_lab.bench.machine import machine
 
 RESULTS = Path("bench-results") / "migration.json"
 PLOT = Path("docs") / "bench" / "migration-downtime.png"

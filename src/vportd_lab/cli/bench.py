@@ -21,7 +21,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     # this parser and should not pay for them.
     rc = 0
     if args.suite in ("core", "all"):
-        from vportd_lab.bench.core import run_bench  # noqa: PLC0415
+        from vportd_lab.bench.core.run import run_bench  # noqa: PLC0415
 
         rc |= run_bench(
             events=args.events,
@@ -30,11 +30,11 @@ def _run_bench(args: argparse.Namespace) -> int:
             output=args.output,
         )
     if args.suite in ("southbound", "all"):
-        from vportd_lab.bench.southbound import run_southbound_bench  # noqa: PLC0415
+        from vportd_lab.bench.southbound.run import run_southbound_bench  # noqa: PLC0415
 
         rc |= run_southbound_bench(args.output)
     if args.suite in ("cluster", "all"):
-        from vportd_lab.bench.cluster import run_cluster_bench  # noqa: PLC0415
+        from vportd_lab.bench.cluster.run import run_cluster_bench  # noqa: PLC0415
 
         rc |= run_cluster_bench(args.output)
     if args.suite in ("migration", "all"):
