@@ -64,8 +64,8 @@ class DummyFabric:
         """Every VM's port in one raw OVSDB transaction (`ovsdb-client transact`).
 
         The rows `ovs-vsctl add-port` would write, without its per-command
-        checks over every port of the database, which make a 500-port
-        `ovs-vsctl` call take tens of seconds once thousands of ports exist.
+        checks over every port of the database, whose cost grows with the
+        ports already there.
         """
         await _transact(self.ovs, vms)
 
@@ -114,7 +114,7 @@ class HostsFabric:
     datapath), so the controllers read n OVSDB servers, and no ovs-vswitchd
     carries the ports of the others: the userspace datapath reconfigures
     every one of its ports when one is added, so a single ovs-vswitchd playing
-    20 hypervisors with 10,000 ports between them costs the square of that.
+    every hypervisor costs the square of all their ports.
     A link is a pair of dummy interfaces (hv{i}'s port towards hv{j} is
     OpenFlow port 100+j) declared with `external_ids:vportd-peer`, as a
     tunnel port to another hypervisor would be.

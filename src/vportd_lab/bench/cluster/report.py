@@ -18,6 +18,7 @@ from vportd_lab.bench.cluster.results import (
     StormFloor,
 )
 from vportd_lab.bench.cluster.storm import STORM_POLL, STORM_TRANSACTION
+from vportd_lab.bench.doc import notes
 from vportd_lab.bench.stats import Dist
 
 SECTION = "## Cluster: 3 controllers, etcd and OVS on loopback"
@@ -212,93 +213,6 @@ def _per_port(s: Storm) -> str:
     )
 
 
-def _findings_md() -> list[str]:
-    """What profiling found (py-spy and cProfile in the controllers, timed spans, /proc CPU)."""
-    return [
-        "**Findings** (py-spy and cProfile inside the controllers, timed spans around the "
-        "HTTP, sync, barrier and etcd calls, CPU time per process from /proc):",
-        "",
-        "- Fixed earlier, the handshake (14.4 -> 6.4 ms p50 via the leader): delayed ACKs "
-        "(no TCP_NODELAY on accepted sockets), httpx's cost per request (east-west and the "
-        "bench's VMM use aiohttp; east-west now uses vportd's own kept-alive client, "
-        "`http.KeptAliveExchange`, about half aiohttp's CPU per request), h11 (uvicorn runs "
-        "httptools), answers and flow mods written in two segments (one now).",
-        "- Fixed since (6.4 -> about 4.3 ms p50 via the leader): the handshake's CPU over "
-        "every process was ~12 ms per notify on 2 cores, so the latency was CPU time. "
-        "FastAPI's routing, dependencies and middleware were a third to half of each "
-        "controller's share: the notify and the vPort sync are now answered by an ASGI "
-        "fast path behind the same gate, with the same models and error bodies "
-        "(`vportd.api.fastpath`; paired runs 7.9 -> 6.9 ms). A merge read etcd, then wrote "
-        "it: it now plans on the newest value seen and writes in one round trip. The "
-        "leader's etcd write of the migration (gRPC in the leader, etcd, the watch events to "
-        "every controller: ~1 ms of CPU) ran while the handshake was on the way: records "
-        "are now written 10 ms after they are made (`store.write_delay`; by the 201 every "
-        "controller's table holds the migration, and a new leader adopts it from there; "
-        "paired runs 5.1-5.9 -> 4.2-4.3 ms). Then the east-west client (vportd's own, half "
-        "aiohttp's CPU per request), flow mods packed with `struct` and pydantic parsing "
-        "straight from the bytes: paired runs of 300 migrations against the code before "
-        "them, alternated, via the leader 4.3-4.7 -> 3.8-3.9 ms, via a follower 5.8-5.9 -> "
-        "4.9 ms. Via a follower, the relay still adds a REST round trip (~1.1 ms at the "
-        "median): the margin to 5 ms is thin. Runs of 300 on this machine measured 4.5-6.0 "
-        "ms with the same code, and three full runs of 1,000 4.9, 5.2 and 4.5 ms. Timed "
-        "spans put a vPort sync's own work at the peer at 0.15 ms (median) of its 2 ms "
-        "round trip: the rest is the two processes waking and HTTP on a busy 2-core machine.",
-        "- Fixed, the storm: every OVSDB snapshot was compared in full, and the declared "
-        "links recomputed, because the check meant to trust a monitor's 'what changed' never "
-        "passed (15 ms per snapshot at 10,000 ports); slaves decoded the port status of "
-        "every port of switches they do not master (now only the master is told, "
-        "OFPT_SET_ASYNC); os-ken converted each MAC through netaddr at every serialisation "
-        "of a shared match (a match now keeps its wire form: 24 -> 13 us per flow mod). "
-        "Earlier: our own OVSDB client, records a lost session dropped, leases renewed from "
-        "a thread, flood flows encoded once per burst, peer copies not waiting on barriers.",
-        "- The fabric: until this run the bench put all 20 bridges on one ovs-vswitchd. The "
-        "userspace datapath reconfigures every one of its ports when one is added, so one "
-        "ovs-vswitchd with 10,000 ports costs the square (500 ports: 0.13 s of CPU; 2,000: "
-        "1.9 s; 10,000: one core still busy 40 s later), and it numbered the ports long after the "
-        "storm, so the controllers saw most ports come up outside the measured window. With "
-        "an OVS per hypervisor, as in production, each ovs-vswitchd creates its 500 ports at "
-        "once, and the controllers do within the window what a real boot storm makes them "
-        "do: each port added (down), numbered and up, and its flows on every switch that "
-        "needs them, which the 20 ovs-vswitchd then apply. The same code on one OVS "
-        "(`--one-ovs --only storm`) measured 1,515-1,593 ports/s today, on an OVS per "
-        "hypervisor 1,047-1,071 ports/s.",
-        "- Fixed since, the storm (the three controllers' CPU down by about 30% in paired "
-        "runs against the code before, alternated on this machine: 3.9-5.0 -> 2.7-3.6 s "
-        "each; 716-950 -> 945-1,148 ports/s): flow mods packed with `struct` and a port "
-        "status unpacked with it (os-ken built a new VM's match through netaddr: 74 -> 6 us "
-        "per flow mod); the peers' port events answered by the fast path, parsed by "
-        "pydantic straight from the bytes and handed to the core without `model_dump`; a "
-        "record from the etcd watch that the table holds already (its master's message came "
-        "first) skipped before it is decoded; a new key written in one etcd round trip "
-        "instead of a read and a write; no port events made for switches a controller does "
-        "not master. Then a peer's batch carries only a VM's latest plain port change (a "
-        "boot's add, down, and modify, up, as one): 25% fewer syncs reach the peers; paired "
-        "runs, controllers' CPU 4-8% lower, 1,186-1,282 -> 1,194-1,378 ports/s. Then the "
-        "OVSDB monitor runs on the event loop instead of a thread per hypervisor (twenty "
-        "threads per controller, each polling ten times a second, fought the loop for the "
-        "GIL): four paired runs, 1,130-1,284 -> 1,258-1,461 ports/s, controllers' CPU "
-        "about 10% lower.",
-        "- Tried and not kept: feeding an OVSDB update to the core a slice of 50 ports per "
-        "turn of the event loop, the executor waiting for the slices. The longest "
-        "event-loop lag in the storm fell from 3.4-4.2 s to 0.8-1.6 s, but flow mods, peer "
-        "batches and etcd writes went out in smaller pieces: ovs-vswitchd and etcd used "
-        "more CPU and the storm ran 10-15% slower (3 paired runs). No lease was lost in the "
-        "runs checked (it is renewed from a thread); the storm line above reports roles and "
-        "lags.",
-        "- Not met, the storm's goal, and not reachable on this machine with an OVS per "
-        "hypervisor: 2,000 ports/s is 5 s for the storm, 10 CPU-seconds on its 2 cores. "
-        "The storm floor above (the 20 OVS alone, the same 40 transactions; in other runs "
-        "today ovs-vswitchd 3.1-3.9 s and ovsdb-server 1.3-1.6 s of CPU, the transactions "
-        "alone 2.2-2.8 s) is half of that before anything else; with the controllers' flows "
-        "ovs-vswitchd uses 5-5.7 s, and etcd 0.4 s. What is left for three controllers is "
-        "under 3 CPU-seconds, about 90 us per port each, against 270-360 us now (the CPU line "
-        "above). In production those 20 OVS run on the hypervisors' own cores. What is "
-        "left in a controller, in order (py-spy): validating the peers' port events "
-        "(pydantic, at the edge), the etcd watch's copy of every record, the flow compiler, "
-        "the OVSDB updates of every hypervisor.",
-    ]
-
-
 def markdown(r: Result) -> str:
     m = r.machine
     lines = [
@@ -321,7 +235,7 @@ def markdown(r: Result) -> str:
         lines += [*_storm_md(r.storm), ""]
     if r.storm_floor is not None:
         lines += [*_floor_md(r.storm_floor, GOALS["storm"]), ""]
-    lines += [*_method_md(r), "", *_findings_md(), "", f"Raw numbers: `{RESULTS}`."]
+    lines += [*_method_md(r), "", notes("cluster"), "", f"Raw numbers: `{RESULTS}`."]
     return "\n".join(lines) + "\n"
 
 

@@ -99,4 +99,4 @@ class Sizes:
     storm: int = STORM
     switches: int = SWITCHES
     failovers: int = FAILOVERS
-    one_ovs: bool = False  # every bridge on one OVS (the earlier set-up), not one OVS each
+    one_ovs: bool = False  # every bridge on one OVS (--one-ovs), not one OVS each

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vportd_lab.bench.core.workload import CONCURRENCY, DELIVER_EVERY, TICK_EVERY
+from vportd_lab.bench.doc import notes
 
 SECTION = "## Core: port events on an in-process cluster"
 
@@ -77,47 +78,6 @@ def _without_gc(r: Result) -> str:
         busy = c["seconds"] - c["gc_seconds"]
         rates.append(f"{cid} {c['events'] / busy if busy > 0 else 0.0:,.0f} events/s")
     return ", ".join(rates)
-
-
-# What the issue's figures were before the changes that met its goals (commit 634c2de).
-BEFORE = (
-    "**What changed.** Earlier history: from commit `634c2de` (c0 25,750 events/s, 1,914 B "
-    "per vPort) floods became one flow per switch behind a gate per member, the compiler "
-    "incremental, a VM's forwarding flow held as MAC -> port, records and tombstones "
-    "lighter; that met the goal (c0 54,069 events/s at `0bea616`). The hand-over flows "
-    "(make-before-break in the data plane, what brings the migration downtime below OVS's "
-    "own learning switch: see the migration section) then added about 57% flow mods "
-    "(c0 105,224 -> 165,063) and put the leader under the goal (c0 41,966 events/s, "
-    "1,003 B per vPort at `e4b101d`). Since (commits `239d086` to `79168ce`): a hand-over "
-    "flow takes the place of the VM's forwarding flow on its switch (priority 100, same "
-    "match, cookie `0x06`), so one flow mod makes it and the flow mod that re-points or "
-    "deletes the forwarding flow on activation (or restores it on rollback) ends it, "
-    "instead of an add and a delete of a priority-150 flow of its own: flow mods c0 "
-    "165,063 -> 138,266, c1 102,806 -> 87,777, c2 103,181 -> 88,201, the same deliveries "
-    "(`tests/core/test_handover.py`, `test_stateful.py`). Fewer objects for the cyclic GC: "
-    "a path's hops are plain tuples (the GC stops tracking them; the path cache, which "
-    "held 63,000 hop objects after such a run, is bounded), the leader's migration records "
-    "have slots, messages and changes are written slot by slot, a late peer copy is "
-    "refused without an exception, the leader's syncs share one message per variant. "
-    "The leader observes only entries with a migration mark, among its open migrations. "
-    "Paired runs of the previous commit (`1f76c70`) and this one, alternated on this "
-    "machine while it was quiet (the same timing as here): time in c0 2.25 to 2.41 s "
-    "before (40,200 to 42,900 events/s, GC 0.25 to 0.32 s), 1.83 to 2.07 s after (46,800 "
-    "to 52,800 events/s, GC 0.15 to 0.18 s); timed by the thread's CPU time under other "
-    "load: 2.88 to 3.04 s before, 2.21 to 2.31 s after. Memory: 1,003 -> 995 B per vPort "
-    "(a VM's flow record lost the slot of its hand-over flows). Then (`528a0d9` to "
-    "`6da6b30`): MACs already seen in canonical form skip the regular expression (61 "
-    "instead of 482 ns per `parse_mac`), a VM's forwarding flow is built inline, an own "
-    "port event's change is the `PortEventSync` it is synced as: c0's thread CPU time "
-    "9-14% lower in paired runs. Three runs of this command on the quiet machine "
-    "(load average 1.1-1.2, 100% of a core): c0 51,433, 53,233 and 53,406 events/s, "
-    "995 B per vPort: **met**, by 3 to 7%. Under other load (load average 2-4 on the 2 "
-    "cores) the same code measured c0 40,000 to 47,000 events/s: the margin is thin. "
-    "Next levers: the leader's vPort sync to itself (a third of its handshake messages "
-    "go through the full merge; applying it in `notify` needs the runtime to barrier the "
-    "leader's own flow mods before its sync complete counts), fewer objects per flow mod "
-    "(a `Flow` and a `FlowMod` each), the flood rewrites as VMs join and leave (~9% of c0)."
-)
 
 
 def markdown(r: Result) -> str:
@@ -239,7 +199,7 @@ def markdown(r: Result) -> str:
         f"{m['cluster_bytes_per_vport']:,.0f} B per live vPort; the topology "
         f"(with its caches) another {_mib(m['topology_bytes'])}.",
         "",
-        BEFORE,
+        notes("core"),
         "",
     ]
     return "\n".join(out)

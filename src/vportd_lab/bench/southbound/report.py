@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vportd_lab.bench.doc import notes
 from vportd_lab.bench.southbound.results import Floor, PortLatency, Result
 from vportd_lab.bench.stats import Dist
 
@@ -138,23 +139,6 @@ def _floor_md(floor: Floor, lat: PortLatency) -> list[str]:
     ]  # fmt: skip
 
 
-def _changes_md() -> list[str]:
-    return [
-        "**What changed for this benchmark.** Before, a VM port counted once ovs-vswitchd "
-        "had written its `ofport`: the entry waited for ovs-vswitchd to reconfigure every "
-        "port (p50 57.3 ms, p99 134.9 ms end to end, of which the controller 1.1 / 6.1 ms; "
-        "commit `81836a6`, same procedure but the next port once the entry was in the table). "
-        "Now the monitor reads `ofport_request` and `error` too: a port with a requested "
-        "number is an entry (down) from the committed row, unless another port of its bridge "
-        "holds or wants that number; when ovs-vswitchd writes `ofport`, a different number "
-        "moves the entry (delete, add), -1 (it failed the port) removes it, and `link_state` "
-        "up (or the OpenFlow port status) brings it up. A port without `ofport_request` still "
-        "counts from ovs-vswitchd's `ofport`. What is left is ovs-vsctl's and ovsdb-server's: "
-        "the first row of the ovs-vsctl table above.",
-        "",
-    ]
-
-
 def markdown(r: Result) -> str:
     lat, per, ins, m = r.latency, r.persistent, r.install, r.machine
     return "\n".join([
@@ -201,28 +185,7 @@ def markdown(r: Result) -> str:
         f"{ins.restart_flow_mods} flow mods |",
         f"| same, from pointing the bridges | {ins.restart_seconds:.2f} s |",
         "",
-        *_changes_md(),
-        "Earlier: the OVSDB monitor rebuilt its whole snapshot "
-        "from the IDL at every change: about 100 ms per change at 1,000 ports, in a thread "
-        "that held the GIL meanwhile. Measured on this machine before the change (same "
-        "procedure, without the idle wait between ports): p50 205 ms, p99 468 ms end to end. "
-        "The monitor then re-read only the rows the IDL reported changed and kept the other "
-        "rows' objects, so that the runtime's diff of two snapshots is identity checks "
-        "(`southbound/ovsdb.py`, `_Mirror`). Since, the monitor speaks OVSDB itself "
-        "(`monitor_cond` on the columns it reads, update2 diffs, the stdlib's C `json`) "
-        "instead of the ovs library's IDL, whose pure-Python parser was most of a "
-        "controller's CPU in the cluster's boot storm: the controller's part here went from "
-        "p50 1.4 / p99 10.7 ms (commit `3c81918`) to the figures above, and the end to end "
-        "from 49.2 / 172.0 ms. Then the monitor moved from a thread per OVSDB server onto "
-        "the event loop: the controller's part went from p99 3.7 ms (commit `a94de75`; the "
-        "thread-to-loop hand-off alone p99 3.5 ms) to the figures above. Also found by "
-        "these tests and fixed in "
-        "`runtime.py`: a restarted controller fed the core only the ports of switches already "
-        "connected, so reconciling the first switch deleted the flows of VMs on the others "
-        "and re-added them when those connected (22 flow mods instead of none on a 3-switch "
-        "restart); LLDP probes never reached the controller in secure mode (no flow sent them "
-        "there: the runtime now installs an LLDP punt flow); links found by LLDP never went "
-        "away.",
+        notes("southbound"),
         "",
         "Open vSwitch makes its first connection to a newly set controller at once or up "
         "to about 0.5 s later (seen on this machine, either way, with the same set-up): the "
