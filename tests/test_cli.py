@@ -11,7 +11,8 @@ import pytest
 
 from vportd import __version__
 from vportd.ctl import cli
-from vportd.ctl.hook import lab_hook
+from vportd.ctl.hook import LabHook, lab_hook
+from vportd_lab import hook as lab_package_hook
 
 BIN = Path(sys.executable).parent
 
@@ -170,6 +171,11 @@ def test_the_controller_never_imports_the_lab_package() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_vportctl_finds_the_lab_package_through_its_hook() -> None:
+    hook: LabHook = lab_package_hook  # mypy checks the module against the protocol
+    assert lab_hook() is hook
 
 
 @pytest.fixture

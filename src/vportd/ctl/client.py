@@ -55,7 +55,7 @@ HTTP_CREATED: Final = 201
 HTTP_CLIENT_ERROR: Final = 400
 HTTP_SERVER_ERROR: Final = 500
 AUTH_STATUSES: Final = frozenset({401, 403})
-NODELAY: Final = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class ClientError(Exception):

@@ -38,7 +38,7 @@ PEER_TOKEN = "peer-token-0123456789abcdef"
 WAIT = 30.0  # generous: a wait for a condition, never a threshold
 # httpx sends a request's headers and its body in separate writes: with Nagle's algorithm
 # on, the body waits for the controller's delayed ACK of the headers.
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 async def until(
