@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vportd_lab.bench.core import (
-    SECTION,
-    Result,
-    TimedCluster,
-    Workload,
-    bench,
-    build_fabric,
-    run_bench,
-)
-from vportd_lab.bench.doc import write_markdown
+from vportd_lab.bench.core.fabric import build_fabric
+from vportd_lab.bench.core.report import SECTION, Result
+from vportd_lab.bench.core.run import bench, run_bench
+from vportd_lab.bench.core.timed import TimedCluster
+from vportd_lab.bench.core.workload import Workload
+from vportd_lab.bench.doc import notes, write_markdown
 from vportd_lab.sim.cluster import SimCluster
 
 EVENTS = 2000
@@ -120,6 +116,7 @@ def test_run_bench_writes_its_section_and_keeps_the_others(tmp_path: Path) -> No
     assert text.startswith("# Benchmarks\n\nIntro.\n")
     assert f"vportctl bench --events {EVENTS} --switches {SWITCHES}" in text
     assert "events/s per controller" in text
+    assert notes("core") in text  # the prose under the figures, from the package's notes
     raw = json.loads((tmp_path / "bench-results" / "core.json").read_text())
     assert sum(raw["port_events"].values()) == EVENTS
     assert raw["machine"]["cores"]

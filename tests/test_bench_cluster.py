@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from vportd.ctl.cli import build_parser
-from vportd_lab.bench.cluster import RESULTS, SECTION, Sizes, run_cluster_bench, storm_vms
+from vportd_lab.bench.cluster.report import SECTION
+from vportd_lab.bench.cluster.results import RESULTS, Sizes
+from vportd_lab.bench.cluster.run import run_cluster_bench
+from vportd_lab.bench.cluster.storm import storm_vms
+from vportd_lab.bench.doc import notes
 
 pytestmark = [
     pytest.mark.ovs,
@@ -42,6 +46,7 @@ def test_the_section_is_written_and_the_others_kept(report: Path) -> None:
                  "Storm floor"):  # fmt: skip
         assert goal in text
     assert "--migrations 6" in text  # the command that reproduces it
+    assert notes("cluster") in text
 
 
 def test_the_raw_results_count_every_measurement(report: Path) -> None:

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from vportd import __version__
+from vportd.ctl import cli
+from vportd.ctl.hook import LabHook, lab_hook
+from vportd_lab import hook as lab_package_hook
 
 BIN = Path(sys.executable).parent
 
@@ -136,8 +139,6 @@ def test_the_global_lab_names_the_lab_for_the_lab_commands_too(
 ) -> None:
     """`vportctl --lab DIR lab up` once made the lab in the default directory, where the
     client commands given the same `--lab DIR` then found nothing."""
-    from vportd.ctl import cli  # noqa: PLC0415
-
     monkeypatch.setattr(os, "geteuid", lambda: 0)  # (status only reads the lab's state file)
     monkeypatch.setenv("VPORTD_LAB_DIR", str(tmp_path / "default"))
     mine = tmp_path / "mine"
@@ -150,9 +151,66 @@ def test_the_global_lab_names_the_lab_for_the_lab_commands_too(
 def test_a_global_lab_and_a_dir_that_differ_are_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from vportd.ctl import cli  # noqa: PLC0415
-
     argv = ["--lab", str(tmp_path / "a"), "lab", "down", "--dir", str(tmp_path / "b")]
     assert cli.main(argv) == 2
     assert "name two labs: give one" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_controller_never_imports_the_lab_package() -> None:
+    """Every module of `vportd` imports without loading `vportd_lab` (vportctl reaches it
+    only through its hook, when it builds its parser)."""
+    code = (
+        "import pkgutil, importlib, sys, vportd\n"
+        "for m in pkgutil.walk_packages(vportd.__path__, 'vportd.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'vportd_lab'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_vportctl_finds_the_lab_package_through_its_hook() -> None:
+    hook: LabHook = lab_package_hook  # mypy checks the module against the protocol
+    assert lab_hook() is hook
+
+
+@pytest.fixture
+def without_lab_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if `vportd_lab` were not installed: importing its hook fails as a missing module."""
+    monkeypatch.setitem(sys.modules, "vportd_lab.hook", None)
+
+
+@pytest.mark.usefixtures("without_lab_package")
+@pytest.mark.parametrize("argv", [["lab", "up", "--dir", "/nonexistent"], ["demo"], ["bench"]])
+def test_without_the_lab_package_its_commands_say_so(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 1
+    assert f"'{argv[0]}' needs the lab package (vportd_lab)" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("without_lab_package")
+def test_without_the_lab_package_the_client_commands_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = no_api_env(tmp_path)
+    monkeypatch.setenv("VPORTD_API", env["VPORTD_API"])
+    assert cli.main(["--json", "vports"]) == 3  # the API from $VPORTD_API, unreachable
+    assert json.loads(capsys.readouterr().out)["error"] == "unreachable"
+    assert cli.main(["--json", "--lab", str(tmp_path), "vports"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"] == "no-lab" and "the lab package is not installed" in doc["detail"]
+
+
+def test_a_broken_lab_package_is_not_taken_for_a_missing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_lab_hook.py").write_text("import no_such_dependency_of_the_lab\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert lab_hook("not_installed_lab.hook") is None
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_of_the_lab"):
+        lab_hook("broken_lab_hook")

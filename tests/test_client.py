@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from vportd.ctl import client as api
+from vportd.ctl import target
 from vportd.ctl.cli import main
 from vportd_lab.bed.ports import free_port
 from vportd_lab.bed.state import Options, State
@@ -641,14 +642,14 @@ def test_token_flag_beats_env_beats_lab(
 def test_resolve_target_order_and_default(tmp_path: Path) -> None:
     lab = _make_lab(tmp_path / "lab", 9000, "t")
     no_lab = {"VPORTD_LAB_DIR": str(tmp_path / "none")}
-    default = api.resolve_target(None, None, None, no_lab)
-    assert default == api.Target((api.DEFAULT_API,), "the default", None, "none")
-    from_lab = api.resolve_target(None, None, lab, {})
+    default = target.resolve_target(None, None, None, no_lab)
+    assert default == target.Target((target.DEFAULT_API,), "the default", None, "none")
+    from_lab = target.resolve_target(None, None, lab, {})
     assert from_lab.urls == ("http://127.0.0.1:9000", "http://127.0.0.1:9001")
     assert from_lab.token_file == lab / "api.token"
     env = {"VPORTD_API": "h:1, h:2/", "VPORTD_TOKEN_FILE": "/e"}
-    assert api.resolve_target(None, None, lab, env).urls == ("http://h:1", "http://h:2")
-    flagged = api.resolve_target("https://x:3", Path("/f"), lab, env)
+    assert target.resolve_target(None, None, lab, env).urls == ("http://h:1", "http://h:2")
+    flagged = target.resolve_target("https://x:3", Path("/f"), lab, env)
     assert (flagged.urls, flagged.token_file) == (("https://x:3",), Path("/f"))
 
 

@@ -1,0 +1,1 @@
+"""The lab, the demo, the benchmarks and the simulator: they import vportd, never the reverse."""

@@ -12,7 +12,9 @@ from vportd.core.installed import SwitchFlows
 from vportd.core.membership import Membership
 from vportd.core.pipeline import base_flows, vm_flow
 from vportd.core.topology import Topology
-from vportd_lab.bench.core import TimedCluster, Workload, build_fabric
+from vportd_lab.bench.core.fabric import build_fabric
+from vportd_lab.bench.core.timed import TimedCluster
+from vportd_lab.bench.core.workload import Workload
 from vportd_lab.sim.cluster import SimCluster
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"

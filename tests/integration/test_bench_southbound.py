@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vportd_lab.bench.doc import write_markdown
-from vportd_lab.bench.southbound import OVSDB, SECTION, VSCTL, run_southbound_bench
+from vportd_lab.bench.doc import notes, write_markdown
+from vportd_lab.bench.southbound.report import SECTION
+from vportd_lab.bench.southbound.run import run_southbound_bench
+from vportd_lab.bench.southbound.vmms import OVSDB, VSCTL
 
 OTHER = "## Core: port events on an in-process cluster\n\nthe other bench's text\n"
 PARTS = ("end_to_end", "commit", "ofport", "link_up", "entry_up", "controller", "vmm_call")
@@ -51,6 +53,7 @@ def test_a_tiny_run_measures_every_port_and_installs_every_flow(tmp_path: Path) 
     assert "| one OVSDB connection: transaction sent → entry in the core's table, p50 |" in text
     assert "| `ovs-vsctl add-port` to the entry in the core's table, p50 |" in text
     assert "**ovs-vsctl's floor**" in text
+    assert notes("southbound") in text
 
 
 def test_the_section_is_replaced_and_the_others_kept(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from tests.lab.conftest import fresh_lab_dir
 from tests.lab.test_lab import assert_gone, status, up, vportctl
 from tests.lab.test_lab import pytestmark as lab_marks
 from tests.lab.test_lab_ping import ping
-from vportd.ctl.client import Client, read_token
+from vportd.ctl.client import Client
+from vportd.ctl.target import read_token
 from vportd_lab.bed import netns
 from vportd_lab.bed.migrate import MigrateOptions, migrate
 from vportd_lab.bed.plan import VM_HOST_IF

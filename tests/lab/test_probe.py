@@ -23,12 +23,11 @@ import pytest
 
 from vportd_lab.bed import netns
 from vportd_lab.bed.commands import run
-from vportd_lab.bed.probe import (
+from vportd_lab.bed.probe import Probe, ProbeError
+from vportd_lab.bed.probe_end import Sender
+from vportd_lab.bed.probe_report import (
     DirectionReport,
-    Probe,
-    ProbeError,
     ProbeReport,
-    _Sender,
     longest_gaps,
     percentile,
     sequence_counts,
@@ -81,7 +80,7 @@ def test_a_late_sender_catches_up_in_a_bounded_burst_and_skips_older_slots() -> 
         rx.bind(("127.0.0.1", 0))
         interval = 1_000_000
         now = time.monotonic_ns()
-        sender = _Sender(tx, rx.getsockname(), 7, now - 20 * interval, interval, max_burst=5)
+        sender = Sender(tx, rx.getsockname(), 7, now - 20 * interval, interval, max_burst=5)
         sender.tick(now)  # 21 slots are due (0..20): 5 go, 16 are skipped
         assert (sender.sent, sender.skipped, sender.slot) == (5, 16, 21)
         assert sender.late_ns[0] >= 20 * interval  # the stall, measured before the skip

@@ -1,0 +1,1 @@
+"""`vportctl`, the client command line, and its REST client."""

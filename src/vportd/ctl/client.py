@@ -19,16 +19,14 @@ the migration was rolled back) or a lost connection it sends the same notify
 again, to the next controller if several are known, until a deadline. A leader
 failover during a notify therefore does not make the hook fail.
 
-`resolve_target` decides where the API is and which token to send, from flags,
-the environment and the local lab's state (see its docstring).
+Where the API is and which token to send is `vportd.ctl.target`'s.
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
@@ -44,7 +42,6 @@ EXIT_USAGE: Final = 2  # bad command line (argparse), or no usable lab where --l
 EXIT_UNAVAILABLE: Final = 3  # unreachable, timeout, 503 (no leader, rolled back), 5xx: retry
 EXIT_AUTH: Final = 4  # 401/403, or the token file cannot be read: fix the token, not retry
 
-DEFAULT_API: Final = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT: Final = 10.0  # per request; a notify waits for both controllers' sync complete
 DEFAULT_WAIT: Final = 10.0  # how long `migrate` keeps retrying through a failover
 
@@ -58,6 +55,7 @@ HTTP_CREATED: Final = 201
 HTTP_CLIENT_ERROR: Final = 400
 HTTP_SERVER_ERROR: Final = 500
 AUTH_STATUSES: Final = frozenset({401, 403})
+NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class ClientError(Exception):
@@ -160,14 +158,17 @@ class Client:
         self._current = 0
         self._sleep = sleep
         self._clock = clock
-        import httpx  # noqa: PLC0415 (lazy: 0.2 s to import; vportctl --help should not pay it)
+        # Lazy: httpx takes a large share of vportctl's start-up, which `--help`, a usage
+        # error or `lab`/`demo`/`bench` should not pay.
+        import httpx  # noqa: PLC0415
 
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        from vportd.cluster.http import sync_transport  # noqa: PLC0415 (imports httpx)
-
-        self._http = httpx.Client(headers=headers, timeout=timeout, transport=sync_transport())
+        # httpx sends a request's headers and its body in separate writes: with Nagle's
+        # algorithm on, the body waits for the peer's delayed ACK of the headers.
+        transport = httpx.HTTPTransport(socket_options=NODELAY)
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -271,7 +272,7 @@ class Client:
         to the next controller; one that was sent and then lost only when
         `resend` says sending it twice is harmless.
         """
-        import httpx  # noqa: PLC0415 (lazy, see __init__)
+        import httpx  # noqa: PLC0415 (lazy: see __init__)
 
         failures: list[str] = []
         for step in range(len(self.urls)):
@@ -380,108 +381,3 @@ def normalize_url(url: str) -> str:
     """`127.0.0.1:8080` (as the lab writes it) and `http://h:p/` both become `http://h:p`."""
     url = url.strip().rstrip("/")
     return url if "://" in url else f"http://{url}"
-
-
-# -- where the API is, and which token --------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """The API URLs and the token file to use, and where each came from (for messages)."""
-
-    urls: tuple[str, ...]
-    urls_from: str
-    token_file: Path | None
-    token_from: str
-
-
-@dataclass(frozen=True, slots=True)
-class LabEndpoints:
-    urls: tuple[str, ...]  # every controller's API, the first controller first
-    token_file: Path
-    dir: Path
-
-
-def resolve_target(
-    api: str | None,
-    token_file: Path | None,
-    lab_dir: Path | None,
-    env: Mapping[str, str],
-) -> Target:
-    """Where the API is and which token file to read, first match wins.
-
-    API: `api` (a URL, or several separated by commas) > `$VPORTD_API` > every
-    controller of the lab in `lab_dir` (or, without it, of a lab whose state
-    exists in `$VPORTD_LAB_DIR` or /run/vportd-lab), the first controller first
-    > http://127.0.0.1:8080. Token file: `token_file` > `$VPORTD_TOKEN_FILE` >
-    the lab's `api.token` > none (the API then answers 401).
-    """
-    lab = find_lab(lab_dir, env)
-    lab_from = f"the lab in {lab.dir}" if lab else ""
-    if api:
-        urls, urls_from = _split_urls(api, "--api"), "--api"
-    elif env.get("VPORTD_API"):
-        urls, urls_from = _split_urls(env["VPORTD_API"], "$VPORTD_API"), "$VPORTD_API"
-    elif lab and lab.urls:
-        urls, urls_from = lab.urls, lab_from
-    else:
-        urls, urls_from = (DEFAULT_API,), "the default"
-    if token_file:
-        return Target(urls, urls_from, token_file, "--token-file")
-    if env.get("VPORTD_TOKEN_FILE"):
-        return Target(urls, urls_from, Path(env["VPORTD_TOKEN_FILE"]), "$VPORTD_TOKEN_FILE")
-    if lab:
-        return Target(urls, urls_from, lab.token_file, lab_from)
-    return Target(urls, urls_from, None, "none")
-
-
-def find_lab(lab_dir: Path | None, env: Mapping[str, str]) -> LabEndpoints | None:
-    """The lab's controllers and token file; None when no lab is up at the default place.
-
-    An explicit `lab_dir` without a usable state is a TargetError; at the
-    default place it only means there is no lab.
-    """
-    # lazy: the lab's modules are only needed when a lab is looked for
-    from vportd_lab.bed.commands import LabError  # noqa: PLC0415
-    from vportd_lab.bed.plan import default_dir  # noqa: PLC0415
-    from vportd_lab.bed.state import StateError, load  # noqa: PLC0415
-
-    where = lab_dir or default_dir(env)
-    try:
-        state = load(where / "lab.json")
-        plan = state.plan() if state else None
-    except (StateError, LabError) as err:
-        if lab_dir is None:
-            return None
-        raise TargetError(f"--lab {lab_dir}: {err}") from None
-    if plan is None:
-        if lab_dir is None:
-            return None
-        raise TargetError(f"--lab {lab_dir}: no lab is up there (no lab.json)")
-    urls = tuple(normalize_url(c.api) for c in plan.controllers)
-    return LabEndpoints(urls, plan.token_file, plan.dir)
-
-
-def _split_urls(text: str, origin: str) -> tuple[str, ...]:
-    urls = tuple(normalize_url(u) for u in text.split(",") if u.strip())
-    if not urls:
-        raise TargetError(f"{origin}: no API URL in {text!r}", "bad-api")
-    return urls
-
-
-def read_token(path: Path) -> str:
-    """The bearer token in `path` (surrounding whitespace removed); TokenError if unusable."""
-    try:
-        token = path.read_text().strip()
-    except OSError as err:
-        hint = " (the lab's token is root's: use sudo)" if isinstance(err, PermissionError) else ""
-        raise TokenError(f"cannot read the token file {path}: {err.strerror}{hint}") from None
-    if not token:
-        raise TokenError(f"the token file {path} is empty")
-    return token
-
-
-def connect(target: Target, timeout: float = DEFAULT_TIMEOUT) -> Client:
-    """A Client for `target`, its token read now."""
-    token = read_token(target.token_file) if target.token_file else None
-    return Client(target.urls, token, timeout)

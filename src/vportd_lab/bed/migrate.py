@@ -37,16 +37,14 @@ as above; `naive` sends no notify (and so has nothing to abort), the
 controllers see only the port events and the announcements; `standalone` has
 no controllers: no notify, no abort, and no waiting for a cluster.
 
-`migrate()` is the Python entry point (for the demo and the benchmark); `run()`
-is the CLI's, which prints progress on stderr and the report on stdout.
+`migrate()` is the entry point (for `vportctl lab migrate`, the demo and the
+benchmark); it says its progress on stderr.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -54,30 +52,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vportd.ctl.client import (
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    Client,
-    ClientError,
-    connect,
-    read_token,
-    resolve_target,
-)  # fmt: skip
-from vportd_lab.bed import netns
+from vportd.ctl.client import EXIT_UNAVAILABLE, EXIT_USAGE, Client, ClientError
+from vportd.ctl.target import Target, connect, read_token, resolve_target
+from vportd_lab.bed import guest
 from vportd_lab.bed.announce import AnnounceError, Announcer
-from vportd_lab.bed.commands import LabError, tool
-from vportd_lab.bed.commands import run as _sh
-from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
+from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.endpoints import find_lab
+from vportd_lab.bed.messages import EXIT_FAILED, say
 from vportd_lab.bed.ovs import OVSError, PrivateOVS
 from vportd_lab.bed.plan import AWARE, STANDALONE, VM, Plan
-from vportd_lab.bed.probe import Probe, ProbeError, ProbeReport
+from vportd_lab.bed.probe import Probe
+from vportd_lab.bed.probe_report import ProbeReport
 from vportd_lab.bed.state import Migration, Placement, State, StateError, load
 
 FAIL_PHASES = ("notify", "precopy", "switchover")
 NEW_GUEST_IF = "eth0m"  # the new interface in the VM until the switchover names it eth0
-OLD_GUEST_IF = "eth0o"  # the old one after the switchover, until its veth is removed
 PROBE_PORT = 47123
-_NEIGH_STATES = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"}
 
 
 class MigrateError(RuntimeError):
@@ -152,6 +142,12 @@ class _Lab:
         self.state.save(self.plan.state_file)
         self.plan = self.state.plan()
 
+    def add_tap(self, vm: VM, rec: Migration) -> None:
+        guest.add_tap(self.ovs, self.plan.marker, vm, rec)
+
+    def remove_tap(self, bridge: str, host_if: str) -> None:
+        guest.remove_tap(self.ovs, bridge, host_if)
+
 
 @contextmanager
 def _locked(lab_dir: Path) -> Iterator[None]:
@@ -207,107 +203,6 @@ def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -
         if found:
             return found[0]
     raise MigrateError("no-peer", "the probe needs a second VM (lab up --vms 2 or more)", 2)
-
-
-# -- interfaces ------------------------------------------------------------------
-def _ip_batch(netns_name: str, lines: list[str]) -> None:
-    """Several `ip` commands in one process inside the namespace (one rtnetlink session)."""
-    done = subprocess.run(
-        [tool("ip"), "-n", netns_name, "-batch", "-"],
-        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise LabError(f"ip -n {netns_name} -batch: {done.stderr.strip() or done.returncode}")
-
-
-def _neighbours(netns_name: str, dev: str) -> list[tuple[str, str]]:
-    """The guest's resolved IPv4 neighbours on `dev`: (ip, mac). A link going down flushes
-    them; a migrated guest keeps its ARP cache, so they are copied to the new interface."""
-    out = _sh(["ip", "-n", netns_name, "-4", "-j", "neigh", "show", "dev", dev], check=False)
-    found = []
-    for entry in json.loads(out) if out.strip() else []:
-        if entry.get("lladdr") and _NEIGH_STATES & set(entry.get("state", [])):
-            found.append((str(entry["dst"]), str(entry["lladdr"])))
-    return found
-
-
-def _ifindex(netns_name: str, dev: str) -> int:
-    entry = netns.link(dev, netns_name)
-    if entry is None:
-        raise LabError(f"no interface {dev} in namespace {netns_name}")
-    return int(entry["ifindex"])
-
-
-def _name_of(netns_name: str, ifindex: int) -> str | None:
-    for entry in netns.links(netns_name):
-        if int(entry["ifindex"]) == ifindex:
-            return str(entry["ifname"])
-    return None
-
-
-def _add_tap(lab: _Lab, vm: VM, rec: Migration) -> None:
-    """The destination's veth: host end up on the destination bridge, guest end down in the VM."""
-    ns, host, guest = vm.netns, rec.new_host_if, rec.new_guest_if
-    ip = ["ip"]
-    _sh([*ip, "link", "add", host, "type", "veth", "peer", "name", guest,
-               "address", vm.mac, "netns", ns])  # fmt: skip
-    _sh([*ip, "link", "set", "dev", host, "alias", lab.plan.marker])
-    _sh([*ip, "-n", ns, "link", "set", "dev", guest, "alias", lab.plan.marker])
-    netns.tx_offload_off(host)
-    netns.tx_offload_off(guest, ns)
-    netns.disable_ipv6(device=host)
-    _sh([*ip, "link", "set", "dev", host, "up"])
-    lab.ovs.vsctl(
-        "add-port", rec.destination, host, "--", "set", "Interface", host,
-        f"ofport_request={_port_of(vm)}",
-        f"external_ids:attached-mac={vm.mac}", f"external_ids:iface-id={vm.iface_id}",
-        f"external_ids:vm-id={vm.vm_id}", "external_ids:iface-status=active",
-    )  # fmt: skip
-    rows = {r["name"]: r for r in lab.ovs.rows("Interface", "name", "ofport", "error")}
-    row = rows.get(host)
-    if row is None or row["error"] or row["ofport"] != _port_of(vm):
-        raise LabError(f"Open vSwitch did not add {host} as port {_port_of(vm)}: {row}")
-
-
-def _port_of(vm: VM) -> int:
-    """VM k's OpenFlow port on every bridge: k+1 (no other VM uses it anywhere)."""
-    return int(vm.name.removeprefix("vm")) + 1
-
-
-def _remove_tap(lab: _Lab, bridge: str, host_if: str) -> None:
-    """Port delete on `bridge`, then the veth (its guest end goes with it)."""
-    lab.ovs.vsctl("--if-exists", "del-port", bridge, host_if)
-    netns.delete_link(host_if)
-
-
-def _switch_down(vm: VM) -> None:
-    _ip_batch(vm.netns, [f"link set dev {vm.guest_if} down"])
-
-
-def _switch_up(vm: VM, new_guest: str, neighbours: list[tuple[str, str]]) -> None:
-    """The new interface becomes the VM's `eth0`, with its IP and ARP cache, and comes up."""
-    g = vm.guest_if
-    lines = [
-        f"link set dev {g} name {OLD_GUEST_IF}",
-        f"address del {vm.cidr} dev {OLD_GUEST_IF}",
-        f"link set dev {new_guest} name {g}",
-        f"address add {vm.cidr} dev {g}",
-        f"link set dev {g} up",
-    ]
-    lines += [f"neigh replace {ip} lladdr {mac} dev {g} nud reachable" for ip, mac in neighbours]
-    _ip_batch(vm.netns, lines)
-
-
-def _resume_source(vm: VM, old_ifindex: int, neighbours: list[tuple[str, str]]) -> None:
-    """The source VM runs again on its old interface (whatever the switchover got to)."""
-    name = _name_of(vm.netns, old_ifindex)
-    if name is None:
-        raise LabError(f"the VM's old interface (ifindex {old_ifindex}) is gone")
-    g = vm.guest_if
-    lines = [] if name == g else [f"link set dev {name} name {g}"]
-    lines += [f"address replace {vm.cidr} dev {g}", f"link set dev {g} up"]
-    lines += [f"neigh replace {ip} lladdr {mac} dev {g} nud reachable" for ip, mac in neighbours]
-    _ip_batch(vm.netns, lines)
 
 
 # -- the cluster -----------------------------------------------------------------
@@ -429,12 +324,18 @@ def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
             run.probe.close()
 
 
+def _target(lab: _Lab) -> Target:
+    """The lab's API and token, as `vportctl --lab DIR` finds them ($VPORTD_API and
+    $VPORTD_TOKEN_FILE first)."""
+    return resolve_target(None, None, lab.dir, os.environ, labs=find_lab)
+
+
 def _connect(lab: _Lab) -> Client | None:
     """The VMM's API client (None in a standalone lab, which has no controllers)."""
     if not lab.plan.controllers:
         return None
     try:
-        return connect(resolve_target(None, None, lab.dir, os.environ))
+        return connect(_target(lab))
     except ClientError as err:
         raise MigrateError(err.code, err.detail, err.exit_code) from None
 
@@ -463,7 +364,7 @@ def _steps(run: _Run) -> MigrationReport:
     if _switchover(run):
         return _fail(run)
     _cleanup(run)
-    converged = _await_cluster(lab, vm.mac, rec.destination, _port_of(vm), opts.wait)
+    converged = _await_cluster(lab, vm.mac, rec.destination, guest.port_of(vm), opts.wait)
     if lab.plan.controllers:
         say(f"every controller shows {vm.name} not-migrating on {rec.destination}: "
             f"{converged:.1f} ms")  # fmt: skip
@@ -488,8 +389,8 @@ def _notify(run: _Run) -> None:
 def _prepare(run: _Run) -> None:
     t = run.mark("prepare")
     run.tap_added = True  # from here on, undo removes it (recorded already)
-    _add_tap(run.lab, run.vm, run.rec)
-    run.old_ifindex = _ifindex(run.vm.netns, run.vm.guest_if)
+    run.lab.add_tap(run.vm, run.rec)
+    run.old_ifindex = guest.ifindex(run.vm.netns, run.vm.guest_if)
     run.phase("prepare", t)
     run.rec.phase = "precopy"
     run.lab.save()
@@ -513,18 +414,18 @@ def _switchover(run: _Run) -> bool:
     vm, rec = run.vm, run.rec
     rec.phase = "switchover"
     run.lab.save()
-    run.neighbours = _neighbours(vm.netns, vm.guest_if)
+    run.neighbours = guest.neighbours(vm.netns, vm.guest_if)
     t = run.mark("switchover_start")
-    _switch_down(vm)
+    guest.switch_down(vm)
     run.mark("old_down")
     time.sleep(run.opts.pause_ms / 1e3)
     if run.opts.fail_at == "switchover":
-        _resume_source(vm, run.old_ifindex, run.neighbours)
+        guest.resume_source(vm, run.old_ifindex, run.neighbours)
         run.mark("switchover_end")
         run.phase("switchover", t)
         return True
     run.mark("new_up_start")
-    _switch_up(vm, rec.new_guest_if, run.neighbours)
+    guest.switch_up(vm, rec.new_guest_if, run.neighbours)
     run.mark("switchover_end")
     _split(run)
     assert run.announcer is not None
@@ -532,7 +433,8 @@ def _switchover(run: _Run) -> bool:
     run.mark("announce")
     run.switched = True
     # The VM lives at the destination now: record it before anything else can fail.
-    run.lab.state.placements[vm.name] = Placement(rec.destination, _port_of(vm), rec.new_host_if)
+    placement = Placement(rec.destination, guest.port_of(vm), rec.new_host_if)
+    run.lab.state.placements[vm.name] = placement
     rec.phase = "cleanup"
     run.lab.save()
     run.phase("switchover", t)
@@ -549,7 +451,7 @@ def _split(run: _Run) -> None:
 def _cleanup(run: _Run) -> None:
     t = run.mark("cleanup")
     rec = run.rec
-    _remove_tap(run.lab, rec.source, rec.old_host_if)
+    run.lab.remove_tap(rec.source, rec.old_host_if)
     run.mark("source_deleted")
     state = run.lab.state
     state.host_ifs = [n for n in state.host_ifs if n != rec.old_host_if]
@@ -568,7 +470,7 @@ def _fail(run: _Run) -> MigrationReport:
         except ClientError as err:
             raise MigrateError(err.code, f"abort refused: {err.detail}", err.exit_code) from None
     if run.tap_added:
-        _remove_tap(run.lab, run.rec.destination, run.rec.new_host_if)
+        run.lab.remove_tap(run.rec.destination, run.rec.new_host_if)
     _forget_new_tap(run)
     run.phase("abort", t)
     converged = _await_cluster(run.lab, run.vm.mac, run.rec.source, run.vm.port, run.opts.wait)
@@ -588,7 +490,7 @@ def _undo(run: _Run) -> None:
     """After an error (or Ctrl-C): leave the VM where it runs, abort, remove the spare tap."""
     with suppress(Exception):
         if run.switched:
-            _remove_tap(run.lab, run.rec.source, run.rec.old_host_if)
+            run.lab.remove_tap(run.rec.source, run.rec.old_host_if)
             run.lab.state.host_ifs.remove(run.rec.old_host_if)
             run.lab.state.migration = None
             run.lab.save()
@@ -597,9 +499,9 @@ def _undo(run: _Run) -> None:
             with suppress(ClientError):
                 run.client.abort(run.rec.migration_id)
         if run.tap_added:
-            _remove_tap(run.lab, run.rec.destination, run.rec.new_host_if)
+            run.lab.remove_tap(run.rec.destination, run.rec.new_host_if)
         if run.old_ifindex:
-            _resume_source(run.vm, run.old_ifindex, run.neighbours)
+            guest.resume_source(run.vm, run.old_ifindex, run.neighbours)
         if run.lab.state.migration is not None:
             _forget_new_tap(run)
 
@@ -613,26 +515,18 @@ def recover(lab: _Lab) -> None:
     moved = vm.host_if == rec.new_host_if
     if not moved and rec.migration_id:
         # the VMM's abort first: a destination delete alone may be taken as the VM leaving
-        with suppress(ClientError), connect(resolve_target(None, None, lab.dir, os.environ)) as c:
+        with suppress(ClientError), connect(_target(lab)) as c:
             c.abort(rec.migration_id)
     bridge, spare = (rec.source, rec.old_host_if) if moved else (rec.destination, rec.new_host_if)
     with suppress(LabError, OVSError):
-        _remove_tap(lab, bridge, spare)
+        lab.remove_tap(bridge, spare)
     if not moved:
         with suppress(LabError):
             # the old interface may have been left down (or renamed) by the switchover
-            _resume_source(vm, _ifindex_by_peer(vm), [])
+            guest.resume_source(vm, guest.ifindex_by_peer(vm), [])
     lab.state.host_ifs = [n for n in lab.state.host_ifs if n != spare]
     lab.state.migration = None
     lab.save()
-
-
-def _ifindex_by_peer(vm: VM) -> int:
-    """The ifindex of the VM's only interface left besides lo (after a spare tap is gone)."""
-    for entry in netns.links(vm.netns):
-        if entry["ifname"] != "lo":
-            return int(entry["ifindex"])
-    raise LabError(f"{vm.netns} has no interface")
 
 
 def _finish(run: _Run, outcome: str, converged_ms: float) -> MigrationReport:
@@ -678,53 +572,3 @@ def _report(
         host_if=placed.host_if, port=placed.port, peer=run.peer.name if run.peer else None,
         announce_errors=[str(e) for e in errors], probe=probe.to_dict() if probe else None,
     )  # fmt: skip
-
-
-# -- the CLI -----------------------------------------------------------------------
-def summary(r: MigrationReport) -> str:
-    """The report for people."""
-    head = (
-        f"{r.vm} ({r.mac}) {r.source} -> {r.destination}: {r.outcome}"
-        + (f" (--fail-at {r.fail_at})" if r.fail_at else "")
-        + f", migration {r.migration_id}, now on port {r.port} ({r.host_if})"
-    )
-    lines = [head, f"  handshake (notify -> notify complete): {r.handshake_ms:.1f} ms"]
-    lines += [f"  {name:<10} {ms:9.1f} ms" for name, ms in r.phases.items()]
-    if r.switchover_gap_ms is not None:
-        lines.append(f"  switchover gap (old down -> new up): {r.switchover_gap_ms:.1f} ms")
-    lines.append(f"  cluster converged {r.converged_ms:.1f} ms after the last step")
-    if r.probe is not None:
-        lines.append(f"  probe with {r.peer}: longest gap {r.longest_gap_ms:.1f} ms "
-                     f"(excess over the switchover: {_num(r.excess_ms)} ms)")  # fmt: skip
-        for label, gap, lost in (("vm->peer", r.longest_gap_ab_ms, r.lost_ab),
-                                 ("peer->vm", r.longest_gap_ba_ms, r.lost_ba)):  # fmt: skip
-            lines.append(f"    {label}: longest gap {_num(gap)} ms, lost {lost}")
-        if r.switchover_start_ms is not None:
-            span = f"{r.switchover_start_ms:.1f}..{_num(r.switchover_end_ms)}"
-            lines.append(f"    switchover at {span} ms from the probe's t0")
-    return "\n".join(lines)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def run(opts: MigrateOptions) -> int:
-    """`vportctl lab migrate`: progress on stderr, the report (or one JSON object) on stdout."""
-    try:
-        report = migrate(opts)
-    except MigrateError as err:
-        return _error(opts, err.code, f"lab migrate failed: {err.detail}", err.exit_code)
-    except (LabError, OVSError, ProbeError, AnnounceError, OSError) as err:
-        return _error(opts, "failed", f"lab migrate failed: {err}", EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _error(opts, "interrupted", "lab migrate interrupted (undone)", 130)
-    print(json.dumps(report.to_dict()) if opts.json else summary(report))
-    return EXIT_OK
-
-
-def _error(opts: MigrateOptions, code: str, message: str, rc: int) -> int:
-    say(message)
-    if opts.json:
-        print(json.dumps({"error": code, "detail": message.partition(": ")[2]}))
-    return rc

@@ -2,7 +2,7 @@
 
 Pure and deterministic: the same options give the same lab, so a test, the
 demo and an operator can name `vm1`, `02:00:00:00:00:02` or `hv1` port 100
-without asking. The conventions (the brief of issue 3, DESIGN.md §5):
+without asking. The conventions (DESIGN.md §5):
 
 - hypervisor i: bridge `hv{i}`, datapath id i+1;
 - link between hv{i} and hv{j}: patch ports `p{i}-{j}` on hv{i} with OpenFlow

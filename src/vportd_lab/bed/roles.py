@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vportd.ctl.client import Client, ClientError
+from vportd.ctl.target import read_token
 from vportd_lab.bed.plan import Controller, Plan
 
 TIMEOUT = 2.0  # per request: a controller on loopback answers in milliseconds
@@ -36,14 +38,12 @@ class View:
 
 def ask(plan: Plan, ctrl: Controller, timeout: float = TIMEOUT) -> View:
     """`ctrl`'s view of the cluster; a View with `error` if it cannot be had."""
-    from vportd.ctl import client  # noqa: PLC0415 (httpx: only when a controller runs)
-
     try:
-        token = client.read_token(plan.token_file)
-        with client.Client(ctrl.api, token, timeout) as api:
+        token = read_token(plan.token_file)
+        with Client(ctrl.api, token, timeout) as api:
             cluster = api.status()["cluster"]
             switches = api.switches()
-    except client.ClientError as err:
+    except ClientError as err:
         return View(error=f"{ctrl.id}: {err.detail}")
     by_name = {str(s.get("name")): s for s in switches}
     masters = {hv.bridge: _master(by_name.get(hv.bridge)) for hv in plan.hypervisors}

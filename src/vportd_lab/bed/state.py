@@ -41,7 +41,7 @@ class Options:
     # Picked free by `up` (the kernel's choice), then fixed for the lab's life.
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
-    mode: str = AWARE  # plan.MODES; a state file from before modes were added is `aware`
+    mode: str = AWARE  # plan.MODES; a state file without a mode is `aware`
 
 
 @dataclass

@@ -1,8 +1,19 @@
-"""BENCHMARKS.md: each benchmark owns one `## ` section and replaces only that one."""
+"""BENCHMARKS.md: each benchmark owns one `## ` section and replaces only that one.
+
+A section ends with prose that is not measured by the run (what changed to
+reach the figures, what profiling found): it is kept in `notes/NAME.md`,
+package data, and `notes()` reads it.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
+
+
+def notes(name: str) -> str:
+    """The prose of `notes/{name}.md`, without its final newline."""
+    return resources.files(__package__).joinpath("notes", f"{name}.md").read_text().rstrip("\n")
 
 
 def write_markdown(path: Path, section: str) -> None:

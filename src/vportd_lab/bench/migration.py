@@ -1,4 +1,4 @@
-"""The migration downtime benchmark (issue 5 item 4): one lab, one emulation, three modes.
+"""The migration downtime benchmark: one lab, one emulation, three modes.
 
 Measured, never asserted. For each mode in turn (`plan.MODES`) a fresh lab
 (`vportctl lab up --mode M`: 3 hypervisors, 3 VMs, 3 controllers; none in
@@ -49,7 +49,7 @@ from vportd_lab.bed.migrate import MigrateOptions, MigrationReport, migrate
 from vportd_lab.bed.plan import AWARE, DATAPATH_TAP, MODES, STANDALONE, VM_NAMESPACE
 from vportd_lab.bed.ports import free_block
 from vportd_lab.bench.doc import write_markdown
-from vportd_lab.bench.southbound import machine
+from vportd_lab.bench.machine import machine
 
 RESULTS = Path("bench-results") / "migration.json"
 PLOT = Path("docs") / "bench" / "migration-downtime.png"
@@ -305,7 +305,7 @@ def p99(values: list[float]) -> float:
 
 
 def goals(r: Result) -> list[Goal]:
-    """The issue's goals for `aware`, as measured."""
+    """The goals for `aware`, as measured."""
     by = {m.mode: m for m in r.modes}
     aware, alone = by[AWARE], by[STANDALONE]
     longest = aware.spread(lambda x: x.longest_gap_ms)

@@ -62,7 +62,7 @@ class Demo:
     def table_line(self) -> str:
         parts = []
         for cid, ctl in self.sim.controllers.items():
-            rec = ctl.table.require(VM)
+            rec = ctl.vport(VM)
             state = f"{rec.migration_state}/{rec.port_state}"
             parts.append(f"{cid}: {rec.loc.ovs} {state} seq={rec.seq}")
         return "; ".join(parts)
