@@ -9,31 +9,36 @@ What runs (nothing here is mocked except the wire and the switches):
   topology caches are filled (`Topology.precompute`) before timing; that
   time is reported on its own.
 * **Cluster**: `SimCluster` with `fabric=False`: real `Controller`s (table,
-  flow compiler, the leader's coordinator) exchanging their real messages
-  through the in-process FIFO queue; flow mods are counted, not applied.
+  flow compiler, the leader's coordinator) and the sim's store of record:
+  every record written is joined into the store and brought to every
+  controller, and the leader's vPort syncs and their answers travel, through
+  the in-process FIFO queue; flow mods are counted, not applied.
 * **Workload**: a seeded, deterministic VM manager running up to
   `CONCURRENCY` operations at once, interleaved step by step: VM boot (port
   add, link up), link flaps, address updates, live migrations through the
   whole handshake (leader notify, vPort syncs, sync complete answers, then the
   destination port's add and link up, i.e. activation, and the source port's
   delete), aborted migrations, and VM removals. Every port event (add, modify,
-  delete) counts towards `events`; notifies and aborts are extra. Peer
-  messages are delivered every `DELIVER_EVERY` steps, and the clock moves one
+  delete) counts towards `events`; notifies and aborts are extra. Queued
+  records and messages are delivered every `DELIVER_EVERY` steps, and the clock moves one
   second (with a `tick` of every controller) every `TICK_EVERY` steps.
 * **Time** is accounted per controller, around every call into it
-  (`port_event`, `receive`, `notify`, `abort`, `tick`): the generator, the
-  queue and the bookkeeping here are not in it. A controller's events are the
-  port events of the switches it masters plus the peer port-event syncs it
-  merges. Cyclic GC pauses are timed too (`gc.callbacks`) and shown apart:
+  (`port_event`, `stored`, `vport_sync`, `sync_answered`, `notify`, `abort`,
+  `tick`): the generator, the queue and the bookkeeping here are not in it. A
+  controller's events are the port events of the switches it masters plus the
+  records the store's watch brings it (its own writes among them, as etcd's
+  watch brings them back). Cyclic GC pauses are timed too (`gc.callbacks`) and shown apart:
   one lands in whichever call allocates when it is due. The GC runs as a
   controller's would: default thresholds, no `gc.freeze()` (a daemon may use
   those; the figures here do not).
 * **Memory**: with `tracemalloc`, the bytes allocated to rebuild one
-  controller's `table` and `flows` (its flow compiler) from a pickle of them,
-  the topology left out (shared, reported apart): a faithful copy of exactly
-  the objects that state holds, as a controller process of its own would hold
-  them. A walk of the live objects with `sys.getsizeof` cross-checks it (it
-  also sees the slack of dicts that shrank). Divided by the live vPorts.
+  `Controller` from a pickle of it, its topology and the leader's coordinator
+  left out (by type: reported apart): a faithful copy of exactly the objects
+  its vPort state holds (the table, the flow compiler, mastership), as a
+  controller process of its own would hold them. The table and the flow
+  compiler are told apart the same way (each left out in turn). A walk of the
+  live objects with `sys.getsizeof` cross-checks it (it also sees the slack of
+  dicts that shrank). Divided by the live vPorts.
 """
 
 from __future__ import annotations
@@ -61,20 +66,22 @@ from pathlib import Path
 from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import Any, TypeVar
 
+from vportd.core.compiler import FlowCompiler
 from vportd.core.controller import Controller
+from vportd.core.coordinator import Coordinator
 from vportd.core.errors import CoreError
-from vportd.core.flow import FlowMod
 from vportd.core.messages import (
-    Effect,
     EventKind,
     NotifyAnswer,
-    PeerMessage,
+    NotifyRequest,
+    Output,
     PortEvent,
-    PortEventSync,
+    VPortSync,
 )
+from vportd.core.table import VPortTable
 from vportd.core.topology import Topology
 from vportd_lab.bench.doc import write_markdown
-from vportd_lab.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import InFlight, SimCluster, Stored
 
 R = TypeVar("R")
 
@@ -162,14 +169,14 @@ class ControllerStats:
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)
     own_events: int = 0
-    peer_updates: int = 0
+    store_updates: int = 0  # records the store's watch brought (its own writes among them)
     handshake_messages: int = 0
     flow_mods: int = 0
     gc_seconds: float = 0.0  # of `seconds`: the cyclic GC's pauses during its calls
 
     @property
     def events(self) -> int:
-        return self.own_events + self.peer_updates
+        return self.own_events + self.store_updates
 
     @property
     def total_seconds(self) -> float:
@@ -188,7 +195,7 @@ class TimedCluster:
         self.sim = sim
         self.stats = {cid: ControllerStats() for cid in sim.controllers}
         for cid, ctl in sim.controllers.items():
-            self.stats[cid].switches = len(ctl.flows.switches)
+            self.stats[cid].switches = sum(1 for sw in ctl.switches() if ctl.mastered(sw.name))
         self.masters = {s: sim.master_of(s) for s in sim.topology.switches}
         self.leader = sim.leader
         self.answers: dict[str, NotifyAnswer] = {}
@@ -201,9 +208,9 @@ class TimedCluster:
         self._gc_start = 0.0
         self._seen_answers = len(sim.answers)
 
-    def _run(self, ctl: Controller, effects: list[Effect]) -> None:
-        self.stats[ctl.me].flow_mods += sum(1 for e in effects if isinstance(e, FlowMod))
-        self.sim.run(effects)
+    def _run(self, ctl: Controller, out: Output[Any]) -> None:
+        self.stats[ctl.me].flow_mods += len(out.flow_mods)
+        self.sim.run(out)
         answers = self.sim.answers
         if len(answers) > self._seen_answers:
             for answer in answers[self._seen_answers :]:
@@ -224,7 +231,7 @@ class TimedCluster:
         stats.gc_seconds += self.gc_seconds - gc_before
         return result
 
-    def _timed(self, ctl: Controller, what: str, call: Callable[[], list[Effect]]) -> None:
+    def _timed(self, ctl: Controller, what: str, call: Callable[[], Output[Any]]) -> None:
         self._run(ctl, self._call(ctl, what, call))
 
     @property
@@ -239,19 +246,18 @@ class TimedCluster:
 
     def notify(self, vm: str, source: str, destination: str) -> str:
         ctl = self.leader
-        call = functools.partial(ctl.notify, vm, source, destination, self.sim.now)
-        view, _, effects = self._call(ctl, "notify", call)
+        request = NotifyRequest(vm, source, destination)
+        out = self._call(ctl, "notify", functools.partial(ctl.notify, request, self.sim.now))
         self.notifies += 1
-        self._run(ctl, effects)
-        return view.id
+        self._run(ctl, out)
+        assert out.reply is not None
+        return out.reply.migration.id
 
     def abort(self, migration_id: str) -> None:
         ctl = self.leader
-        _, effects = self._call(
-            ctl, "abort", functools.partial(ctl.abort, migration_id, self.sim.now)
-        )
+        out = self._call(ctl, "abort", functools.partial(ctl.abort, migration_id, self.sim.now))
         self.aborts += 1
-        self._run(ctl, effects)
+        self._run(ctl, out)
 
     # -- the cyclic GC: its pauses land in whichever call allocates -------
     def watch_gc(self) -> None:
@@ -282,17 +288,26 @@ class TimedCluster:
                 raise RuntimeError("messages keep coming: a message loop between controllers")
             item = queue[i]
             i += 1
-            self._receive(self.sim.controllers[item.to], item.message)
+            self._receive(item)
         del queue[:i]
         self.deliveries += i
 
-    def _receive(self, ctl: Controller, msg: PeerMessage) -> None:
+    def _receive(self, item: InFlight) -> None:
+        """One queued item, as `SimCluster.deliver` hands it over (the call timed)."""
+        ctl, msg, now = self.sim.controllers[item.to], item.message, self.sim.now
         stats = self.stats[ctl.me]
-        if isinstance(msg, PortEventSync):
-            stats.peer_updates += 1
-        else:
-            stats.handshake_messages += 1
-        self._timed(ctl, "receive", lambda: ctl.receive(msg, self.sim.now))
+        if isinstance(msg, Stored):
+            stats.store_updates += 1
+            self._timed(ctl, "stored", lambda: ctl.stored(msg.record, now))
+            return
+        stats.handshake_messages += 1
+        if isinstance(msg, VPortSync):
+            out = self._call(ctl, "vport_sync", lambda: ctl.vport_sync(msg, now))
+            self._run(ctl, out)
+            if out.reply is not None:
+                self.sim.queue.append(InFlight(msg.leader, out.reply))
+            return
+        self._timed(ctl, "sync_answered", lambda: ctl.sync_answered(msg, now))
 
 
 # -- the VM manager's workload ------------------------------------------------
@@ -513,17 +528,20 @@ class Workload:
 
 
 # -- memory -------------------------------------------------------------------
-def traced_bytes(roots: object, shared: Iterable[object]) -> int:
+def traced_bytes(roots: object, leave_out: tuple[type, ...] = ()) -> int:
     """Bytes tracemalloc sees allocated to rebuild `roots` from a pickle of them.
 
-    Objects in `shared` (and what only they reach) are left out: the pickle
-    refers to them by id instead of copying them.
+    Objects of the types in `leave_out` (and what only they reach) are not
+    counted: the pickle refers to them by id instead of copying them.
     """
-    keep = {id(obj): obj for obj in shared}
+    keep: dict[int, object] = {}
 
     class _Pickler(pickle.Pickler):
         def persistent_id(self, obj: object) -> int | None:
-            return id(obj) if id(obj) in keep else None
+            if not isinstance(obj, leave_out):
+                return None
+            keep[id(obj)] = obj
+            return id(obj)
 
     class _Unpickler(pickle.Unpickler):
         def persistent_load(self, pid: Any) -> object:
@@ -551,25 +569,26 @@ def traced_bytes(roots: object, shared: Iterable[object]) -> int:
 _NOT_STATE = (type, ModuleType, FunctionType, BuiltinFunctionType, Enum)
 
 
-def walked_bytes(roots: Iterable[object], shared: Iterable[object]) -> int:
-    """`sys.getsizeof` over every object reachable from `roots` but not from `shared`."""
+def walked_bytes(roots: Iterable[object], leave_out: tuple[type, ...] = ()) -> int:
+    """`sys.getsizeof` over every object reachable from `roots` but not through an
+    object of a type in `leave_out`."""
     seen: set[int] = set()
-    stack: list[object] = list(shared)
-    while stack:  # everything the shared objects reach is not counted
-        obj = stack.pop()
-        if id(obj) not in seen and not isinstance(obj, _NOT_STATE):
-            seen.add(id(obj))
-            stack.extend(gc.get_referents(obj))
+    skip = (bool, *_NOT_STATE, *leave_out)
     total = 0
     stack = list(roots)
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, (bool, *_NOT_STATE)):
+        if id(obj) in seen or obj is None or isinstance(obj, skip):
             continue
         seen.add(id(obj))
         total += sys.getsizeof(obj)
         stack.extend(gc.get_referents(obj))
     return total
+
+
+# What a controller holds besides its vPort state: the topology (each controller's
+# own copy, reported apart) and, on the leader, the migrations (reported apart).
+NOT_VPORT_STATE = (Topology, Coordinator)
 
 
 @dataclass
@@ -587,26 +606,26 @@ class Memory:
 
 
 def measure_memory(sim: SimCluster) -> Memory:
-    topo = sim.topology
+    """Each controller as a whole, its parts told apart by their types (see the module doc)."""
     per: dict[str, dict[str, int]] = {}
     for cid, ctl in sim.controllers.items():
-        coord = ctl.coordinator
+        state = traced_bytes(ctl, NOT_VPORT_STATE)
         per[cid] = {
-            "table_traced": traced_bytes(ctl.table, [topo]),
-            "flows_traced": traced_bytes(ctl.flows, [topo]),
-            "state_traced": traced_bytes((ctl.table, ctl.flows), [topo]),
-            "state_walked": walked_bytes([ctl.table, ctl.flows], [topo]),
-            "coordinator_traced": 0 if coord is None else traced_bytes(coord, [topo]),
+            "table_traced": traced_bytes(ctl, (*NOT_VPORT_STATE, FlowCompiler)),
+            "flows_traced": traced_bytes(ctl, (*NOT_VPORT_STATE, VPortTable)),
+            "state_traced": state,
+            "state_walked": walked_bytes([ctl], NOT_VPORT_STATE),
+            "coordinator_traced": traced_bytes(ctl, (Topology,)) - state if ctl.leading else 0,
         }
     first = next(iter(sim.controllers.values()))
-    records = list(first.table.all_records())
+    records = first.records()
     live = sum(1 for r in records if r.present)
     return Memory(
         live_vports=live,
         tombstones=len(records) - live,
         per_controller=per,
-        cluster_bytes=traced_bytes(list(sim.controllers.values()), [topo]),
-        topology_bytes=traced_bytes(topo, []),
+        cluster_bytes=traced_bytes(list(sim.controllers.values()), (Topology,)),
+        topology_bytes=traced_bytes(first) - traced_bytes(first, (Topology,)),
     )
 
 
@@ -711,7 +730,7 @@ def bench(events: int, switches: int, controllers: int, seed: int = SEED) -> Res
         cid: {
             "switches": s.switches,
             "own_port_events": s.own_events,
-            "peer_updates": s.peer_updates,
+            "store_updates": s.store_updates,
             "handshake_messages": s.handshake_messages,
             "events": s.events,
             "seconds": s.total_seconds,
@@ -720,7 +739,7 @@ def bench(events: int, switches: int, controllers: int, seed: int = SEED) -> Res
             "calls": dict(s.calls),
             "events_per_second": s.events_per_second,
             "flow_mods": s.flow_mods,
-            "leader": sim.controllers[cid].coordinator is not None,
+            "leader": sim.controllers[cid].leading,
         }
         for cid, s in cluster.stats.items()
     }
@@ -853,7 +872,11 @@ BEFORE = (
     "Next levers: the leader's vPort sync to itself (a third of its handshake messages "
     "go through the full merge; applying it in `notify` needs the runtime to barrier the "
     "leader's own flow mods before its sync complete counts), fewer objects per flow mod "
-    "(a `Flow` and a `FlowMod` each), the flood rewrites as VMs join and leave (~9% of c0)."
+    "(a `Flow` and a `FlowMod` each), the flood rewrites as VMs join and leave (~9% of c0). "
+    "Since the store of record carries claim 5's syncs, a controller's events count every "
+    "record the store's watch brings it, its own writes included, and its memory is "
+    "measured on the `Controller` object as a whole: the figures above are not comparable "
+    "one to one with these."
 )
 
 
@@ -887,7 +910,8 @@ def markdown(r: Result) -> str:
         f"connected, base flows) {r.build_seconds:.2f} s, both before timing. "
         f"{r.controllers} `Controller`s in one process (`SimCluster`, no fake data "
         "plane: flow mods are counted, not applied), switches spread round robin, "
-        "c0 leading; peer messages go through the sim's FIFO queue, delivered "
+        "c0 leading; stored records and the handshake's messages go through the sim's "
+        "FIFO queue, delivered "
         f"every {DELIVER_EVERY} workload steps; the clock moves 1 s, with a `tick` "
         f"of every controller, every {TICK_EVERY} steps.",
         "",
@@ -902,7 +926,8 @@ def markdown(r: Result) -> str:
         f"IP. Outcomes: {outcomes}. Refused requests: {errors}.",
         "",
         f"Port events: {total_pe:,} ({kinds}); plus {r.notifies:,} notifies and "
-        f"{r.aborts:,} aborts; {r.messages_delivered:,} peer messages delivered; "
+        f"{r.aborts:,} aborts; {r.messages_delivered:,} stored records and messages "
+        "delivered; "
         f"{r.flow_mods:,} flow mods generated.",
         "",
         f"Wall time of the run: {r.wall_seconds:.2f} s, i.e. {total_pe / r.wall_seconds:,.0f} "
@@ -913,8 +938,9 @@ def markdown(r: Result) -> str:
         "the machine inflates them.",
         "",
         "**Per controller.** Time is measured around each call into the controller "
-        "(`port_event`, `receive`, `notify`, `abort`, `tick`); its events are the port "
-        "events of its own switches plus the peer port-event syncs it merged "
+        "(`port_event`, `stored`, `vport_sync` and `sync_answered`, `notify`, `abort`, "
+        "`tick`); its events are the port events of its own switches plus the records "
+        "the store's watch brought it, its own writes among them "
         "(handshake messages, notifies and ticks cost time but count no event). "
         f"The cyclic GC paused the run {r.gc_seconds:.2f} s in all (collections per "
         f"generation: {r.gc_collections}); a pause lands in whichever call allocates "
@@ -925,8 +951,8 @@ def markdown(r: Result) -> str:
         "all of them, about three times what a controller process of its own would "
         f"scan. Without the pauses, for information only: {_without_gc(r)}.",
         "",
-        "| controller | switches | own port events | peer updates | handshake msgs "
-        "| time in controller | port_event / receive / notify + abort / tick "
+        "| controller | switches | own port events | store updates | handshake msgs "
+        "| time in controller | port_event / stored + handshake / notify + abort / tick "
         "| of which GC | events/s | flow mods |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
@@ -935,21 +961,27 @@ def markdown(r: Result) -> str:
         by = c["seconds_by_call"]
         split = " / ".join(
             f"{sum(by.get(k, 0.0) for k in keys):.2f}"
-            for keys in (("port_event",), ("receive",), ("notify", "abort"), ("tick",))
+            for keys in (
+                ("port_event",),
+                ("stored", "vport_sync", "sync_answered"),
+                ("notify", "abort"),
+                ("tick",),
+            )
         )
         out.append(
             f"| {cid}{lead} | {c['switches']:,} | {c['own_port_events']:,} | "
-            f"{c['peer_updates']:,} | {c['handshake_messages']:,} | {c['seconds']:.2f} s | "
+            f"{c['store_updates']:,} | {c['handshake_messages']:,} | {c['seconds']:.2f} s | "
             f"{split} | {c['gc_seconds']:.2f} s | {c['events_per_second']:,.0f} | "
             f"{c['flow_mods']:,} |"
         )
     out += [
         "",
         "**Memory.** Measured after the run with `tracemalloc`: the bytes allocated to "
-        "rebuild a controller's `table` (vPort records, tombstones included) and `flows` "
-        "(the flow compiler: installed flows of its switches, a VM's forwarding flow "
-        "held as MAC -> port, where each VM's flows are, local ports) from a pickle of "
-        "them, the shared `Topology` left out; a controller "
+        "rebuild a `Controller` from a pickle of it, its `Topology` and the leader's "
+        "coordinator left out (by type): its `table` (vPort records, tombstones included), "
+        "`flows` (the flow compiler: installed flows of its switches, a VM's forwarding "
+        "flow held as MAC -> port, where each VM's flows are, local ports) and mastership; "
+        "`table` leaves the compiler out too, `flows` the table; a controller "
         "process of its own holds exactly those objects. Cross-check: `sys.getsizeof` "
         "summed over the live objects reachable from the same roots (counts dict slack "
         f"too). Per vPort = bytes / live vPorts ({m['live_vports']:,} live, "
@@ -973,8 +1005,8 @@ def markdown(r: Result) -> str:
         "",
         f"Whole cluster in this process (every `Controller` object, records shared "
         f"between the controllers as the sim shares them): {_mib(m['cluster_bytes'])}, "
-        f"{m['cluster_bytes_per_vport']:,.0f} B per live vPort; the topology "
-        f"(with its caches) another {_mib(m['topology_bytes'])}.",
+        f"{m['cluster_bytes_per_vport']:,.0f} B per live vPort, topologies left out; "
+        f"one controller's topology (with its caches) another {_mib(m['topology_bytes'])}.",
         "",
         BEFORE,
         "",
