@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from vportd.core.controller import Controller
 from vportd.core.coordinator import Timeouts
-from vportd.core.messages import EventKind, PortEvent
-from vportd.core.model import MigrationState, PortState
+from vportd.core.messages import EventKind, NotifyRequest, PortEvent
+from vportd.core.model import MigrationState, PortState, VPortRecord
 from vportd.core.topology import Topology
-from vportd_lab.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import InFlight, SimCluster
 
 VM_A = "02:00:00:00:00:0a"
 VM_B = "02:00:00:00:00:0b"
@@ -49,6 +52,14 @@ def boot(sim: SimCluster, mac: str, ovs: str, port: int) -> None:
     sim.deliver_all()
 
 
+def start_migration(sim: SimCluster, vm: str, source: str, destination: str) -> str:
+    """Notify, leaving what it sends (the stored record, the vPort syncs) on its way."""
+    out = sim.leader.notify(NotifyRequest(vm, source, destination), sim.now)
+    assert out.reply is not None and out.reply.new
+    sim.run(out)
+    return out.reply.migration.id
+
+
 def ready_migration(sim: SimCluster, mac: str, src: str, dst: str) -> str:
     """Notify and deliver until the leader has answered notify complete."""
     mid = sim.notify(mac, src, dst)
@@ -85,3 +96,24 @@ def reach(sim: SimCluster, vm: str) -> set[frozenset[tuple[str, int]]]:
     """Where a frame for `vm` goes, from an unused edge port of every switch."""
     assert sim.fabric is not None
     return {frozenset(sim.fabric.deliveries(s, 99, vm)) for s in SWITCHES}
+
+
+def table(ctl: Controller) -> dict[str, VPortRecord]:
+    """A controller's records by MAC, tombstones included."""
+    return {rec.vm: rec for rec in ctl.records()}
+
+
+def holds(ctl: Controller, vm: str) -> bool:
+    """Whether the controller has an entry for `vm` (not a removal's tombstone)."""
+    rec = ctl.record(vm)
+    return rec is not None and rec.present
+
+
+def converged(sim: SimCluster) -> bool:
+    """Every controller's table is the store of record, tombstones and versions included."""
+    return all(table(ctl) == sim.store for ctl in sim.controllers.values())
+
+
+def first(sim: SimCluster, wanted: Callable[[InFlight], bool]) -> int:
+    """Where the first pending item that `wanted` accepts is in the queue."""
+    return next(i for i, item in enumerate(sim.queue) if wanted(item))

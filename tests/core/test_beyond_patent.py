@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.core.support import (
     TIMEOUTS,
     VM_A,
     add,
+    converged,
     delete,
+    first,
+    holds,
     link,
     ready_migration,
     switch_over,
 )
-from vportd.core.errors import AlreadyMigrating, MigrationConflict, StaleEvent
-from vportd.core.flow import FlowMod
-from vportd.core.messages import EventKind, PortEventSync, Reason, Send, SyncComplete, VPortSync
+from vportd.core.errors import AlreadyMigrating, MigrationConflict, NoController
+from vportd.core.messages import NotifyRequest, SyncComplete, VPortSync
 from vportd.core.model import MigrationState, PortState
-from vportd_lab.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import InFlight, SimCluster
 
 ALL_SWITCHES = ("hv0", "hv1", "hv2")
 
@@ -26,15 +30,14 @@ def reach(sim: SimCluster, mac: str) -> set[frozenset[tuple[str, int]]]:
     return {frozenset(sim.fabric.deliveries(s, 99, mac)) for s in ALL_SWITCHES}
 
 
-def tables_equal(sim: SimCluster) -> bool:
-    snapshots = [ctl.table.snapshot() for ctl in sim.controllers.values()]
-    return all(s == snapshots[0] for s in snapshots)
+def sync_to(to: str) -> Callable[[InFlight], bool]:
+    return lambda item: item.to == to and isinstance(item.message, VPortSync)
 
 
 def test_make_before_break_traffic_follows_the_vm_as_soon_as_it_is_up_at_the_destination(
     sim: SimCluster,
 ) -> None:
-    ready_migration(sim, VM_A, "hv1", "hv2")
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
     sim.port_event(add("hv2", 7, VM_A))
     sim.deliver_all()
     # Pre-copy: the VM runs at the source; a copy also goes to its new port (down until the
@@ -46,7 +49,7 @@ def test_make_before_break_traffic_follows_the_vm_as_soon_as_it_is_up_at_the_des
 
     # Every switch now sends to the destination, before the source port is deleted.
     assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
-    assert sim.leader.migration(sim.leader.coordinator.active()[0].id).state == "activated"  # type: ignore[union-attr]
+    assert sim.leader.migration(mid).state == "activated"
 
 
 def test_the_vms_announcement_activates_it_too(sim: SimCluster) -> None:
@@ -65,15 +68,14 @@ def test_sync_complete_from_the_destination_comes_after_its_pre_installed_flows(
     sim: SimCluster,
 ) -> None:
     sim.notify(VM_A, "hv1", "hv2")
-    i = next(i for i, m in enumerate(sim.queue) if m.to == "c2")
-    msg = sim.queue.pop(i).message
-    effects = sim.controllers["c2"].receive(msg, sim.now)
+    msg = sim.queue.pop(first(sim, sync_to("c2"))).message
+    assert isinstance(msg, VPortSync)
 
-    kinds = [type(e) for e in effects]
-    assert kinds.index(Send) > max(i for i, k in enumerate(kinds) if k is FlowMod)
-    last = effects[-1]
-    assert isinstance(last, Send) and isinstance(last.message, SyncComplete)
-    arrival = [e for e in effects if isinstance(e, FlowMod) and e.flow.match.eth_src == VM_A]
+    out = sim.controllers["c2"].vport_sync(msg, sim.now)
+
+    # The reply's promise covers the output's flow mods: the adapter barriers them first.
+    assert isinstance(out.reply, SyncComplete)
+    arrival = [m for m in out.flow_mods if m.flow.match.eth_src == VM_A]
     assert [m.switch for m in arrival] == ["hv2"]
 
 
@@ -81,26 +83,20 @@ def test_a_migration_raises_the_sequence_number_and_late_copies_cannot_roll_it_b
     sim: SimCluster,
 ) -> None:
     c0 = sim.controllers["c0"]
-    old = c0.table.require(VM_A)
-    late = PortEventSync(EventKind.MODIFY, Reason.PORT, old, "c1")
+    late = c0.vport(VM_A)  # a copy of the entry, as a lagging watch may still bring it
 
     ready_migration(sim, VM_A, "hv1", "hv2")
     switch_over(sim, VM_A, ("hv1", 1), ("hv2", 7))
     ready_migration(sim, VM_A, "hv2", "hv1")  # and back again: A→B→A
     switch_over(sim, VM_A, ("hv2", 7), ("hv1", 3))
 
-    now = c0.table.require(VM_A)
-    assert now.seq == old.seq + 2
+    now = c0.vport(VM_A)
+    assert now.seq == late.seq + 2
     assert (now.loc.ovs, now.loc.port) == ("hv1", 3)
     for ctl in sim.controllers.values():  # the late copy changes nothing anywhere
-        assert ctl.receive(late, sim.now) == []
-        assert ctl.table.require(VM_A) == now
-    try:
-        c0.table.merge(old)
-    except StaleEvent:
-        pass
-    else:
-        raise AssertionError("an older entry was accepted")
+        assert not ctl.stored(late, sim.now)
+        assert ctl.vport(VM_A) == now
+    assert converged(sim)
     assert reach(sim, VM_A) == {frozenset({("hv1", 3)})}
 
 
@@ -112,7 +108,7 @@ def test_duplicated_messages_change_nothing(sim: SimCluster) -> None:
     sim.deliver_all()
     answers = [a for a in sim.answers if a.migration.id == mid]
     assert len(answers) == 1 and answers[0].ok
-    assert tables_equal(sim)
+    assert converged(sim)
 
 
 def test_abort_rolls_back_everywhere_and_the_failed_destination_port_does_not_remove_the_vm(
@@ -127,15 +123,15 @@ def test_abort_rolls_back_everywhere_and_the_failed_destination_port_does_not_re
 
     assert sim.leader.migration(mid).state == "aborted"
     for ctl in sim.controllers.values():
-        rec = ctl.table.require(VM_A)
+        rec = ctl.vport(VM_A)
         assert rec.migration_state is MigrationState.NOT_MIGRATING
         assert (rec.loc.ovs, rec.loc.port, rec.port_state) == ("hv1", 1, PortState.UP)
     sim.port_event(link("hv2", 7, VM_A, up=True))  # the dead destination flaps
     sim.port_event(delete("hv2", 7, VM_A))  # and its tap is removed
     sim.deliver_all()
-    assert all(ctl.table.get(VM_A) is not None for ctl in sim.controllers.values())
+    assert all(holds(ctl, VM_A) for ctl in sim.controllers.values())
     assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}
-    assert tables_equal(sim)
+    assert converged(sim)
 
 
 def test_a_migration_that_never_activates_times_out_and_rolls_back(sim: SimCluster) -> None:
@@ -146,7 +142,7 @@ def test_a_migration_that_never_activates_times_out_and_rolls_back(sim: SimClust
 
     assert sim.leader.migration(mid).state == "failed"
     for ctl in sim.controllers.values():
-        assert ctl.table.require(VM_A).migration_state is MigrationState.NOT_MIGRATING
+        assert ctl.vport(VM_A).migration_state is MigrationState.NOT_MIGRATING
     assert reach(sim, VM_A) == {frozenset({("hv1", 1)})}
 
 
@@ -162,9 +158,9 @@ def test_a_controller_that_never_answers_fails_the_notify_with_a_rollback(
     sim.deliver_all()
 
     answer = sim.answer_for(mid)
-    assert answer is not None and answer.error is not None and answer.error.status == 503
+    assert answer is not None and isinstance(answer.error, NoController)
     for cid in ("c0", "c1"):
-        rec = sim.controllers[cid].table.require(VM_A)
+        rec = sim.controllers[cid].vport(VM_A)
         assert rec.migration_state is MigrationState.NOT_MIGRATING
 
 
@@ -183,20 +179,23 @@ def test_an_activated_migration_whose_source_stays_is_completed_and_the_late_del
     sim.deliver_all()
 
     for ctl in sim.controllers.values():
-        rec = ctl.table.require(VM_A)
+        rec = ctl.vport(VM_A)
         assert (rec.loc.ovs, rec.migration_state) == ("hv2", MigrationState.NOT_MIGRATING)
     assert reach(sim, VM_A) == {frozenset({("hv2", 7)})}
 
 
 def test_notify_is_idempotent_and_a_second_destination_is_refused(sim: SimCluster) -> None:
-    first, created, _ = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
-    again, created_again, effects = sim.leader.notify(VM_A, "hv1", "hv2", sim.now)
-    assert created and not created_again and effects == []
-    assert again.id == first.id
+    request = NotifyRequest(VM_A, "hv1", "hv2")
+    started = sim.leader.notify(request, sim.now)
+    sim.run(started)
+    again = sim.leader.notify(request, sim.now)
+    assert started.reply is not None and started.reply.new
+    assert again.reply is not None and not again.reply.new and not again
+    assert again.reply.migration.id == started.reply.migration.id
     try:
-        sim.leader.notify(VM_A, "hv1", "hv0", sim.now)
+        sim.leader.notify(NotifyRequest(VM_A, "hv1", "hv0"), sim.now)
     except AlreadyMigrating as err:
-        assert "hv2" in err.detail and err.status == 409
+        assert "hv2" in err.detail
     else:
         raise AssertionError("a second destination was accepted")
 
@@ -219,14 +218,15 @@ def test_a_vm_removed_everywhere_when_its_port_goes_and_it_is_not_migrating(
 ) -> None:
     sim.port_event(delete("hv1", 1, VM_A))
     sim.deliver_all()
-    assert all(ctl.table.get(VM_A) is None for ctl in sim.controllers.values())
+    assert all(not holds(ctl, VM_A) for ctl in sim.controllers.values())
     assert reach(sim, VM_A) == {frozenset()}
 
 
 def test_vport_sync_duplicate_is_answered_again(sim: SimCluster) -> None:
     sim.notify(VM_A, "hv1", "hv2")
-    sync = next(m.message for m in sim.queue if m.to == "c1")
+    sync = sim.queue[first(sim, sync_to("c1"))].message
     assert isinstance(sync, VPortSync)
-    first = sim.controllers["c1"].receive(sync, sim.now)
-    second = sim.controllers["c1"].receive(sync, sim.now)
-    assert [e for e in second if isinstance(e, Send)] == [e for e in first if isinstance(e, Send)]
+    once = sim.controllers["c1"].vport_sync(sync, sim.now)
+    twice = sim.controllers["c1"].vport_sync(sync, sim.now)
+    assert isinstance(once.reply, SyncComplete) and twice.reply == once.reply
+    assert not twice  # applied already: nothing more to do

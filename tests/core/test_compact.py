@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.core.support import VM_A, add, delete, link
-from vportd.core.errors import StaleEvent
+from vportd.core.controller import Controller
 from vportd.core.model import Location, VPortRecord
 from vportd.core.table import VPortTable
 
 VM_B = "02:00:00:00:00:0b"
+
+
+def peer() -> Controller:
+    """A controller that masters nothing and applies records from the store."""
+    ctl = Controller("c2")
+    ctl.switch_seen("hv1", 1)
+    return ctl
 
 
 def booted(table: VPortTable, mac: str, port: int) -> VPortRecord:
@@ -27,15 +32,17 @@ def test_a_bare_tombstone_still_outranks_the_late_copies_of_the_live_entry() -> 
     gone = change.record.loc
     # Only its version is left: the removed VM's name, addresses and ids are not.
     assert gone == Location(None, None, None, False, live.loc.seq, live.loc.rev + 1, "c1")
-    peer = VPortTable("c2")
-    assert peer.merge(change.record) == change.record
+    c2 = peer()
+    c2.stored(change.record, 0.0)
+    assert c2.record(VM_A) == change.record
     for late in (live, VPortRecord(VM_A, live.loc)):
-        with pytest.raises(StaleEvent):
-            peer.merge(late)
-        assert peer.get(VM_A) is None
+        assert not c2.stored(late, 0.0)  # a late copy changes nothing
+        assert c2.record(VM_A) == change.record
     # A new life of the VM goes on from the tombstone's seq.
     again = booted(table, VM_A, 4)
-    assert again.loc.seq == gone.seq + 1 and peer.merge(again) == again
+    assert again.loc.seq == gone.seq + 1
+    c2.stored(again, 0.0)
+    assert c2.vport(VM_A) == again
 
 
 def test_tombstones_of_one_version_share_their_location() -> None:
@@ -46,11 +53,12 @@ def test_tombstones_of_one_version_share_their_location() -> None:
     a, b = table.record(VM_A), table.record(VM_B)
     assert a is not None and b is not None
     assert a.loc is b.loc  # same (seq, rev, writer)
-    peer = VPortTable("c2")
+    c2 = peer()
     copy = VPortRecord(VM_B, Location(None, None, None, False, b.loc.seq, b.loc.rev, "c1"))
-    peer.merge(VPortRecord(VM_A, a.loc))
-    merged = peer.merge(copy)
-    assert merged == copy and merged is not None and merged.loc is a.loc
+    c2.stored(VPortRecord(VM_A, a.loc), 0.0)
+    c2.stored(copy, 0.0)
+    held = c2.record(VM_B)
+    assert held == copy and held is not None and held.loc is a.loc
 
 
 def test_own_port_facts_keep_each_ports_last_event_and_release_drops_a_switchs() -> None:

@@ -7,7 +7,7 @@ import pytest
 from tests.core.support import VM_A, VM_B, VM_C, boot, mesh
 from vportd.core.compiler import FlowCompiler
 from vportd.core.errors import InvalidRequest, UnknownSwitch
-from vportd.core.flow import FLOOD_TABLE, FORWARD_TABLE, Flow, FlowCommand, FlowMod, Match
+from vportd.core.flow import FLOOD_TABLE, FORWARD_TABLE, Flow, Match
 from vportd.core.installed import SwitchFlows
 from vportd.core.membership import Membership
 from vportd.core.pipeline import base_flows, vm_flow
@@ -82,16 +82,15 @@ def test_the_default_port_points_to_the_root_and_exceptions_are_shortest_steps()
 
 def test_reconnect_corrects_only_the_difference(sim: SimCluster) -> None:
     c1 = sim.controllers["c1"]
-    installed = list(c1.flows.installed["hv1"].values())
-    assert c1.switch_connected("hv1") == []  # nothing to do when all is in place
+    installed = c1.installed("hv1")
+    c1.switch_gone("hv1")
+    assert c1.flows_read("hv1", installed).flow_mods == []  # nothing to do: all in place
 
     missing, *kept = installed
-    stray = FlowMod("hv1", FlowCommand.ADD, missing).flow.__class__(
-        1, 100, missing.match.__class__(eth_dst="02:00:00:00:00:66"), missing.actions, 7
-    )
-    c1.flows.set_installed("hv1", [*kept, stray])  # what the switch reports after a restart
-
-    mods = c1.switch_connected("hv1")
+    stray = Flow(1, 100, Match(eth_dst="02:00:00:00:00:66"), missing.actions, 7)
+    c1.switch_gone("hv1")
+    # What the switch reports after a restart.
+    mods = c1.flows_read("hv1", [*kept, stray]).flow_mods
 
     assert sorted((m.command.value, m.flow) for m in mods) == sorted(
         [("add", missing), ("delete", stray)], key=lambda t: t[0]
@@ -163,11 +162,13 @@ def test_incremental_flows_are_what_a_full_compile_makes() -> None:
     cluster = TimedCluster(SimCluster.build(fabric.topology, 3, fabric=False))
     Workload(cluster, fabric.hypervisors).run(3000)
     for ctl in cluster.sim.controllers.values():
-        for switch in sorted(ctl.flows.switches):
+        for switch in sorted(s.name for s in ctl.switches() if ctl.mastered(s.name)):
             fresh = FlowCompiler(fabric.topology, [switch])
-            fresh.sync_switch(switch, ctl.table.all_records())
-            assert ctl.flows.installed[switch] == fresh.installed[switch], switch
-            assert ctl.flows.sync_switch(switch, ctl.table.all_records()) == []
+            fresh.sync_switch(switch, ctl.records())
+            held = ctl.installed(switch)
+            assert sorted(held, key=str) == sorted(fresh.installed[switch].values(), key=str)
+            ctl.switch_gone(switch)  # a reconnect reads back what the switch holds
+            assert ctl.flows_read(switch, held).flow_mods == [], switch
 
 
 def test_switch_flows_hold_a_vm_flow_compactly_and_any_other_flow_as_it_is() -> None:

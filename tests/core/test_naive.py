@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.core.support import VM_A, add, cluster, delete, link
+from tests.core.support import TIMEOUTS, VM_A, add, delete, first, link, mesh, table
 from vportd.core.errors import MigrationConflict
-from vportd_lab.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster, Stored
 
 
 def naive() -> SimCluster:
-    sim = cluster()
-    for ctl in sim.controllers.values():
-        ctl.aware = False
-        ctl.table.aware = False
+    sim = SimCluster.build(mesh(3), 3, timeouts=TIMEOUTS, aware=False)
     sim.port_event(add("hv1", 1, VM_A))
     sim.port_event(link("hv1", 1, VM_A, up=True))
     sim.deliver_all()
@@ -34,17 +31,19 @@ def reached(sim: SimCluster, switch: str, in_port: int) -> set[tuple[str, int]]:
 def places(sim: SimCluster) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for cid, ctl in sim.controllers.items():
-        rec = ctl.table.get(VM_A)
+        rec = ctl.record(VM_A)
         out[cid] = None if rec is None else rec.loc.ovs
     return out
 
 
 def test_a_naive_cluster_refuses_the_notify_and_changes_nothing() -> None:
     sim = naive()
-    before = {cid: ctl.table.snapshot() for cid, ctl in sim.controllers.items()}
+    before = {cid: table(ctl) for cid, ctl in sim.controllers.items()}
+    stored, queued = dict(sim.store), list(sim.queue)
     with pytest.raises(MigrationConflict, match="awareness is switched off"):
         sim.notify(VM_A, "hv1", "hv2")
-    assert {cid: ctl.table.snapshot() for cid, ctl in sim.controllers.items()} == before
+    assert {cid: table(ctl) for cid, ctl in sim.controllers.items()} == before
+    assert (sim.store, sim.queue) == (stored, queued)
 
 
 def test_the_source_delete_removes_the_vm_until_the_destination_master_puts_it_back() -> None:
@@ -59,7 +58,7 @@ def test_the_source_delete_removes_the_vm_until_the_destination_master_puts_it_b
     sim.port_event(delete("hv1", 1, VM_A))  # the source tap goes: "the VM left"
     assert places(sim)["c1"] is None  # hv1's master removed it
     # hv0 (the fabric's centre, mastered by c0) hears of the removal first: a blackhole.
-    sim.deliver(next(i for i, m in enumerate(sim.queue) if m.to == "c0"))
+    sim.deliver(first(sim, lambda m: m.to == "c0" and isinstance(m.message, Stored)))
     assert places(sim)["c0"] is None
     assert reached(sim, "hv0", 3) == set()
     sim.deliver_all()

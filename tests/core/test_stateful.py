@@ -8,15 +8,18 @@ destination port add, source link down, destination link up (or the VM's RARP
 first), source port delete, one step per turn, interleaved with everything else.
 A migration's script, drawn with its notify, may instead end it early with an
 abort or by letting its deadline pass. The same notify is repeated now and then.
-Peer messages are delivered one at a time in any order, some twice, or all at
-once; time passes in small steps (syncs expire) or jumps past a deadline.
+What the sim queues (each record written to the store of record, for every
+controller's watch; the leader's vPort syncs and their answers) is delivered
+one item at a time in any order, some twice, or all at once; time passes in
+small steps (syncs expire) or jumps past a deadline.
 
 The machine keeps the physical truth: which (switch, port) each VM's live
 interface is on, and whether its link is up. The invariants:
 
-(a) once every message is delivered, every controller holds the same records,
-    tombstones and version fields included (each table is the join of the same
-    writes, so anything less than equality is a replica that will diverge);
+(a) once everything is delivered, every controller holds the records the store
+    of record holds, tombstones and version fields included (each table is the
+    join of the same writes, so anything less than equality is a replica that
+    will diverge);
 (b) a VM under a notified migration (answer ok, not yet ended) is never `down`
     on a controller whose entry carries that migration's mark (after every step);
 (c) after a migration completes and everything is delivered, every switch sends
@@ -52,6 +55,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from vportd.core.controller import Controller
 from vportd.core.coordinator import Status, Timeouts
 from vportd.core.errors import CoreError
 from vportd.core.flow import (
@@ -62,8 +66,8 @@ from vportd.core.flow import (
     FORWARD_TABLE,
     Output,
 )
-from vportd.core.messages import EventKind, PortEvent
-from vportd.core.model import Phase, PortState
+from vportd.core.messages import EventKind, NotifyRequest, PortEvent
+from vportd.core.model import Phase, PortState, VPortRecord
 from vportd.core.topology import Topology
 from vportd_lab.sim.cluster import SimCluster
 
@@ -79,6 +83,7 @@ EDGE_IN = 4000  # an edge port no VM uses, where test frames enter a switch
 TIMEOUTS = Timeouts(sync=2.0, activation=1000.0, completion=10.0)
 
 Place = tuple[str, int]
+FINISHED = (Status.COMPLETED, Status.ABORTED, Status.FAILED)
 
 
 def fabric_topology() -> Topology:
@@ -108,6 +113,12 @@ def link(place: Place, mac: str, up: bool) -> PortEvent:
 
 def delete(place: Place, mac: str) -> PortEvent:
     return PortEvent(EventKind.DELETE, place[0], place[1], mac, port_name=f"tap{place[1]}")
+
+
+def entry(ctl: Controller, mac: str) -> VPortRecord | None:
+    """The controller's entry for `mac`, None if it has none (or a tombstone)."""
+    rec = ctl.record(mac)
+    return rec if rec is not None and rec.present else None
 
 
 def refusal(detail: str) -> str:
@@ -250,7 +261,7 @@ class ClusterMachine(RuleBasedStateMachine):
                     continue
                 assert answers[0].migration.state == "ready", answers[0]
                 plan.step = Step.READY
-            state = self.sim.leader.migration(plan.id).state
+            state = Status(self.sim.leader.migration(plan.id).state)
             if state in (Status.ABORTED, Status.FAILED):
                 reason = self.sim.leader.migration(plan.id).reason
                 assert plan.step < Step.ACTIVATED, (
@@ -329,15 +340,16 @@ class ClusterMachine(RuleBasedStateMachine):
         source = vm.port
         destination = pick(HYPERVISORS, HYPERVISORS.index(source[0]) + hops)
         seen = len(self.sim.answers)
+        request = NotifyRequest(vm.mac, source[0], destination)
         try:
-            view, started, effects = self.sim.leader.notify(
-                vm.mac, source[0], destination, self.sim.now
-            )
+            out = self.sim.leader.notify(request, self.sim.now)
         except CoreError:
             self.seen["notify refused"] += 1
             return  # the leader does not see the VM there yet, or sees it migrating
-        self.sim.run(effects)
-        if not started:
+        self.sim.run(out)
+        assert out.reply is not None
+        view = out.reply.migration
+        if not out.reply.new:
             # The leader's table lags behind the VM (it has not heard that the VM
             # came back to the source): it answers as to a repeated notify, with
             # the last migration along this path. The VMM sees no new migration.
@@ -358,10 +370,10 @@ class ClusterMachine(RuleBasedStateMachine):
         assert plan is not None
         if plan.ended:
             return
-        view, started, effects = self.sim.leader.notify(
-            vm.mac, plan.source[0], plan.destination, self.sim.now
-        )
-        assert (view.id, started, effects) == (plan.id, False, [])
+        request = NotifyRequest(vm.mac, plan.source[0], plan.destination)
+        out = self.sim.leader.notify(request, self.sim.now)
+        assert not out, f"a repeated notify asked for {out}"
+        assert out.reply is not None and (out.reply.migration.id, out.reply.new) == (plan.id, False)
 
     @precondition(lambda self: bool(self.due_plans()))
     @rule()
@@ -484,7 +496,7 @@ class ClusterMachine(RuleBasedStateMachine):
             if plan is None or plan.ended or plan.step < Step.READY:
                 continue
             for cid, ctl in self.sim.controllers.items():
-                rec = ctl.table.record(vm.mac)
+                rec = ctl.record(vm.mac)
                 if rec is None or rec.mig is None or rec.mig.id != plan.id:
                     continue
                 assert rec.port_state is PortState.UP, (
@@ -503,22 +515,22 @@ class ClusterMachine(RuleBasedStateMachine):
 
     def check_tables_equal(self) -> None:
         """(a) Whole records, tombstones and versions included: equal or diverging."""
-        tables = {cid: ctl.table.snapshot() for cid, ctl in self.sim.controllers.items()}
-        first = tables["c0"]
-        for cid, table in tables.items():
-            assert table == first, f"{cid} differs from c0: {table} != {first}"
+        store = self.sim.store
+        for cid, ctl in self.sim.controllers.items():
+            table = {rec.vm: rec for rec in ctl.records()}
+            assert table == store, f"{cid} differs from the store: {table} != {store}"
 
     def check_migrations_ended(self) -> None:
         """(d) Migrating only under a migration the VMM drives; the leader runs those."""
         driven = {
             v.mac: v.plan.id for v in self.vms.values() if v.plan is not None and not v.plan.ended
         }
-        coordinator = self.sim.leader.coordinator
-        assert coordinator is not None
-        active = {m.vm: m.id for m in coordinator.active()}
+        leader = self.sim.leader
+        active = {m.vm: m.id for m in leader.migrations() if m.state not in FINISHED}
         assert active == driven, f"leader runs {active}, the VMM drives {driven}"
+        assert leader.open_migrations() == len(active)
         for cid, ctl in self.sim.controllers.items():
-            for rec in ctl.table.all_records():
+            for rec in ctl.records():
                 if rec.migrating:
                     assert rec.mig is not None
                     assert driven.get(rec.vm) == rec.mig.id, f"{cid}: {rec} stays migrating"
@@ -531,7 +543,7 @@ class ClusterMachine(RuleBasedStateMachine):
         assert fabric is not None
         for vm in self.vms.values():
             for cid, ctl in self.sim.controllers.items():
-                rec = ctl.table.get(vm.mac)
+                rec = entry(ctl, vm.mac)
                 if vm.port is None:
                     assert rec is None, f"{cid} still has removed {vm.mac}: {rec}"
                     continue
@@ -555,7 +567,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def _handover_ports(self, mac: str) -> set[tuple[str, int]]:
         ports = set()
         for ctl in self.sim.controllers.values():
-            rec = ctl.table.get(mac)
+            rec = entry(ctl, mac)
             mig = None if rec is None else rec.mig
             if mig is not None and mig.phase is Phase.ARRIVED and mig.dest_port is not None:
                 ports.add((mig.destination, mig.dest_port))

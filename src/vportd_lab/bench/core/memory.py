@@ -13,20 +13,27 @@ from enum import Enum
 from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import Any
 
+from vportd.core.compiler import FlowCompiler
+from vportd.core.coordinator import Coordinator
+from vportd.core.table import VPortTable
+from vportd.core.topology import Topology
 from vportd_lab.sim.cluster import SimCluster
 
 
-def traced_bytes(roots: object, shared: Iterable[object]) -> int:
+def traced_bytes(roots: object, leave_out: tuple[type, ...] = ()) -> int:
     """Bytes tracemalloc sees allocated to rebuild `roots` from a pickle of them.
 
-    Objects in `shared` (and what only they reach) are left out: the pickle
-    refers to them by id instead of copying them.
+    Objects of the types in `leave_out` (and what only they reach) are not
+    counted: the pickle refers to them by id instead of copying them.
     """
-    keep = {id(obj): obj for obj in shared}
+    keep: dict[int, object] = {}
 
     class _Pickler(pickle.Pickler):
         def persistent_id(self, obj: object) -> int | None:
-            return id(obj) if id(obj) in keep else None
+            if not isinstance(obj, leave_out):
+                return None
+            keep[id(obj)] = obj
+            return id(obj)
 
     class _Unpickler(pickle.Unpickler):
         def persistent_load(self, pid: Any) -> object:
@@ -54,25 +61,26 @@ def traced_bytes(roots: object, shared: Iterable[object]) -> int:
 _NOT_STATE = (type, ModuleType, FunctionType, BuiltinFunctionType, Enum)
 
 
-def walked_bytes(roots: Iterable[object], shared: Iterable[object]) -> int:
-    """`sys.getsizeof` over every object reachable from `roots` but not from `shared`."""
+def walked_bytes(roots: Iterable[object], leave_out: tuple[type, ...] = ()) -> int:
+    """`sys.getsizeof` over every object reachable from `roots` but not through an
+    object of a type in `leave_out`."""
     seen: set[int] = set()
-    stack: list[object] = list(shared)
-    while stack:  # everything the shared objects reach is not counted
-        obj = stack.pop()
-        if id(obj) not in seen and not isinstance(obj, _NOT_STATE):
-            seen.add(id(obj))
-            stack.extend(gc.get_referents(obj))
+    skip = (bool, *_NOT_STATE, *leave_out)
     total = 0
     stack = list(roots)
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, (bool, *_NOT_STATE)):
+        if id(obj) in seen or obj is None or isinstance(obj, skip):
             continue
         seen.add(id(obj))
         total += sys.getsizeof(obj)
         stack.extend(gc.get_referents(obj))
     return total
+
+
+# What a controller holds besides its vPort state: the topology (each controller's
+# own copy, reported apart) and, on the leader, the migrations (reported apart).
+NOT_VPORT_STATE = (Topology, Coordinator)
 
 
 @dataclass
@@ -90,12 +98,16 @@ class Memory:
 
 
 def measure_memory(sim: SimCluster) -> Memory:
-    """Each controller weighed whole (its table, flow compiler, topology, coordinator)."""
+    """Each controller as a whole, its parts told apart by their types (see the module doc)."""
     per: dict[str, dict[str, int]] = {}
     for cid, ctl in sim.controllers.items():
+        state = traced_bytes(ctl, NOT_VPORT_STATE)
         per[cid] = {
-            "state_traced": traced_bytes(ctl, []),
-            "state_walked": walked_bytes([ctl], []),
+            "table_traced": traced_bytes(ctl, (*NOT_VPORT_STATE, FlowCompiler)),
+            "flows_traced": traced_bytes(ctl, (*NOT_VPORT_STATE, VPortTable)),
+            "state_traced": state,
+            "state_walked": walked_bytes([ctl], NOT_VPORT_STATE),
+            "coordinator_traced": traced_bytes(ctl, (Topology,)) - state if ctl.leading else 0,
         }
     first = next(iter(sim.controllers.values()))
     records = first.records()
@@ -104,6 +116,6 @@ def measure_memory(sim: SimCluster) -> Memory:
         live_vports=live,
         tombstones=len(records) - live,
         per_controller=per,
-        cluster_bytes=traced_bytes(list(sim.controllers.values()), []),
-        topology_bytes=traced_bytes(sim.topology, []),
+        cluster_bytes=traced_bytes(list(sim.controllers.values()), (Topology,)),
+        topology_bytes=traced_bytes(first) - traced_bytes(first, (Topology,)),
     )

@@ -110,7 +110,9 @@ def markdown(r: Result) -> str:
         f"connected, base flows) {r.build_seconds:.2f} s, both before timing. "
         f"{r.controllers} `Controller`s in one process (`SimCluster`, no fake data "
         "plane: flow mods are counted, not applied), switches spread round robin, "
-        "c0 leading; peer messages go through the sim's FIFO queue, delivered "
+        "c0 leading; the records the sim's store of record brings every controller, "
+        "and the leader's vPort syncs and their answers, go through the sim's FIFO "
+        "queue, delivered "
         f"every {DELIVER_EVERY} workload steps; the clock moves 1 s, with a `tick` "
         f"of every controller, every {TICK_EVERY} steps.",
         "",
@@ -125,7 +127,7 @@ def markdown(r: Result) -> str:
         f"IP. Outcomes: {outcomes}. Refused requests: {errors}.",
         "",
         f"Port events: {total_pe:,} ({kinds}); plus {r.notifies:,} notifies and "
-        f"{r.aborts:,} aborts; {r.messages_delivered:,} peer messages delivered; "
+        f"{r.aborts:,} aborts; {r.messages_delivered:,} records and messages delivered; "
         f"{r.flow_mods:,} flow mods generated.",
         "",
         f"Wall time of the run: {r.wall_seconds:.2f} s, i.e. {total_pe / r.wall_seconds:,.0f} "
@@ -136,9 +138,10 @@ def markdown(r: Result) -> str:
         "the machine inflates them.",
         "",
         "**Per controller.** Time is measured around each call into the controller "
-        "(`port_event`, `receive`, `notify`, `abort`, `tick`); its events are the port "
-        "events of its own switches plus the peer port-event syncs it merged "
-        "(handshake messages, notifies and ticks cost time but count no event). "
+        "(`port_event`, `stored`, `vport_sync`, `sync_answered`, `notify`, `abort`, `tick`); "
+        "its events are the port events of its own switches plus the records the store's "
+        "watch brought it, its own writes among them (handshake messages, notifies and "
+        "ticks cost time but count no event). "
         f"The cyclic GC paused the run {r.gc_seconds:.2f} s in all (collections per "
         f"generation: {r.gc_collections}); a pause lands in whichever call allocates "
         "when it is due, so it is shown apart. The GC runs with its default "
@@ -148,8 +151,8 @@ def markdown(r: Result) -> str:
         "all of them, about three times what a controller process of its own would "
         f"scan. Without the pauses, for information only: {_without_gc(r)}.",
         "",
-        "| controller | switches | own port events | peer updates | handshake msgs "
-        "| time in controller | port_event / receive / notify + abort / tick "
+        "| controller | switches | own port events | store updates | handshake msgs "
+        "| time in controller | port_event / stored + syncs / notify + abort / tick "
         "| of which GC | events/s | flow mods |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
@@ -158,40 +161,52 @@ def markdown(r: Result) -> str:
         by = c["seconds_by_call"]
         split = " / ".join(
             f"{sum(by.get(k, 0.0) for k in keys):.2f}"
-            for keys in (("port_event",), ("receive",), ("notify", "abort"), ("tick",))
+            for keys in (
+                ("port_event",),
+                ("stored", "vport_sync", "sync_answered"),
+                ("notify", "abort"),
+                ("tick",),
+            )  # fmt: skip
         )
         out.append(
             f"| {cid}{lead} | {c['switches']:,} | {c['own_port_events']:,} | "
-            f"{c['peer_updates']:,} | {c['handshake_messages']:,} | {c['seconds']:.2f} s | "
+            f"{c['store_updates']:,} | {c['handshake_messages']:,} | {c['seconds']:.2f} s | "
             f"{split} | {c['gc_seconds']:.2f} s | {c['events_per_second']:,.0f} | "
             f"{c['flow_mods']:,} |"
         )
     out += [
         "",
         "**Memory.** Measured after the run with `tracemalloc`: the bytes allocated to "
-        "rebuild a whole `Controller` (its vPort table, tombstones included; its flow "
-        "compiler, with the installed flows of its switches; its own topology with its "
-        "caches; its coordinator when it leads) from a pickle of it: a controller "
+        "rebuild a `Controller` from a pickle of it, its `Topology` and the leader's "
+        "coordinator left out (by type): its `table` (vPort records, tombstones included), "
+        "`flows` (the flow compiler: installed flows of its switches, a VM's forwarding "
+        "flow held as MAC -> port, where each VM's flows are, local ports) and mastership; "
+        "`table` leaves the compiler out too, `flows` the table; a controller "
         "process of its own holds exactly those objects. Cross-check: `sys.getsizeof` "
-        "summed over the live objects reachable from it (counts dict slack "
+        "summed over the live objects reachable from the same roots (counts dict slack "
         f"too). Per vPort = bytes / live vPorts ({m['live_vports']:,} live, "
-        f"{m['tombstones']:,} tombstones of removed VMs).",
+        f"{m['tombstones']:,} tombstones of removed VMs). The compiler holds each "
+        "VM's current entry (shared with the table), so `flows` alone counts those "
+        "records too and table + flows is less than the sum.",
         "",
-        "| controller | state | per vPort | cross-check (getsizeof walk) |",
-        "|---|---:|---:|---:|",
+        "| controller | table | flows | table + flows | per vPort | cross-check "
+        "(getsizeof walk) | coordinator |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     live = max(1, m["live_vports"])
     for cid, c in m["per_controller"].items():
         out.append(
-            f"| {cid} | {_mib(c['state_traced'])} | {c['state_traced'] / live:,.0f} B | "
-            f"{c['state_walked'] / live:,.0f} B |"
+            f"| {cid} | {_mib(c['table_traced'])} | {_mib(c['flows_traced'])} | "
+            f"{_mib(c['state_traced'])} | {c['state_traced'] / live:,.0f} B | "
+            f"{c['state_walked'] / live:,.0f} B | "
+            f"{_mib(c['coordinator_traced']) if c['coordinator_traced'] else '-'} |"
         )
     out += [
         "",
         f"Whole cluster in this process (every `Controller` object, records shared "
         f"between the controllers as the sim shares them): {_mib(m['cluster_bytes'])}, "
-        f"{m['cluster_bytes_per_vport']:,.0f} B per live vPort; the simulated fabric's "
-        f"topology (with its caches) {_mib(m['topology_bytes'])}.",
+        f"{m['cluster_bytes_per_vport']:,.0f} B per live vPort, topologies left out; "
+        f"one controller's topology (with its caches) another {_mib(m['topology_bytes'])}.",
         "",
         notes("core"),
         "",

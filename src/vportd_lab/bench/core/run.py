@@ -95,7 +95,7 @@ def bench(events: int, switches: int, controllers: int, seed: int = SEED) -> Res
         cid: {
             "switches": s.switches,
             "own_port_events": s.own_events,
-            "peer_updates": s.peer_updates,
+            "store_updates": s.store_updates,
             "handshake_messages": s.handshake_messages,
             "events": s.events,
             "seconds": s.total_seconds,

@@ -23,14 +23,14 @@ class ControllerStats:
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)
     own_events: int = 0
-    peer_updates: int = 0
+    store_updates: int = 0  # records the store's watch brought (its own writes among them)
     handshake_messages: int = 0
     flow_mods: int = 0
     gc_seconds: float = 0.0  # of `seconds`: the cyclic GC's pauses during its calls
 
     @property
     def events(self) -> int:
-        return self.own_events + self.peer_updates
+        return self.own_events + self.store_updates
 
     @property
     def total_seconds(self) -> float:
@@ -151,7 +151,7 @@ class TimedCluster:
         ctl, msg, now = self.sim.controllers[item.to], item.message, self.sim.now
         stats = self.stats[ctl.me]
         if isinstance(msg, Stored):
-            stats.peer_updates += 1
+            stats.store_updates += 1
             self._timed(ctl, "stored", functools.partial(ctl.stored, msg.record, now))
             return
         stats.handshake_messages += 1
