@@ -166,7 +166,7 @@ def markdown(r: Result) -> str:
                 ("stored", "vport_sync", "sync_answered"),
                 ("notify", "abort"),
                 ("tick",),
-            )  # fmt: skip
+            )
         )
         out.append(
             f"| {cid}{lead} | {c['switches']:,} | {c['own_port_events']:,} | "
