@@ -140,7 +140,7 @@ def async_reply(masks: tuple[int, ...], xid: int) -> bytes:
 
 
 def config_reply(xid: int) -> bytes:
-    return message(ofp.OFPT_GET_CONFIG_REPLY, struct.pack("!HH", 0, ofp.OFPCML_NO_BUFFER), xid)
+    return message(ofp.OFPT_GET_CONFIG_REPLY, struct.pack("!HH", 0, 0), xid)  # as OVS answers
 
 
 # -- what the switch reads -------------------------------------------------------------------

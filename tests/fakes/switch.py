@@ -2,8 +2,8 @@
 
 Enough of ovs-vswitchd for the controller's runtime: HELLO with a version
 bitmap (1.3 only by default; no common version gets HELLO_FAILED), features
-(datapath id, 254 tables), PORT_DESC (its ports and the LOCAL port, admin
-down, as a bridge's internal port is), SET_ASYNC / GET_ASYNC, role requests
+(datapath id, 254 tables), PORT_DESC (its ports and the LOCAL port, up, as
+OVS with the dummy datapath shows a bridge's internal port), SET_ASYNC / GET_ASYNC, role requests
 with OVS's rules (`_Roles`), echo both ways, FLOW_MODs applied to its
 `FakeOFTable` (refused ones answered with the table's error), barriers,
 flow stats, PACKET_OUT recorded in `sent` (OFPP_TABLE runs the frame through
@@ -100,6 +100,9 @@ class Channel:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
                 await asyncio.sleep(self.switch.backoff)
+                continue
+            if not self._wanted.is_set():  # disconnected while connecting
+                writer.transport.abort()
                 continue
             try:
                 await self._serve(reader, writer)
@@ -352,7 +355,7 @@ class FakeSwitch:
 
     def local_port(self) -> Port:
         mac = (0x02 << 40 | self.dpid & 0xFF_FFFF_FFFF).to_bytes(6, "big").hex(":")
-        return Port(ofp.OFPP_LOCAL, self.name, mac, up=False, admin_up=False)
+        return Port(ofp.OFPP_LOCAL, self.name, mac)
 
     # -- messages ----------------------------------------------------------
     def handle(self, channel: Channel, data: bytes) -> None:

@@ -69,7 +69,7 @@ async def test_the_handshake_gives_the_controller_the_datapath_id_and_ports() ->
         await switch.wait_connected()
         assert channel.ready and switch.connected
         assert (conn.dpid, conn.n_tables) == (0xA1, 254)
-        local = PortInfo(LOCAL, "hv1", switch.local_port().mac, False)
+        local = PortInfo(LOCAL, "hv1", switch.local_port().mac, True)
         assert conn.ports == {
             1: PortInfo(1, "vm1", VM1, True), 2: PortInfo(2, "vm2", VM2, True),
             3: PortInfo(3, "vm3", VM3, False), LOCAL: local,
