@@ -458,10 +458,7 @@ class FakeOFTable:
         self, selection: Selection, instructions: tuple[Instruction, ...], raw: tuple[Any, ...]
     ) -> None:
         """New instructions for the selected flows (OpenFlow 1.3: no match, no change)."""
-        for entry in self.select(selection):
-            for target in instructions:
-                if isinstance(target, Goto) and target.table <= entry.table:
-                    raise _bad("BAD_INSTRUCTION", "OFPBIC_BAD_TABLE_ID", f"goto {target.table}")
+        for entry in self.select(selection):  # (all in the request's table: gotos checked)
             flows = self._tables[entry.table]
             new = FlowEntry(
                 entry.table, entry.priority, entry.match, entry.cookie, instructions,

@@ -92,6 +92,7 @@ class _Client:
         self.db, self.reader, self.writer = db, reader, writer
         self.monitors: dict[str, tuple[Any, _Monitor]] = {}  # JSON of the id -> (id, tables)
         self._echoes: dict[str, asyncio.Future[None]] = {}
+        self._sent = 0
 
     async def run(self) -> None:
         framer = Framer()
@@ -170,8 +171,8 @@ class _Client:
                 self.send({"id": None, "method": "update2", "params": [ident, updates]})
 
     async def echo(self, timeout: float) -> None:
-        self.db.sequence += 1
-        ident = f"fake-echo-{self.db.sequence}"
+        self._sent += 1
+        ident = f"fake-echo-{self._sent}"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._echoes[json.dumps(ident)] = future
         self.send({"id": ident, "method": "echo", "params": []})
@@ -209,7 +210,7 @@ class FakeOvsdb:
         self.tables: dict[str, dict[str, Row]] = {table: {} for table in SCHEMA}
         self.clients: list[_Client] = []
         self.monitored = 0  # monitors ever set up (a reconnect makes one more)
-        self.sequence = 0
+        self.sequence = 0  # the last uuid given
         self._txn: dict[tuple[str, str], Row | None] | None = None  # rows as they were
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None

@@ -3,16 +3,18 @@
 Enough of ovs-vswitchd for the controller's runtime: HELLO with a version
 bitmap (1.3 only by default; no common version gets HELLO_FAILED), features
 (datapath id, 254 tables), PORT_DESC (its ports and the LOCAL port, up, as
-OVS with the dummy datapath shows a bridge's internal port), SET_ASYNC / GET_ASYNC, role requests
-with OVS's rules (`_Roles`), echo both ways, FLOW_MODs applied to its
-`FakeOFTable` (refused ones answered with the table's error), barriers,
-flow stats, PACKET_OUT recorded in `sent` (OFPP_TABLE runs the frame through
-the table). A slave's FLOW_MOD or PACKET_OUT gets OFPBRC_IS_SLAVE.
+OVS with the dummy datapath shows a bridge's internal port), SET_ASYNC /
+GET_ASYNC, role requests with OVS's rules (`_Roles`), echo both ways,
+FLOW_MODs applied to its `FakeOFTable` (refused ones answered with the
+table's error), barriers, flow stats, PACKET_OUT recorded in `sent`
+(OFPP_TABLE runs the frame through the table). A slave's FLOW_MOD or
+PACKET_OUT gets OFPBRC_IS_SLAVE; anything else the fake does not know,
+OFPBRC_BAD_TYPE.
 
 Every message of a connection is handled in order, each fully before the
 next: a barrier is answered only once all before it are applied. `pause()`
-stops the handling (messages queue in `Channel.inbox`) until
-`resume()`, so a test can hold a switch in the middle of a batch.
+stops the handling (messages queue in `Channel.inbox`) until `resume()`,
+so a test can hold a switch in the middle of a batch.
 
 Like OVS, the switch keeps one connection per controller (`connect`, a
 `Channel` each) and reconnects after `backoff` seconds when a controller
