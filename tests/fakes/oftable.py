@@ -33,8 +33,8 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flows import Flow
-from vportd.southbound import ofcodec as oc
+from vportd.core.flow import Flow
+from vportd.southbound.openflow import flowcodec, incoming, wire
 
 Out = int | str  # a port number, or "controller" / a reserved port's name
 N_TABLES = 254  # what ovs-vswitchd reports
@@ -53,7 +53,7 @@ class SwitchError(Exception):
         self.type, self.code = type_, code
 
     def describe(self) -> str:
-        return oc.ErrorMsg(self.type, self.code, b"").describe()
+        return incoming.ErrorMsg(self.type, self.code, b"").describe()
 
 
 class Unmodelled(Exception):
@@ -356,7 +356,7 @@ def parse_flow_mod(data: bytes) -> Any:
     if msg_type != ofp.OFPT_FLOW_MOD or length != len(data):
         raise _bad("BAD_REQUEST", "OFPBRC_BAD_TYPE", f"type {msg_type}, length {length}")
     try:
-        return ofpp.OFPFlowMod.parser(oc.DATAPATH, version, msg_type, length, xid, data)
+        return ofpp.OFPFlowMod.parser(wire.DATAPATH, version, msg_type, length, xid, data)
     except Exception as exc:  # os-ken raises whatever struct and its asserts raise
         raise _bad("BAD_REQUEST", "OFPBRC_BAD_LEN", f"unparsable flow mod: {exc!r}") from exc
 
@@ -387,8 +387,8 @@ class FakeOFTable:
         flows: set[Flow] = set()
         for entry in self:
             try:
-                flows.add(oc.decode_flow_stats(entry.stats()))
-            except oc.ForeignFlowError:
+                flows.add(flowcodec.decode_flow_stats(entry.stats()))
+            except flowcodec.ForeignFlowError:
                 continue
         return flows
 

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from tests.fakes.ovsdb_data import SCHEMA, Row, datum, modify_json, new_row, row_json
-from vportd.southbound.ovsdb import Framer, OvsdbError
+from vportd.southbound.ovsdb.wire import Framer, OvsdbError
 
 LOG = logging.getLogger("tests.fakes.ovsdb")
 DATABASE = "Open_vSwitch"

@@ -42,7 +42,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from tests.fakes import ofwire
 from tests.fakes.oftable import N_TABLES, FakeOFTable, Out, SwitchError, Unmodelled, parse_flow_mod
 from tests.fakes.ofwire import Port
-from vportd.southbound import ofcodec as oc
+from vportd.southbound.openflow import incoming, outgoing, wire
 
 LOG = logging.getLogger("tests.fakes.switch")
 WAIT = 10.0  # generous: a wait for an event, never a threshold
@@ -79,7 +79,7 @@ class Channel:
 
     def __init__(self, switch: FakeSwitch, host: str, port: int, reconnect: bool) -> None:
         self.switch, self.host, self.port, self.reconnect = switch, host, port, reconnect
-        self.role = oc.Role.EQUAL
+        self.role = wire.Role.EQUAL
         self.masks = DEFAULT_ASYNC
         self.ready = False  # this connection's handshake is done (PORT_DESC answered)
         self.handshakes = 0  # connections that got that far
@@ -137,9 +137,9 @@ class Channel:
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                head = await reader.readexactly(oc.HEADER_SIZE)
-                length = oc.parse_header(head).length
-                body = await reader.readexactly(max(length - oc.HEADER_SIZE, 0))
+                head = await reader.readexactly(wire.HEADER_SIZE)
+                length = wire.parse_header(head).length
+                body = await reader.readexactly(max(length - wire.HEADER_SIZE, 0))
                 self.inbox.append(head + body)
                 self.switch.poke()
 
@@ -162,11 +162,11 @@ class Channel:
                     await self._writer.drain()
 
     def _hello(self, data: bytes) -> bool:
-        header = oc.parse_header(data)
+        header = wire.parse_header(data)
         if header.msg_type != ofp.OFPT_HELLO:
             LOG.warning("%r: first message of type %d, not HELLO", self, header.msg_type)
             return False
-        offered = oc.decode_hello(data).versions or set(range(1, header.version + 1))
+        offered = incoming.decode_hello(data).versions or set(range(1, header.version + 1))
         if not offered & set(self.switch.versions):
             text = f"no common version: {sorted(offered)}"
             self.send(ofwire.error(ofp.OFPET_HELLO_FAILED, ofp.OFPHFC_INCOMPATIBLE,
@@ -177,7 +177,7 @@ class Channel:
     def _closed(self, writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
         self._writer = None
-        self.ready, self.role, self.masks = False, oc.Role.EQUAL, DEFAULT_ASYNC
+        self.ready, self.role, self.masks = False, wire.Role.EQUAL, DEFAULT_ASYNC
         self.inbox.clear()
         for future in self._echoes.values():
             future.cancel()
@@ -197,7 +197,7 @@ class Channel:
         """Whether this connection's role and async config let message `kind` of `reason` go."""
         if not self.ready:
             return False
-        mask = self.masks[2 * kind + (self.role is oc.Role.SLAVE)]
+        mask = self.masks[2 * kind + (self.role is wire.Role.SLAVE)]
         return bool(mask >> reason & 1)
 
     async def echo(self, data: bytes = b"", timeout: float = WAIT) -> bytes:
@@ -205,7 +205,7 @@ class Channel:
         self._xid += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._echoes[self._xid] = future
-        self.send(oc.serialize(oc.echo_request(data), self._xid))
+        self.send(wire.serialize(outgoing.echo_request(data), self._xid))
         async with asyncio.timeout(timeout):
             return await future
 
@@ -238,7 +238,7 @@ class FakeSwitch:
         self.channels: list[Channel] = []
         self.sent: list[PacketOut] = []  # every frame a controller sent out of a port
         self.handled: Counter[int] = Counter()  # messages handled, by OFPT_ type
-        self.errors: list[oc.ErrorMsg] = []  # errors the controllers sent us
+        self.errors: list[incoming.ErrorMsg] = []  # errors the controllers sent us
         self.generation_id: int | None = None  # the largest seen (OVS's master election id)
         # Refuse a flow mod (os-ken's OFPFlowMod) with this error, before the table sees it.
         self.refuse: Callable[[Any], SwitchError | None] | None = None
@@ -362,26 +362,26 @@ class FakeSwitch:
     # -- messages ----------------------------------------------------------
     def handle(self, channel: Channel, data: bytes) -> None:
         """One message from a controller, after the HELLO exchange."""
-        header = oc.parse_header(data)
+        header = wire.parse_header(data)
         self.handled[header.msg_type] += 1
         try:
             if header.version != ofp.OFP_VERSION:
                 raise SwitchError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_VERSION, "version")
-            if header.msg_type in _SLAVE_ONLY_TYPES and channel.role is oc.Role.SLAVE:
+            if header.msg_type in _SLAVE_ONLY_TYPES and channel.role is wire.Role.SLAVE:
                 raise SwitchError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE, "slave")
             handler = _HANDLERS.get(header.msg_type)
             if handler is None:
                 raise SwitchError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE, "unsupported")
             handler(self, channel, header.xid, data)
         except SwitchError as exc:
-            LOG.info("%r: refused %s: %s", self, oc.type_name(header.msg_type), exc)
+            LOG.info("%r: refused %s: %s", self, wire.type_name(header.msg_type), exc)
             channel.send(ofwire.refusal(exc, data, header.xid))
 
     def _echo_request(self, channel: Channel, xid: int, data: bytes) -> None:
-        channel.send(oc.serialize(oc.echo_reply(data[oc.HEADER_SIZE :]), xid))
+        channel.send(wire.serialize(outgoing.echo_reply(data[wire.HEADER_SIZE :]), xid))
 
     def _echo_reply(self, channel: Channel, xid: int, data: bytes) -> None:
-        channel.echo_replied(xid, data[oc.HEADER_SIZE :])
+        channel.echo_replied(xid, data[wire.HEADER_SIZE :])
 
     def _features(self, channel: Channel, xid: int, data: bytes) -> None:
         channel.send(ofwire.features_reply(self.dpid, self.table.n_tables, xid))
@@ -393,9 +393,9 @@ class FakeSwitch:
         pass
 
     def _error(self, channel: Channel, xid: int, data: bytes) -> None:
-        header = oc.parse_header(data)
-        record = oc.decode_message(header, data)
-        if isinstance(record, oc.ErrorMsg):
+        header = wire.parse_header(data)
+        record = incoming.decode_message(header, data)
+        if isinstance(record, incoming.ErrorMsg):
             self.errors.append(record)
 
     def _set_async(self, channel: Channel, xid: int, data: bytes) -> None:
@@ -405,7 +405,7 @@ class FakeSwitch:
         channel.send(ofwire.async_reply(channel.masks, xid))
 
     def _barrier(self, channel: Channel, xid: int, data: bytes) -> None:
-        channel.send(oc.serialize(ofpp.OFPBarrierReply(oc.DATAPATH), xid))
+        channel.send(wire.serialize(ofpp.OFPBarrierReply(wire.DATAPATH), xid))
 
     def _role(self, channel: Channel, xid: int, data: bytes) -> None:
         role, generation = ofwire.unpack_role_request(data)
@@ -474,19 +474,19 @@ class _Roles:
 
     def request(self, channel: Channel, role: int, generation: int) -> None:
         try:
-            wanted = oc.Role(role)
+            wanted = wire.Role(role)
         except ValueError:
             raise SwitchError(
                 ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_BAD_ROLE, f"role {role}"
             ) from None
-        if wanted is oc.Role.NOCHANGE:
+        if wanted is wire.Role.NOCHANGE:
             return
-        if wanted is not oc.Role.EQUAL:
+        if wanted is not wire.Role.EQUAL:
             self._election(generation)
-        if wanted is oc.Role.MASTER:
+        if wanted is wire.Role.MASTER:
             for other in self.switch.channels:
-                if other is not channel and other.role is oc.Role.MASTER:
-                    other.role = oc.Role.SLAVE
+                if other is not channel and other.role is wire.Role.MASTER:
+                    other.role = wire.Role.SLAVE
         channel.role = wanted
 
     def _election(self, generation: int) -> None:

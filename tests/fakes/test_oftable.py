@@ -11,21 +11,10 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from tests.fakes.oftable import FakeOFTable, SwitchError, Unmodelled
-from vportd.core.flows import (
-    Flow,
-    FlowCommand,
-    FlowMod,
-    GotoTable,
-    Match,
-    Output,
-    ToController,
-    arrival_flow,
-    base_flows,
-    flood_flows,
-    vm_flow,
-)
+from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Match, Output, ToController
+from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
-from vportd.southbound import ofcodec as oc
+from vportd.southbound.openflow import flowcodec, wire
 from vportd_lab.sim.fabric import FakeSwitch as FabricSwitch
 
 VM1, VM2, VM3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
@@ -35,11 +24,11 @@ TO_1 = Flow(0, 0, Match(), (GotoTable(1),), 0)
 
 
 def add(flow: Flow) -> bytes:
-    return oc.serialize(oc.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow)), 1)
+    return wire.serialize(flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.ADD, flow)), 1)
 
 
 def delete(flow: Flow) -> bytes:
-    return oc.serialize(oc.encode_flow_mod(FlowMod("s", FlowCommand.DELETE, flow)), 1)
+    return wire.serialize(flowcodec.encode_flow_mod(FlowMod("s", FlowCommand.DELETE, flow)), 1)
 
 
 def mod(command: int, *, actions: tuple[Any, ...] = (), goto: int | None = None,
@@ -52,8 +41,8 @@ def mod(command: int, *, actions: tuple[Any, ...] = (), goto: int | None = None,
         inst.append(ofpp.OFPInstructionGotoTable(goto))
     match = ofpp.OFPMatch(**kw.pop("match", {}))
     kw = {"out_port": ofp.OFPP_ANY, "out_group": ofp.OFPG_ANY, **kw}  # os-ken's default is 0
-    msg = ofpp.OFPFlowMod(oc.DATAPATH, command=command, match=match, instructions=inst, **kw)
-    return oc.serialize(msg, 1)
+    msg = ofpp.OFPFlowMod(wire.DATAPATH, command=command, match=match, instructions=inst, **kw)
+    return wire.serialize(msg, 1)
 
 
 def out(port: int, max_len: int = 0) -> Any:
@@ -218,7 +207,7 @@ def test_write_actions_go_when_the_walk_ends_and_a_miss_drops_them() -> None:
     table = FakeOFTable()
     write = ofpp.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(4)])
     to_1 = ofpp.OFPInstructionGotoTable(1)
-    table.apply(oc.serialize(ofpp.OFPFlowMod(oc.DATAPATH, instructions=[write, to_1]), 1))
+    table.apply(wire.serialize(ofpp.OFPFlowMod(wire.DATAPATH, instructions=[write, to_1]), 1))
     assert table.lookup(1, VM1, VM2) == set()  # table 1 misses: dropped, action set and all
     table.apply(mod(ofp.OFPFC_ADD, table_id=1, priority=0, actions=(out(5),)))
     assert table.lookup(1, VM1, VM2) == {4, 5}
@@ -252,7 +241,7 @@ def test_frames_go_where_the_simulators_fabric_sends_them(
     table, fabric = FakeOFTable(), FabricSwitch("s")
     for adding, flow in mods:
         core = FlowMod("s", FlowCommand.ADD if adding else FlowCommand.DELETE, flow)
-        table.apply(oc.serialize(oc.encode_flow_mod(core), 1))
+        table.apply(wire.serialize(flowcodec.encode_flow_mod(core), 1))
         fabric.apply(core)
     assert table.core_flows() == set(fabric.flows.values())
     outs, punted = fabric.process(in_port, dst, src)

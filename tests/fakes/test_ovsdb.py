@@ -15,19 +15,17 @@ from hypothesis import strategies as st
 
 from tests.fakes.ovsdb import FakeOvsdb
 from tests.fakes.ovsdb_data import SCHEMA, Row, datum, modify_json, new_row, row_json
-from vportd.southbound.ovsdb import (
-    _COLUMNS,
+from vportd.southbound.ovsdb import wire
+from vportd.southbound.ovsdb.monitor import OvsdbMonitor
+from vportd.southbound.ovsdb.snapshot import (
     Change,
     DeclaredLink,
-    Framer,
     IfaceRow,
-    OvsdbMonitor,
     Snapshot,
-    _modify,
-    _new_row,
     declared_links,
     diff_ports,
 )
+from vportd.southbound.ovsdb.wire import Framer
 
 WAIT = 10.0
 VM1, VM2 = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -160,10 +158,7 @@ async def test_a_failed_transaction_changes_nothing() -> None:
         assert json.dumps(db.tables, sort_keys=True) == rows
 
 
-async def test_the_monitor_reconnects_and_reads_what_changed_meanwhile(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr("vportd.southbound.ovsdb.RETRY", 0.01)
+async def test_the_monitor_reconnects_and_reads_what_changed_meanwhile(tmp_path: Path) -> None:
     async with FakeOvsdb(unix=tmp_path / "db.sock") as db, monitoring(db) as snaps:
         assert db.remote == f"unix:{tmp_path / 'db.sock'}"
         db.add_bridge("b1", 1)
@@ -267,7 +262,7 @@ def _rows(table: str) -> st.SearchStrategy[Row]:
        _rows(t), _rows(t))))  # fmt: skip
 def test_the_client_applies_each_diff_to_the_row_it_stands_for(case: tuple[str, Row, Row]) -> None:
     table, old, new = case
-    columns = tuple(_COLUMNS[table])
-    row = _new_row(table, row_json(old, table, columns))
-    _modify(table, row, modify_json(old, new, table, columns))
-    assert row == _new_row(table, row_json(new, table, columns))
+    columns = tuple(wire.COLUMNS[table])
+    row = wire.new_row(table, row_json(old, table, columns))
+    wire.modify_row(table, row, modify_json(old, new, table, columns))
+    assert row == wire.new_row(table, row_json(new, table, columns))

@@ -22,7 +22,9 @@ import pytest
 from tests.fakes.ovsdb import FakeOvsdb
 from tests.fakes.ovsdb_data import SCHEMA
 from tests.fakes.test_ovsdb import Snapshots
-from vportd.southbound.ovsdb import _COLUMNS, Framer, OvsdbMonitor, Snapshot, _open
+from vportd.southbound.ovsdb.monitor import OvsdbMonitor, _open
+from vportd.southbound.ovsdb.snapshot import Snapshot
+from vportd.southbound.ovsdb.wire import COLUMNS, Framer
 from vportd_lab.bed.ovs import SCHEMA as SCHEMA_FILE
 from vportd_lab.bed.ovs import PrivateOVS, temporary_ovs
 
@@ -175,9 +177,8 @@ async def agree(fake: Snapshots, real: Snapshots, step: str) -> None:
 
 
 async def test_the_monitor_holds_the_same_snapshots_from_the_fake_and_the_real_server(
-    ovs: PrivateOVS, monkeypatch: pytest.MonkeyPatch
+    ovs: PrivateOVS,
 ) -> None:
-    monkeypatch.setattr("vportd.southbound.ovsdb.RETRY", 0.05)
     async with FakeOvsdb() as db, monitoring(db.remote) as fake, monitoring(ovs.db) as real:
         await agree(fake, real, "start")
         for step in STEPS:
@@ -196,7 +197,7 @@ async def rows(remote: str) -> dict[tuple[str, str], Any]:
     name), a uuid named after the row it refers to (`<name>`)."""
     reader, writer = await _open(remote)
     try:
-        request = {t: [{"columns": list(c)}] for t, c in _COLUMNS.items()}
+        request = {t: [{"columns": list(c)}] for t, c in COLUMNS.items()}
         writer.write(json.dumps({"id": 0, "method": "monitor_cond",
                                  "params": ["Open_vSwitch", None, request]}).encode())  # fmt: skip
         framer, replies = Framer(), list[Any]()

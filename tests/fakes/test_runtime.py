@@ -49,7 +49,7 @@ lldp = false
 
 
 def settled(rt: Runtime, names: list[str]) -> bool:
-    return all(rt.stats.reconciles[n] for n in names) and rt.idle
+    return all(rt.switches.stats.reconciles[n] for n in names) and rt.idle
 
 
 async def test_the_runtime_programs_fake_switches_from_a_fake_ovsdb() -> None:
@@ -67,10 +67,10 @@ async def test_the_runtime_programs_fake_switches_from_a_fake_ovsdb() -> None:
             s0.connect("127.0.0.1", rt.openflow.port)
             s1.connect("127.0.0.1", rt.openflow.port)
             await until(lambda: settled(rt, ["hv0", "hv1"]), "both switches reconciled")
-            rec = rt.core.table.require(MAC_A)
+            rec = rt.core.vport(MAC_A)
             assert (rec.loc.ovs, rec.loc.port, rec.port_state) == ("hv0", 5, PortState.UP)
             for name, switch in (("hv0", s0), ("hv1", s1)):
-                assert switch.table.core_flows() == set(rt.core.flows.installed[name].values())
+                assert switch.table.core_flows() == set(rt.core.installed(name))
             assert s0.table.lookup(5, MAC_A, MAC_B) == {101}
             assert s1.table.lookup(100, MAC_A, MAC_B) == {6}
             assert s1.table.lookup(6, MAC_B, BROADCAST) == {100}
@@ -87,4 +87,4 @@ async def test_the_runtime_programs_fake_switches_from_a_fake_ovsdb() -> None:
             await s0.wait_flows(lambda t: t.lookup(5, MAC_A, MAC_C) == set())
             await s1.wait_flows(lambda t: t.lookup(100, MAC_A, MAC_C) == set())
             await until(lambda: rt.idle, "the runtime to be idle")
-            assert s1.table.core_flows() == set(rt.core.flows.installed["hv1"].values())
+            assert s1.table.core_flows() == set(rt.core.installed("hv1"))

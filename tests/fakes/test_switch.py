@@ -13,25 +13,14 @@ from tests.fakes.oftable import SwitchError
 from tests.fakes.ofwire import Port
 from tests.fakes.switch import FakeSwitch, PacketOut
 from tests.southbound.support import Recorder, foreign_mod, running
-from vportd.core.flows import (
-    Flow,
-    FlowCommand,
-    FlowMod,
-    Match,
-    Output,
-    arrival_flow,
-    base_flows,
-    flood_flows,
-    vm_flow,
-)
+from vportd.core.flow import Flow, FlowCommand, FlowMod, Match, Output
+from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
-from vportd.southbound.ofcodec import PortInfo, Role
-from vportd.southbound.openflow import (
-    FlowModsFailed,
-    OpenFlowError,
-    OpenFlowServer,
-    SwitchConnection,
-)
+from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError
+from vportd.southbound.openflow.incoming import PortInfo
+from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.openflow.wire import Role
 
 VM1, VM2, VM3 = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -68,7 +57,7 @@ async def test_the_handshake_gives_the_controller_the_datapath_id_and_ports() ->
         conn = await connection(recorder)
         await switch.wait_connected()
         assert channel.ready and switch.connected
-        assert (conn.dpid, conn.n_tables) == (0xA1, 254)
+        assert conn.dpid == 0xA1
         local = PortInfo(LOCAL, "hv1", switch.local_port().mac, True)
         assert conn.ports == {
             1: PortInfo(1, "vm1", VM1, True), 2: PortInfo(2, "vm2", VM2, True),
@@ -230,7 +219,7 @@ async def test_a_switch_disconnects_reconnects_and_keeps_its_flows() -> None:
         again = await connection(recorder)
         assert again is not conn and channel.role is Role.EQUAL and channel.handshakes == 2
         assert await again.role_request(Role.NOCHANGE, 0) == (Role.EQUAL, 3)
-        assert {f for f in await again.dump_flows()} == {vm_flow(VM1, 1)}
+        assert set((await again.dump()).flows) == {vm_flow(VM1, 1)}
 
 
 async def test_a_switch_the_controller_closes_comes_back() -> None:
