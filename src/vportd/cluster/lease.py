@@ -2,16 +2,15 @@
 
 The controller's event loop can be busy for a second at a time (a boot storm:
 thousands of ports fed, their flows encoded, on a machine whose cores it
-shares). Renewals made from that loop need several of its turns each, came
-late, and a loaded controller lost its lease and every role with it
-(measured: `bench_cluster --only storm`). The renewer makes blocking calls in
-a thread, and renews only while the event loop shows it is alive: a wedged
-controller still loses its roles within a TTL.
+shares). A renewal made from that loop needs several of its turns and comes
+late: a loaded controller would lose its lease and every role with it. The
+renewer makes blocking calls in a thread, and renews only while the event
+loop shows it is alive: a wedged controller still loses its roles within a TTL.
 
 The calls go to etcd's JSON gateway (`POST /v3/lease/keepalive`, on the
 client port), not through gRPC: once grpc.aio runs in a process, a blocking
-gRPC call in another thread waits for the asyncio loop (measured), which is
-the very thing that must not matter here.
+gRPC call in another thread waits for the asyncio loop, which is the very
+thing that must not matter here.
 
 Lost means etcd says so, or no renewal was answered for a whole TTL (counted
 from when the last answered one was sent): past that, etcd may have expired

@@ -50,8 +50,8 @@ class OpenFlowSection(_Section):
     listen: ListenAddress = "127.0.0.1:6653"
     # A switch that sends nothing for echo_interval * echo_misses seconds is dropped
     # (and its handshake must finish within that): 10 s, as OVS's own probe gives a
-    # controller (5 s + 5 s); ovs-vswitchd went silent 6 s and more under a loaded
-    # boot storm, and dropping it only adds a reconnect and a reconcile to its work.
+    # controller (5 s + 5 s). ovs-vswitchd goes silent for seconds while it creates
+    # thousands of ports, and dropping it only adds a reconnect and a reconcile.
     echo_interval: Seconds = 2.0
     echo_misses: Annotated[int, Field(ge=1, le=100)] = 5
     max_message: Annotated[int, Field(ge=64, le=65535)] = 65535
@@ -117,8 +117,8 @@ class StoreSection(_Section):
     # Leader, members and masters hold their keys on a lease of this TTL: a dead
     # controller's roles move on within about this long, and a live one loses them
     # (a new session: mastership churn) when etcd answers no keepalive for as long.
-    # 3 s: a new leader within ~3.5 s of a kill -9 (issue 4 wants 5 s), and a
-    # second and a half more patience than 2 s with a loaded etcd (docs/operations.md).
+    # A shorter TTL is a faster failover; a longer one rides out a loaded etcd
+    # (docs/operations.md).
     lease_ttl: Annotated[int, Field(ge=2, le=60)] = 3
     # Records are gathered this long before a write, so that a burst goes in
     # fewer transactions. A message that announces a record waits until it is

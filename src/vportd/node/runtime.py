@@ -19,9 +19,10 @@ from functools import partial
 from typing import Any
 
 from vportd.cluster.node import ClusterNode
+from vportd.cluster.writer import NotDurable
 from vportd.core.controller import Controller
 from vportd.core.coordinator import Timeouts
-from vportd.core.errors import CoreError
+from vportd.core.errors import CoreError, NoController
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
     EventKind,
@@ -164,7 +165,10 @@ class Runtime:
     async def vport_sync(self, msg: VPortSync) -> SyncAnswer:
         """Claims 1 and 6 on a peer: applied, flows confirmed, then answered."""
         out = self.core.vport_sync(msg, self.clock())
-        await self.executor.carry_out(out)
+        try:
+            await self.executor.carry_out(out)
+        except NotDurable as err:  # a correction it made could not be written
+            raise NoController(f"vPort sync of {msg.record.vm} not carried out: {err}") from None
         assert out.reply is not None
         return out.reply
 

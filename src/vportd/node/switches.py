@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vportd.core.errors import CoreError
 from vportd.core.flow import CLASSIFY_TABLE, Flow, FlowCommand, FlowMod, Match, ToController
 from vportd.southbound.openflow.connection import SwitchConnection
 from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
@@ -128,6 +129,8 @@ class Switches:
             log.warning("%s closed while being adopted: %s", name, err)
         except (TimeoutError, OpenFlowError) as err:
             conn.close(f"adoption failed: {err!r}")
+        except CoreError as err:  # mastership moved on while we read the switch
+            log.info("%s: not adopted: %s", name, err.detail)
 
     async def _adopt(self, name: str, conn: SwitchConnection) -> None:
         """Master the switch: read its flows, correct only the difference.
@@ -137,6 +140,9 @@ class Switches:
         await self._claim(name, conn, Role.MASTER)
         await conn.read_ports()  # as a slave it heard of no port change (OFPT_SET_ASYNC)
         dump = await conn.dump()
+        if not self.node.mastered(name):
+            log.info("%s: mastered by another controller now; not adopted", name)
+            return
         self.adopted[name] = conn
         if dump.foreign:
             log.info("%s: removing %d flows vportd did not make", name, len(dump.foreign))
@@ -205,4 +211,5 @@ class Switches:
             conn.close(f"flows not readable after refused flow mods: {err!r}")
             return
         held, _ = self._without_lldp_punt(dump.flows)
-        self.node.believe(name, held)
+        if self.node.mastered(name):
+            self.node.believe(name, held)
