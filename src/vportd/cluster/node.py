@@ -118,12 +118,10 @@ class ClusterNode:
         self._leading: Fence | None = None
         self._dirty = asyncio.Event()  # mastership to reconsider
         self._synced = asyncio.Event()  # the table holds every record of the store
-        self._tg: asyncio.TaskGroup | None = None
 
     # -- what the runtime asks ---------------------------------------------
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            self._tg = tg
             follow = self.store.follow
             tg.create_task(follow("vports/", self._records_reset, self._records_changed))
             tg.create_task(follow("members/", self._members_reset, self._members_changed))
@@ -134,11 +132,6 @@ class ClusterNode:
     def persist(self, writes: Sequence[Write]) -> Waiter:
         """Write records to the store; the future resolves once they are durable."""
         return self.writer.persist(writes)
-
-    def send(self, send: Send) -> None:
-        """Send a vPort sync; its answer comes back through `events.sync_answered`."""
-        assert self._tg is not None, "send before run"
-        self._tg.create_task(self._sync(send))
 
     def switches_changed(self) -> None:
         """The runtime learnt or lost a switch: reconsider who masters what."""
@@ -358,7 +351,8 @@ class ClusterNode:
             self.events.stored(records)
 
     # -- the leader's vPort syncs --------------------------------------------
-    async def _sync(self, send: Send) -> None:
+    async def deliver(self, send: Send) -> None:
+        """Send a vPort sync; its answer goes to `events.sync_answered`."""
         peer = self.members.get(send.to)
         if peer is None:
             log.warning("vPort sync for %s dropped: not a member", send.to)

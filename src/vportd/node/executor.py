@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,7 +40,8 @@ class Cluster(Protocol):
 
     def persist(self, writes: Sequence[Write]) -> Waiter: ...
 
-    def send(self, send: Send) -> None: ...
+    async def deliver(self, send: Send) -> None:
+        """Send a vPort sync and hand its answer on; never raises for a peer's failure."""
 
 
 @dataclass
@@ -105,25 +106,20 @@ class Executor:
         if self.cluster is None:
             log.error("%d vPort syncs, but this controller runs alone", len(messages))
             return
-        if persisted is None:
-            self._send(messages)
-            return
         assert self._tg is not None, "messages before the executor runs"
-        self._tg.create_task(self._send_after(persisted, messages))
+        self._tg.create_task(self._send_after(self.cluster, persisted, messages))
 
-    async def _send_after(self, persisted: Waiter, messages: list[Send]) -> None:
-        try:
-            await persisted
-        except Exception as err:  # NotDurable: our leadership ended meanwhile
-            log.warning("%d vPort syncs not sent: their records are not durable (%s)",
-                        len(messages), err)  # fmt: skip
-            return
-        self._send(messages)
-
-    def _send(self, messages: Iterable[Send]) -> None:
-        assert self.cluster is not None
-        for send in messages:
-            self.cluster.send(send)
+    async def _send_after(
+        self, cluster: Cluster, persisted: Waiter | None, messages: list[Send]
+    ) -> None:
+        if persisted is not None:
+            try:
+                await persisted
+            except Exception as err:  # NotDurable: our leadership ended meanwhile
+                log.warning("%d vPort syncs not sent: their records are not durable (%s)",
+                            len(messages), err)  # fmt: skip
+                return
+        await asyncio.gather(*(cluster.deliver(send) for send in messages))
 
     # -- the run loop ----------------------------------------------------------
     async def run(self) -> None:
