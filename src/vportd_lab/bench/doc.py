@@ -1,14 +1,23 @@
 """BENCHMARKS.md: each benchmark owns one `## ` section and replaces only that one.
 
-A section ends with prose that is not measured by the run (what changed to
-reach the figures, what profiling found): it is kept in `notes/NAME.md`,
-package data, and `notes()` reads it.
+The file opens with one short table, rebuilt from the sections whenever one
+is written: every goal of every section (the rows of the first `| goal |
+target | measured | result |` table a section has), with the commit and date
+its section gives. A section ends with prose that is not measured by the run
+(what changed to reach the figures, what profiling found): it is kept in
+`notes/NAME.md`, package data, and `notes()` reads it.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
+
+TITLE = "# Benchmarks"
+SUMMARY = "## Goals at a glance"
+_GOAL_HEADER = re.compile(r"^\|\s*goal\s*\|\s*target\s*\|\s*measured\s*\|\s*result\s*\|")
+_DATE = re.compile(r"^Date: (?P<date>[^,]+), commit `(?P<commit>[^`]+)`")
 
 
 def notes(name: str) -> str:
@@ -17,19 +26,64 @@ def notes(name: str) -> str:
 
 
 def write_markdown(path: Path, section: str) -> None:
-    """Replace this benchmark's section of `path`, keeping every other section."""
+    """Replace this benchmark's section of `path`, keeping every other one; the summary
+    table at the top is rebuilt from all of them."""
+    sections = _sections(path.read_text() if path.exists() else "")
     heading = section.splitlines()[0].strip()
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after if after else "")
+    sections[heading] = section.strip("\n")
+    body = [TITLE, summary(sections), *sections.values()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body.rstrip("\n") + "\n")
+    path.write_text("\n\n".join(body) + "\n")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The `## ` sections of a BENCHMARKS.md by heading, in order, without the summary."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line.strip(), [])
+        if current is not None:
+            current.append(line)
+    sections.pop(SUMMARY, None)
+    return {h: "\n".join(lines).strip("\n") for h, lines in sections.items()}
+
+
+def summary(sections: dict[str, str]) -> str:
+    """The table of every section's goals, with where and when each was measured."""
+    rows = [
+        "| benchmark | goal | target | measured | result | commit | date |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for heading, text in sections.items():
+        name = heading.removeprefix("## ").split(":")[0]
+        commit, date = _measured_at(text)
+        rows += [
+            f"| {name} | {goal} | {target} | {measured} | {result} | `{commit}` | {date} |"
+            for goal, target, measured, result in _goals(text)
+        ]
+    intro = "Every goal of the sections below; the sections say how each was measured."
+    return "\n".join([SUMMARY, "", intro, "", *rows])
+
+
+def _measured_at(text: str) -> tuple[str, str]:
+    for line in text.splitlines():
+        found = _DATE.match(line.strip())
+        if found:
+            return found["commit"], found["date"]
+    return "?", "?"
+
+
+def _goals(text: str) -> list[tuple[str, str, str, str]]:
+    """The rows of the section's first goal table."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _GOAL_HEADER.match(line)), None)
+    if start is None:
+        return []
+    goals = []
+    for line in lines[start + 2 :]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) != 4:  # noqa: PLR2004 (the four columns)
+            break
+        goals.append((cells[0], cells[1], cells[2], cells[3]))
+    return goals
