@@ -6,15 +6,11 @@ VM A is on hv1 port 1, VM B on hv2 port 1, VM C on hv0 port 1.
 
 from __future__ import annotations
 
-import dataclasses
-
 from tests.core.support import VM_A, add, delete, first, link, ready_migration
 from vportd.cluster.codec import SyncAnswerWire, SyncWire
 from vportd.core.flow import FlowCommand, Output
 from vportd.core.messages import (
     EventKind,
-    NotifyAnswer,
-    NotifyRequest,
     Reason,
     SyncComplete,
     SyncRefused,
@@ -22,7 +18,6 @@ from vportd.core.messages import (
     Write,
 )
 from vportd.core.model import MigrationState, PortState
-from vportd.core.vmm import SendNotify, StartLiveMigration, VmmMigration
 from vportd_lab.sim.cluster import InFlight, SimCluster, Stored
 
 UP, DOWN = PortState.UP, PortState.DOWN
@@ -212,31 +207,3 @@ def test_claim_7_the_vport_sync_and_its_answer_have_a_rest_form(sim: SimCluster)
         text = SyncAnswerWire.of(answer).model_dump_json()
         assert SyncAnswerWire.model_validate_json(text).to_core() == answer
     assert SyncAnswerWire.of(done).status == "sync-complete"
-
-
-def test_claim_8_the_vmm_notifies_first_and_migrates_only_after_notify_complete(
-    sim: SimCluster,
-) -> None:
-    vmm = VmmMigration(VM_A, "hv1", "hv2")
-    (notify,) = vmm.start()
-    assert isinstance(notify, SendNotify)
-    assert notify.request == NotifyRequest(VM_A, "hv1", "hv2")  # VM, source and destination
-
-    mid = sim.notify(notify.request.vm, notify.request.source, notify.request.destination)
-    assert sim.answer_for(mid) is None
-    assert vmm.state == "notifying"  # nothing to start before the answer
-    sim.deliver_all()
-    answer = sim.answer_for(mid)
-    assert isinstance(answer, NotifyAnswer)
-
-    assert vmm.answered(answer) == [StartLiveMigration(mid)]
-    assert vmm.state == "migrating"
-
-
-def test_claim_9_the_migration_notify_names_the_vm_its_source_and_destination() -> None:
-    # Its REST form, `POST /v1/migrations` with this body, is the API's (tests/api).
-    (notify,) = VmmMigration(VM_A, "hv1", "hv2").start()
-    assert isinstance(notify, SendNotify)
-    assert dataclasses.asdict(notify.request) == {
-        "vm": VM_A, "source": "hv1", "destination": "hv2",
-    }  # fmt: skip

@@ -45,13 +45,13 @@ MigrationState = Literal["preparing", "ready", "activated", "completed", "aborte
 
 
 class MigrationOut(BaseModel):
-    id: str
-    vm: str
-    source: str
-    destination: str
+    id: str = Field(description="the migration's id, stable across retries of its notify")
+    vm: str = Field(description="the VM's MAC")
+    source: str = Field(description="the OVS the VM leaves")
+    destination: str = Field(description="the OVS the VM goes to")
     state: MigrationState
-    seq: int
-    reason: str | None = None
+    seq: int = Field(description="the VM's sequence number at the destination")
+    reason: str | None = Field(default=None, description="why it was aborted, failed or forced")
 
     @classmethod
     def of(cls, m: MigrationView) -> MigrationOut:

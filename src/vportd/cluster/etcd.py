@@ -21,7 +21,7 @@ import ipaddress
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn
@@ -55,6 +55,8 @@ from vportd.cluster.store import (
     Fence,
     Fenced,
     LeaseLost,
+    OnChange,
+    OnReset,
     Store,
     StoreError,
     Transient,
@@ -402,12 +404,7 @@ class EtcdStore(Store):
         }, revision
 
     # -- the watch ------------------------------------------------------------
-    async def follow(
-        self,
-        sub: str,
-        on_reset: Callable[[dict[str, KV], int], None],
-        on_change: Callable[[list[KV], int], None],
-    ) -> NoReturn:
+    async def follow(self, sub: str, on_reset: OnReset, on_change: OnChange) -> NoReturn:
         """Mirror every key under P/sub into the callbacks, forever (run it in a TaskGroup).
 
         on_reset(all, revision) first and after a compaction made resuming
@@ -427,8 +424,8 @@ class _Follower:
         self,
         store: EtcdStore,
         sub: str,
-        on_reset: Callable[[dict[str, KV], int], None],
-        on_change: Callable[[list[KV], int], None],
+        on_reset: OnReset,
+        on_change: OnChange,
     ) -> None:
         self.store, self.sub = store, sub
         self.prefix = store.key(sub)

@@ -31,17 +31,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, Self
 
+from vportd.cluster import store
 from vportd.cluster.codec import decode_record, encode_record
-from vportd.cluster.store import (
-    KV,
-    Fence,
-    Fenced,
-    LeaseLost,
-    Store,
-    StoreError,
-    Transient,
-    collapse,
-)
+from vportd.cluster.store import KV, Fence, OnChange, OnReset, Store, collapse
 from vportd.core.model import VPortRecord
 
 __all__ = ["MemoryServer", "MemoryStore"]
@@ -117,7 +109,7 @@ class MemoryServer:
         self.expire(key.lease)
 
     def partition(self, client: MemoryStore) -> None:
-        """Cut `client` off: its calls raise `Transient`, its renewals and watches stop."""
+        """Cut `client` off: its calls raise `store.Transient`, its renewals and watches stop."""
         client.reachable.clear()
         self._bump()
 
@@ -174,7 +166,7 @@ class MemoryServer:
 
     def _check_lease(self, lease: int) -> None:
         if lease and lease not in self._leases:
-            raise LeaseLost(f"lease {lease:x} not found")
+            raise store.LeaseLost(f"lease {lease:x} not found")
 
     def _delete(self, key: str, revision: int) -> KV:
         old = self._keys.pop(key)
@@ -232,7 +224,9 @@ class MemoryServer:
             held = self._keys.get(fence.key)
             now = 0 if held is None else held.create_revision
             if now != fence.revision:
-                raise Fenced(f"fenced out: {fence.key} is generation {now}, not {fence.revision}")
+                raise store.Fenced(
+                    f"fenced out: {fence.key} is generation {now}, not {fence.revision}"
+                )
         puts = {}
         for vm, rec in records.items():
             joined = self._joined(f"vports/{vm}", rec)
@@ -316,16 +310,16 @@ class MemoryStore(Store):
         self._open = False
 
     async def _call(self, what: str) -> MemoryServer:
-        """The server, after one round trip; `Transient` while cut off past our patience."""
+        """The server, after one round trip; `store.Transient` while cut off past our patience."""
         if not self._open:
-            raise StoreError("MemoryStore used outside `async with`")
+            raise store.StoreError("MemoryStore used outside `async with`")
         await asyncio.sleep(0)
         if not self.reachable.is_set() and self._patience > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._patience):
                     await self.reachable.wait()
         if not self.reachable.is_set():
-            raise Transient(f"{what}: the store is unreachable (partitioned)")
+            raise store.Transient(f"{what}: the store is unreachable (partitioned)")
         return self._server
 
     # -- sessions -------------------------------------------------------------
@@ -341,10 +335,12 @@ class MemoryStore(Store):
             now = loop.time()
             if self.reachable.is_set():
                 if not self._server.renew(lease):
-                    raise LeaseLost(f"lease {lease:x} expired or was revoked")
+                    raise store.LeaseLost(f"lease {lease:x} expired or was revoked")
                 expires = now + self.lease_ttl
             elif now >= expires:
-                raise LeaseLost(f"lease {lease:x}: no keepalive answered for {self.lease_ttl} s")
+                raise store.LeaseLost(
+                    f"lease {lease:x}: no keepalive answered for {self.lease_ttl} s"
+                )
             await asyncio.sleep(self.lease_ttl / 3)
 
     async def revoke(self, lease: int) -> None:
@@ -395,14 +391,9 @@ class MemoryStore(Store):
         return (await self._call("read vports")).records()
 
     # -- the watch ------------------------------------------------------------
-    async def follow(
-        self,
-        sub: str,
-        on_reset: Callable[[dict[str, KV], int], None],
-        on_change: Callable[[list[KV], int], None],
-    ) -> NoReturn:
+    async def follow(self, sub: str, on_reset: OnReset, on_change: OnChange) -> NoReturn:
         if not self._open:
-            raise StoreError("MemoryStore used outside `async with`")
+            raise store.StoreError("MemoryStore used outside `async with`")
         while True:
             await self.reachable.wait()
             with self._server.watching(sub) as (watch, view, read_at):

@@ -61,6 +61,11 @@ class KV:
     mod_revision: int
 
 
+# What `Store.follow` calls: every key with the revision read at; then each change.
+OnReset = Callable[[dict[str, KV], int], None]
+OnChange = Callable[[list[KV], int], None]
+
+
 def collapse(records: Iterable[VPortRecord]) -> dict[str, VPortRecord]:
     """One record per VM: the join of every copy given (what a merge writes at most)."""
     out: dict[str, VPortRecord] = {}
@@ -153,12 +158,7 @@ class Store(Protocol):
         ...
 
     # -- the watch ------------------------------------------------------------
-    async def follow(
-        self,
-        sub: str,
-        on_reset: Callable[[dict[str, KV], int], None],
-        on_change: Callable[[list[KV], int], None],
-    ) -> NoReturn:
+    async def follow(self, sub: str, on_reset: OnReset, on_change: OnChange) -> NoReturn:
         """Mirror every key under `sub` into the callbacks, forever (run it in a TaskGroup).
 
         on_reset(every key by name, revision) first, and again whenever resuming

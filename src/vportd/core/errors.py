@@ -13,48 +13,40 @@ class CoreError(Exception):
 
     code = "error"
 
+    def __init_subclass__(cls, code: str = "error") -> None:
+        cls.code = code
+
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
 
-class InvalidMac(CoreError):
-    code = "invalid-mac"
+class InvalidMac(CoreError, code="invalid-mac"): ...
 
 
-class InvalidRequest(CoreError):
-    code = "invalid-request"
+class InvalidRequest(CoreError, code="invalid-request"): ...
 
 
-class UnknownVM(CoreError):
-    code = "unknown-vm"
+class UnknownVM(CoreError, code="unknown-vm"): ...
 
 
-class UnknownSwitch(CoreError):
-    code = "unknown-ovs"
+class UnknownSwitch(CoreError, code="unknown-ovs"): ...
 
 
-class UnknownMigration(CoreError):
-    code = "unknown-migration"
+class UnknownMigration(CoreError, code="unknown-migration"): ...
 
 
-class NotOnSource(CoreError):
-    code = "vm-not-on-source"
+class NotOnSource(CoreError, code="vm-not-on-source"): ...
 
 
-class AlreadyMigrating(CoreError):
-    code = "already-migrating"
+class AlreadyMigrating(CoreError, code="already-migrating"): ...
 
 
-class MigrationConflict(CoreError):
+class MigrationConflict(CoreError, code="migration-conflict"):
     """The migration is in a state that does not allow the request."""
 
-    code = "migration-conflict"
+
+class NotLeader(CoreError, code="not-leader"): ...
 
 
-class NotLeader(CoreError):
-    code = "not-leader"
-
-
-class NoController(CoreError):
-    code = "no-controller"
+class NoController(CoreError, code="no-controller"): ...
