@@ -18,6 +18,10 @@ from pathlib import Path
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vportd.cluster.codec import SyncWire
+from vportd.core.messages import VPortSync
+from vportd.core.model import MigrationMark, Phase, VPortRecord
+
 TOKEN = "vmm-token-0123456789abcdef"
 PEER_TOKEN = "peer-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -83,3 +87,24 @@ def nested(depth: int, inner: str = "") -> bytes:
 def nested_field(key: str, depth: int) -> bytes:
     """`{"key": [[[...]]]}`, the array nested `depth` deep."""
     return b"{" + json.dumps(key).encode() + b": " + nested(depth) + b"}"
+
+
+def leader_sync(rec: VPortRecord, destination: str, leader: str, epoch: int = 1) -> VPortSync:
+    """The vPort sync a leader sends for migration number `epoch` of `rec`'s VM from where
+    `rec` places it to `destination` (as `core.coordinator` makes it)."""
+    assert rec.loc.ovs is not None
+    mid = f"{rec.vm.replace(':', '')}-{epoch}"
+    mark = MigrationMark(
+        epoch, mid, rec.loc.ovs, destination, rec.loc.seq + 1, Phase.SYNCED, leader
+    )
+    return VPortSync(VPortRecord(rec.vm, rec.loc, mark), mid, leader)
+
+
+def sync_path(vm: str) -> str:
+    return f"{PEER_PREFIX}vports/{vm}"
+
+
+def sync_json(msg: VPortSync) -> dict[str, object]:
+    """The body of `PUT /v1/peer/vports/{vm}` for `msg`, as the leader's PeerClient sends it."""
+    body: dict[str, object] = json.loads(SyncWire.of(msg).model_dump_json())
+    return body
