@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 def test_every_route_is_fuzzed(tmp_path: Path) -> None:
     made = config("c0", Options(), "tcp:127.0.0.1:1", token_files(tmp_path))
-    schema = member(made, MemoryServer()).served.app.openapi()
+    schema = member(made, MemoryServer()).app.openapi()
     ops = schemathesis.openapi.from_dict(schema).get_all_operations()
     assert sorted((r.ok().method.upper(), r.ok().path) for r in ops if isinstance(r, Ok)) == sorted(
         OPERATIONS

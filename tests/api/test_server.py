@@ -26,7 +26,7 @@ async def alone(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 def app_of(rig: Rig) -> ASGIApp:
-    return rig.leader.served.app
+    return rig.leader.app
 
 
 async def serving(app: ASGIApp, listen: str = "127.0.0.1:0") -> tuple[asyncio.Task[None], int]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from fastapi import FastAPI
+
 from tests.rig.http import Served, free_port
 from vportd.api.app import create_app
 from vportd.api.server import serve
@@ -56,7 +58,8 @@ class Member:
     config: Config
     runtime: Runtime
     service: ControllerService
-    served: Served
+    app: FastAPI
+    served: Served  # the app, counting the requests it serves
     client: PeerClient
     forwarder: Forwarder
     store: MemoryStore | None
@@ -142,4 +145,4 @@ def member(config: Config, server: MemoryServer | None) -> Member:
     app = create_app(
         service, token=token, peer_token=peer_token, max_body=api.max_body, forwarder=forwarder
     )
-    return Member(me.id, config, runtime, service, Served(app), peers, forwarder, store, node)
+    return Member(me.id, config, runtime, service, app, Served(app), peers, forwarder, store, node)
