@@ -15,6 +15,7 @@ say where a frame ends.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -58,6 +59,7 @@ class Fabric:
         # (switch, port) -> (switch, port) at the other end of a patch pair, both ways.
         self.links: dict[tuple[str, int], tuple[str, int]] = {}
         self.ports: dict[tuple[str, int], VmPort] = {}  # the VM ports there are
+        self.up: dict[tuple[str, int], bool] = {}  # their links
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Fabric:
@@ -107,8 +109,8 @@ class Fabric:
     # -- VMs -------------------------------------------------------------------------------
     def boot(self, *vms: VmPort) -> None:
         """VMs' taps appear, up: their OVSDB rows in one transaction, then their switch ports."""
-        for vm in vms:
-            self._check_free(vm)
+        for n, vm in enumerate(vms):
+            self._check_free(vm, vms[:n])
         with self.db.transaction():
             for vm in vms:
                 self.db.add_vm_port(
@@ -117,6 +119,7 @@ class Fabric:
                 )  # fmt: skip
         for vm in vms:
             self.ports[vm.switch, vm.port] = vm
+            self.up[vm.switch, vm.port] = True
             self.switches[vm.switch].add_port(vm.port, vm.name, vm.mac)
 
     def arrive(self, vm: VmPort) -> None:
@@ -127,20 +130,23 @@ class Fabric:
         """A VM's port is deleted (the source's, once the VM runs at the destination)."""
         if self.ports.pop((vm.switch, vm.port), None) != vm:
             raise ValueError(f"{vm} is not on the fabric")
+        del self.up[vm.switch, vm.port]
         self.db.delete_port(vm.name)
         self.switches[vm.switch].delete_port(vm.port)
 
     def set_link(self, vm: VmPort, up: bool) -> None:
         """The tap's link goes down or up (OVSDB and the switch's port status)."""
+        self.up[vm.switch, vm.port] = up
         self.db.set_link(vm.name, up)
         self.switches[vm.switch].set_link(vm.port, up)
 
-    def _check_free(self, vm: VmPort) -> None:
+    def _check_free(self, vm: VmPort, also: Iterable[VmPort]) -> None:
         if vm.switch not in self.switches:
             raise ValueError(f"no switch {vm.switch}")
         if not 1 <= vm.port < PATCH_BASE:
             raise ValueError(f"VM ports are 1 to {PATCH_BASE - 1}, not {vm.port}")
-        if (vm.switch, vm.port) in self.ports:
+        taken = {(x.switch, x.port) for x in also} | self.ports.keys()
+        if (vm.switch, vm.port) in taken:
             raise ValueError(f"{vm.switch} port {vm.port} is taken")
 
     # -- the data plane ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from vportd.node.service import ControllerService
 LEASE_TTL = 2  # the shortest the configuration allows
 SYNC_TIMEOUT = 2.0
 GRACE = 1.0  # for requests in flight when a controller stops (uvicorn's shortest)
+STORE_PATIENCE = 10.0  # how long a store call waits out a partition: EtcdStore's default
 
 StoreKind = Literal["etcd", "memory"]
 
@@ -135,7 +136,7 @@ def member(config: Config, server: MemoryServer | None) -> Member:
     store, node = None, None
     if config.store.kind == "etcd":
         assert server is not None, "a cluster needs the rig's store"
-        store = server.client(config.store.lease_ttl)
+        store = server.client(config.store.lease_ttl, patience=STORE_PATIENCE)
         node = ClusterNode(
             store, peers, me, runtime, openflow=config.openflow.listen,
             gather=config.store.write_delay,

@@ -4,7 +4,9 @@ Settled: every live controller is in a session and has loaded the table; one
 leader, the one the store names, that every live controller sees; the members
 the store holds are the live controllers; every switch is connected to every
 live controller and adopted by the master the store names, whom everyone
-agrees on; every runtime is idle; every table equals the store; every switch
+agrees on; every controller has read the fabric's VM ports from OVSDB (a
+change just made to the fabric is not taken for settled before anyone heard
+of it); every runtime is idle; every table equals the store; every switch
 holds the flows its master's compiler believes it holds. Each check returns
 what is missing (None: nothing), so that a wait that fails says why.
 """
@@ -25,6 +27,7 @@ def unsettled(live: Sequence[Member], server: MemoryServer | None, fabric: Fabri
         lambda: _leadership(live, server),
         lambda: _membership(live, server),
         lambda: _connections(live, fabric),
+        lambda: _feeds(live, fabric),
         lambda: _mastership(live, server, fabric),
         lambda: _idle(live),
         lambda: _tables(live, server),
@@ -84,6 +87,19 @@ def _connections(live: Sequence[Member], fabric: Fabric) -> str | None:
         missing = set(fabric.names) - set(m.runtime.switches.connected)
         if missing:
             return f"{m.id} has no connection from {sorted(missing)}"
+    return None
+
+
+def _feeds(live: Sequence[Member], fabric: Fabric) -> str | None:
+    """Every controller has read the fabric's VM ports (and their links) from OVSDB."""
+    for m in live:
+        feed = m.runtime.feed
+        for switch in fabric.names:
+            held = {port: feed.vm_row(switch, port) for port in feed.vm_ports(switch)}
+            seen = {port: row.link_up for port, row in held.items() if row is not None}
+            there = {port: up for (s, port), up in fabric.up.items() if s == switch}
+            if seen != there:
+                return f"{m.id} has read ports {seen} of {switch} in OVSDB, not {there}"
     return None
 
 
