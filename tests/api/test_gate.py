@@ -16,38 +16,37 @@ import pytest
 from tests.api.conftest import VM_A
 from tests.rig.cluster import Rig, running
 from tests.rig.http import AUTH, PEER_AUTH, leader_sync, sync_json, sync_path
-from tests.rig.member import Options
+from tests.rig.member import Member, Options
 
 NORTH = ("GET", "/v1/vports")
 PEER = ("PUT", sync_path(VM_A.mac))
 NOTIFY = {"vm": VM_A.mac, "source": "hv0", "destination": "hv1"}
 
 
-@pytest.mark.parametrize(
-    ("route", "headers", "status", "code"),
-    [
-        (NORTH, {}, 401, "missing-token"),
-        (NORTH, {"Authorization": "Basic dXNlcjpwdw=="}, 401, "missing-token"),
-        (NORTH, {"Authorization": "Bearer"}, 401, "missing-token"),
-        (NORTH, {"Authorization": "Bearer nope"}, 403, "wrong-token"),
-        (NORTH, PEER_AUTH, 403, "wrong-token"),
-        (PEER, {}, 401, "missing-token"),
-        (PEER, AUTH, 403, "wrong-token"),
-        (("GET", "/v1/nothing-here"), {}, 401, "missing-token"),
-        (("GET", "/v1/peer"), AUTH, 403, "wrong-token"),
-    ],
-)
-async def test_refused_tokens(
-    rig: Rig, route: tuple[str, str], headers: dict[str, str], status: int, code: str
-) -> None:
-    before = rig.state()
-    for m in rig.live():
-        got = await rig.client(m.id, auth=False).request(*route, headers=headers, json={})
-        assert (got.status_code, got.json()["error"]) == (status, code)
-        assert set(got.json()) == {"error", "detail"}
-        if status == 401:
-            assert got.headers["www-authenticate"] == "Bearer"
-    assert rig.state() == before
+REFUSED: list[tuple[tuple[str, str], dict[str, str], int, str]] = [
+    (NORTH, {}, 401, "missing-token"),
+    (NORTH, {"Authorization": "Basic dXNlcjpwdw=="}, 401, "missing-token"),
+    (NORTH, {"Authorization": "Bearer"}, 401, "missing-token"),
+    (NORTH, {"Authorization": "Bearer nope"}, 403, "wrong-token"),
+    (NORTH, PEER_AUTH, 403, "wrong-token"),
+    (PEER, {}, 401, "missing-token"),
+    (PEER, AUTH, 403, "wrong-token"),
+    (("GET", "/v1/nothing-here"), {}, 401, "missing-token"),
+    (("GET", "/v1/peer"), AUTH, 403, "wrong-token"),
+]
+
+
+async def test_refused_tokens(rig: Rig, subtests: pytest.Subtests) -> None:
+    for route, headers, status, code in REFUSED:
+        with subtests.test(f"{route} with {headers}: {status} {code}"):
+            before = rig.state()
+            for m in rig.live():
+                got = await rig.client(m.id, auth=False).request(*route, headers=headers, json={})
+                assert (got.status_code, got.json()["error"]) == (status, code)
+                assert set(got.json()) == {"error", "detail"}
+                if status == 401:
+                    assert got.headers["www-authenticate"] == "Bearer"
+            assert rig.state() == before
 
 
 async def test_auth_comes_before_the_body(rig: Rig) -> None:
@@ -151,19 +150,22 @@ async def test_a_sync_over_the_limit_applies_nothing(rig: Rig) -> None:
 
 
 # -- JSON bodies only -------------------------------------------------------------------------
-@pytest.mark.parametrize("who", ["leader", "follower"])
-async def test_a_notify_that_is_not_json_is_415(rig: Rig, who: str) -> None:
-    target = rig.leader if who == "leader" else rig.followers()[0]
+async def test_a_notify_that_is_not_json_is_415(rig: Rig) -> None:
+    for target in (rig.leader, rig.followers()[0]):
+        await _not_json(rig, target)
+
+
+async def _not_json(rig: Rig, target: Member) -> None:
     before = rig.state()
-    relayed_before = len(rig.leader.served.requests)
+    served = len(rig.leader.served.requests)
     got = await rig.client(target.id).post(
         "/v1/migrations", content=json.dumps(NOTIFY).encode(),
         headers={"content-type": "text/plain"},
     )  # fmt: skip
     assert (got.status_code, got.json()["error"]) == (415, "unsupported-media-type")
     assert set(got.json()) == {"error", "detail"}
-    if who == "follower":  # refused by the follower itself: nothing went to the leader
-        assert len(rig.leader.served.requests) == relayed_before
+    # The leader served the request sent to it, if any: a follower relays nothing.
+    assert len(rig.leader.served.requests) == served + (target is rig.leader)
     await rig.settle()
     assert rig.state() == before
 

@@ -49,6 +49,7 @@ async def test_a_live_migration_moves_the_vm_in_every_table(rig: Rig) -> None:
     assert got.status_code == 201
     there = VmPort(A.mac, "hv2", 4)
     await rig.arrive(there)  # the destination's port comes up: the VM runs there
+    await rig.settle()
     assert rig.fabric.deliveries(A.mac, B.switch, B.port) == {(there.switch, there.port)}
     rig.fabric.leave(A)  # then the source's port goes
     await rig.until(
