@@ -218,6 +218,13 @@ class Rig:
         self.fabric.arrive(vm)
         await self.until_none(lambda: self._not_shown((vm,)))
 
+    async def live_migrate(self, vm: VmPort, to: VmPort) -> None:
+        """A VMM's live migration as the switches see it (`Fabric.migrate`); until every
+        table shows the VM at `to`, settled."""
+        self.fabric.migrate(vm, to)
+        await self.until_none(lambda: self._not_shown((to,)))
+        await self.settle()
+
     def _not_shown(self, vms: tuple[VmPort, ...]) -> str | None:
         for m in self.live():
             for vm in vms:

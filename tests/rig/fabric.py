@@ -134,6 +134,13 @@ class Fabric:
         self.db.delete_port(vm.name)
         self.switches[vm.switch].delete_port(vm.port)
 
+    def migrate(self, vm: VmPort, to: VmPort) -> None:
+        """What a VMM's live migration shows the switches: `to` added and up, then `vm` gone."""
+        if to.mac != vm.mac:
+            raise ValueError(f"{vm.mac} cannot move to {to.mac}'s port")
+        self.arrive(to)
+        self.leave(vm)
+
     def set_link(self, vm: VmPort, up: bool) -> None:
         """The tap's link goes down or up (OVSDB and the switch's port status)."""
         self.up[vm.switch, vm.port] = up

@@ -60,6 +60,15 @@ async def test_a_live_migration_moves_the_vm_in_every_table(rig: Rig) -> None:
     for m in rig.live():
         entry = m.core.vport(A.mac)
         assert (entry.loc.ovs, entry.loc.port, entry.migrating) == ("hv2", 4, False)
+    # And back, in one go as the switches see it.
+    back = await client.post("/v1/migrations", json={"vm": A.mac, "source": "hv2",
+                                                      "destination": "hv0"})  # fmt: skip
+    assert back.status_code == 201
+    await rig.live_migrate(there, A)
+    assert rig.fabric.deliveries(A.mac, B.switch, B.port) == {(A.switch, A.port)}
+    await rig.until(
+        lambda: rig.leader.core.migration(back.json()["id"]).state == "completed", "completion"
+    )
 
 
 async def test_alone_with_the_memory_store(tmp_path: Path) -> None:
