@@ -8,15 +8,17 @@ compared between a switch's table and its master's compiler.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes.oftable import SwitchError
 from tests.fakes.switch import Channel, FakeSwitch
-from tests.rig.cluster import Rig
+from tests.rig.cluster import Rig, running
 from tests.rig.fabric import VmPort
 from tests.rig.http import PEER_AUTH, leader_sync, sync_json, sync_path
+from tests.rig.member import Options
 from vportd.core.flow import Flow, FlowCommand, FlowMod
 from vportd.core.pipeline import arrival_flow
 from vportd.southbound.openflow import wire
@@ -179,3 +181,22 @@ async def test_a_reconnecting_switch_gets_only_the_difference(rig: Rig) -> None:
     assert flow_mods(switch) - mods == len(difference)
     assert agree(rig, "hv2")
     assert rig.fabric.deliveries(late.mac, "hv0", 1) == {("hv2", late.port)}
+
+
+async def test_a_destination_that_never_confirms_fails_the_migration(tmp_path: Path) -> None:
+    """Its switch holds the arrival flow's barrier unanswered past the sync timeout: the
+    leader rolls the migration back and tells the VMM (503), and every table follows."""
+    async with running(tmp_path, Options(sync_timeout=1.0)) as rig:
+        vm = VmPort("02:00:00:02:05:01", "hv0", 1)
+        await rig.boot(vm)
+        switch = rig.fabric.switch("hv1")
+        switch.pause()
+        got = await rig.client(rig.leader.id).post(
+            "/v1/migrations", json={"vm": vm.mac, "source": "hv0", "destination": "hv1"}
+        )
+        assert (got.status_code, got.json()["error"]) == (503, "no-controller")
+        switch.resume()
+        await rig.settle()
+        assert [m.state for m in rig.leader.core.migrations()] == ["failed"]
+        assert not any(m.core.vport(vm.mac).migrating for m in rig.live())
+        assert arrival_flow(vm.mac) not in switch.table.core_flows()
