@@ -43,15 +43,17 @@ POLL = 0.01
 
 @dataclass
 class Rig:
+    """The controllers (`members`, by id), their fabric and their store (module docstring)."""
+
     tmp_path: Path
     options: Options = field(default_factory=Options)
-    server: MemoryServer | None = None
+    server: MemoryServer | None = field(init=False, default=None)
     fabric: Fabric = field(init=False)
-    members: dict[str, Member] = field(default_factory=dict)
-    _clients: list[httpx.AsyncClient] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _started: asyncio.Event = field(default_factory=asyncio.Event)
-    _supervisor: asyncio.Task[None] | None = None
+    members: dict[str, Member] = field(init=False, default_factory=dict)
+    _clients: list[httpx.AsyncClient] = field(init=False, default_factory=list)
+    _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _started: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _supervisor: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.fabric = Fabric(self.options.hypervisors)
@@ -111,7 +113,8 @@ class Rig:
             self._server.expire_member(cid)
 
     def partition(self, cid: str) -> None:
-        """Cut `cid` off from the store: its calls fail, its lease lapses, its watch pauses."""
+        """Cut `cid` off from the store: its calls wait (then fail, as EtcdStore's give up),
+        its lease lapses, its watch pauses."""
         store = self.members[cid].store
         assert store is not None
         self._server.partition(store)
