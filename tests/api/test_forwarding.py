@@ -91,10 +91,11 @@ async def test_a_relayed_request_is_not_relayed_again(rig: Rig) -> None:
     rig.partition(f.id)  # F keeps believing `old` leads
     rig.expire(old.id)  # G takes over (`old` waits before its next session)
     await rig.until(lambda: g.core.leading and _sees(old.id, rig, g.id), f"{g.id} leads")
-    before = rig.state()
+    before, reached = rig.state(), len(g.served.requests)
     got = await rig.client(f.id).post("/v1/migrations", json=NOTIFY)
     assert (got.status_code, got.json()["error"]) == (503, "not-leader")
     assert got.headers[ANSWERED_BY] == old.id
+    assert len(g.served.requests) == reached  # not relayed a second time
     assert f.id in got.json()["detail"] and g.id in got.json()["detail"]
     assert rig.state() == before
     # G itself answers.
