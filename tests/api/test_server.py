@@ -1,54 +1,65 @@
-"""`serve()` really serves on a loopback port, leaves signals alone, and stops when cancelled."""
+"""`serve()` really serves a controller's app on a loopback port, leaves signals alone, stops
+when cancelled, and sends each answer in one segment."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
-from tests.api.conftest import AUTH, PEER_TOKEN, Rig
-from tests.api.test_peer import leader_syncs
+from tests.rig.cluster import Rig, running
+from tests.rig.http import AUTH
+from tests.rig.member import Options
 from vportd.api.server import parse_listen, serve
-from vportd.api.service import Peer
-from vportd.cluster.peers import Forwarder, PeerClient, PeerRejected, PeerUnreachable
-from vportd.core.messages import SyncComplete
 
 
-async def test_serve_on_loopback_until_cancelled(rig: Rig) -> None:
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+@pytest.fixture
+async def alone(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with running(tmp_path, Options(controllers=1, store="memory")) as rig:
+        yield rig
+
+
+def app_of(rig: Rig) -> ASGIApp:
+    return rig.leader.app
+
+
+async def serving(app: ASGIApp, listen: str = "127.0.0.1:0") -> tuple[asyncio.Task[None], int]:
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
+        serve(app, listen, grace=1, on_listening=lambda _h, p: bound.set_result(p))
     )
-    port = await bound
+    return task, await bound
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_serve_on_loopback_until_cancelled(alone: Rig) -> None:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    task, port = await serving(app_of(alone))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/v1/vports", headers=AUTH)).status_code == 200
         assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
-
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stopped(task)
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("/healthz")
 
 
-async def test_port_in_use_raises(rig: Rig) -> None:
-    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
-    )
-    port = await bound
+async def test_a_port_in_use_raises(alone: Rig) -> None:
     with pytest.raises(OSError):
-        await serve(rig.apps["c1"], f"127.0.0.1:{port}")
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+        await serve(app_of(alone), alone.leader.config.api.listen)
 
 
 def test_parse_listen() -> None:
@@ -58,40 +69,11 @@ def test_parse_listen() -> None:
         parse_listen("localhost")
 
 
-async def test_the_daemons_east_west_client_over_real_sockets(rig: Rig) -> None:
-    """PeerClient and Forwarder as the daemon makes them, against uvicorn."""
-    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(rig.apps["c1"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
-    )
-    c1 = Peer("c1", f"http://127.0.0.1:{await bound}")
-    client, wrong, forwarder = PeerClient(PEER_TOKEN), PeerClient("nope"), Forwarder(timeout=5.0)
-    sync = leader_syncs(rig)["c1"]
-    try:
-        assert isinstance(await client.sync(c1, sync), SyncComplete)
-        with pytest.raises(PeerRejected) as refused:
-            await wrong.sync(c1, sync)
-        assert refused.value.status == 403
-        relayed = await forwarder.forward(c1.api, "GET", "/v1/vports", b"", AUTH)
-        assert (relayed.status, relayed.content_type) == (200, "application/json")
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    with pytest.raises(PeerUnreachable):
-        await client.sync(c1, sync)
-    for closing in (client, wrong, forwarder):
-        await closing.aclose()
-
-
-async def test_an_answer_leaves_in_one_send(rig: Rig) -> None:
+async def test_an_answer_leaves_in_one_send(alone: Rig) -> None:
     """Status line, headers and body in one segment: the client wakes up once per answer."""
-    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(rig.apps["c0"], "127.0.0.1:0", on_listening=lambda _h, p: bound.set_result(p))
-    )
+    host, port = parse_listen(alone.leader.config.api.listen)
     # A blocking client in a thread: it returns from recv() with the first segment.
-    client = socket.create_connection(("127.0.0.1", await bound))
+    client = socket.create_connection((host, port))
     try:
         for _ in range(20):  # kept alive: every answer on the connection
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -104,6 +86,3 @@ async def test_an_answer_leaves_in_one_send(rig: Rig) -> None:
             assert head.startswith(b"HTTP/1.1 200") and len(body) == length
     finally:
         client.close()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task

@@ -1,0 +1,153 @@
+"""One controller of the rig, wired as `vportd.node.daemon` wires one.
+
+Its `Config` (short timeouts, LLDP off, the API on a loopback port picked
+before it starts, tokens from files), a `Runtime`, a `ClusterNode` on its own
+client of the rig's `MemoryServer` (none with `store = "memory"`), a
+`PeerClient` and a `Forwarder` sharing one `PeerHttp`, a `ControllerService`,
+and `create_app`'s API, served by `serve` as one of the runtime's tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI
+
+from tests.rig.http import Served, free_port
+from vportd.api.app import create_app
+from vportd.api.server import serve
+from vportd.cluster.members import Peer
+from vportd.cluster.memory import MemoryServer, MemoryStore
+from vportd.cluster.node import ClusterNode
+from vportd.cluster.peers import Forwarder, PeerClient
+from vportd.cluster.transport import PeerHttp
+from vportd.core.controller import Controller
+from vportd.node.config import Config
+from vportd.node.daemon import read_token
+from vportd.node.runtime import Runtime
+from vportd.node.service import ControllerService
+
+LEASE_TTL = 2  # the shortest the configuration allows
+# No test here waits for a vPort sync to time out; a loaded machine's loop can stall for
+# a second or two (a full GC of a big test process: seen in the fast tier), and a
+# handshake must outlast that. A test of the timeout itself passes a shorter one.
+SYNC_TIMEOUT = 5.0
+GRACE = 1.0  # for requests in flight when a controller stops (uvicorn's shortest)
+STORE_PATIENCE = 10.0  # how long a store call waits out a partition: EtcdStore's default
+
+StoreKind = Literal["etcd", "memory"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What kind of rig: how many controllers and hypervisors, which store, which tokens."""
+
+    controllers: int = 3
+    hypervisors: int = 3
+    store: StoreKind = "etcd"
+    token: bool = True  # api.token_file set
+    peer_token: bool = True  # api.peer_token_file set
+    max_body: int = 1024 * 1024
+    sync_timeout: float = SYNC_TIMEOUT  # migration.sync_timeout
+
+
+@dataclass
+class Member:
+    """One controller of the rig, and everything it is made of."""
+
+    id: str
+    config: Config
+    runtime: Runtime
+    service: ControllerService
+    app: FastAPI
+    served: Served  # the app, counting the requests it serves
+    client: PeerClient
+    forwarder: Forwarder
+    store: MemoryStore | None
+    node: ClusterNode | None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def core(self) -> Controller:
+        return self.runtime.core
+
+    @property
+    def url(self) -> str:
+        return self.config.api.url
+
+    @property
+    def peer(self) -> Peer:
+        return Peer(self.id, self.url)
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def run(self) -> None:
+        """What the daemon runs: the store open, the runtime and its API, until cancelled."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.client.aclose)
+            stack.push_async_callback(self.forwarder.aclose)
+            if self.store is not None:
+                await stack.enter_async_context(self.store)
+            listen = self.config.api.listen
+            await self.runtime.run(lambda: serve(self.served, listen, grace=GRACE))
+
+    async def listening(self) -> None:
+        """Until its OpenFlow server listens (AssertionError if it stopped first)."""
+        task, ready = self.task, self.runtime.openflow.ready
+        assert task is not None
+        waiting = asyncio.ensure_future(ready.wait())
+        await asyncio.wait([waiting, task], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiting.cancel()
+            cause = None if task.cancelled() else task.exception()
+            raise AssertionError(f"controller {self.id} stopped before it listened") from cause
+
+
+def config(me: str, options: Options, ovsdb: str, tokens: tuple[Path, Path]) -> Config:
+    """Controller `me`'s configuration (module docstring)."""
+    api: dict[str, object] = {"listen": f"127.0.0.1:{free_port()}", "max_body": options.max_body}
+    if options.token:
+        api["token_file"] = str(tokens[0])
+    if options.peer_token:
+        api["peer_token_file"] = str(tokens[1])
+    return Config.model_validate({
+        "controller": {"id": me},
+        "openflow": {"listen": "127.0.0.1:0"},
+        "ovsdb": {"remotes": [ovsdb]},
+        "api": api,
+        "store": {"kind": options.store, "lease_ttl": LEASE_TTL},
+        "migration": {"sync_timeout": options.sync_timeout},
+        "topology": {"lldp": False},
+    })  # fmt: skip
+
+
+def member(config: Config, server: MemoryServer | None) -> Member:
+    """A controller wired as the daemon wires one, its store a client of `server`."""
+    api = config.api
+    token = read_token(api.token_file, "api.token_file")
+    peer_token = read_token(api.peer_token_file, "api.peer_token_file")
+    runtime = Runtime(config)
+    me = Peer(config.controller.id, api.url)
+    http = PeerHttp()  # one session for the peer messages and the relayed requests
+    peers = PeerClient(peer_token, timeout=api.peer_timeout, http=http)
+    forwarder = Forwarder(http=http)
+    store, node = None, None
+    if config.store.kind == "etcd":
+        assert server is not None, "a cluster needs the rig's store"
+        store = server.client(config.store.lease_ttl, patience=STORE_PATIENCE)
+        node = ClusterNode(
+            store, peers, me, runtime, openflow=config.openflow.listen,
+            gather=config.store.write_delay,
+        )  # fmt: skip
+        runtime.attach(node)
+    service = ControllerService(runtime, me, node)
+    app = create_app(
+        service, token=token, peer_token=peer_token, max_body=api.max_body, forwarder=forwarder
+    )
+    return Member(me.id, config, runtime, service, app, Served(app), peers, forwarder, store, node)
