@@ -116,7 +116,8 @@ def test_run_bench_writes_its_section_and_keeps_the_others(tmp_path: Path) -> No
     text = out.read_text()
     assert text.count(SECTION) == 1
     assert "## Other: something else\n\nTheir figures.\n" in text
-    assert text.startswith("# Benchmarks\n\nIntro.\n")
+    assert text.startswith("# Benchmarks\n\n## Goals at a glance\n")
+    assert "\n\nIntro.\n\n## " in text  # kept, below the table of goals
     assert f"vportctl bench --events {EVENTS} --switches {SWITCHES}" in text
     assert "events/s per controller" in text
     assert notes("core") in text  # the prose under the figures, from the package's notes
@@ -128,7 +129,7 @@ def test_run_bench_writes_its_section_and_keeps_the_others(tmp_path: Path) -> No
 def test_write_markdown_replaces_only_its_section(tmp_path: Path) -> None:
     out = tmp_path / "B.md"
     write_markdown(out, f"{SECTION}\n\nfirst\n")
-    assert out.read_text() == f"# Benchmarks\n\n{SECTION}\n\nfirst\n"
+    assert out.read_text().endswith(f"\n\n{SECTION}\n\nfirst\n")
     out.write_text(out.read_text() + "\n## Later\n\nkept\n")
     write_markdown(out, f"{SECTION}\n\nsecond\n")
-    assert out.read_text() == f"# Benchmarks\n\n{SECTION}\n\nsecond\n\n## Later\n\nkept\n"
+    assert out.read_text().endswith(f"\n\n{SECTION}\n\nsecond\n\n## Later\n\nkept\n")

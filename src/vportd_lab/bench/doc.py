@@ -28,12 +28,25 @@ def notes(name: str) -> str:
 def write_markdown(path: Path, section: str) -> None:
     """Replace this benchmark's section of `path`, keeping every other one; the summary
     table at the top is rebuilt from all of them."""
-    sections = _sections(path.read_text() if path.exists() else "")
+    text = path.read_text() if path.exists() else ""
+    sections = _sections(text)
     heading = section.splitlines()[0].strip()
     sections[heading] = section.strip("\n")
-    body = [TITLE, summary(sections), *sections.values()]
+    body = [TITLE, summary(sections), *_preamble(text), *sections.values()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(body) + "\n")
+
+
+def _preamble(text: str) -> list[str]:
+    """What stands between the title and the first section (kept below the summary)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            break
+        if line.strip() != TITLE:
+            lines.append(line)
+    kept = "\n".join(lines).strip("\n")
+    return [kept] if kept else []
 
 
 def _sections(text: str) -> dict[str, str]:
