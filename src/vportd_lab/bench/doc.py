@@ -17,6 +17,7 @@ from pathlib import Path
 TITLE = "# Benchmarks"
 SUMMARY = "## Goals at a glance"
 _GOAL_HEADER = re.compile(r"^\|\s*goal\s*\|\s*target\s*\|\s*measured\s*\|\s*result\s*\|")
+_INTRO = "Every goal of the sections below; the sections say how each was measured."
 _DATE = re.compile(r"^Date: (?P<date>[^,]+), commit `(?P<commit>[^`]+)`")
 
 
@@ -38,14 +39,21 @@ def write_markdown(path: Path, section: str) -> None:
 
 
 def _preamble(text: str) -> list[str]:
-    """What stands between the title and the first section (kept below the summary)."""
-    lines = []
+    """What stands between the title (and the summary) and the first section: kept."""
+    lines: list[str] = []
+    in_summary = False
     for line in text.splitlines():
         if line.startswith("## "):
-            break
-        if line.strip() != TITLE:
+            if line.strip() != SUMMARY:
+                break
+            in_summary = True
+        elif in_summary and line.startswith("|"):
+            lines = []  # the summary's own lines end with its table
+        elif line.strip() != TITLE:
             lines.append(line)
     kept = "\n".join(lines).strip("\n")
+    if in_summary and kept.startswith(_INTRO):
+        kept = kept[len(_INTRO) :].strip("\n")
     return [kept] if kept else []
 
 
@@ -75,8 +83,7 @@ def summary(sections: dict[str, str]) -> str:
             f"| {name} | {goal} | {target} | {measured} | {result} | `{commit}` | {date} |"
             for goal, target, measured, result in _goals(text)
         ]
-    intro = "Every goal of the sections below; the sections say how each was measured."
-    return "\n".join([SUMMARY, "", intro, "", *rows])
+    return "\n".join([SUMMARY, "", _INTRO, "", *rows])
 
 
 def _measured_at(text: str) -> tuple[str, str]:
