@@ -114,3 +114,25 @@ async def test_a_port_record_reaches_the_peers_only_through_the_store(rig: Rig) 
         await rig.settle()
     assert rig.stored()[vm.mac] == master.core.record(vm.mac)
     assert rig.fabric.deliveries(vm.mac, sender.switch, sender.port) == {("hv1", 3)}
+
+
+async def test_a_leader_whose_record_was_never_written_reads_its_entry_back(rig: Rig) -> None:
+    """The leader applies its decision to its own table at once; when its leadership ends
+    before the store holds it, the store's entry replaces its own (no one else saw it)."""
+    old = rig.leader
+    src, dst = [s for s in rig.fabric.names if rig.master(s) is not old][:2]
+    vm = VmPort("02:00:00:03:00:01", src, 1)
+    await rig.boot(vm)
+    rig.partition(old.id)
+    notify = asyncio.create_task(
+        rig.client(old.id).post("/v1/migrations", json=notify_body(vm.mac, src, dst))
+    )
+    await rig.until(lambda: old.core.vport(vm.mac).migrating, "the leader to decide")
+    await rig.until(lambda: not old.core.leading, f"{old.id} to lose its leadership")
+    rig.heal(old.id)  # it lives on, as a member again
+    await rig.settle(timeout=10)
+    await asyncio.gather(notify, return_exceptions=True)
+    assert old.core.record(vm.mac) == rig.stored()[vm.mac]
+    assert not old.core.vport(vm.mac).migrating
+    for name in rig.fabric.names:
+        assert arrival_flow(vm.mac) not in rig.fabric.switch(name).table.core_flows()

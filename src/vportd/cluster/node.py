@@ -71,6 +71,9 @@ class NodeEvents(Protocol):
     def sync_answered(self, answer: SyncAnswer) -> None:
         """A peer's answer to our vPort sync."""
 
+    def reloaded(self, records: Sequence[VPortRecord]) -> None:
+        """The store's entries of VMs whose leader records were dropped unwritten."""
+
     def switch_names(self) -> list[str]:
         """The switches known (OVSDB's bridges): those to master."""
 
@@ -111,7 +114,9 @@ class ClusterNode:
         self.leader_id: str | None = None
         self.leader_api: str | None = None
         self.masters: dict[str, tuple[str, int]] = {}  # switch -> (controller, generation)
-        self.writer = RecordWriter(store, gather)
+        self.writer = RecordWriter(store, gather, self._dropped)
+        self._unwritten: set[str] = set()  # VMs whose entries to read back from the store
+        self._reread = asyncio.Event()
         self._mine: dict[str, Fence] = {}
         self._unmastered_since: dict[str, float] = {}
         self._member: Fence | None = None
@@ -128,6 +133,7 @@ class ClusterNode:
             tg.create_task(follow("masters/", self._masters_reset, self._masters_changed))
             tg.create_task(follow("leader", self._leader_reset, self._leader_changed))
             tg.create_task(self._sessions())
+            tg.create_task(self._reread_unwritten())
 
     def persist(self, writes: Sequence[Write]) -> Waiter:
         """Write records to the store; the future resolves once they are durable."""
@@ -349,6 +355,28 @@ class ClusterNode:
                 log.error("store record %s unreadable, ignored: %s", kv.key, err.detail)
         if records:
             self.events.stored(records)
+
+    # -- leader records that were never written ----------------------------------
+    def _dropped(self, records: list[VPortRecord]) -> None:
+        """The leadership ended with these records unwritten, though our own table
+        holds them: its entries of those VMs are read back from the store."""
+        self._unwritten.update(rec.vm for rec in records)
+        self._reread.set()
+
+    async def _reread_unwritten(self) -> None:
+        while True:
+            await self._reread.wait()
+            self._reread.clear()
+            vms, self._unwritten = self._unwritten, set()
+            try:
+                stored, _ = await self.store.records()
+            except StoreError as err:
+                log.warning("entries of %d VMs not read back yet: %s", len(vms), err)
+                self._unwritten |= vms
+                self._reread.set()
+                await asyncio.sleep(RETRY)
+                continue
+            self.events.reloaded([stored[vm] for vm in sorted(vms) if vm in stored])
 
     # -- the leader's vPort syncs --------------------------------------------
     async def deliver(self, send: Send) -> None:

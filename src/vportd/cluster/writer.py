@@ -7,7 +7,9 @@ one, joined per VM. Plain records are fenced by this controller's session,
 the leader's by its leadership too. A transient store error retries the
 batch; losing the session keeps the plain records for the next session, while
 the leader's are dropped with `NotDurable`: they belonged to a leadership
-that is gone, and the new leader decides again.
+that is gone, and the new leader decides again. The controller has applied
+them to its own table already: `dropped` is told which, so that it can read
+those entries back from the store.
 """
 
 from __future__ import annotations
@@ -67,9 +69,15 @@ class _Batch:
 class RecordWriter:
     """One controller's writes to the store; `run` is part of its session."""
 
-    def __init__(self, store: Store, gather: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        gather: float = 0.0,
+        dropped: Callable[[list[VPortRecord]], None] = lambda _: None,
+    ) -> None:
         self.store = store
         self.gather = gather  # seconds to wait for more records before a write
+        self.dropped = dropped
         self._pending = _Batch()
         self._queued = asyncio.Event()
 
@@ -119,10 +127,7 @@ class RecordWriter:
         """No plain record may be lost: it waits for the next try or session. The leader's
         go on only while this controller may still lead (a transient error)."""
         if not isinstance(err, StoreError) or isinstance(err, Fenced | LeaseLost):
-            if batch.led.records:
-                log.warning("dropping %d leader writes: %s", len(batch.led.records), err)
-            batch.led.records = {}
-            batch.led.settle(NotDurable(f"not written before the leadership ended: {err}"))
+            self._drop(batch.led, f"not written before the leadership ended: {err}")
         batch.plain.join(self._pending.plain)
         batch.led.join(self._pending.led)
         self._pending = batch
@@ -130,8 +135,16 @@ class RecordWriter:
 
     def drop_leader_writes(self) -> None:
         """The leadership ended: its queued records must not outlive it."""
-        self._pending.led.records = {}
-        self._pending.led.settle(NotDurable("the leadership ended before they were written"))
+        self._drop(self._pending.led, "the leadership ended before they were written")
+
+    def _drop(self, led: _Part, why: str) -> None:
+        records = list(led.records.values())
+        if records:
+            log.warning("dropping %d leader writes: %s", len(records), why)
+        led.records = {}
+        led.settle(NotDurable(why))
+        if records:
+            self.dropped(records)
 
 
 def _retrieve(waiter: Waiter) -> None:

@@ -183,6 +183,16 @@ class Controller:
         """A record from the store of record (claims 1, 3 and 5): merged into the table."""
         return self._merged(rec, now)
 
+    def restored(self, rec: VPortRecord, now: float) -> Output[None]:
+        """The store's entry of a VM for which our leader record was never written.
+
+        We applied that record to our table when we decided it (`_decide`); the
+        store never held it and no peer saw it (persist before send), so the
+        store's entry replaces ours, and our own OVS corrects it where it must.
+        """
+        restored = self._table.restore(rec)
+        return Output() if restored is None else self._settled(restored, now)
+
     # -- the handshake ---------------------------------------------------------
     def vport_sync(self, msg: VPortSync, now: float) -> Output[SyncAnswer]:
         """Claims 1 and 6: apply the leader's entry; the reply is sync complete (or why not).
@@ -282,8 +292,12 @@ class Controller:
         merged = self._table.apply_copy(rec)
         if not merged:  # None: nothing new; False: a late copy, what we hold is newer
             return Output()
-        out = self._applied(merged, now)
-        correction = self._table.reconcile(merged.vm)
+        return self._settled(merged, now)
+
+    def _settled(self, rec: VPortRecord, now: float) -> Output[None]:
+        """The flows of a new entry, corrected where our own OVS says otherwise."""
+        out = self._applied(rec, now)
+        correction = self._table.reconcile(rec.vm)
         if correction is not None:
             out.absorb(self._publish(correction, now))
         return out

@@ -85,6 +85,14 @@ class VPortTable:
         self._records[rec.vm] = merged
         return merged
 
+    def restore(self, rec: VPortRecord) -> VPortRecord | None:
+        """Take the store's entry as ours, whatever we hold: ours holds a leader's record
+        that was never written (no one else saw it). The entry, if it changed."""
+        if self._records.get(rec.vm) == rec:
+            return None
+        self._records[rec.vm] = rec
+        return rec
+
     def _tombstone(self, loc: Location) -> Location:
         """`loc.gone(self.me)`, one object per version."""
         key = (loc.seq, loc.rev + 1, self.me)

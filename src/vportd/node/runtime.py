@@ -309,6 +309,13 @@ class Runtime:
                 log.warning("record of %s from the store refused: %s", rec.vm, err.detail)
         self._submit(out)
 
+    def reloaded(self, records: Sequence[VPortRecord]) -> None:
+        now, out = self.clock(), Output[None]()
+        for rec in records:
+            log.info("entry of %s read back from the store", rec.vm)
+            out.absorb(self.core.restored(rec, now))
+        self._submit(out)
+
     def members_are(self, members: Sequence[str]) -> None:
         self.core.members_are(members)
 
