@@ -13,12 +13,16 @@ Routes: northbound `/v1/...` (`northbound`), east-west `/v1/peer/...`
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vportd import __version__
 from vportd.api.errors import install_error_handlers
-from vportd.api.guard import BearerAuth, BodyLimit, JsonBodies
+from vportd.api.guard import BearerAuth, BodyLimit, JsonBodies, Realm, realm_of
 from vportd.api.models import HealthOut
 from vportd.api.northbound import northbound_router
 from vportd.api.peer import peer_router
@@ -51,15 +55,44 @@ def create_app(
         docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
     )  # fmt: skip
     install_error_handlers(app)
-    app.include_router(northbound_router(service, forwarder))
+    # Routes are matched in order: the handshake's first (a vPort sync, then a notify).
     app.include_router(peer_router(service))
+    app.include_router(northbound_router(service, forwarder))
     app.include_router(_open_router(service))
+    app.openapi = partial(_schema, app)  # type: ignore[method-assign]
     # Starlette runs the middleware added last first: the size limit, then auth,
     # then the media type.
     app.add_middleware(JsonBodies)
     app.add_middleware(BearerAuth, token=token, peer_token=peer_token)
     app.add_middleware(BodyLimit, max_body=max_body)
     return app
+
+
+# The tokens as the OpenAPI schema shows them; `guard` enforces them, path by path.
+SCHEMES = {
+    Realm.NORTHBOUND: ("vmm-token", "The VMM's and operators' token (api.token_file)"),
+    Realm.PEER: ("peer-token", "The controllers' token (api.peer_token_file)"),
+}
+
+
+def _schema(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema, with the token each path needs (`guard.realm_of`)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {
+            name: {"type": "http", "scheme": "bearer", "description": text}
+            for name, text in SCHEMES.values()
+        }
+        for path, operations in schema.get("paths", {}).items():
+            scheme = SCHEMES.get(realm_of(path))
+            for operation in operations.values():
+                if scheme is not None:
+                    operation["security"] = [{scheme[0]: []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _open_router(service: Service) -> APIRouter:

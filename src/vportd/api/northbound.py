@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, Security
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBearer
 
 from vportd.api.forwarding import LeaderOnly
 from vportd.api.models import (
@@ -31,13 +30,6 @@ from vportd.core.messages import MigrationView, NotifyRequest
 from vportd.core.model import VPortRecord
 
 HTTP_CREATED = 201
-
-# Enforced by the BearerAuth middleware before any parsing; declared here so
-# that the OpenAPI schema shows which token each route needs.
-VMM_TOKEN = HTTPBearer(
-    scheme_name="vmm-token", auto_error=False,
-    description="The VMM's and operators' token (api.token_file)",
-)  # fmt: skip
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -63,7 +55,7 @@ def migration_response(view: MigrationView, status: int = 200) -> JSONResponse:
 
 
 def northbound_router(service: Service, forwarder: Forwarder) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Security(VMM_TOKEN)])
+    router = APIRouter(prefix="/v1")
     _migration_routes(router, service, LeaderOnly(service, forwarder))
     _view_routes(router, service)
     return router

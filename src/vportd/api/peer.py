@@ -6,9 +6,8 @@ before anything reaches the service.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, Security
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBearer
 
 from vportd.api.models import ErrorOut
 from vportd.api.service import Service
@@ -18,19 +17,13 @@ from vportd.core.messages import SyncComplete
 HTTP_OK = 200
 HTTP_CONFLICT = 409
 
-# Enforced by the BearerAuth middleware; declared for the OpenAPI schema.
-PEER_TOKEN = HTTPBearer(
-    scheme_name="peer-token", auto_error=False,
-    description="The controllers' token (api.peer_token_file)",
-)  # fmt: skip
-
 _ERRORS: dict[int | str, dict[str, object]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 404, 413, 415, 422, 503)
 }
 
 
 def peer_router(service: Service) -> APIRouter:
-    router = APIRouter(prefix="/v1/peer", tags=["east-west"], dependencies=[Security(PEER_TOKEN)])
+    router = APIRouter(prefix="/v1/peer", tags=["east-west"])
 
     @router.put(
         "/vports/{vm}", response_class=Response,

@@ -139,6 +139,10 @@ class ClusterNode:
         """Write records to the store; the future resolves once they are durable."""
         return self.writer.persist(writes)
 
+    async def write_now(self, writes: Sequence[Write]) -> None:
+        """Write records at once (a message waits for them); NotDurable if they were not."""
+        await self.writer.write_now(writes)
+
     def switches_changed(self) -> None:
         """The runtime learnt or lost a switch: reconsider who masters what."""
         self._dirty.set()

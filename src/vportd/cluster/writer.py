@@ -78,6 +78,8 @@ class RecordWriter:
         self.store = store
         self.gather = gather  # seconds to wait for more records before a write
         self.dropped = dropped
+        self._member: Fence | None = None  # the session's fences, while it lasts
+        self._leading: Callable[[], Fence | None] = lambda: None
         self._pending = _Batch()
         self._queued = asyncio.Event()
 
@@ -94,8 +96,34 @@ class RecordWriter:
         self._queued.set()
         return waiter
 
+    async def write_now(self, writes: Sequence[Write]) -> None:
+        """Write `writes` at once, in the caller's task (a message waits for them): no
+        turn through the queue. NotDurable if they could not be; plain records that
+        were not written then go the queue's way, to be written later."""
+        batch = _Batch()
+        for write in writes:
+            (batch.led if write.leader else batch.plain).add(write.record)
+        member = self._member
+        try:
+            if member is None:
+                raise Fenced("no session")
+            await self._write(batch, member, self._leading())
+        except StoreError as err:
+            self._give_back(batch, err)  # (a transient error: the queue tries them again)
+            raise NotDurable(f"not written: {err}") from None
+        except asyncio.CancelledError as err:
+            self._give_back(batch, err)
+            raise
+
     async def run(self, member: Fence, leading: Callable[[], Fence | None]) -> None:
         """Write what is queued, fenced by `member` (and `leading()` for the leader's)."""
+        self._member, self._leading = member, leading
+        try:
+            await self._run(member, leading)
+        finally:
+            self._member = None
+
+    async def _run(self, member: Fence, leading: Callable[[], Fence | None]) -> None:
         while True:
             await self._queued.wait()
             if self.gather:

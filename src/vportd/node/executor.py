@@ -40,6 +40,9 @@ class Cluster(Protocol):
 
     def persist(self, writes: Sequence[Write]) -> Waiter: ...
 
+    async def write_now(self, writes: Sequence[Write]) -> None:
+        """Write at once, in the caller's task; NotDurable if the records were not written."""
+
     async def deliver(self, send: Send) -> None:
         """Send a vPort sync and hand its answer on; never raises for a peer's failure."""
 
@@ -79,10 +82,10 @@ class Executor:
     def submit(self, out: Output[Any], done: Waiter | None = None) -> None:
         """Queue an output; its records start for the store and its syncs leave at once."""
         persisted = None
-        if out.writes and self.cluster is not None:
-            persisted = self.cluster.persist(out.writes)
         if out.messages:
-            self._send_when_durable(persisted, out.messages)
+            persisted = self._send_when_durable(out.writes, out.messages)
+        elif out.writes and self.cluster is not None:
+            persisted = self.cluster.persist(out.writes)
         if out.flow_mods or out.answers or done is not None:
             self._queue.put_nowait(_Item(out.flow_mods, out.answers, persisted, done))
 
@@ -102,23 +105,31 @@ class Executor:
         return not self._busy and self._held is None and self._queue.empty()
 
     # -- the syncs -----------------------------------------------------------
-    def _send_when_durable(self, persisted: Waiter | None, messages: list[Send]) -> None:
+    def _send_when_durable(self, writes: list[Write], messages: list[Send]) -> Waiter | None:
+        """Write `writes` and then send `messages`, in a task of their own (a handshake's
+        records are written at once, not behind a storm's); the future says when the
+        records are durable."""
         if self.cluster is None:
             log.error("%d vPort syncs, but this controller runs alone", len(messages))
-            return
+            return None
         assert self._tg is not None, "messages before the executor runs"
-        self._tg.create_task(self._send_after(self.cluster, persisted, messages))
+        persisted: Waiter = asyncio.get_running_loop().create_future()
+        persisted.add_done_callback(_retrieve)
+        self._tg.create_task(self._send_after(self.cluster, writes, messages, persisted))
+        return persisted
 
     async def _send_after(
-        self, cluster: Cluster, persisted: Waiter | None, messages: list[Send]
+        self, cluster: Cluster, writes: list[Write], messages: list[Send], persisted: Waiter
     ) -> None:
-        if persisted is not None:
-            try:
-                await persisted
-            except Exception as err:  # NotDurable: our leadership ended meanwhile
-                log.warning("%d vPort syncs not sent: their records are not durable (%s)",
-                            len(messages), err)  # fmt: skip
-                return
+        try:
+            if writes:
+                await cluster.write_now(writes)
+        except Exception as err:  # NotDurable: our leadership ended meanwhile
+            persisted.set_exception(err)
+            log.warning("%d vPort syncs not sent: their records are not durable (%s)",
+                        len(messages), err)  # fmt: skip
+            return
+        persisted.set_result(None)
         await asyncio.gather(*(cluster.deliver(send) for send in messages))
 
     # -- the run loop ----------------------------------------------------------
@@ -181,3 +192,8 @@ def _last_per_flow(mods: list[FlowMod]) -> list[FlowMod]:
     for mod in mods:
         last[(mod.switch, mod.flow.key)] = mod
     return mods if len(last) == len(mods) else list(last.values())
+
+
+def _retrieve(waiter: Waiter) -> None:
+    if not waiter.cancelled():
+        waiter.exception()
