@@ -175,20 +175,6 @@ async def test_one_campaigner_wins_and_the_other_takes_over(connect: StoreFactor
             task.cancel()
 
 
-async def test_resign_lets_the_next_campaigner_in(connect: StoreFactory) -> None:
-    async with connect() as s1, connect() as s2, asyncio.TaskGroup() as tg:
-        l1, l2 = await s1.grant_lease(), await s2.grant_lease()
-        keepers = [tg.create_task(keep(s1, l1)), tg.create_task(keep(s2, l2))]
-        first = await s1.campaign("c1", {"api": "http://c1"}, l1)
-        waiting = tg.create_task(s2.campaign("c2", {"api": "http://c2"}, l2))
-        await s1.resign(first)
-        second = await asyncio.wait_for(waiting, 30)
-        assert second.key == "leader"
-        assert second.revision > first.revision
-        for task in keepers:
-            task.cancel()
-
-
 # -- mastership ---------------------------------------------------------------
 async def test_claim_release_and_generations(store: EtcdStore) -> None:
     l1, l2 = await store.grant_lease(), await store.grant_lease()

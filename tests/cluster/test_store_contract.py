@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import reduce
 
@@ -101,13 +101,11 @@ async def test_keep_alive_keeps_a_lease_and_ends_with_lease_lost(
 
 
 # -- leader election --------------------------------------------------------------
-async def _second_waits(
-    connect_any: AnyStoreFactory, depose: Callable[[Store, Fence], Awaitable[None]]
-) -> None:
-    """c1 leads; c2 campaigns and waits until `depose` ends c1's leadership (c1's lease is
-    kept alive only if `depose` is `resign`)."""
+async def _second_waits(connect_any: AnyStoreFactory, *, leaves: bool) -> None:
+    """c1 leads; c2 campaigns and waits until c1's leadership ends: c1 revokes its lease
+    (`leaves`: a controller that stops), or its lease, not kept alive, expires."""
     async with connect_any() as s1, connect_any() as s2, kept(s2) as l2, kept(s1) as k1:
-        l1 = k1 if depose is resign else await s1.grant_lease()
+        l1 = k1 if leaves else await s1.grant_lease()
         first = await s1.campaign("c1", {"api": "http://c1"}, l1)
         assert first.key == "leader"
         waiting = asyncio.create_task(s2.campaign("c2", {"api": "http://c2"}, l2))
@@ -115,7 +113,8 @@ async def _second_waits(
             async with following(s2, "leader") as mirror:
                 assert json.loads(mirror.view["leader"].value or b"")["id"] == "c1"
                 assert not waiting.done()
-                await depose(s1, first)
+                if leaves:
+                    await s1.revoke(l1)
                 second = await asyncio.wait_for(waiting, 30)
                 assert second.revision > first.revision
                 await eventually(
@@ -132,24 +131,16 @@ async def _second_waits(
         await s2.merge([at(mac(7), 1, 0, "new")], [second])
 
 
-async def resign(store: Store, fence: Fence) -> None:
-    await store.resign(fence)
-
-
-async def expire(store: Store, fence: Fence) -> None:
-    """Nothing: the lease is not kept alive, and expires after its TTL."""
-
-
-async def test_the_second_campaigner_waits_until_the_first_resigns(
+async def test_the_second_campaigner_waits_until_the_first_leaves(
     connect_any: AnyStoreFactory,
 ) -> None:
-    await _second_waits(connect_any, resign)
+    await _second_waits(connect_any, leaves=True)
 
 
 async def test_the_second_campaigner_waits_until_the_first_lease_expires(
     connect_any: AnyStoreFactory,
 ) -> None:
-    await _second_waits(connect_any, expire)
+    await _second_waits(connect_any, leaves=False)
 
 
 async def test_campaigning_again_on_the_same_lease_is_idempotent(

@@ -258,10 +258,6 @@ class EtcdStore(Store):
             log.info("watch on %s broke (%s); reading it again", rel, err)
             await asyncio.sleep(Backoff().next())
 
-    async def resign(self, fence: Fence) -> None:
-        if await self._delete(fence):
-            log.info("resigned leadership (generation %d)", fence.revision)
-
     async def claim(self, switch: str, me: str, lease: int) -> Fence | None:
         """Become master of `switch`; the fence's revision is the generation id."""
         claim = await self._create(f"masters/{switch}", json.dumps({"id": me}).encode(), lease)

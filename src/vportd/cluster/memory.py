@@ -366,10 +366,6 @@ class MemoryStore(Store):
                 return fence
             await server.changed()
 
-    async def resign(self, fence: Fence) -> None:
-        if (await self._call("resign")).delete(fence):
-            log.info("resigned leadership (generation %d)", fence.revision)
-
     async def claim(self, switch: str, me: str, lease: int) -> Fence | None:
         server = await self._call(f"claim {switch}")
         fence = server.create(f"masters/{switch}", json.dumps({"id": me}).encode(), lease)

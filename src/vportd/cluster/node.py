@@ -5,7 +5,8 @@ Session: one lease (`store.lease_ttl`) carries this controller's member key, the
 leader key while it leads and the keys of the switches it masters. If the lease
 is lost (etcd out of reach for longer than the TTL) or a fenced write fails,
 the session ends: the controller stops leading, lets go of its switches (their
-flows stay in OVS, forwarding goes on) and starts a new session.
+flows stay in OVS, forwarding goes on) and starts a new session. A controller
+that stops revokes its lease: its roles move on at once, not a TTL later.
 
 The table's copy (claims 1 and 5) does not depend on the session: a watch on
 the records keeps it, resuming from its last revision after any reconnect and
@@ -45,6 +46,7 @@ from vportd.core.model import VPortRecord
 log = logging.getLogger("vportd.cluster")
 
 RETRY = 0.5  # seconds between attempts to reach etcd again
+LEAVE_TIMEOUT = 1.0  # seconds a stopping controller gives etcd to take its lease back
 
 
 class NodeEvents(Protocol):
@@ -182,6 +184,21 @@ class ClusterNode:
 
     async def _session(self) -> StoreError:
         lease = await self.store.grant_lease()
+        try:
+            return await self._hold(lease)
+        except asyncio.CancelledError:
+            await self._leave(lease)
+            raise
+
+    async def _leave(self, lease: int) -> None:
+        """Stopping: give the lease back, so that our roles move on now, not a TTL later."""
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await self.store.revoke(lease)
+                log.info("left the cluster: lease %x revoked", lease)
+
+    async def _hold(self, lease: int) -> StoreError:
+        """Register on `lease` and run the session's parts until one of them ends it."""
         info = {"id": self.me.id, "api": self.me.api, "openflow": self.openflow}
         self._member = member = await self.store.register(self.me.id, info, lease)
         log.info("joined the cluster as %s (lease %x, ttl %d s)", self.me.id, lease, self.ttl)

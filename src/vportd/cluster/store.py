@@ -121,13 +121,9 @@ class Store(Protocol):
 
     async def campaign(self, me: str, info: dict[str, str], lease: int) -> Fence:
         """Become the leader: create `leader` ({**info, "id": me}) on `lease`, blocking
-        while another lease holds it (until its holder resigns or its lease ends).
+        while another lease holds it (until that lease ends: revoked or expired).
         The fence's revision is the leadership's generation. `LeaseLost` if `lease` is
         gone; a key already on `lease` is ours."""
-        ...
-
-    async def resign(self, fence: Fence) -> None:
-        """Delete the leader key if it is still the fence's incarnation (else nothing)."""
         ...
 
     async def claim(self, switch: str, me: str, lease: int) -> Fence | None:

@@ -302,7 +302,7 @@ class FlowCompiler:
                 mods.append(FlowMod(switch, DELETE, flow))
         for switch, out in desired.items():
             table = installed[switch]
-            if table._vm.get(vm) != out:  # (`vm_port` without the call)
+            if table._vm.get(vm) != out:  # (what the switch holds for the VM; hot)
                 if match is None:
                     match, cookie = vm_match(vm), vm_cookie(vm)
                 if table._odd:  # (`set_vm` without the call)

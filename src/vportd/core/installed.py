@@ -55,10 +55,6 @@ class SwitchFlows(MutableMapping[FlowKey, Flow]):
             self[flow.key] = flow
 
     # -- the compiler's fast paths ----------------------------------------
-    def vm_port(self, mac: str) -> Out | None:
-        """Where `mac`'s `forwarding_flow` here outputs, if the switch holds exactly that."""
-        return self._vm.get(mac)
-
     def set_vm(self, mac: str, out: Out) -> None:
         """Hold `forwarding_flow(mac, out)`."""
         if self._odd:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -87,10 +87,6 @@ class Phase(IntEnum):
     FAILED = 5
     COMPLETED = 6
 
-    @property
-    def open(self) -> bool:
-        return self < Phase.ABORTED
-
 
 _ABORTED = Phase.ABORTED  # (an enum member looked up by name costs more than the comparison)
 
@@ -152,12 +148,8 @@ class Location:
     def at(self, ovs: str, port: int | None) -> bool:
         return self.ovs == ovs and (self.port is None or self.port == port)
 
-    def bump(self, writer: str, **changes: object) -> Location:
-        """Same move, next revision: a change made in place."""
-        return replace(self, rev=self.rev + 1, writer=writer, **changes)  # type: ignore[arg-type]
-
     def relinked(self, writer: str, link_up: bool) -> Location:
-        """`bump(writer, link_up=link_up)`, without `replace`'s generic machinery."""
+        """Same move, next revision, with this link state."""
         return Location(
             self.ovs, self.port, self.port_name, link_up, self.seq, self.rev + 1, writer,
             self.ips, self.iface_id, self.vm_id,
@@ -264,7 +256,7 @@ class VPortRecord:
     @property
     def migrating(self) -> bool:
         mig = self.mig
-        return mig is not None and mig.phase < _ABORTED  # Phase.open, without the lookups: hot
+        return mig is not None and mig.phase < _ABORTED  # (the enum member held in a global: hot)
 
     @property
     def migration_state(self) -> MigrationState:
