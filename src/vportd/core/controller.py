@@ -112,7 +112,8 @@ class Controller:
         """We master `switch` now; `ports` are its VM ports as its OVSDB shows them.
 
         Entries that place a VM on it while its OVS shows no such port (removed
-        while nobody mastered it) are corrected, as the master of a switch does.
+        while nobody mastered it) are corrected, as the master of a switch does;
+        a migration whose source port went meanwhile is completed.
         """
         self._topology.require(switch)
         self._cluster.masters[switch] = self.me
@@ -125,6 +126,8 @@ class Controller:
             change = self._table.reconcile(rec.vm)
             if change is not None:
                 out.absorb(self._publish(change, now))
+        for change in self._table.sources_gone(switch):
+            out.absorb(self._publish(change, now))
         return out
 
     def master_is(self, switch: str, master: str | None) -> None:

@@ -173,6 +173,22 @@ class VPortTable:
         gone = VPortRecord(rec.vm, self._tombstone(rec.loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
+    def sources_gone(self, ovs: str) -> list[Change]:
+        """The source deletes we missed on `ovs`, a switch whose ports we have just read.
+
+        While nobody mastered it, a migrating VM's source port may have gone: a
+        migration that got as far as its destination port (or further), whose
+        source shows no port with the VM's MAC, is completed now (claim 2).
+        """
+        changes = []
+        for rec in list(self._records.values()):
+            mig = self._live(rec) if rec.present else None
+            if mig is None or mig.source != ovs or mig.phase < Phase.ARRIVED:
+                continue
+            if not any(f.ovs == ovs for f in self._facts(rec.vm)):
+                changes.append(self._complete(rec, mig))
+        return changes
+
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
         """A RARP/GARP from the VM seen on `ovs` port `port`: it is active there.
 
