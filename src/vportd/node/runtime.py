@@ -272,6 +272,10 @@ class Runtime:
     def gone(self, switch: str) -> None:
         self.core.switch_gone(switch)
 
+    def role_lost(self, switch: str, conn: SwitchConnection) -> None:
+        if not conn.closed:
+            self._connected(switch, conn)
+
     # -- topology ------------------------------------------------------------
     def _on_lldp(self, name: str, in_port: int, eth: frames.Ethernet) -> None:
         origin = frames.parse_lldp(eth.payload)

@@ -52,6 +52,9 @@ class Node(Protocol):
     def gone(self, switch: str) -> None:
         """An adopted switch's connection is gone."""
 
+    def role_lost(self, switch: str, conn: SwitchConnection) -> None:
+        """The switch took us for a slave: claim the role the cluster says is ours again."""
+
 
 @dataclass
 class SwitchStats:
@@ -137,11 +140,12 @@ class Switches:
 
         The switch is adopted only once its flows are read: until then, flow
         mods for it are left to this reconcile."""
-        await self._claim(name, conn, Role.MASTER)
+        generation = await self._claim(name, conn, Role.MASTER)
         await conn.read_ports()  # as a slave it heard of no port change (OFPT_SET_ASYNC)
         dump = await conn.dump()
-        if not self.node.mastered(name):
-            log.info("%s: mastered by another controller now; not adopted", name)
+        if not self.node.mastered(name) or self.node.generation(name) != generation:
+            # The role granted belongs to a mastership that ended while we waited.
+            log.info("%s: the mastership moved on meanwhile; not adopted", name)
             return
         self.adopted[name] = conn
         if dump.foreign:
@@ -157,14 +161,16 @@ class Switches:
         await self._send(name, mods)
         self.stats.reconciles[name] += 1
 
-    async def _claim(self, name: str, conn: SwitchConnection, role: Role) -> None:
+    async def _claim(self, name: str, conn: SwitchConnection, role: Role) -> int | None:
+        """Ask for `role` with the current mastership's generation; the generation asked with."""
         generation = self.node.generation(name)
         if generation is None:
             # Alone (the switch's default role, EQUAL, is all we need), or a slave
             # before any master: EQUAL receives no flow mods from us anyway.
-            return
+            return None
         granted, gen = await conn.role_request(role, generation)
         log.info("%s: role %s (generation %d)", name, granted.name, gen)
+        return generation
 
     def _without_lldp_punt(self, flows: list[Flow]) -> tuple[list[Flow], bool]:
         """The flows for the core, and whether our LLDP punt flow is among them.
@@ -196,10 +202,22 @@ class Switches:
         except SwitchClosed as err:
             log.warning("%s: flow mods not confirmed (%s); reconciled when it is back", name, err)
         except FlowModsFailed as err:
+            if err.as_slave:
+                self._demoted(name, conn, err)
+                return
             log.error("%s: %s; reading back what it holds", name, err)
             await self._reread(name, conn)
         else:
             self.stats.flows_confirmed_at = self.clock()
+
+    def _demoted(self, name: str, conn: SwitchConnection, err: FlowModsFailed) -> None:
+        """The switch demoted us behind our back (IS_SLAVE): stop sending it flow mods and
+        claim our role again, with the mastership's current generation."""
+        log.warning("%s: %s; claiming our role again", name, err)
+        if self.adopted.get(name) is conn:
+            del self.adopted[name]
+            self.node.gone(name)
+        self.node.role_lost(name, conn)
 
     async def _reread(self, name: str, conn: SwitchConnection) -> None:
         """After refused flow mods: believe what the switch holds, not what we sent.

@@ -33,3 +33,8 @@ class FlowModsFailed(OpenFlowError):
             first,
         )
         self.failures = failures
+
+    @property
+    def as_slave(self) -> bool:
+        """Refused because the switch takes us for a slave: our role is not what we think."""
+        return any(error.is_slave for _, error in self.failures)

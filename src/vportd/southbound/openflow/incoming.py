@@ -103,6 +103,11 @@ class ErrorMsg:
     code: int
     data: bytes
 
+    @property
+    def is_slave(self) -> bool:
+        """The switch refused a request because it takes us for a slave."""
+        return (self.type, self.code) == (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE)
+
     def describe(self) -> str:
         kind = _ERROR_NAMES.get((self.type, None), f"type {self.type}")
         code = _ERROR_NAMES.get((self.type, self.code), f"code {self.code}")
