@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.core.support import VM_A, VM_B, add, link, ready_migration, switch_over, table
+from vportd.core.controller import Controller
 from vportd.core.errors import (
     AlreadyMigrating,
     CoreError,
@@ -136,3 +137,17 @@ def test_unknown_migration_and_not_leader_are_refused(sim: SimCluster) -> None:
     refused(sim, NotLeader, lambda: follower.notify(NotifyRequest(VM_B, "hv2", "hv0"), 0.0))
     refused(sim, NotLeader, lambda: follower.abort("nope", 0.0))
     refused(sim, NotLeader, follower.migrations)
+
+
+def test_the_not_leader_error_of_a_former_leader_does_not_contradict_itself() -> None:
+    """F-f: a restarted former leader, while the store still names it, said
+    `controller c2 is not the leader (c2)`."""
+    ctl = Controller("c2")
+    ctl.leader_is("c2")  # its old leader key, not yet expired
+    with pytest.raises(NotLeader) as refused:
+        ctl.notify(NotifyRequest(VM_A, "hv0", "hv1"), 0.0)
+    assert "(c2)" not in refused.value.detail and "c2 leads" not in refused.value.detail
+    assert "previous leadership" in refused.value.detail
+    ctl.leader_is("c0")
+    with pytest.raises(NotLeader, match="c0 leads"):
+        ctl.notify(NotifyRequest(VM_A, "hv0", "hv1"), 0.0)

@@ -334,10 +334,16 @@ class Controller:
 
     def _leading(self) -> Coordinator:
         if self._coordinator is None:
-            leader = self._cluster.leader
-            who = "the cluster has no leader" if leader in (None, self.me) else f"{leader} leads"
-            raise NotLeader(f"controller {self.me} is not the leader ({who})")
+            raise NotLeader(f"controller {self.me} is not the leader: {self._who_leads()}")
         return self._coordinator
+
+    def _who_leads(self) -> str:
+        leader = self._cluster.leader
+        if leader is None:
+            return "the cluster has no leader at the moment"
+        if leader == self.me:  # the store still names our previous leadership (a restart)
+            return "its previous leadership is ending and a new leader is being elected"
+        return f"{leader} leads"
 
     def _require_mastered(self, switch: str) -> None:
         if self._cluster.masters.get(switch) != self.me:
