@@ -16,7 +16,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from vportd.core.compiler import FlowCompiler
-from vportd.core.coordinator import Coordinator, Decision, Started, Timeouts, decided
+from vportd.core.coordinator import (
+    Coordinator,
+    Decision,
+    History,
+    Started,
+    Timeouts,
+    decided,
+)
 from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
 from vportd.core.flow import Flow
 from vportd.core.membership import Membership
@@ -48,8 +55,16 @@ class SwitchInfo:
 
 
 class Controller:
-    def __init__(self, me: str, timeouts: Timeouts | None = None, *, aware: bool = True) -> None:
+    def __init__(
+        self,
+        me: str,
+        timeouts: Timeouts | None = None,
+        *,
+        aware: bool = True,
+        history: History | None = None,
+    ) -> None:
         self.me = me
+        self._history = history
         self._aware = aware
         self._topology = Topology()
         self._cluster = Membership([me])
@@ -99,7 +114,7 @@ class Controller:
     def lead(self, now: float) -> None:
         """Become the leader; take over the migrations the table shows as open."""
         if self._coordinator is None:
-            self._coordinator = Coordinator(self.me, self._timeouts)
+            self._coordinator = Coordinator(self.me, self._timeouts, self._history)
             self._coordinator.adopt(self._table, now)
         self._cluster.leader = self.me
 
@@ -221,7 +236,7 @@ class Controller:
             return Output()
         if isinstance(answer, SyncComplete):
             return self._decide(coordinator.sync_complete(answer, now), now)
-        return self._decide(coordinator.sync_refused(answer, self._table), now)
+        return self._decide(coordinator.sync_refused(answer, self._table, now), now)
 
     def notify(self, request: NotifyRequest, now: float) -> Output[Notified]:
         """Claim 6: the VMM's migration notify; `Notified` says whether it is new."""
@@ -259,7 +274,7 @@ class Controller:
 
     def abort(self, migration_id: str, now: float) -> Output[MigrationView]:
         coordinator = self._leading()
-        decision = coordinator.abort(migration_id, self._table)
+        decision = coordinator.abort(migration_id, self._table, now)
         out: Output[MigrationView] = Output()
         out.absorb(self._decide(decision, now))
         out.reply = coordinator.get(migration_id).view()

@@ -11,7 +11,7 @@ VM is a record of its own (`Decision`), which every controller applies.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -75,6 +75,14 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """How many finished migrations the leader keeps, and for how many seconds."""
+
+    size: int = 1000
+    age: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Started:
     """A new migration: the entry to sync, and the controllers whose answers it waits for."""
 
@@ -119,18 +127,22 @@ class Migration:
 class Coordinator:
     """Runs on the leader only; everything it decides goes out as effects."""
 
-    def __init__(self, me: str, timeouts: Timeouts | None = None, keep: int = 10_000) -> None:
+    def __init__(
+        self, me: str, timeouts: Timeouts | None = None, history: History | None = None
+    ) -> None:
         self.me = me
         # Rollbacks are locations the leader writes, apart from what its own table
         # writes for the switches it masters: a writer id of their own, so that
         # the two never write different entries under one version.
         self.writer = f"{me}/leader"
         self.timeouts = timeouts or Timeouts()
-        self.keep = keep
-        self.migrations: OrderedDict[str, Migration] = OrderedDict()
+        self.history = history or History()
+        self.migrations: dict[str, Migration] = {}  # by id, oldest first
         self._latest: dict[str, str] = {}
         # The unfinished ones, so that a tick costs what is in flight, not the history.
         self._open: dict[str, Migration] = {}
+        # The finished ones in the order they finished, with when: forgotten oldest first.
+        self._ended: deque[tuple[float, str]] = deque()
 
     # -- queries ---------------------------------------------------------
     def get(self, migration_id: str) -> Migration:
@@ -211,12 +223,22 @@ class Coordinator:
         self.migrations[m.id] = m
         self._latest[m.vm] = m.id
         self._open[m.id] = m
-        while len(self.migrations) > self.keep:
-            old_id, old = next(iter(self.migrations.items()))
-            if not old.state.finished:
-                break
-            del self.migrations[old_id]
-            if self._latest.get(old.vm) == old_id:
+
+    def _finish(self, m: Migration, state: Status, now: float) -> None:
+        """The migration ends: it stays in the history for `history.age` seconds at most."""
+        m.state = state
+        self._ended.append((now, m.id))
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop the finished migrations past the history's size or age, oldest first."""
+        size, age = self.history.size, self.history.age
+        ended = self._ended
+        while ended and (len(ended) > size or ended[0][0] + age <= now):
+            _, mid = ended.popleft()
+            old = self.migrations.pop(mid, None)
+            self._open.pop(mid, None)
+            if old is not None and self._latest.get(old.vm) == mid:
                 del self._latest[old.vm]
 
     # -- answers from controllers (claim 6) --------------------------------
@@ -233,12 +255,12 @@ class Coordinator:
             m.deadline = now + self.timeouts.activation
         return Decision(answers=[NotifyAnswer(m.view())])
 
-    def sync_refused(self, msg: SyncRefused, table: VPortTable) -> Decision:
+    def sync_refused(self, msg: SyncRefused, table: VPortTable, now: float) -> Decision:
         m = self.migrations.get(msg.migration_id)
         if m is None or m.state.finished:
             return Decision()
         why = f"controller {msg.controller} refused the sync: {msg.reason}"
-        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table, now)
 
     # -- what the table shows --------------------------------------------
     def observe(self, rec: VPortRecord, table: VPortTable, now: float) -> Decision | None:
@@ -254,11 +276,14 @@ class Coordinator:
             # heard of late) went past the migration: its activation could not
             # outrank where the VM is, so it cannot happen. Fail it now.
             why = f"VM {m.vm} moved (seq {rec.loc.seq}) before migration {m.id} activated"
-            return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
+            return self._roll_back(m, Status.FAILED, MigrationConflict(why), table, now)
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return None
-        m.state = state
+        if state.finished:
+            self._finish(m, state, now)
+        else:
+            m.state = state
         if state is Status.ACTIVATED:
             m.deadline = now + self.timeouts.completion
         if state.finished and not m.answered:
@@ -268,7 +293,7 @@ class Coordinator:
         return None
 
     # -- abort and timeouts ----------------------------------------------
-    def abort(self, migration_id: str, table: VPortTable) -> Decision:
+    def abort(self, migration_id: str, table: VPortTable, now: float) -> Decision:
         """Roll the migration back (nothing to do if it was aborted already)."""
         m = self.get(migration_id)
         if m.state is Status.ABORTED:
@@ -280,27 +305,28 @@ class Coordinator:
                 else f"migration {m.id} already {m.state}"
             )
         error = MigrationConflict(f"migration {m.id} was aborted by request")
-        return self._roll_back(m, Status.ABORTED, error, table)
+        return self._roll_back(m, Status.ABORTED, error, table, now)
 
     def tick(self, table: VPortTable, now: float) -> Decision:
         decision = Decision()
         for m in self.active():
             if now >= m.deadline:
-                decision.absorb(self._expire(m, table))
+                decision.absorb(self._expire(m, table, now))
+        self._forget(now)
         return decision
 
-    def _expire(self, m: Migration, table: VPortTable) -> Decision:
+    def _expire(self, m: Migration, table: VPortTable, now: float) -> Decision:
         if m.state is Status.ACTIVATED:
-            return self._force_complete(m, table)
+            return self._force_complete(m, table, now)
         if m.state is Status.PREPARING:
             who = ", ".join(sorted(m.awaiting))
             why = f"no sync complete from {who} in {self.timeouts.sync:g}s"
-            return self._roll_back(m, Status.FAILED, NoController(why), table)
+            return self._roll_back(m, Status.FAILED, NoController(why), table, now)
         why = f"VM never became active at {m.destination} in {self.timeouts.activation:g}s"
-        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table)
+        return self._roll_back(m, Status.FAILED, MigrationConflict(why), table, now)
 
-    def _force_complete(self, m: Migration, table: VPortTable) -> Decision:
-        m.state = Status.COMPLETED
+    def _force_complete(self, m: Migration, table: VPortTable, now: float) -> Decision:
+        self._finish(m, Status.COMPLETED, now)
         m.reason = "source port not deleted in time; the VM runs at the destination"
         rec = table.record(m.vm)
         if rec is None:
@@ -309,10 +335,10 @@ class Coordinator:
         return Decision(writes=[decided(done)])
 
     def _roll_back(
-        self, m: Migration, state: Status, error: CoreError, table: VPortTable
+        self, m: Migration, state: Status, error: CoreError, table: VPortTable, now: float
     ) -> Decision:
         """Put the VM back where it was, on every controller."""
-        m.state = state
+        self._finish(m, state, now)
         m.reason = error.detail
         phase = Phase.ABORTED if state is Status.ABORTED else Phase.FAILED
         # seq + 1: a rollback is a move back, and must outrank an activation in flight.

@@ -134,6 +134,10 @@ class MigrationSection(_Section):
     sync_timeout: Seconds = 2.0
     activation_timeout: Seconds = 300.0
     completion_timeout: Seconds = 30.0
+    # The leader keeps this many finished migrations for GET /v1/migrations/{id},
+    # each for at most history_age seconds; older ones answer 404.
+    history_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    history_age: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600.0
 
 
 class LinkSection(_Section):

@@ -21,7 +21,7 @@ from typing import Any
 from vportd.cluster.node import ClusterNode
 from vportd.cluster.writer import NotDurable
 from vportd.core.controller import Controller
-from vportd.core.coordinator import Timeouts
+from vportd.core.coordinator import History, Timeouts
 from vportd.core.errors import CoreError, NoController
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
@@ -65,7 +65,8 @@ class Runtime:
         self.clock = clock
         me, m = config.controller.id, config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
-        self.core = Controller(me, timeouts, aware=m.aware)
+        history = History(m.history_size, m.history_age)
+        self.core = Controller(me, timeouts, aware=m.aware, history=history)
         self.solo = config.store.kind == "memory"
         if self.solo:
             self.core.lead(clock())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vportd.core.controller import Controller
-from vportd.core.coordinator import Timeouts
+from vportd.core.coordinator import History, Timeouts
 from vportd.core.messages import (
     NotifyAnswer,
     NotifyRequest,
@@ -69,11 +69,12 @@ class SimCluster:
         fabric: bool = True,
         masters: dict[str, str] | None = None,
         aware: bool = True,
+        history: History | None = None,
     ) -> SimCluster:
         """`n` controllers c0..c{n-1}, c0 leading, switches spread round robin."""
         ids = [f"c{i}" for i in range(n)]
         placement = masters or {s: ids[i % n] for i, s in enumerate(sorted(topology.switches))}
-        controllers = {cid: Controller(cid, timeouts, aware=aware) for cid in ids}
+        controllers = {cid: Controller(cid, timeouts, aware=aware, history=history) for cid in ids}
         sim = cls(topology, controllers, Fabric(topology) if fabric else None)
         for ctl in controllers.values():
             ctl.members_are(ids)
