@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from vportd.api.service import ConflictView
 from vportd.cluster.codec import Name, Strict
 from vportd.core.messages import MigrationView
 from vportd.core.model import VPortRecord, parse_mac
@@ -61,6 +62,17 @@ class MigrationOut(BaseModel):
         )  # fmt: skip
 
 
+class PortRefOut(BaseModel):
+    ovs: str | None
+    port: int | None
+    port_name: str | None
+
+
+class ConflictOut(BaseModel):
+    port: PortRefOut = Field(description="a second port up with this VM's MAC")
+    seen_by: str = Field(description="the controller that masters that port's switch")
+
+
 class VPortOut(BaseModel):
     vm: str
     ips: list[str]
@@ -74,16 +86,29 @@ class VPortOut(BaseModel):
     port_state: Literal["up", "down"]
     seq: int
     destination: str | None
+    conflicts: list[ConflictOut] = Field(
+        default_factory=list,
+        description="duplicate MACs: other ports up with this MAC while this one is up "
+        "(the vPort stays here until one of them goes down or away)",
+    )
 
     @classmethod
-    def of(cls, rec: VPortRecord, dpid: str | None) -> VPortOut:
+    def of(
+        cls, rec: VPortRecord, dpid: str | None, conflicts: list[ConflictOut] | None = None
+    ) -> VPortOut:
         loc = rec.loc
         return cls.model_construct(
             vm=rec.vm, ips=list(loc.ips), ovs=loc.ovs, dpid=dpid, port=loc.port,
             port_name=loc.port_name, iface_id=loc.iface_id, vm_id=loc.vm_id,
             migration_state=rec.migration_state.value, port_state=rec.port_state.value,
-            seq=rec.seq, destination=rec.destination,
+            seq=rec.seq, destination=rec.destination, conflicts=conflicts or [],
         )  # fmt: skip
+
+    @staticmethod
+    def conflict(view: ConflictView) -> ConflictOut:
+        c = view.claimant
+        port = PortRefOut(ovs=c.ovs, port=c.port, port_name=c.port_name)
+        return ConflictOut(port=port, seen_by=view.seen_by)
 
 
 class MemberOut(BaseModel):

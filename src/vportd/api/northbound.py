@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from vportd.api.forwarding import LeaderOnly
 from vportd.api.models import (
     ClusterOut,
+    ConflictOut,
     ErrorOut,
     MemberOut,
     MigrationOut,
@@ -41,8 +42,10 @@ def _dpid(dpid: int) -> str:
     return f"{dpid:016x}"
 
 
-def _vport(rec: VPortRecord, dpids: dict[str, str]) -> VPortOut:
-    return VPortOut.of(rec, dpids.get(rec.loc.ovs or ""))
+def _vport(
+    rec: VPortRecord, dpids: dict[str, str], conflicts: dict[str, list[ConflictOut]]
+) -> VPortOut:
+    return VPortOut.of(rec, dpids.get(rec.loc.ovs or ""), conflicts.get(rec.vm))
 
 
 def _migration(view: MigrationView) -> dict[str, object]:
@@ -114,14 +117,20 @@ def _view_routes(router: APIRouter, service: Service) -> None:
     def dpids() -> dict[str, str]:
         return {s.name: _dpid(s.dpid) for s in service.switches()}
 
+    def conflicts() -> dict[str, list[ConflictOut]]:
+        by_vm: dict[str, list[ConflictOut]] = {}
+        for view in service.conflicts():
+            by_vm.setdefault(view.vm, []).append(VPortOut.conflict(view))
+        return by_vm
+
     @router.get("/vports", tags=["vports"], responses=_errors())
     async def vports() -> list[VPortOut]:
-        known = dpids()
-        return [_vport(rec, known) for rec in service.vports()]
+        known, dup = dpids(), conflicts()
+        return [_vport(rec, known, dup) for rec in service.vports()]
 
     @router.get("/vports/{vm}", tags=["vports"], responses=_errors(400, 404))
     async def vport(vm: str) -> VPortOut:
-        return _vport(service.vport(normalise_mac(vm)), dpids())
+        return _vport(service.vport(normalise_mac(vm)), dpids(), conflicts())
 
     @router.get("/cluster", tags=["cluster"], responses=_errors())
     async def cluster() -> ClusterOut:

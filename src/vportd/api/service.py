@@ -26,6 +26,23 @@ class SwitchView:
 
 
 @dataclass(frozen=True, slots=True)
+class PortRef:
+    ovs: str | None
+    port: int | None
+    port_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictView:
+    """A MAC up on `claimant` while its vPort is up on `owner` (which keeps it)."""
+
+    vm: str
+    owner: PortRef
+    claimant: PortRef
+    seen_by: str  # the controller that masters the claimant's switch
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     ok: bool
     detail: dict[str, object]
@@ -49,6 +66,9 @@ class Service(Protocol):
 
     def vport(self, vm: str) -> VPortRecord:
         """Raises InvalidMac, UnknownVM or NotReady."""
+
+    def conflicts(self) -> list[ConflictView]:
+        """Every duplicate MAC any controller of the cluster sees."""
 
     def cluster(self) -> ClusterView: ...
 

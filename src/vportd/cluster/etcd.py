@@ -269,6 +269,10 @@ class EtcdStore(Store):
         if await self._delete(fence):
             log.info("released %s (generation %d)", fence.key, fence.revision)
 
+    async def post(self, key: str, value: bytes | None, lease: int) -> None:
+        op = delete_op(self.key(key)) if value is None else put_op(self.key(key), value, lease)
+        await self._txn(f"post {key}", [], [op])
+
     # -- records --------------------------------------------------------------
     async def merge(self, records: Sequence[VPortRecord], fences: Sequence[Fence] = ()) -> None:
         """Join `records` into the stored ones (compare-and-swap per key, many keys per txn)."""

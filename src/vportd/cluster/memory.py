@@ -377,6 +377,13 @@ class MemoryStore(Store):
         if (await self._call(f"release {fence.key}")).delete(fence):
             log.info("released %s (generation %d)", fence.key, fence.revision)
 
+    async def post(self, key: str, value: bytes | None, lease: int) -> None:
+        server = await self._call(f"post {key}")
+        if value is None:
+            server.commit({}, [key])
+        else:
+            server.commit({key: (value, lease)})
+
     # -- records --------------------------------------------------------------
     async def merge(self, records: Sequence[VPortRecord], fences: Sequence[Fence] = ()) -> None:
         joined = collapse(records)

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
+from vportd.cluster.board import Board
 from vportd.cluster.codec import decode_record
 from vportd.cluster.members import Peer
 from vportd.cluster.peers import PeerClient, PeerUnreachable
@@ -117,6 +118,7 @@ class ClusterNode:
         self.leader_api: str | None = None
         self.masters: dict[str, tuple[str, int]] = {}  # switch -> (controller, generation)
         self.writer = RecordWriter(store, gather, self._dropped)
+        self.conflicts = Board(store, "conflicts/")
         self._unwritten: set[str] = set()  # VMs whose entries to read back from the store
         self._reread = asyncio.Event()
         self._mine: dict[str, Fence] = {}
@@ -134,6 +136,7 @@ class ClusterNode:
             tg.create_task(follow("members/", self._members_reset, self._members_changed))
             tg.create_task(follow("masters/", self._masters_reset, self._masters_changed))
             tg.create_task(follow("leader", self._leader_reset, self._leader_changed))
+            tg.create_task(follow("conflicts/", self.conflicts.reset, self.conflicts.changed))
             tg.create_task(self._sessions())
             tg.create_task(self._reread_unwritten())
 
@@ -206,7 +209,7 @@ class ClusterNode:
         async with asyncio.TaskGroup() as tg:
             parts = [
                 self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
-                self.writer.run(member, lambda: self._leading),
+                self.writer.run(member, lambda: self._leading), self.conflicts.run(lease),
             ]  # fmt: skip
             tasks = [tg.create_task(_until_lost(part, ended)) for part in parts]
             why = await ended

@@ -8,6 +8,8 @@ for the fast tests). Keys are relative to the store's prefix:
   leader            {"id", "api"} on the leader's lease
   members/{id}      {"id", "api", "openflow"} on the member's lease
   masters/{switch}  {"id"} on the master's lease
+  conflicts/{mac}/{switch}/{port}  a duplicate MAC (`cluster.board`), on the lease
+                    of the controller that masters the second port's switch
 
 Every write gets the next revision of one global counter. A key's
 create_revision names its incarnation: a role key's is the role's generation
@@ -134,6 +136,11 @@ class Store(Protocol):
 
     async def release(self, fence: Fence) -> None:
         """Delete the fence's key if it is still that incarnation (else nothing)."""
+        ...
+
+    async def post(self, key: str, value: bytes | None, lease: int) -> None:
+        """Put `key` on `lease`, or delete it (value None): a notice for the others
+        that lives no longer than its writer's session. `LeaseLost` if `lease` is gone."""
         ...
 
     # -- records --------------------------------------------------------------

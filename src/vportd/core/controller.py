@@ -28,6 +28,7 @@ from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
 from vportd.core.flow import Flow
 from vportd.core.membership import Membership
 from vportd.core.messages import (
+    EventKind,
     MigrationView,
     Notified,
     NotifyRequest,
@@ -41,7 +42,7 @@ from vportd.core.messages import (
     Write,
 )
 from vportd.core.model import Phase, VPortRecord, parse_mac
-from vportd.core.table import VPortTable
+from vportd.core.table import Conflict, VPortTable
 from vportd.core.topology import Link, Topology
 
 
@@ -143,6 +144,28 @@ class Controller:
                 out.absorb(self._publish(change, now))
         for change in self._table.sources_gone(switch):
             out.absorb(self._publish(change, now))
+        return out
+
+    def switch_down(self, switch: str, now: float) -> Output[None]:
+        """A switch we master has been unreachable (no OpenFlow channel) for long:
+        its VM ports count as down until it is back (`switch_back`)."""
+        self._require_mastered(switch)
+        out: Output[None] = Output()
+        for change in self._table.switch_down(switch):
+            out.absorb(self._publish(change, now))
+        return out
+
+    def switch_back(self, switch: str, ports: Sequence[PortEvent], now: float) -> Output[None]:
+        """An unreachable switch we master is back: `ports` as its OVSDB shows them now."""
+        there = {(ev.port, ev.mac) for ev in ports}
+        gone = [
+            replace(f, kind=EventKind.DELETE)
+            for f in self._table.ports_on(switch)
+            if (f.port, f.mac) not in there
+        ]
+        out: Output[None] = Output()
+        for ev in [*gone, *ports]:
+            out.absorb(self.port_event(ev, now))
         return out
 
     def master_is(self, switch: str, master: str | None) -> None:
@@ -427,6 +450,10 @@ class Controller:
     def records(self) -> list[VPortRecord]:
         """Every entry, tombstones included."""
         return list(self._table.all_records())
+
+    def conflicts(self) -> list[Conflict]:
+        """MACs up on a port of a switch we master while their entry's port is up too."""
+        return self._table.conflicts()
 
     def vport_count(self) -> int:
         return len(self._table)

@@ -11,13 +11,27 @@ table as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from dataclasses import replace
+from typing import Literal, NamedTuple
 
 from vportd.core.errors import UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason, Write
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
+
+
+class Conflict(NamedTuple):
+    """A MAC up on a port of our OVS while its entry places it on another port, also up.
+
+    Outside a migration that is two VMs with one MAC (a cloned or mistyped
+    `attached-mac`), not a move: the entry keeps its owner until one of the two
+    ports goes down or away.
+    """
+
+    vm: str
+    owner: Location
+    claimant: PortEvent
 
 
 # What an own-OVS rule changed: the record to write to the store of record, as
@@ -40,6 +54,9 @@ class VPortTable:
         # Tombstone locations by version: a tombstone holds nothing but its version,
         # so removed VMs with the same (seq, rev, writer) share one object.
         self._gone: dict[tuple[int, int, str], Location] = {}
+        # MACs with a port of ours up that the entry does not place them on, while
+        # the entry's port is up too (see Conflict): checked again on every change.
+        self._contested: set[str] = set()
         # False: the naive baseline of the benchmark (no migration awareness).
         self.aware = True
 
@@ -67,6 +84,16 @@ class VPortTable:
 
     def all_records(self) -> Iterator[VPortRecord]:
         return iter(self._records.values())
+
+    def conflicts(self) -> list[Conflict]:
+        """The MACs claimed by a port of our OVS while their owner's port is up."""
+        out = []
+        for vm in sorted(self._contested):
+            rec = self.get(vm)
+            claimant = None if rec is None else self._claimant(rec)
+            if rec is not None and claimant is not None and self._owner_up(rec):
+                out.append(Conflict(vm, rec.loc, claimant))
+        return out
 
     # -- peer updates (claims 1, 3, 5) -----------------------------------
     def apply_copy(self, rec: VPortRecord) -> VPortRecord | Literal[False] | None:
@@ -126,10 +153,61 @@ class VPortTable:
             return self.reconcile(ev.mac)
         self._saw(ev)
         if ev.kind is EventKind.ADD:
-            return self._port_added(ev)
-        if ev.kind is EventKind.MODIFY:
-            return self._port_modified(ev)
-        return self._port_deleted(ev)
+            change = self._port_added(ev)
+        elif ev.kind is EventKind.MODIFY:
+            change = self._port_modified(ev)
+        else:
+            change = self._port_deleted(ev)
+        if ev.mac in self._contested:
+            self._recheck(ev.mac)
+        return change
+
+    def _recheck(self, vm: str) -> None:
+        """Forget a conflict whose claimant went down or away."""
+        rec = self.get(vm)
+        if rec is None or self._claimant(rec) is None:
+            self._contested.discard(vm)
+
+    def _claimed(self, rec: VPortRecord, ev: PortEvent) -> Change | None:
+        """The MAC came up on a port of ours the entry does not place it on.
+
+        Moved, if its owner's port is down or gone (a move without a notify, as
+        EVPN sees one); else a conflict: the owner keeps the entry.
+        """
+        if self._failed_destination(rec, ev.ovs):
+            return None
+        if self.aware and self._owner_up(rec):
+            self._contested.add(rec.vm)
+            return None
+        return self._moved(rec, ev)
+
+    def _owner_up(self, rec: VPortRecord) -> bool:
+        """Whether the entry's port is up: as our OVS says if it is ours, else as written."""
+        loc = rec.loc
+        if loc.ovs not in self._own:
+            return loc.link_up
+        seen = self._fact(rec.vm, loc.ovs, loc.port)
+        return seen is not None and seen.link_up
+
+    def _claimant(self, rec: VPortRecord) -> PortEvent | None:
+        """A port of ours up with the VM's MAC, other than the entry's (lowest first)."""
+        loc = rec.loc
+        ups = [
+            f
+            for f in self._facts(rec.vm)
+            if f.link_up
+            and (f.ovs, f.port) != (loc.ovs, loc.port)
+            and not self._failed_destination(rec, f.ovs)
+        ]
+        return min(ups, key=lambda f: (f.ovs, f.port), default=None)
+
+    def _handed_on(self, rec: VPortRecord) -> Change | None:
+        """The owner's port goes down or away: a contested MAC's claimant takes it over."""
+        if rec.vm not in self._contested:
+            return None
+        self._contested.discard(rec.vm)
+        claimant = self._claimant(rec)
+        return None if claimant is None else self._moved(rec, claimant)
 
     def _port_added(self, ev: PortEvent) -> Change | None:
         rec = self._records.get(ev.mac)
@@ -153,10 +231,12 @@ class VPortTable:
         if self._live(rec) is not None:
             return self._arrive(rec, ev, activate=ev.link_up)  # claim 4: stays up
         if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
+            if not ev.link_up:
+                handed = self._handed_on(rec)
+                if handed is not None:
+                    return handed
             return self._refresh(rec, ev, ev.link_up, EventKind.MODIFY)  # claim 5
-        if ev.link_up and not self._failed_destination(rec, ev.ovs):
-            return self._moved(rec, ev)
-        return None
+        return self._claimed(rec, ev) if ev.link_up else None
 
     def _port_deleted(self, ev: PortEvent) -> Change | None:
         rec = self._require_any(ev)
@@ -170,6 +250,9 @@ class VPortTable:
         if self.aware and (rec.loc.ovs != ev.ovs or rec.loc.port not in (None, ev.port)):
             return None  # not where the VM is: a stale or failed-destination port
         # (Unaware, a port delete is the VM leaving, wherever the entry places it.)
+        handed = self._handed_on(rec)
+        if handed is not None:
+            return handed
         gone = VPortRecord(rec.vm, self._tombstone(rec.loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
@@ -213,6 +296,32 @@ class VPortTable:
         ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
         return self._arrive(rec, ev, activate=True)
 
+    def switch_down(self, ovs: str) -> list[Change]:
+        """Our switch `ovs` is unreachable: its ports count as down until it is back.
+
+        The entries on it say so (a migrating VM's port stays up, claim 4), and a
+        MAC contested by a port elsewhere goes to that port: a VM restarted on
+        another hypervisor after its own died takes its address over.
+        """
+        changes = []
+        for vm in list(self._ports):
+            facts = self._facts(vm)
+            if not any(f.ovs == ovs and f.link_up for f in facts):
+                continue
+            down = tuple(
+                replace(f, kind=EventKind.MODIFY, link_up=False) if f.ovs == ovs else f
+                for f in facts
+            )
+            self._store(vm, down)
+            change = self.reconcile(vm)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def ports_on(self, ovs: str) -> list[PortEvent]:
+        """The last event of each port of our switch `ovs` that carries a VM's MAC."""
+        return [f for vm in self._ports for f in self._facts(vm) if f.ovs == ovs]
+
     # -- what our own OVS says -------------------------------------------
     def own(self, ovs: str) -> None:
         """We master `ovs` now: its ports are ours to vouch for (see reconcile)."""
@@ -224,6 +333,8 @@ class VPortTable:
         for vm in list(self._ports):
             facts = self._facts(vm)
             self._store(vm, tuple(f for f in facts if f.ovs != ovs))
+        for vm in list(self._contested):
+            self._recheck(vm)
 
     def _facts(self, vm: str) -> tuple[PortEvent, ...]:
         """The last event of each port of our OVS that carries `vm`'s MAC."""
@@ -286,6 +397,10 @@ class VPortTable:
             # entry places it nowhere or on a switch we do not master.
             return None
         mig = self._live(rec)
+        if vm in self._contested:
+            settled = self._settle(rec, mig)
+            if settled is not None:
+                return settled
         facts = candidates = self._facts(vm)
         migrating = mig is not None
         if mig is not None:
@@ -312,6 +427,15 @@ class VPortTable:
             return None
         gone = VPortRecord(vm, self._tombstone(loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
+
+    def _settle(self, rec: VPortRecord, mig: MigrationMark | None) -> Change | None:
+        """A contested MAC's entry changed: the claimant moves in if the owner is gone."""
+        if not rec.present or mig is not None or self._claimant(rec) is None:
+            self._contested.discard(rec.vm)  # (removed: reconcile places it on ours)
+            return None
+        if self._owner_up(rec):
+            return None
+        return self._handed_on(rec)
 
     # -- the rules' building blocks --------------------------------------
     def _live(self, rec: VPortRecord) -> MigrationMark | None:
@@ -360,6 +484,7 @@ class VPortTable:
 
     def _moved(self, rec: VPortRecord, ev: PortEvent) -> Change:
         """The MAC came up somewhere else without a notify: a move, as EVPN sees one."""
+        self._contested.discard(rec.vm)
         loc = self._location(ev, link_up=True, seq=rec.loc.seq + 1, rev=0)
         return self._write(VPortRecord(rec.vm, loc, rec.mig), EventKind.MODIFY, Reason.VM_MOVED)
 

@@ -59,6 +59,10 @@ class OpenFlowSection(_Section):
     # A barrier, flow dump or role request unanswered this long closes the switch
     # (reconnecting reconciles it): it covers every flow mod queued before it.
     reply_timeout: Seconds = 10.0
+    # A switch we master with no OpenFlow channel this long (its hypervisor died or
+    # lost its management network): its VM ports count as down until it is back,
+    # so that a VM restarted elsewhere takes its MAC over. Longer than a restart.
+    unreachable_after: Seconds = 30.0
 
 
 class OVSDBSection(_Section):

@@ -48,6 +48,12 @@ class Metrics:
             "vportd_leader_changes_total", "Leaders this controller has seen take over", c,
             registry=r,
         )  # fmt: skip
+        self._conflicts = Gauge(
+            "vportd_mac_conflicts",
+            "MACs up on a second port of a switch this controller masters while their vPort's "
+            "port is up (duplicate MACs)", c, registry=r,
+        )  # fmt: skip
+        self._conflicts.labels(controller).set(0)
         self._peer = Counter(
             "vportd_peer_requests_total", "East-west requests sent, by peer and outcome",
             [*c, "peer", "outcome"], registry=r,
@@ -78,6 +84,9 @@ class Metrics:
 
     def leader_changed(self) -> None:
         self._leader_changes.labels(self.controller).inc()
+
+    def mac_conflicts(self, count: int) -> None:
+        self._conflicts.labels(self.controller).set(count)
 
     def peer_request(self, peer: str, outcome: str) -> None:
         self._peer.labels(self.controller, peer, outcome).inc()

@@ -38,10 +38,12 @@ from vportd.core.messages import (
 from vportd.core.model import VPortRecord
 from vportd.core.topology import Link
 from vportd.node.config import Config
+from vportd.node.conflicts import ConflictWatch
 from vportd.node.discovery import LinkDiscovery, probe
 from vportd.node.executor import Executor
 from vportd.node.feed import OvsdbFeed
 from vportd.node.metrics import Metrics
+from vportd.node.reach import Reachability
 from vportd.node.switches import Switches
 from vportd.node.watchdog import watch_loop
 from vportd.southbound import frames
@@ -75,6 +77,8 @@ class Runtime:
         self.switches = Switches(self, lldp=config.topology.lldp, clock=clock)
         self.feed = OvsdbFeed()
         self.discovery = LinkDiscovery(config.topology.lldp_interval)
+        self.reach = Reachability(config.openflow.unreachable_after)
+        self.conflicts = ConflictWatch(me)
         self.cluster: ClusterNode | None = None
         self.executor = Executor(self.switches, None, self._answered)
         self._waiters: dict[str, list[AnswerWaiter]] = {}
@@ -123,7 +127,29 @@ class Runtime:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            self._submit(self.core.tick(self.clock()))
+            now = self.clock()
+            self._submit(self.core.tick(now))
+            self._look_at_switches(now)
+            self._look_for_conflicts()
+
+    def _look_at_switches(self, now: float) -> None:
+        me = self.core.me
+        mastered = [s.name for s in self.core.switches() if s.master == me]
+        went, back = self.reach.look(mastered, self.switches.connected, now)
+        for switch in went:
+            log.warning("%s: no OpenFlow channel for %g s: its VM ports count as down until "
+                        "it is back", switch, self.reach.after)  # fmt: skip
+            self._submit(self.core.switch_down(switch, now))
+        for switch in back:
+            log.info("%s: back; its VM ports as its OVSDB shows them", switch)
+            self._submit(self.core.switch_back(switch, self.feed.ports_of(switch), now))
+
+    def _look_for_conflicts(self) -> None:
+        if not self.conflicts.look(self.core.conflicts()):
+            return
+        self.metrics.mac_conflicts(len(self.conflicts.confirmed))
+        if self.cluster is not None:
+            self.cluster.conflicts.post(self.conflicts.notices())
 
     def _lagged(self, late: float) -> None:
         self.loop_stall_max = max(self.loop_stall_max, late)

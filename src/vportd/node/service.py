@@ -14,12 +14,13 @@ import asyncio
 import time
 
 from vportd.api.errors import ApiError
-from vportd.api.service import Health, SwitchView
+from vportd.api.service import ConflictView, Health, SwitchView
 from vportd.cluster.members import ClusterView, MemberView, Peer
 from vportd.cluster.node import ClusterNode
 from vportd.core.errors import NoController
 from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
 from vportd.core.model import VPortRecord
+from vportd.node.conflicts import decode
 from vportd.node.runtime import Runtime
 
 ANSWER_GRACE = 3.0  # beyond the sync timeout, before a notify gives up waiting
@@ -61,6 +62,12 @@ class ControllerService:
     def vport(self, vm: str) -> VPortRecord:
         self._ready()
         return self.core.vport(vm)
+
+    def conflicts(self) -> list[ConflictView]:
+        if self.node is None:
+            return list(self.runtime.conflicts.confirmed.values())
+        posted = (decode(value) for value in self.node.conflicts.read.values())
+        return [view for view in posted if view is not None]
 
     def cluster(self) -> ClusterView:
         if self.node is None:
