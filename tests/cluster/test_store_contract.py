@@ -295,3 +295,26 @@ async def test_the_keys_of_an_expired_lease_go_and_the_watch_sees_them_go(
         assert deleted == {"members/c1", "masters/hv1"}
         assert set(mirror.view) == {f"vports/{mac(1)}"}
         assert await gone(store, lease)
+
+
+async def test_a_posted_notice_lives_on_its_lease_until_withdrawn_or_the_lease_ends(
+    connect_any: AnyStoreFactory,
+) -> None:
+    async with connect_any() as store, following(store, "conflicts/") as mirror:
+        lease = await store.grant_lease()
+        await store.post("conflicts/m/hv1/5", b"one", lease)
+        await store.post("conflicts/m/hv2/7", b"two", lease)
+        await store.post("conflicts/m/hv2/7", b"two again", lease)
+        await eventually(
+            lambda: (
+                (kv := mirror.view.get("conflicts/m/hv2/7")) is not None
+                and kv.value == b"two again"
+            ),
+            "posts",
+        )
+        await store.post("conflicts/m/hv1/5", None, lease)
+        await eventually(lambda: "conflicts/m/hv1/5" not in mirror.view, "the withdrawal")
+        await store.revoke(lease)
+        await eventually(lambda: not mirror.view, "the lease's notices gone")
+        with pytest.raises(LeaseLost):
+            await store.post("conflicts/m/hv3/1", b"late", lease)
