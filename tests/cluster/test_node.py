@@ -122,7 +122,7 @@ async def test_a_new_master_writes_the_records_of_its_switch_the_old_one_did_not
     vm = mac(2)
     rt = runtime("c0", tmp_path)
     row = IfaceRow("tap1", "hv1", 1, True, vm)
-    rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {"tap1": row}))
+    await rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {"tap1": row}))
     copy = at(vm, 0, 1, "c1")  # c1's entry: added (rev 0), then up (rev 1)
     rt.stored([copy])
     assert rt.core.record(vm) == copy
@@ -147,7 +147,7 @@ async def test_events_older_than_our_claim_do_not_take_the_switch_away(
     arrive after it (seen in CI: c1 claimed hv0 from c0, then read c0's old key and let
     hv0 go, and no one mastered it). Those events are older than our key: not news."""
     rt = runtime("c0", tmp_path)
-    rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {}))
+    await rt._on_snapshot("ovsdb", Snapshot({"hv1": 1}, {}))
     async with running(rt, store) as node:
         await eventually(lambda: "hv1" in node._mine, "c0 masters hv1")
         ours = node._mine["hv1"].revision

@@ -17,6 +17,7 @@ from tests.core.support import (
     switch_over,
 )
 from vportd.core.errors import AlreadyMigrating, MigrationConflict, NoController
+from vportd.core.flow import FlowCommand
 from vportd.core.messages import NotifyRequest, SyncComplete, VPortSync
 from vportd.core.model import MigrationState, PortState
 from vportd_lab.sim.cluster import InFlight, SimCluster
@@ -229,4 +230,24 @@ def test_vport_sync_duplicate_is_answered_again(sim: SimCluster) -> None:
     once = sim.controllers["c1"].vport_sync(sync, sim.now)
     twice = sim.controllers["c1"].vport_sync(sync, sim.now)
     assert isinstance(once.reply, SyncComplete) and twice.reply == once.reply
-    assert not twice  # applied already: nothing more to do
+    assert not (twice.writes or twice.messages or twice.answers)  # applied already
+    c1 = sim.controllers["c1"]  # (its flows again, as held: the promise's own barrier)
+    assert all(m.flow in c1.installed(m.switch) for m in twice.flow_mods)
+
+
+def test_a_sync_whose_entry_came_from_the_store_first_still_carries_the_vms_flows(
+    sim: SimCluster,
+) -> None:
+    """The promise of sync complete must not lean on an earlier output (its flows may
+    still wait behind a storm's): the sync's own output holds the VM's flows."""
+    sim.notify(VM_A, "hv1", "hv2")
+    msg = sim.queue.pop(first(sim, sync_to("c2"))).message
+    assert isinstance(msg, VPortSync)
+    c2 = sim.controllers["c2"]
+    c2.stored(msg.record, sim.now)  # the store's watch brought the entry first
+
+    out = c2.vport_sync(msg, sim.now)
+
+    assert isinstance(out.reply, SyncComplete)
+    arrival = [m for m in out.flow_mods if m.flow.match.eth_src == VM_A]
+    assert [(m.switch, m.command) for m in arrival] == [("hv2", FlowCommand.ADD)]

@@ -200,3 +200,31 @@ async def test_a_destination_that_never_confirms_fails_the_migration(tmp_path: P
         assert [m.state for m in rig.leader.core.migrations()] == ["failed"]
         assert not any(m.core.vport(vm.mac).migrating for m in rig.live())
         assert arrival_flow(vm.mac) not in switch.table.core_flows()
+
+
+async def test_a_migration_is_answered_while_a_storm_waits_on_another_switch(
+    tmp_path: Path,
+) -> None:
+    """The leader's own switch holds a boot storm's barrier unanswered: the handshake's
+    outputs go ahead of the storm's and need no barrier of that switch, so the VMM is
+    answered 201 meanwhile; the storm's flows follow once the switch answers."""
+    async with running(tmp_path, Options(sync_timeout=2.0)) as rig:
+        busy = next(n for n in rig.fabric.names if rig.master(n) is rig.leader)
+        source, destination = (n for n in rig.fabric.names if n != busy)
+        vm = VmPort("02:00:00:02:06:01", source, 1)
+        await rig.boot(vm)
+        rig.fabric.switch(busy).pause()
+        storm = vms(busy, BURST, first=10)
+        for booted in storm:
+            rig.fabric.boot(booted)
+        await rig.until(lambda: not rig.leader.runtime.idle, "the storm queued on the leader")
+        got = await rig.client(rig.leader.id).post(
+            "/v1/migrations", json={"vm": vm.mac, "source": source, "destination": destination}
+        )
+        assert got.status_code == 201, got.text
+        assert not rig.leader.runtime.idle  # the storm still waits for its barrier
+        rig.fabric.switch(busy).resume()
+        await rig.settle()
+        for name in rig.fabric.names:
+            assert agree(rig, name)
+        assert reaches_all(rig, storm, vm)

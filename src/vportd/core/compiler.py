@@ -36,6 +36,7 @@ from vportd.core.pipeline import (
     flood_flows,
     flood_members,
     forwarding_changed,
+    forwarding_flow,
     gate,
     gate_key,
     handing_over,
@@ -181,6 +182,24 @@ class FlowCompiler:
             local = self._move_local(rec, before)
             if local:
                 mods += local
+        return mods
+
+    def held_for(self, vm: str) -> list[FlowMod]:
+        """The VM's flows as the switches we master should hold them now, as adds.
+
+        Sending them again is harmless, and what follows their barrier has them
+        whatever was queued before (the readiness barrier of a vPort sync whose
+        entry came through the store first)."""
+        entry = self._vm_flows.get(vm)
+        if entry is None:
+            return []
+        mods = []
+        for switch in entry.switches:
+            out = self.installed[switch]._vm.get(vm)
+            if out is not None:
+                mods.append(FlowMod(switch, ADD, forwarding_flow(vm, out)))
+        if entry.arrival is not None:
+            mods.append(FlowMod(entry.arrival, ADD, arrival_flow(vm)))
         return mods
 
     def _exceptions_here(self, here: str) -> tuple[tuple[str, int], ...]:

@@ -240,9 +240,15 @@ class Controller:
 
         The reply's promise covers the output's flow mods (the destination's
         pre-installed arrival flow among them): adapters barrier them first.
+        They hold the VM's flows on our switches even when the entry came from
+        the store first: the promise does not lean on earlier outputs.
         """
         out: Output[SyncAnswer] = Output()
         out.absorb(self._merged(msg.record, now))
+        made = {(m.switch, m.flow.key) for m in out.flow_mods}
+        out.flow_mods += [
+            m for m in self._flows.held_for(msg.record.vm) if (m.switch, m.flow.key) not in made
+        ]
         conflict = self._sync_conflict(msg.record)
         vm = msg.record.vm
         out.reply = (

@@ -1,20 +1,31 @@
-"""Carries out the core's outputs, in the order `core.messages` gives.
+"""Carries out the core's outputs, in the order `core.messages` gives, the handshake's first.
 
 An output's records go to the store of record as soon as it is submitted; its
 vPort syncs leave once those records are durable (persist before send),
 without waiting for any flow. Its flow mods are queued and sent in order,
-several outputs' at once (`coalesced`: one barrier per switch for a whole
-burst, as a boot storm queues an output per port event); its answers to
-waiting VMMs, and whoever waits for the output itself, are released once the
-flows are confirmed and the records durable (the readiness barrier). A step
-(a switch's adoption) is queued with the outputs to keep its place among
-their flow mods.
+several outputs' at once (`coalesced`: one barrier per switch for a burst, as
+a boot storm queues an output per port event); its answers to waiting VMMs,
+and whoever waits for the output itself, are released once the flows are
+confirmed and the records durable (the readiness barrier). A step (a
+switch's adoption) is queued with the outputs to keep its place among their
+flow mods.
+
+Two lanes. The handshake's outputs (notify, vPort sync, sync answers, abort,
+timeouts) are urgent: they go before every bulk output still queued (a boot
+storm's port events), and their flow mods replace the queued bulk mods of the
+same flows, which are older. An urgent output must not lean on the bulk
+outputs before it (the core's vPort sync carries the VM's flows itself). A
+run's flow mods are queued on the switches with a barrier behind each
+batch, and the next run starts without waiting for those barriers (at most
+`CONFIRMING_MAX` bulk runs unconfirmed): a switch busy with a storm delays
+the runs that touch it, not the others. Each lane releases its runs in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,15 +35,18 @@ from vportd.core.messages import NotifyAnswer, Output, Send, Write
 
 log = logging.getLogger("vportd.executor")
 
-COALESCE_MAX = 20_000  # flow mods per coalesced run: bounds the wait of what queues behind
+RUN_MAX = 2_000  # flow mods per bulk run: what an urgent output may queue behind on a switch
+CONFIRMING_MAX = 2  # bulk runs whose barriers may be pending at once
 
 Waiter = asyncio.Future[None]
 Step = Callable[[], Awaitable[None]]
+Confirm = Callable[[], Awaitable[None]]
 
 
 class FlowSender(Protocol):
-    async def send_mods(self, mods: Sequence[FlowMod]) -> None:
-        """Send flow mods to their switches and wait for each switch's barrier."""
+    async def queue_mods(self, mods: Sequence[FlowMod]) -> Confirm:
+        """Queue flow mods on their switches, a barrier behind each switch's; the result
+        waits for the barriers (and never raises for a switch's failure)."""
 
 
 class Cluster(Protocol):
@@ -59,6 +73,7 @@ class _Item:
 
 @dataclass
 class _Run:
+    urgent: bool
     mods: list[FlowMod] = field(default_factory=list)
     items: list[_Item] = field(default_factory=list)
 
@@ -73,36 +88,60 @@ class Executor:
         self.flows = flows
         self.cluster = cluster
         self.answered = answered
-        self._queue: asyncio.Queue[_Item | Step] = asyncio.Queue()
-        self._held: _Item | Step | None = None  # taken while coalescing, next to run
+        self._urgent: deque[_Item] = deque()
+        self._bulk: deque[_Item | Step] = deque()
+        self._wake = asyncio.Event()
         self._busy = False
+        self._unconfirmed = 0  # bulk runs queued on the switches, barriers pending
+        self._unreleased = 0  # runs of either lane not released yet
+        # Each lane's last run's release: the next one is released after it.
+        self._released: dict[bool, Waiter | None] = {True: None, False: None}
         self._tg: asyncio.TaskGroup | None = None
 
     # -- submitting --------------------------------------------------------
-    def submit(self, out: Output[Any], done: Waiter | None = None) -> None:
-        """Queue an output; its records start for the store and its syncs leave at once."""
+    def submit(self, out: Output[Any], done: Waiter | None = None, *, urgent: bool = False) -> None:
+        """Queue an output; its records start for the store and its syncs leave at once.
+
+        `urgent`: the handshake's, ahead of the bulk outputs queued (module doc)."""
         persisted = None
         if out.messages:
             persisted = self._send_when_durable(out.writes, out.messages)
         elif out.writes and self.cluster is not None:
             persisted = self.cluster.persist(out.writes)
-        if out.flow_mods or out.answers or done is not None:
-            self._queue.put_nowait(_Item(out.flow_mods, out.answers, persisted, done))
+        if not (out.flow_mods or out.answers or done is not None):
+            return
+        item = _Item(list(out.flow_mods), out.answers, persisted, done)
+        if urgent:
+            self._supersede(item.mods)
+            self._urgent.append(item)
+        else:
+            self._bulk.append(item)
+        self._wake.set()
 
-    async def carry_out(self, out: Output[Any]) -> None:
+    async def carry_out(self, out: Output[Any], *, urgent: bool = False) -> None:
         """Submit an output and wait until its flows are confirmed and its records durable."""
         done: Waiter = asyncio.get_running_loop().create_future()
-        self.submit(out, done)
+        self.submit(out, done, urgent=urgent)
         await done
 
     def step(self, step: Step) -> None:
         """Queue an action that must keep its place among the flow mods (an adoption)."""
-        self._queue.put_nowait(step)
+        self._bulk.append(step)
+        self._wake.set()
 
     @property
     def idle(self) -> bool:
-        """Nothing queued or being carried out."""
-        return not self._busy and self._held is None and self._queue.empty()
+        """Nothing queued, being carried out or waiting for its barriers."""
+        return not (self._busy or self._urgent or self._bulk or self._unreleased)
+
+    def _supersede(self, mods: list[FlowMod]) -> None:
+        """Drop the queued bulk mods of the flows an urgent output sets: they are older."""
+        keys = {(m.switch, m.flow.key) for m in mods}
+        if not keys:
+            return
+        for item in self._bulk:
+            if isinstance(item, _Item) and item.mods:
+                item.mods = [m for m in item.mods if (m.switch, m.flow.key) not in keys]
 
     # -- the syncs -----------------------------------------------------------
     def _send_when_durable(self, writes: list[Write], messages: list[Send]) -> Waiter | None:
@@ -140,33 +179,82 @@ class Executor:
 
     async def _loop(self) -> None:
         while True:
-            first = self._held or await self._queue.get()
-            self._held = None
+            job = self._next()
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             self._busy = True
             try:
-                if isinstance(first, _Item):
-                    await self._carry_out(self._coalesced(first))
+                if isinstance(job, _Run):
+                    await self._start(job)
                 else:
-                    await first()
+                    await job()
             finally:
                 self._busy = False
 
-    def _coalesced(self, first: _Item) -> _Run:
-        """`first` and the outputs queued behind it, up to a step or COALESCE_MAX flow mods."""
-        run = _Run(list(first.mods), [first])
-        while len(run.mods) < COALESCE_MAX and not self._queue.empty():
-            following = self._queue.get_nowait()
-            if not isinstance(following, _Item):
-                self._held = following
+    def _next(self) -> _Run | Step | None:
+        """The urgent outputs, all at once; else the next bulk run or step, if there is room."""
+        if self._urgent:
+            run = _Run(True)
+            while self._urgent:
+                self._add(run, self._urgent.popleft())
+            return run
+        if not self._bulk or self._unconfirmed >= CONFIRMING_MAX:
+            return None
+        head = self._bulk[0]
+        if isinstance(head, _Item):
+            return self._coalesced()
+        self._bulk.popleft()
+        return head
+
+    def _coalesced(self) -> _Run:
+        """The bulk outputs at the queue's head, up to a step or RUN_MAX flow mods."""
+        run = _Run(False)
+        while self._bulk and len(run.mods) < RUN_MAX:
+            head = self._bulk[0]
+            if not isinstance(head, _Item):
                 break
-            run.mods += following.mods
-            run.items.append(following)
+            self._bulk.popleft()
+            self._add(run, head)
         return run
 
-    async def _carry_out(self, run: _Run) -> None:
-        await self.flows.send_mods(_last_per_flow(run.mods))
-        for item in run.items:
-            await self._release(item)
+    @staticmethod
+    def _add(run: _Run, item: _Item) -> None:
+        run.mods += item.mods
+        run.items.append(item)
+
+    async def _start(self, run: _Run) -> None:
+        """Queue the run's flow mods; its barriers and release go on in a task of their own."""
+        confirm = await self.flows.queue_mods(_last_per_flow(run.mods))
+        assert self._tg is not None
+        before = self._released[run.urgent]
+        released: Waiter = asyncio.get_running_loop().create_future()
+        self._released[run.urgent] = released
+        self._unreleased += 1
+        if not run.urgent:
+            self._unconfirmed += 1
+        self._tg.create_task(self._finish(run, confirm, before, released))
+
+    async def _finish(
+        self, run: _Run, confirm: Confirm, before: Waiter | None, released: Waiter
+    ) -> None:
+        try:
+            try:
+                await confirm()
+            finally:
+                if not run.urgent:
+                    self._unconfirmed -= 1
+                    self._wake.set()
+            if before is not None:
+                await asyncio.shield(before)
+            for item in run.items:
+                await self._release(item)
+        finally:
+            self._unreleased -= 1
+            released.set_result(None)
+            if self._released[run.urgent] is released:
+                self._released[run.urgent] = None
 
     async def _release(self, item: _Item) -> None:
         """Answers and waiters, once the item's records are durable too."""

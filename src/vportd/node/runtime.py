@@ -43,6 +43,7 @@ from vportd.node.discovery import LinkDiscovery, probe
 from vportd.node.executor import Executor
 from vportd.node.feed import OvsdbFeed
 from vportd.node.metrics import Metrics
+from vportd.node.pacing import Pacer
 from vportd.node.reach import Reachability
 from vportd.node.switches import Switches
 from vportd.node.watchdog import watch_loop
@@ -57,6 +58,7 @@ from vportd.southbound.ovsdb.snapshot import Snapshot
 log = logging.getLogger("vportd.runtime")
 
 TICK = 0.5  # seconds between the coordinator's looks at its deadlines
+EVENT_SLICE = 64  # OVSDB port events carried through the core per turn of the loop
 
 AnswerWaiter = asyncio.Future[NotifyAnswer]
 
@@ -78,6 +80,7 @@ class Runtime:
         self.feed = OvsdbFeed()
         self.discovery = LinkDiscovery(config.topology.lldp_interval)
         self.reach = Reachability(config.openflow.unreachable_after)
+        self.pacer = Pacer()
         self.conflicts = ConflictWatch(me)
         self.cluster: ClusterNode | None = None
         self.executor = Executor(self.switches, None, self._answered)
@@ -90,7 +93,8 @@ class Runtime:
             max_message=of.max_message, send_queue=of.send_queue, reply_timeout=of.reply_timeout,
         )  # fmt: skip
         self.monitors = [
-            OvsdbMonitor(r, partial(self._on_snapshot, r)) for r in config.ovsdb.remotes
+            OvsdbMonitor(r, partial(self._on_snapshot, r), pace=self.pacer.turn)
+            for r in config.ovsdb.remotes
         ]
 
     def attach(self, cluster: ClusterNode) -> None:
@@ -120,15 +124,16 @@ class Runtime:
         """No output (flow mods, adoption) is queued or being carried out."""
         return self.executor.idle
 
-    def _submit(self, out: Output[Any]) -> None:
+    def _submit(self, out: Output[Any], *, urgent: bool = False) -> None:
+        """Carry an output out; `urgent`: the handshake's, ahead of bulk work (executor)."""
         if out:
-            self.executor.submit(out)
+            self.executor.submit(out, urgent=urgent)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
             now = self.clock()
-            self._submit(self.core.tick(now))
+            self._submit(self.core.tick(now), urgent=True)  # (timeouts: the VMM waits)
             self._look_at_switches(now)
             self._look_for_conflicts()
 
@@ -167,7 +172,7 @@ class Runtime:
         if not notified.answered:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(notified.migration.id, []).append(waiter)
-        self._submit(out)
+        self._submit(out, urgent=True)
         return notified, waiter
 
     def forget(self, migration_id: str, waiter: AnswerWaiter) -> None:
@@ -185,7 +190,7 @@ class Runtime:
 
     def abort(self, migration_id: str) -> MigrationView:
         out = self.core.abort(migration_id, self.clock())
-        self._submit(out)
+        self._submit(out, urgent=True)
         assert out.reply is not None
         return out.reply
 
@@ -193,20 +198,25 @@ class Runtime:
         """Claims 1 and 6 on a peer: applied, flows confirmed, then answered."""
         out = self.core.vport_sync(msg, self.clock())
         try:
-            await self.executor.carry_out(out)
+            await self.executor.carry_out(out, urgent=True)
         except NotDurable as err:  # a correction it made could not be written
             raise NoController(f"vPort sync of {msg.record.vm} not carried out: {err}") from None
         assert out.reply is not None
         return out.reply
 
     # -- OVSDB ---------------------------------------------------------------
-    def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
-        fed = self.feed.snapshot(remote, snap, self.core.mastered)
-        learnt = self._learn(fed.bridges)
-        out: Output[None] = Output()
-        for ev in fed.events:
-            out.absorb(self.port_event(ev))
-        self._submit(out)
+    async def _on_snapshot(self, remote: str, snap: Snapshot) -> None:
+        """An OVSDB server's new snapshot: its port events in slices, one per turn."""
+        async with self.pacer.turn():
+            fed = self.feed.snapshot(remote, snap, self.core.mastered)
+            learnt = self._learn(fed.bridges)
+        events = fed.events
+        for start in range(0, len(events), EVENT_SLICE):
+            async with self.pacer.turn():
+                out: Output[None] = Output()
+                for ev in events[start : start + EVENT_SLICE]:
+                    out.absorb(self.port_event(ev))
+                self._submit(out)
         if learnt or fed.links_changed:
             self._sync_links()
 
@@ -383,7 +393,7 @@ class Runtime:
             log.info("%s: mastered by %s now", switch, master or "nobody")
 
     def sync_answered(self, answer: SyncAnswer) -> None:
-        self._submit(self.core.sync_answered(answer, self.clock()))
+        self._submit(self.core.sync_answered(answer, self.clock()), urgent=True)
 
     def switch_names(self) -> list[str]:
         return [s.name for s in self.core.switches()]

@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from vportd.core.errors import CoreError
 from vportd.core.flow import CLASSIFY_TABLE, Flow, FlowCommand, FlowMod, Match, ToController
-from vportd.southbound.openflow.connection import SwitchConnection
+from vportd.southbound.openflow.connection import SentMods, SwitchConnection
 from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
 from vportd.southbound.openflow.wire import Role
 
 log = logging.getLogger("vportd.switches")
+
+Confirm = Callable[[], Awaitable[None]]  # waits until queued flow mods are confirmed
 
 # LLDP probes to the controller (802.1AB's nearest-bridge address; never forwarded).
 COOKIE_LLDP = 0x05 << 56
@@ -182,20 +184,41 @@ class Switches:
         return [f for f in flows if f != LLDP_PUNT], True
 
     # -- flow mods ---------------------------------------------------------------
-    async def send_mods(self, mods: Sequence[FlowMod]) -> None:
-        """Every switch at once: one barrier round trip in all, not one per switch in turn."""
+    async def queue_mods(self, mods: Sequence[FlowMod]) -> Confirm:
+        """Queue flow mods on every switch at once, each batch with a barrier behind it;
+        what is returned waits for the barriers (one round trip in all)."""
         by_switch: dict[str, list[FlowMod]] = {}
         for mod in mods:
             by_switch.setdefault(mod.switch, []).append(mod)
-        await asyncio.gather(*(self._send(name, batch) for name, batch in by_switch.items()))
+        queued = await asyncio.gather(*(self._queue(n, batch) for n, batch in by_switch.items()))
+        pending = [q for q in queued if q is not None]
+
+        async def confirm() -> None:
+            await asyncio.gather(*(self._confirm(*q) for q in pending))
+
+        return confirm
 
     async def _send(self, name: str, batch: list[FlowMod]) -> None:
+        queued = await self._queue(name, batch)
+        if queued is not None:
+            await self._confirm(*queued)
+
+    async def _queue(
+        self, name: str, batch: list[FlowMod]
+    ) -> tuple[str, SwitchConnection, SentMods] | None:
         conn = self.adopted.get(name)
         if conn is None or conn.closed or not batch:
-            return  # reconciled when it is adopted (again)
+            return None  # reconciled when it is adopted (again)
         self.stats.flow_mods_sent += len(batch)
         try:
-            await conn.send_flow_mods(batch)
+            return name, conn, await conn.queue_flow_mods(batch)
+        except SwitchClosed as err:
+            log.warning("%s: flow mods not sent (%s); reconciled when it is back", name, err)
+            return None
+
+    async def _confirm(self, name: str, conn: SwitchConnection, sent: SentMods) -> None:
+        try:
+            await sent.confirmed()
         except TimeoutError:
             # Not confirmed: what it holds is unknown. Reconnecting reconciles it.
             conn.close("flow mods not confirmed by a barrier in time")

@@ -417,14 +417,23 @@ class SwitchConnection:
 
     # -- requests --------------------------------------------------------
     async def _request_any(self, msg: object, expect: type, timeout: float | None) -> Any:
-        xid = self._next_xid()
-        future = self._replies.expect(xid, expect)
+        xid, future = self._expect(msg, expect)
         try:
-            self._enqueue(msg, xid)
             async with asyncio.timeout(timeout):
                 return await future
         finally:
             self._replies.forget(xid)
+
+    def _expect(self, msg: object, expect: type) -> tuple[int, asyncio.Future[Any]]:
+        """Queue a request; its xid and the future of its reply (`forget` the xid after)."""
+        xid = self._next_xid()
+        future = self._replies.expect(xid, expect)
+        try:
+            self._enqueue(msg, xid)
+        except BaseException:
+            self._replies.forget(xid)
+            raise
+        return xid, future
 
     async def _request(self, msg: object, expect: type[R], timeout: float | None) -> R:
         return cast(R, await self._request_any(msg, expect, timeout))
@@ -445,26 +454,33 @@ class SwitchConnection:
 
         All are encoded before any is sent (CodecError leaves the switch alone).
         `timeout` bounds the barrier (default `reply_timeout`)."""
+        sent = await self.queue_flow_mods(mods)
+        await sent.confirmed(timeout)
+
+    async def queue_flow_mods(self, mods: Sequence[FlowMod]) -> SentMods:
+        """Queue flow mods and a barrier behind them; `confirmed()` waits for the barrier.
+
+        What is queued after this returns reaches the switch after these mods, so
+        the next batch need not wait for this one's barrier."""
         encoded = []
         for start in range(0, len(mods), SLICE):
             if start:
                 await asyncio.sleep(0)  # let the loop run (module doc: Sending)
             encoded += [encode_flow_mod(mod) for mod in mods[start : start + SLICE]]
-        sent: dict[int, FlowMod] = {}
+        sent = SentMods(self)
         try:
             for n, (mod, msg) in enumerate(zip(mods, encoded, strict=True)):
                 if n and not n % SLICE:
                     await asyncio.sleep(0)
                 xid = self._next_xid()
-                sent[xid] = mod
+                sent.mods[xid] = mod
                 self._replies.watch(xid)  # before it can be answered
                 await self._enqueue_waiting(msg, xid)
-            await self.barrier(timeout)
-        finally:
-            errors = {xid: self._replies.unwatch(xid) for xid in sent}
-        failures = [(sent[xid], err) for xid, err in errors.items() if err is not None]
-        if failures:
-            raise FlowModsFailed(failures)
+            sent.barrier = self._expect(outgoing.barrier_request(), incoming.BarrierReply)
+        except BaseException:
+            sent.settle()
+            raise
+        return sent
 
     async def read_ports(self, timeout: float | None = None) -> None:
         """Read the switch's ports again (`ports`): a slave is not told of port changes."""
@@ -501,3 +517,32 @@ class SwitchConnection:
     async def packet_out(self, port: int, data: bytes, in_port: int = wire.OFPP_CONTROLLER) -> None:
         """Send one frame out of `port`."""
         self._enqueue(outgoing.packet_out(port, data, in_port))
+
+
+class SentMods:
+    """Flow mods queued on a connection, and the barrier queued behind them."""
+
+    def __init__(self, conn: SwitchConnection) -> None:
+        self.conn = conn
+        self.mods: dict[int, FlowMod] = {}  # by xid
+        self.barrier: tuple[int, asyncio.Future[Any]] | None = None
+
+    async def confirmed(self, timeout: float | None = None) -> None:
+        """Wait for the barrier; FlowModsFailed if the switch refused any of the mods,
+        TimeoutError if it did not answer in `timeout` (default `reply_timeout`)."""
+        assert self.barrier is not None
+        try:
+            async with asyncio.timeout(self.conn._timeout(timeout)):
+                await self.barrier[1]
+        finally:
+            failures = self.settle()
+        if failures:
+            raise FlowModsFailed(failures)
+
+    def settle(self) -> list[tuple[FlowMod, ErrorMsg]]:
+        """Stop listening for the mods' errors and the barrier; the errors heard."""
+        replies = self.conn._replies
+        if self.barrier is not None:
+            replies.forget(self.barrier[0])
+        errors = {xid: replies.unwatch(xid) for xid in self.mods}
+        return [(self.mods[xid], err) for xid, err in errors.items() if err is not None]

@@ -19,12 +19,14 @@ It warns on the first failure, when the reason changes, and every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
 from vportd.southbound.ovsdb.mirror import Mirror
@@ -50,6 +52,12 @@ RECV = 1 << 18  # bytes per read
 _MONITOR_ID = "vportd-monitor"
 
 Sleep = Callable[[float], Awaitable[None]]
+Pace = Callable[[], AbstractAsyncContextManager[None]]  # held around a read's work
+OnSnapshot = Callable[[Snapshot], Awaitable[None] | None]
+
+
+def _unpaced() -> AbstractAsyncContextManager[None]:
+    return contextlib.nullcontext()
 
 
 class Backoff:
@@ -111,13 +119,15 @@ class OvsdbMonitor:
     def __init__(
         self,
         remote: str,
-        on_snapshot: Callable[[Snapshot], None],
+        on_snapshot: OnSnapshot,
         *,
         sleep: Sleep = asyncio.sleep,
         backoff: Backoff | None = None,
+        pace: Pace = _unpaced,
     ) -> None:
         self.remote = remote
         self.on_snapshot = on_snapshot
+        self.pace = pace
         self._sleep = sleep
         self._backoff = Backoff() if backoff is None else backoff
         self._outage = _Outage(remote)
@@ -138,7 +148,8 @@ class OvsdbMonitor:
         except OSError as err:
             return f"not reachable ({_describe(err)})"
         try:
-            await _Session(reader, writer, mirror, self.on_snapshot, self._monitoring).run()
+            session = _Session(reader, writer, mirror, self.on_snapshot, self._monitoring)
+            await session.run(self.pace)
         except (OSError, OvsdbError) as err:
             return _describe(err)
         finally:
@@ -176,7 +187,7 @@ class _Session:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         mirror: Mirror,
-        hand_over: Callable[[Snapshot], None],
+        hand_over: OnSnapshot,
         monitoring: Callable[[], None],
     ) -> None:
         self.reader, self.writer = reader, writer
@@ -189,15 +200,19 @@ class _Session:
         self.heard = time.monotonic()
         self.probed = False
 
-    async def run(self) -> NoReturn:
+    async def run(self, pace: Pace) -> NoReturn:
+        """`pace`: taken around each read's work (the runtime's one bulk slice per turn)."""
         request = {t: [{"columns": list(c)}] for t, c in COLUMNS.items()}
         self._send({"id": _MONITOR_ID, "method": "monitor_cond",
                     "params": ["Open_vSwitch", None, request]})  # fmt: skip
         while True:
             data = await self._receive()
-            snapshot = self._read(data)
+            async with pace():
+                snapshot = self._read(data)
             if snapshot is not None:
-                self.hand_over(snapshot)
+                handed = self.hand_over(snapshot)
+                if handed is not None:
+                    await handed  # (a consumer that takes its time: the runtime's slices)
             self._keep_alive()
             await self.writer.drain()
             # A read of data already buffered does not yield: let timers and the other

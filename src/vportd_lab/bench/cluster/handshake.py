@@ -21,15 +21,18 @@ from vportd_lab.bench.stats import Dist
 ROTATION = 8  # VMs the handshake part rotates over
 
 
-async def rotation(c: Cluster[BenchFabric], base: int) -> list[tuple[VM, str]]:
-    """ROTATION VMs, each with a destination mastered by another controller than its source."""
+async def rotation(
+    c: Cluster[BenchFabric], base: int, name: str = "mig", port: int = 200
+) -> list[tuple[VM, str]]:
+    """ROTATION VMs, each with a destination mastered by another controller than its source
+    (interfaces `{name}{k}` at OpenFlow port `port + k`)."""
     masters = await c.masters()
     names = c.fabric.names
     pairs: list[tuple[VM, str]] = []
     for k in range(ROTATION):
         src = names[k % len(names)]
         dst = next((n for n in names if masters[n] != masters[src]), names[(k + 1) % len(names)])
-        pairs.append((VM(src, f"mig{k}", 200 + k, vm_mac(base + k)), dst))
+        pairs.append((VM(src, f"{name}{k}", port + k, vm_mac(base + k)), dst))
     await vms_on(c, [vm for vm, _ in pairs])
     return pairs
 

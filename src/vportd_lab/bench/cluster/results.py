@@ -58,6 +58,10 @@ class StormCalm:
     leader_kept: bool
     lag_bound: dict[str, float]  # the longest lag's histogram bucket (upper bound, s)
     lags_over_1s: dict[str, int]  # samples later than 1 s
+    # Migrations notified while the storm ran (one after another, via leader and a
+    # follower in turn): notify sent -> 201, ms; and those not answered 201.
+    handshakes: Dist | None = None
+    handshake_failures: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,18 +13,23 @@ import itertools
 import math
 import os
 import time
+from http import HTTPStatus
 from pathlib import Path
 
+import aiohttp
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from vportd_lab.bed.cluster import Cluster, Node, until
 from vportd_lab.bed.fabrics import VM
 from vportd_lab.bench.cluster.bed import BenchFabric, bench_fabric, vm_mac
+from vportd_lab.bench.cluster.handshake import ROTATION, Vmm, rotation
 from vportd_lab.bench.cluster.results import Sizes, Storm, StormCalm, StormFloor
+from vportd_lab.bench.stats import Dist
 
 STORM_TRANSACTION = 250  # ports per OVSDB transaction in the boot storm (argv stays < 128 KiB)
 STORM_POLL = 0.05  # s between looks at /healthz while the storm converges
+MEANWHILE_PAUSE = 0.05  # s between the migrations notified during the storm
 FLOOR_QUIET = 0.5  # s: the storm floor's OVS processes are quiet when, over this long,
 FLOOR_IDLE_CPU = 0.02  # s: they used less CPU than this
 
@@ -79,26 +84,76 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
 
 async def storm(c: Cluster[BenchFabric], n: int, base: int) -> Storm:
     vms = storm_vms(n, c.fabric.names, base)
+    pairs = await rotation(c, base - ROTATION, "busy", 300)
     before = await _table_size(c.live()[0])
     chunks = _storm_transactions(vms)
     pids = _processes(c)
     roles, lags = await _roles(c), {node.id: await _lag_buckets(node) for node in c.live()}
     cpu0 = _cpu(pids)
-    t0 = time.monotonic_ns()
-    for chunk in chunks:
-        await c.fabric.transact(chunk)
-    vsctl = (time.monotonic_ns() - t0) / 1e9
-    for node in c.live():
-        held = functools.partial(_holds, node, before + n)
-        await until(held, f"{node.id} holds every port", timeout=600, interval=STORM_POLL)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        meanwhile = tg.create_task(migrations_meanwhile(c, pairs, stop))
+        t0 = time.monotonic_ns()
+        try:
+            vsctl = await _converge(c, chunks, before + n, t0)
+        finally:
+            stop.set()
     cpu = {k: v - cpu0[k] for k, v in _cpu(pids).items()}
     calm = await _calm(c, roles, lags)
+    latencies, failures = meanwhile.result()
+    calm.handshakes = Dist.of(latencies) if latencies else None
+    calm.handshake_failures = failures
     macs = {vm.mac for vm in vms}
     per = {}
     for node in c.live():
         seen = node.traced()
         per[node.id] = (max(seen[m][0] for m in macs) - t0) / 1e9
     return Storm(n, len(c.fabric.names), len(chunks), max(per.values()), vsctl, per, cpu, calm)
+
+
+async def _converge(c: Cluster[BenchFabric], chunks: list[list[VM]], total: int, t0: int) -> float:
+    """Make the storm's transactions, then wait until every controller holds `total`
+    ports; the seconds the transactions took."""
+    for chunk in chunks:
+        await c.fabric.transact(chunk)
+    vsctl = (time.monotonic_ns() - t0) / 1e9
+    for node in c.live():
+        held = functools.partial(_holds, node, total)
+        await until(held, f"{node.id} holds every port", timeout=600, interval=STORM_POLL)
+    return vsctl
+
+
+async def migrations_meanwhile(
+    c: Cluster[BenchFabric], pairs: list[tuple[VM, str]], stop: asyncio.Event
+) -> tuple[list[float], list[str]]:
+    """Notify migrations one after another until `stop`, via the leader and a follower in
+    turn, each aborted before the next: notify -> 201 times (s), and what failed."""
+    leader = await c.leader()
+    via = [leader, next(x for x in c.live() if x is not leader)]
+    latencies: list[float] = []
+    failures: list[str] = []
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0))
+    try:
+        for k in itertools.count():
+            if stop.is_set():
+                break
+            vm, dst = pairs[k % len(pairs)]
+            vmm = Vmm(session, via[k % 2].api)
+            body = {"vm": vm.mac, "source": vm.bridge, "destination": dst}
+            dt, status, answer = await vmm.call("POST", "/v1/migrations", body)
+            if status == HTTPStatus.CONFLICT:  # the VM's last roll-back is not over yet
+                await asyncio.sleep(MEANWHILE_PAUSE)
+                continue
+            if status != HTTPStatus.CREATED:
+                failures.append(f"HTTP {status} after {dt:.2f} s: {answer}")
+                await asyncio.sleep(MEANWHILE_PAUSE)
+                continue
+            latencies.append(dt)
+            await vmm.call("DELETE", f"/v1/migrations/{answer['id']}")
+            await asyncio.sleep(MEANWHILE_PAUSE)
+    finally:
+        await session.close()
+    return latencies, failures
 
 
 async def _roles(c: Cluster[BenchFabric]) -> tuple[str | None, dict[str, str]]:

@@ -21,6 +21,7 @@ from vportd.node.config import Config, parse_config
 from vportd.node.runtime import Runtime
 from vportd.southbound.openflow.connection import SwitchConnection
 from vportd.southbound.openflow.incoming import PortInfo, PortReason
+from vportd.southbound.ovsdb.monitor import OnSnapshot
 from vportd.southbound.ovsdb.snapshot import Snapshot
 from vportd_lab.bed.fabrics import VM
 from vportd_lab.bed.ovs import PrivateOVS
@@ -183,12 +184,14 @@ class Bed:
         )
 
 
-def _noting(ctl: BenchController, feed: Callable[[Snapshot], None]) -> Callable[[Snapshot], None]:
-    def on_snapshot(snap: Snapshot) -> None:
+def _noting(ctl: BenchController, feed: OnSnapshot) -> OnSnapshot:
+    async def on_snapshot(snap: Snapshot) -> None:
         ctl.handed = time.monotonic()
         ctl.snapshot = snap
         _watch(ctl, snap)
-        feed(snap)
+        handed = feed(snap)
+        if handed is not None:
+            await handed
 
     return on_snapshot
 
