@@ -96,7 +96,7 @@ def up(opts: UpOptions) -> int:
     except LabError as err:
         return _fail(opts, "bad-option", f"error: {err}", EXIT_USAGE)
     try:
-        for name in _TOOLS:
+        for name in (*_TOOLS, *(["openssl"] if opts.tls else [])):
             tool(name)
         _preflight(plan)
     except LabError as err:
