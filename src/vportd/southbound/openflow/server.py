@@ -77,7 +77,8 @@ class OpenFlowServer:
             writer.transport.abort()
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.tls is not None and not await self._secure(writer):
+        tls = self.tls
+        if tls is not None and not await _secure(writer, tls, self.limits.patience):
             return
         conn = SwitchConnection(reader, writer, self.handler, self.limits)
         self.connections.add(conn)
@@ -89,19 +90,16 @@ class OpenFlowServer:
         finally:
             self.connections.discard(conn)
 
-    async def _secure(self, writer: asyncio.StreamWriter) -> bool:
-        """The TLS handshake; False, the reason logged and the connection closed, if it failed."""
-        assert self.tls is not None
-        patience = self.limits.patience
-        try:
-            await writer.start_tls(self.tls, ssl_handshake_timeout=patience)
-        except (OSError, TimeoutError) as err:  # ssl.SSLError is an OSError
-            LOG.warning(
-                "openflow peer %s: refused: TLS handshake failed: %s", _peer(writer), _why(err)
-            )
-            writer.transport.abort()
-            return False
-        return True
+
+async def _secure(writer: asyncio.StreamWriter, tls: ssl.SSLContext, patience: float) -> bool:
+    """The TLS handshake; False, the reason logged and the connection closed, if it failed."""
+    try:
+        await writer.start_tls(tls, ssl_handshake_timeout=patience)
+    except (OSError, TimeoutError) as err:  # ssl.SSLError is an OSError
+        LOG.warning("openflow peer %s: refused: TLS handshake failed: %s", _peer(writer), _why(err))
+        writer.transport.abort()
+        return False
+    return True
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

@@ -172,19 +172,22 @@ async def _open(
         raise OSError(f"unsupported OVSDB remote {remote!r} (unix:PATH, tcp:HOST:PORT, ssl:...)")
     if kind == "ssl" and tls is None:
         raise OSError(f"{remote}: an ssl: remote needs the controller's [tls]")
+    host = host.strip("[]")
     async with asyncio.timeout(CONNECT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        reader, writer = await asyncio.open_connection(host, int(port))
     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if kind == "ssl":
-        assert tls is not None
-        try:
-            await writer.start_tls(
-                tls, server_hostname=host.strip("[]"), ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-            )
-        except BaseException:
-            writer.transport.abort()
-            raise
+    if kind == "ssl" and tls is not None:
+        await _secure(writer, tls, host)
     return reader, writer
+
+
+async def _secure(writer: asyncio.StreamWriter, tls: ssl.SSLContext, host: str) -> None:
+    """The TLS handshake on a new connection, which is closed if it fails."""
+    try:
+        await writer.start_tls(tls, server_hostname=host, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+    except BaseException:
+        writer.transport.abort()
+        raise
 
 
 class _Session:
