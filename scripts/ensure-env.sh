@@ -3,7 +3,7 @@
 # when nothing is missing; every Makefile target calls it.
 #
 #  1. System tools (Debian 12): Open vSwitch, etcd, iproute2, ethtool, ping,
-#     openssl (the east-west client's https test makes its certificate with it).
+#     openssl (`lab up --tls` and the TLS tests make their CA and certificates with it).
 #     Installed with apt-get as root. The services those packages ship are
 #     kept stopped: tests and the lab start private OVS/etcd instances, and a
 #     system ovs-vswitchd (netdev datapath) or etcd on :2379 would clash.

@@ -1,5 +1,6 @@
 """`ovsdb.remotes`: what the OVSDB monitor can connect to is accepted, anything else refused
-at validation, naming the key (so `vportd --check` fails, not the running monitor)."""
+at validation, naming the key (so `vportd --check` fails, not the running monitor). An
+`ssl:` remote needs `[tls]` (tests/test_config_tls.py has it with one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import pytest
 from vportd.node.config import ConfigError, parse_config
 from vportd.node.daemon import main
 
-SSL_REFUSED = "ovsdb.remotes: ssl: remotes are not supported yet; use tcp: or unix:"
+SSL_REFUSED = (
+    "ovsdb.remotes: 'ssl:10.0.0.1:6640' needs a [tls] section "
+    "(the CA to check the server, the certificate to show it)"
+)
 
 
 def toml(*remotes: str) -> str:
@@ -25,14 +29,15 @@ def test_unix_and_tcp_remotes_are_accepted(remote: str) -> None:
     assert parse_config(toml(remote)).ovsdb.remotes == [remote]
 
 
-def test_an_ssl_remote_is_refused_naming_the_key() -> None:
+def test_an_ssl_remote_without_tls_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(toml("unix:/run/db.sock", "ssl:10.0.0.1:6640"), "vportd.toml")
     assert str(err.value) == f"vportd.toml: {SSL_REFUSED}"
 
 
 @pytest.mark.parametrize(
-    "remote", ["tcp:localhost", "tcp::6640", "tcp:host:0", "tcp:host:65536", "unix:", "db.sock"]
+    "remote",
+    ["tcp:localhost", "tcp::6640", "tcp:host:0", "tcp:host:65536", "unix:", "db.sock", "ssl:h"],
 )
 def test_a_remote_the_monitor_cannot_connect_to_is_refused(remote: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -40,7 +45,7 @@ def test_a_remote_the_monitor_cannot_connect_to_is_refused(remote: str) -> None:
     assert f"ovsdb.remotes: {remote!r} is not an OVSDB remote" in str(err.value)
 
 
-def test_vportd_check_exits_2_on_an_ssl_remote(
+def test_vportd_check_exits_2_on_an_ssl_remote_without_tls(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "vportd.toml"

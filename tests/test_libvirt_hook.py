@@ -8,7 +8,8 @@ small script that appends its argv to a log and answers from canned rules
 the real one does with `--json`. The checks: which vportctl calls, in which
 order, with which MAC, source and destination; the hook's exit status,
 stdout (empty: for `migrate` it is an XML filter) and stderr; the state file.
-One test runs the real `vportctl` against the REST stub of `test_client.py`.
+One test runs the real `vportctl` against the REST stub of `test_client.py`, over http and
+over https (the hook's `ca` passed on as `--ca`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.pki import Certs
 from tests.test_client import TOKEN, StubCluster, _handler
 from tests.test_client import VM0 as STUB_VM0
 
@@ -42,7 +44,7 @@ with open(os.environ["FAKE_VPORTCTL_LOG"], "a") as log:
     log.write(json.dumps(argv) + "\\n")
 rest, i = [], 0
 while i < len(argv):
-    if argv[i] in ("--api", "--token-file", "--timeout", "--lab"):
+    if argv[i] in ("--api", "--token-file", "--ca", "--timeout", "--lab"):
         i += 2
         continue
     if argv[i] != "--json":
@@ -193,7 +195,7 @@ class Bed:
 def _command(argv: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(argv):
-        if argv[i] in ("--api", "--token-file", "--timeout"):
+        if argv[i] in ("--api", "--token-file", "--ca", "--timeout"):
             i += 2
             continue
         if argv[i] != "--json":
@@ -280,6 +282,7 @@ def test_the_configuration_reaches_vportctl(bed: Bed) -> None:
         "destination = hv2   # this hypervisor",
         "api = http://c0:8080,http://c1:8080",
         "token_file = /etc/vportd/api.token",
+        "ca = /etc/vportd/ca.pem",
         "timeout = 4",
         "wait = 30",
         "syslog = no",
@@ -287,7 +290,8 @@ def test_the_configuration_reaches_vportctl(bed: Bed) -> None:
     bed.answer(*notify_ok(MAC0))
     assert bed.hook("migrate", "begin", stdin=ONE_NIC).code == 0
     options = ["--json", "--api", "http://c0:8080,http://c1:8080"]
-    options += ["--token-file", "/etc/vportd/api.token", "--timeout", "4"]
+    options += ["--token-file", "/etc/vportd/api.token", "--ca", "/etc/vportd/ca.pem"]
+    options += ["--timeout", "4"]
     assert bed.raw_calls() == [
         [*options, "vport", MAC0],
         [*options, "migrate", MAC0, "--from", "hv1", "--to", "hv2", "--wait", "30"],
@@ -564,12 +568,15 @@ def test_the_state_dir_is_private(bed: Bed) -> None:
 # -- with the real vportctl against a stub of the REST API ----------------------------
 
 
-@pytest.fixture
-def stub() -> Iterator[StubCluster]:
+@pytest.fixture(params=["http", "https"])
+def stub(request: pytest.FixtureRequest, certs: Certs) -> Iterator[StubCluster]:
+    """The stub API, over http or over https with a certificate the cluster's CA signed."""
     cluster = StubCluster()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(cluster))
+    if request.param == "https":
+        httpd.socket = certs.contexts().rest.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
-    cluster.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    cluster.url = f"{request.param}://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield cluster
@@ -578,15 +585,19 @@ def stub() -> Iterator[StubCluster]:
     thread.join()
 
 
-def test_the_real_vportctl_notifies_and_aborts_through_the_api(bed: Bed, stub: StubCluster) -> None:
+def test_the_real_vportctl_notifies_and_aborts_through_the_api(
+    bed: Bed, stub: StubCluster, certs: Certs
+) -> None:
+    """Over https too, with the hook's `ca` (the cluster's CA) passed on to vportctl."""
     vportctl = Path(sys.executable).parent / "vportctl"
     if not vportctl.exists():
         pytest.skip("vportctl is not installed next to this Python")
     token = bed.root / "api.token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
+    ca = [f"ca = {certs.ca.cert}"] if stub.url.startswith("https://") else []
     bed.configure(
-        f"vportctl = {vportctl}", f"api = {stub.url}", f"token_file = {token}",
+        f"vportctl = {vportctl}", f"api = {stub.url}", f"token_file = {token}", *ca,
         "timeout = 5", "wait = 0", "destination = hv1", "syslog = no",
     )  # fmt: skip
     xml = domain_xml(interface_ovs(STUB_VM0), INTERFACE_LINUX_BRIDGE)

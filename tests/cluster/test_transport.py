@@ -26,6 +26,7 @@ from tests.cluster.loopback import (
     until,
     uvicorn_serving,
 )
+from tests.pki import Certs
 from vportd.cluster.transport import NoAnswer, PeerHttp
 
 JSON = {"Content-Type": "application/json"}
@@ -362,3 +363,40 @@ async def test_https_checks_the_certificate(certificate: tuple[Path, Path], http
     async with raw_server(answering(OK), tls) as server:
         reason = await no_answer(http, "GET", server.url)
     assert reason.startswith("ClientConnectorCertificateError")
+
+
+# -- https with the cluster's CA ([tls]) -----------------------------------------------------
+
+
+@pytest.fixture
+async def cluster_http(certs: Certs) -> AsyncIterator[PeerHttp]:
+    client = PeerHttp(timeout=5.0, tls=certs.contexts().peers)
+    yield client
+    await client.aclose()
+
+
+async def test_https_reaches_a_peer_the_clusters_ca_signed(
+    certs: Certs, cluster_http: PeerHttp
+) -> None:
+    async with raw_server(answering(OK), certs.contexts().rest) as server:
+        reply = await cluster_http.request("GET", server.url, b"", {})
+    assert reply.status == 200
+
+
+async def test_https_refuses_a_peer_with_another_cas_certificate(
+    certs: Certs, cluster_http: PeerHttp
+) -> None:
+    impostor = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    impostor.load_cert_chain(str(certs.stranger.cert), str(certs.stranger.key))
+    async with raw_server(answering(OK), impostor) as server:
+        reason = await no_answer(cluster_http, "GET", server.url)
+    assert reason.startswith("ClientConnectorCertificateError"), reason
+    assert server.requests == []
+
+
+async def test_https_refuses_a_peer_certified_for_another_address(
+    certs: Certs, cluster_http: PeerHttp
+) -> None:
+    async with raw_server(answering(OK), certs.contexts(certs.elsewhere).rest) as server:
+        reason = await no_answer(cluster_http, "GET", server.url)
+    assert "IP address mismatch" in reason, reason

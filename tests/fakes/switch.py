@@ -21,8 +21,11 @@ Like OVS, the switch keeps one connection per controller (`connect`, a
 closes it; each connection starts EQUAL with OpenFlow's default async
 config. `disconnect()` drops them all and stops reconnecting until
 `reconnect()`. Flows and the generation id outlive connections (OVS in
-fail_mode=secure keeps its flows). The `wait_*` helpers wait for an event,
-never assert a time; their timeout only keeps a broken test from hanging.
+fail_mode=secure keeps its flows). With `tls` (an SSL client context, what
+OVS's `set-ssl` gives it) the switch connects over TLS, as to an `ssl:`
+target; a failed handshake is a failed connection (it tries again). The
+`wait_*` helpers wait for an event, never assert a time; their timeout only
+keeps a broken test from hanging.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -99,7 +103,9 @@ class Channel:
         while True:
             await self._wanted.wait()
             try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=self.switch.tls
+                )
             except OSError:
                 await asyncio.sleep(self.switch.backoff)
                 continue
@@ -229,8 +235,10 @@ class FakeSwitch:
         versions: Iterable[int] = (ofp.OFP_VERSION,),
         backoff: float = 0.05,
         max_part: int = ofwire.MAX_PART,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.dpid, self.name = dpid, name
+        self.tls = tls
         self.ports: dict[int, Port] = {p.no: p for p in ports}
         self.table = FakeOFTable(n_tables, max_flows)
         self.versions = tuple(versions)

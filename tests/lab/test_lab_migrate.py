@@ -1,6 +1,10 @@
 """`vportctl lab migrate`: a lab VM live-migrated through a 3-controller cluster under the probe.
 
-One lab (3 controllers, 3 hypervisors, 3 VMs) for the whole module: vm0 moves
+With every channel over TLS (`lab up --tls`, its own lab, first): vm0 moves
+hv0 -> hv1 under the probe, the VMM's notify and the controllers' handshake
+over https.
+
+One lab (3 controllers, 3 hypervisors, 3 VMs) for the rest of the module: vm0 moves
 hv0 -> hv1 -> hv2 with the traffic probe running against another VM; then
 failed migrations (`--fail-at`) leave it at hv2, reachable and not
 migrating. After each step: the VM pings from every other VM, every
@@ -33,11 +37,30 @@ pytestmark = lab_marks  # root, ovs, skipped unless root
 MAC = "02:00:00:00:00:01"
 
 
+LAYOUT = ("--controllers", "3", "--hypervisors", "3", "--vms", "3")
+
+
+def test_with_tls_vm0_moves_under_the_probe(lab_dir: Path) -> None:
+    """First in the module: its lab is down before the module's lab comes up."""
+    result, doc = up(lab_dir, *LAYOUT, "--tls")
+    assert result.returncode == 0, result.stderr
+    assert doc["tls"]["ca"] and doc["controllers"][0]["api"].startswith("https://")
+    done = lab_migrate(lab_dir, "vm0", "--to", "hv1", "--probe")
+    assert done["outcome"] == "migrated" and done["migration_id"]
+    assert 0 < done["handshake_ms"] < done["phases"]["precopy"]
+    check_probe(done)
+    check_placed(lab_dir, "hv1", "vm0h1")
+    names = status(lab_dir)
+    gone = vportctl("lab", "down", "--dir", str(lab_dir))
+    assert gone.returncode == 0, gone.stderr
+    assert_gone(lab_dir, names)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Path]:
     """One lab for the module (up takes seconds), with the checks of `lab_dir`."""
     with fresh_lab_dir() as lab_dir:
-        result, _ = up(lab_dir, "--controllers", "3", "--hypervisors", "3", "--vms", "3")
+        result, _ = up(lab_dir, *LAYOUT)
         assert result.returncode == 0, result.stderr
         yield lab_dir
 
@@ -59,8 +82,9 @@ def check_placed(lab: Path, hypervisor: str, port_name: str) -> None:
     vm0 = next(vm for vm in st["vms"] if vm["name"] == "vm0")
     assert (vm0["hypervisor"], vm0["port_name"], vm0["port"]) == (hypervisor, port_name, 1)
     token = read_token(Path(st["token_file"]))
+    ca = Path(st["tls"]["ca"]) if st["tls"] else None
     for c in st["controllers"]:
-        with Client(c["api"], token) as client:
+        with Client(c["api"], token, ca=ca) as client:
             v = client.vport(MAC)
         assert v["migration_state"] == "not-migrating", (c["id"], v)
         assert (v["ovs"], v["port"], v["port_name"]) == (hypervisor, 1, port_name), (c["id"], v)

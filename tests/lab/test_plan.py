@@ -88,6 +88,29 @@ def test_the_controller_config_is_one_vportd_accepts() -> None:
     assert config.api.peer_token_file == Path("/run/vportd-lab/peer.token")
 
 
+def test_with_tls_every_channel_is_planned_encrypted() -> None:
+    plan = make_plan(Path("/run/lab"), controllers=2, tls_ovsdb_port=6641)
+    assert plan.tls is not None and plan.ca == Path("/run/lab/tls/ca.pem")
+    assert plan.tls.ovsdb_remote == "ssl:127.0.0.1:6641"
+    c1 = plan.controllers[1]
+    assert (c1.target, c1.url) == ("ssl:127.0.0.1:6654", "https://127.0.0.1:8081")
+    config = parse_config(ctl.config_text(plan, c1))
+    assert config.ovsdb.remotes == ["ssl:127.0.0.1:6641"]
+    assert config.api.url == "https://127.0.0.1:8081"
+    assert config.tls is not None
+    assert (config.tls.ca, config.tls.cert, config.tls.key) == (
+        Path("/run/lab/tls/ca.pem"), Path("/run/lab/tls/c1.pem"), Path("/run/lab/tls/c1.key"),
+    )  # fmt: skip
+    plain = make_plan(Path("/run/lab")).controllers[0]
+    assert (plain.target, plain.url) == ("tcp:127.0.0.1:6653", "http://127.0.0.1:8080")
+    assert make_plan(Path("/run/lab")).ca is None
+
+
+def test_tls_needs_controllers_to_encrypt() -> None:
+    with pytest.raises(LabError, match="--tls needs controllers"):
+        make_plan(Path("/x"), controllers=0, mode="standalone", tls_ovsdb_port=6641)
+
+
 def test_the_etcd_is_planned_with_controllers_only() -> None:
     etcd = make_plan(Path("/run/lab"), etcd_port=3000, etcd_peer_port=3001).etcd
     assert etcd is not None and etcd.endpoint == "127.0.0.1:3000" and etcd.peer_port == 3001
@@ -124,7 +147,17 @@ def test_the_state_file_round_trips(tmp_path: Path) -> None:
     assert loaded is not None and loaded.plan().vms[0].name == "vm0"
     etcd = loaded.plan().etcd
     assert etcd is not None and etcd.endpoint == "127.0.0.1:4000"
+    assert loaded.plan().tls is None
     assert load(tmp_path / "missing.json") is None
+
+
+def test_the_state_file_keeps_tls(tmp_path: Path) -> None:
+    options = Options(2, 3, 1, 6653, 8080, 4000, 4001, tls_ovsdb_port=4002)
+    State(str(tmp_path), options).save(tmp_path / "lab.json")
+    loaded = load(tmp_path / "lab.json")
+    assert loaded is not None
+    tls = loaded.plan().tls
+    assert tls is not None and tls.ovsdb_port == 4002 and tls.dir == tmp_path / "tls"
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"version": 1}', '{"version": 99, "options": {}}'])

@@ -14,7 +14,10 @@ One task (`_supervise`) owns everything in one TaskGroup, so that the rig
 can be started and stopped from different tasks (a fixture's setup and
 teardown). `crash` cancels one controller's task (a kill -9: its lease stays
 until it expires, unless `expire`d); `partition` / `heal` cut a controller
-off from the store and back.
+off from the store and back. With `Options(tls=True)` the rig makes its CA
+and certificates (`tests.pki`) first: the API is https (`client` checks it
+against the CA) and the switches connect over TLS with a certificate the CA
+signed.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from tests.pki import Certs
 from tests.rig import settled
 from tests.rig.fabric import Fabric, VmPort
 from tests.rig.http import AUTH, client, token_files
@@ -48,6 +53,7 @@ class Rig:
     tmp_path: Path
     options: Options = field(default_factory=Options)
     server: MemoryServer | None = field(init=False, default=None)
+    certs: Certs | None = field(init=False, default=None)  # with Options(tls=True)
     fabric: Fabric = field(init=False)
     members: dict[str, Member] = field(init=False, default_factory=dict)
     _clients: list[httpx.AsyncClient] = field(init=False, default_factory=list)
@@ -56,7 +62,11 @@ class Rig:
     _supervisor: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.fabric = Fabric(self.options.hypervisors)
+        switch_tls = None
+        if self.options.tls:
+            self.certs = Certs.make(self.tmp_path / "pki")
+            switch_tls = self.certs.switch_context()
+        self.fabric = Fabric(self.options.hypervisors, tls=switch_tls)
         if self.options.store == "etcd":
             self.server = MemoryServer()
         elif self.options.controllers != 1:
@@ -66,8 +76,9 @@ class Rig:
     async def _supervise(self) -> None:
         async with self.fabric, asyncio.TaskGroup() as tg:
             tokens = token_files(self.tmp_path / "tokens")
+            section = None if self.certs is None else self.certs.section()
             for n in range(self.options.controllers):
-                made = config(f"c{n}", self.options, self.fabric.db.remote, tokens)
+                made = config(f"c{n}", self.options, self.fabric.db.remote, tokens, section)
                 self.members[made.controller.id] = m = member(made, self.server)
                 m.task = tg.create_task(m.run(), name=f"controller {m.id}")
             for m in self.members.values():
@@ -159,9 +170,16 @@ class Rig:
     def client(self, cid: str, *, auth: bool = True) -> httpx.AsyncClient:
         """An httpx client of `cid`'s API, with the VMM's token unless `auth` is False;
         closed when the rig stops."""
-        made = client(self.members[cid].url, AUTH if auth else None)
+        made = client(self.members[cid].url, AUTH if auth else None, verify=self.verify)
         self._clients.append(made)
         return made
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client checks the API with: the rig's CA with TLS, else httpx's default."""
+        if self.certs is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.certs.ca.cert))
 
     # -- state -------------------------------------------------------------------------------
     def stored(self) -> dict[str, VPortRecord]:

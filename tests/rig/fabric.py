@@ -4,7 +4,8 @@ Laid out as the lab's patch fabric (`vportd_lab.bed.plan`): bridge `hv{i}` is
 datapath i+1; every pair of bridges is joined by a patch pair, `p{i}-{j}` on
 hv{i} with OpenFlow port 100+j; VM ports are numbered below 100. The OVSDB
 holds what ovs-vsctl and ovs-vswitchd would write; each switch shows the
-same ports over OpenFlow and connects to every controller it is told of.
+same ports over OpenFlow and connects to every controller it is told of
+(over TLS with `tls`, the switches' client context).
 
 A VM's port is its tap: an OVSDB row with `attached-mac` plus the switch's
 port, up (`boot`). What a VMM's live migration shows the switches is the
@@ -15,6 +16,7 @@ say where a frame ends.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -50,10 +52,11 @@ def patch_mac(i: int, j: int) -> str:
 class Fabric:
     """Bridges hv0..hv{H-1} (module docstring). `async with Fabric(3) as fabric`."""
 
-    def __init__(self, hypervisors: int = 3) -> None:
+    def __init__(self, hypervisors: int = 3, *, tls: ssl.SSLContext | None = None) -> None:
         if not 1 <= hypervisors < PATCH_BASE:
             raise ValueError(f"{hypervisors} hypervisors: 1 to {PATCH_BASE - 1}")
         self.names = [f"hv{i}" for i in range(hypervisors)]
+        self.tls = tls
         self.db = FakeOvsdb()
         self.switches: dict[str, FakeSwitch] = {}
         # (switch, port) -> (switch, port) at the other end of a patch pair, both ways.
@@ -89,7 +92,7 @@ class Fabric:
             patches = [
                 Port(PATCH_BASE + j, f"p{i}-{j}", patch_mac(i, j)) for j in range(count) if j != i
             ]
-            switch = FakeSwitch(i + 1, patches, name=name)
+            switch = FakeSwitch(i + 1, patches, name=name, tls=self.tls)
             self.switches[name] = await self._stack.enter_async_context(switch)
 
     def _end(self, i: int, j: int) -> tuple[str, str, int]:

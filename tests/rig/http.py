@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,18 +52,19 @@ def token_files(directory: Path) -> tuple[Path, Path]:
 class Request:
     method: str
     path: str
+    scheme: str = "http"  # https when the API serves TLS
 
 
 @dataclass
 class Served:
-    """An ASGI app that keeps the method and path of every HTTP request it serves."""
+    """An ASGI app that keeps the method, path and scheme of every HTTP request it serves."""
 
     app: ASGIApp
     requests: list[Request] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            self.requests.append(Request(scope["method"], scope["path"]))
+            self.requests.append(Request(scope["method"], scope["path"], scope["scheme"]))
         await self.app(scope, receive, send)
 
     def east_west(self) -> list[Request]:
@@ -70,9 +72,12 @@ class Served:
         return [r for r in self.requests if r.path.startswith(PEER_PREFIX)]
 
 
-def client(url: str, headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
-    """A client of one controller's API (real sockets), sending `headers` with every request."""
-    return httpx.AsyncClient(base_url=url, headers=dict(headers or {}), timeout=30.0)
+def client(
+    url: str, headers: Mapping[str, str] | None = None, *, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncClient:
+    """A client of one controller's API (real sockets), sending `headers` with every request;
+    an https API is checked with `verify`."""
+    return httpx.AsyncClient(base_url=url, headers=dict(headers or {}), timeout=30.0, verify=verify)
 
 
 def notify_body(vm: str, source: str, destination: str) -> dict[str, str]:

@@ -4,7 +4,11 @@ Its `Config` (short timeouts, LLDP off, the API on a loopback port picked
 before it starts, tokens from files), a `Runtime`, a `ClusterNode` on its own
 client of the rig's `MemoryServer` (none with `store = "memory"`), a
 `PeerClient` and a `Forwarder` sharing one `PeerHttp`, a `ControllerService`,
-and `create_app`'s API, served by `serve` as one of the runtime's tasks.
+and `create_app`'s API, served by `serve` as one of the runtime's tasks. With
+`Options(tls=True)` the config has a `[tls]` section (the rig's CA and the
+controllers' certificate, `tests.pki`) and the contexts the daemon would make
+from it go where the daemon puts them: https API, OpenFlow over TLS, the
+peers' client checking the CA.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from vportd.cluster.node import ClusterNode
 from vportd.cluster.peers import Forwarder, PeerClient
 from vportd.cluster.transport import PeerHttp
 from vportd.core.controller import Controller
-from vportd.node.config import Config
+from vportd.node import tls
+from vportd.node.config import Config, TLSSection
 from vportd.node.daemon import read_token
 from vportd.node.runtime import Runtime
 from vportd.node.service import ControllerService
@@ -53,6 +58,7 @@ class Options:
     peer_token: bool = True  # api.peer_token_file set
     max_body: int = 1024 * 1024
     sync_timeout: float = SYNC_TIMEOUT  # migration.sync_timeout
+    tls: bool = False  # [tls]: the API https only, OpenFlow over TLS
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Member:
     forwarder: Forwarder
     store: MemoryStore | None
     node: ClusterNode | None
+    contexts: tls.Contexts | None = None  # with [tls]
     task: asyncio.Task[None] | None = None
 
     @property
@@ -95,7 +102,8 @@ class Member:
             if self.store is not None:
                 await stack.enter_async_context(self.store)
             listen = self.config.api.listen
-            await self.runtime.run(lambda: serve(self.served, listen, grace=GRACE))
+            rest = None if self.contexts is None else self.contexts.rest
+            await self.runtime.run(lambda: serve(self.served, listen, grace=GRACE, tls=rest))
 
     async def listening(self) -> None:
         """Until its OpenFlow server listens (AssertionError if it stopped first)."""
@@ -109,14 +117,22 @@ class Member:
             raise AssertionError(f"controller {self.id} stopped before it listened") from cause
 
 
-def config(me: str, options: Options, ovsdb: str, tokens: tuple[Path, Path]) -> Config:
-    """Controller `me`'s configuration (module docstring)."""
+def config(
+    me: str,
+    options: Options,
+    ovsdb: str,
+    tokens: tuple[Path, Path],
+    tls_section: TLSSection | None = None,
+) -> Config:
+    """Controller `me`'s configuration (module docstring); `[tls]` is `tls_section`."""
     api: dict[str, object] = {"listen": f"127.0.0.1:{free_port()}", "max_body": options.max_body}
     if options.token:
         api["token_file"] = str(tokens[0])
     if options.peer_token:
         api["peer_token_file"] = str(tokens[1])
+    extra = {} if tls_section is None else {"tls": tls_section.model_dump()}
     return Config.model_validate({
+        **extra,
         "controller": {"id": me},
         "openflow": {"listen": "127.0.0.1:0"},
         "ovsdb": {"remotes": [ovsdb]},
@@ -132,9 +148,11 @@ def member(config: Config, server: MemoryServer | None) -> Member:
     api = config.api
     token = read_token(api.token_file, "api.token_file")
     peer_token = read_token(api.peer_token_file, "api.peer_token_file")
-    runtime = Runtime(config)
+    contexts = None if config.tls is None else tls.load(config.tls)
+    runtime = Runtime(config, tls=contexts)
     me = Peer(config.controller.id, api.url)
-    http = PeerHttp()  # one session for the peer messages and the relayed requests
+    # one session for the peer messages and the relayed requests
+    http = PeerHttp(tls=None if contexts is None else contexts.peers)
     peers = PeerClient(peer_token, timeout=api.peer_timeout, http=http)
     forwarder = Forwarder(http=http)
     store, node = None, None
@@ -150,4 +168,6 @@ def member(config: Config, server: MemoryServer | None) -> Member:
     app = create_app(
         service, token=token, peer_token=peer_token, max_body=api.max_body, forwarder=forwarder
     )
-    return Member(me.id, config, runtime, service, app, Served(app), peers, forwarder, store, node)
+    return Member(
+        me.id, config, runtime, service, app, Served(app), peers, forwarder, store, node, contexts
+    )

@@ -8,6 +8,10 @@ the server stops listening, lets requests in flight finish (for at most
 uvicorn starts, so that a port in use raises OSError here instead of
 uvicorn's `sys.exit`. uvicorn logs through the standard `logging` tree
 (`uvicorn.error`); its access log is off unless asked for.
+
+With `tls` (an SSL context, the daemon's `[tls]`), the API is https only: a
+connection that does not open with a TLS handshake (plain http among them) is
+closed unanswered.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -90,14 +95,17 @@ async def serve(
     access_log: bool = False,
     grace: float = 5.0,
     on_listening: Callable[[str, int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve `app` on `listen` until cancelled. `on_listening(host, port)` once bound."""
+    """Serve `app` on `listen` until cancelled (https with `tls`). `on_listening(host, port)`
+    once bound."""
     host, port = parse_listen(listen)
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app, log_config=None, access_log=access_log, lifespan="off", http=_Protocol, ws="none",
         timeout_graceful_shutdown=max(1, round(grace)), server_header=False,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )  # fmt: skip
     server = _Server(config)
     if on_listening is not None:

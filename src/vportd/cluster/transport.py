@@ -13,11 +13,16 @@ other (a POST): the peer may have acted on it. It does the same when a new
 connection dies before the answer's head is complete; an answer cut off in
 its body is not re-sent. Redirects are returned, not followed (one would
 carry the token elsewhere). aiohttp sets TCP_NODELAY on every connection.
+
+With `tls` (the daemon's `[tls]`), https URLs are checked against that
+context (the cluster's CA, the peer's name) and this controller's certificate
+is shown; without it, against the system's CAs.
 """
 
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -52,7 +57,8 @@ class PeerHttp:
 
     `timeout` bounds a whole request (connecting, sending, the full answer)
     unless the request names its own. `resolver` turns peer names into
-    addresses (tests send names to loopback ports). The session is made on
+    addresses (tests send names to loopback ports). `tls` checks https peers
+    (module docstring). The session is made on
     the running loop at the first request; `aclose` closes it, and a later
     request opens a new one.
     """
@@ -63,10 +69,12 @@ class PeerHttp:
         timeout: float = 30.0,
         per_peer: int = PER_PEER,
         resolver: AbstractResolver | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._timeout = timeout
         self._per_peer = per_peer
         self._resolver = resolver
+        self._tls: ssl.SSLContext | bool = True if tls is None else tls  # True: aiohttp's default
         self._session: aiohttp.ClientSession | None = None
 
     async def request(
@@ -100,8 +108,9 @@ class PeerHttp:
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit_per_host=self._per_peer, keepalive_timeout=IDLE_LIMIT, resolver=self._resolver
-            )
+                limit_per_host=self._per_peer, keepalive_timeout=IDLE_LIMIT,
+                resolver=self._resolver, ssl=self._tls,
+            )  # fmt: skip
             # No cookie jar: a cookie one VMM's request brought back must not go with another's.
             self._session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar()

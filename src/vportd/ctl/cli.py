@@ -27,6 +27,8 @@ where the API is (first match wins):
   >  http://127.0.0.1:8080.  Several URLs: any controller serves the API; a
   request that cannot connect to one goes to the next.
 the bearer token: --token-file PATH  >  $VPORTD_TOKEN_FILE  >  the lab's api.token.
+the CA an https API is checked against: --ca FILE  >  $VPORTD_CA  >  the lab's CA
+  (a lab up with --tls)  >  the system's CAs.
 
 exit status of status, vports, vport, migrate, migrations, abort (for hooks):
   {ok}  done (migrate: notify complete, new or the same migration again)
@@ -45,12 +47,13 @@ examples:
   vportctl --json vports
   vportctl migrate 02:00:00:00:00:01 --from hv0 --to hv1 && virsh migrate ...
   vportctl --api http://10.0.0.5:8080 --token-file /etc/vportd/api.token migrations
+  vportctl --api https://c0.example.net:8080 --ca /etc/vportd/ca.pem status
   vportctl abort m-42
 """
 
 
 def _add_api_flags(parser: argparse.ArgumentParser, default: Any) -> None:
-    """--api, --token-file, --lab, --timeout: before the command (default None) or after it.
+    """--api, --token-file, --ca, --lab, --timeout: before the command (default None) or after.
 
     The copy after the command defaults to SUPPRESS so that it does not reset
     a value given before the command, as --json does.
@@ -64,6 +67,11 @@ def _add_api_flags(parser: argparse.ArgumentParser, default: Any) -> None:
         "--token-file", type=Path, metavar="PATH", default=default,
         help="file holding the API's bearer token "
         "(default: $VPORTD_TOKEN_FILE, else the lab's api.token)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ca", type=Path, metavar="FILE", default=default,
+        help="CA certificate an https API's certificate is checked against "
+        "(default: $VPORTD_CA, else the lab's CA, else the system's CAs)",
     )  # fmt: skip
     parser.add_argument(
         "--lab", type=Path, metavar="DIR", default=default,

@@ -7,7 +7,12 @@ answers into plain dicts, as §4 shows them, and failures into `ClientError`s:
 - `ApiError(status, code, detail)`: the cluster answered with an error;
 - `Unreachable(reason)`: no controller answered (refused, timed out, reset);
 - `BadResponse(detail)`: what answered is not a vportd API;
-- `TokenError`, `TargetError`: the token file or the `--lab` directory is unusable.
+- `TokenError`, `TargetError`: the token file, the `--lab` directory or the CA
+  file is unusable.
+
+An https API is checked against the CA file given (`ca`: the cluster's CA,
+and only it) or, without one, the system's CAs; the URL's host must be in
+the certificate's names, as for any https client.
 
 Each carries the `vportctl` exit code a hook script can rely on (`EXIT_*` below,
 the one place they are defined).
@@ -25,8 +30,10 @@ Where the API is and which token to send is `vportd.ctl.target`'s.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
@@ -125,6 +132,15 @@ class TargetError(ClientError):
         super().__init__(code, detail, EXIT_USAGE)
 
 
+def ca_context(ca: Path) -> ssl.SSLContext:
+    """A client context that trusts the CA certificate(s) in `ca`, and nothing else."""
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except OSError as err:  # ssl.SSLError too
+        why = err.strerror or getattr(err, "reason", None) or str(err)
+        raise TargetError(f"cannot use the CA file {ca}: {why}", "bad-ca") from None
+
+
 def _exit_code_for_status(status: int) -> int:
     if status in AUTH_STATUSES:
         return EXIT_AUTH
@@ -139,6 +155,7 @@ class Client:
     `base_url` is one controller's API or several (any controller serves the
     API): a request that cannot connect to one goes to the next, and the client
     stays with the last one that answered. `token` is sent as a bearer token.
+    `ca` is the CA file an https API is checked against (module docstring).
     `sleep` and `clock` are for tests of the retry deadline.
     """
 
@@ -148,6 +165,7 @@ class Client:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         *,
+        ca: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -158,6 +176,7 @@ class Client:
         self._current = 0
         self._sleep = sleep
         self._clock = clock
+        verify = True if ca is None else ca_context(ca)
         # Lazy: httpx takes a large share of vportctl's start-up, which `--help`, a usage
         # error or `lab`/`demo`/`bench` should not pay.
         import httpx  # noqa: PLC0415
@@ -167,7 +186,7 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         # httpx sends a request's headers and its body in separate writes: with Nagle's
         # algorithm on, the body waits for the peer's delayed ACK of the headers.
-        transport = httpx.HTTPTransport(socket_options=NODELAY)
+        transport = httpx.HTTPTransport(socket_options=NODELAY, verify=verify)
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ def api_command(command: Command) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         target: Target | None = None
         try:
-            target = resolve_target(args.api, args.token_file, args.lab, os.environ)
+            target = resolve_target(args.api, args.token_file, args.lab, os.environ, ca=args.ca)
             with connect(target, args.timeout) as conn:
                 out = command(conn, args)
         except ClientError as err:
@@ -79,6 +79,8 @@ def _hint(err: ClientError, target: Target | None) -> str:
     """Where the API or the token came from, when that is the likely mistake."""
     if target is None:
         return ""
+    if isinstance(err, Unreachable) and "CERTIFICATE_VERIFY_FAILED" in err.detail:
+        return f" (CA from {target.ca_from}; see --ca, $VPORTD_CA)"
     if isinstance(err, Unreachable):
         return f" (API from {target.urls_from}; see --api, $VPORTD_API, --lab)"
     if not isinstance(err, ApiError) or err.exit_code != EXIT_AUTH:

@@ -4,7 +4,7 @@ The lab, the demo and the benchmarks live in `vportd_lab`, which imports the
 controller and is never imported by it. vportctl finds them through
 `lab_hook()`, which imports the lab package's hook module by name: it adds
 the commands `lab`, `demo` and `bench` to vportctl's parser and says where a
-running lab's API and token are. Without the lab package, vportctl still
+running lab's API, token and CA are. Without the lab package, vportctl still
 works; those three commands then say what is missing.
 """
 
@@ -30,6 +30,7 @@ class LabEndpoints:
     urls: tuple[str, ...]  # every controller's API, the first controller first
     token_file: Path
     dir: Path
+    ca: Path | None = None  # the lab's CA, when it runs with TLS
 
 
 class LabHook(Protocol):

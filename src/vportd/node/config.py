@@ -77,17 +77,17 @@ class OVSDBSection(_Section):
 
 
 def _check_ovsdb_remote(remote: str) -> None:
-    """`unix:PATH` or `tcp:HOST:PORT`, what the monitor connects to."""
+    """`unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`, what the monitor connects to."""
     kind, _, where = remote.partition(":")
-    if kind == "ssl":
-        raise ValueError("ssl: remotes are not supported yet; use tcp: or unix:")
-    if kind == "tcp":
+    if kind in ("tcp", "ssl"):
         host, _, port = where.rpartition(":")
         ok = bool(host) and port.isdigit() and 0 < int(port) <= 65535  # noqa: PLR2004
     else:
         ok = kind == "unix" and bool(where)
     if not ok:
-        raise ValueError(f"{remote!r} is not an OVSDB remote (unix:PATH or tcp:HOST:PORT)")
+        raise ValueError(
+            f"{remote!r} is not an OVSDB remote (unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT)"
+        )
 
 
 def _url(value: str) -> str:
@@ -96,11 +96,14 @@ def _url(value: str) -> str:
     return value
 
 
+DEFAULT_API_LISTEN = "127.0.0.1:8080"
+
+
 class APISection(_Section):
     """The REST API. Without a token file the matching endpoints refuse every request."""
 
-    listen: ListenAddress = "127.0.0.1:8080"
-    # The URL peers and forwarded requests use; default http://{listen}.
+    listen: ListenAddress = DEFAULT_API_LISTEN
+    # The URL peers and forwarded requests use; default http://{listen} (https:// with [tls]).
     advertise: Annotated[str, AfterValidator(_url)] | None = None
     token_file: Path | None = None  # the VMM's and operators' bearer token
     peer_token_file: Path | None = None  # the controllers' bearer token (east-west)
@@ -159,6 +162,19 @@ class TopologySection(_Section):
     links: list[LinkSection] = Field(default_factory=list)
 
 
+class TLSSection(_Section):
+    """One CA for every channel: with it, REST is https only, OpenFlow and OVSDB use ssl:.
+
+    `cert` and `key` are this controller's: its server certificate for REST and
+    OpenFlow, its client certificate towards OVSDB servers and peers. The files
+    are loaded when the daemon starts (and by `vportd --check`).
+    """
+
+    ca: Path  # the CA certificate(s) every peer, switch and OVSDB server is checked against
+    cert: Path
+    key: Path
+
+
 class LoggingSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -172,6 +188,19 @@ class Config(_Section):
     migration: MigrationSection = MigrationSection()
     topology: TopologySection = TopologySection()
     logging: LoggingSection = LoggingSection()
+    tls: TLSSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _https_by_default(cls, data: object) -> object:
+        """With [tls], the API's advertised URL defaults to https://{listen}."""
+        if not isinstance(data, dict) or data.get("tls") is None:
+            return data
+        api = data.get("api", {})
+        if not isinstance(api, dict) or "advertise" in api:
+            return data
+        listen = api.get("listen", DEFAULT_API_LISTEN)
+        return {**data, "api": {**api, "advertise": f"https://{listen}"}}
 
     @model_validator(mode="after")
     def _cluster_needs_peer_token(self) -> Config:
@@ -179,6 +208,22 @@ class Config(_Section):
             raise ValueError(
                 'api.peer_token_file: required with store.kind = "etcd" '
                 "(controllers authenticate each other with it)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_everywhere(self) -> Config:
+        """[tls] makes the API https only; ssl: OVSDB remotes need its certificates."""
+        if self.tls is not None and not self.api.url.startswith("https://"):
+            raise ValueError(
+                f"api.advertise: {self.api.url!r} is not https://: with [tls] the API "
+                "serves https only"
+            )
+        plain = [r for r in self.ovsdb.remotes if r.startswith("ssl:")] if not self.tls else []
+        if plain:
+            raise ValueError(
+                f"ovsdb.remotes: {plain[0]!r} needs a [tls] section "
+                "(the CA to check the server, the certificate to show it)"
             )
         return self
 

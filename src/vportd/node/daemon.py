@@ -1,8 +1,11 @@
 """The ``vportd`` daemon: the composition root of one controller of a vportd cluster.
 
-It reads and validates the configuration, sets up logging, and runs the
-`Runtime` (core + OpenFlow + OVSDB, every task in one `asyncio.TaskGroup`)
-until SIGTERM or SIGINT, which cancel the group and wait for every task.
+It reads and validates the configuration (the token files and, with `[tls]`,
+the certificates with it), sets up logging, and runs the `Runtime` (core +
+OpenFlow + OVSDB, every task in one `asyncio.TaskGroup`) until SIGTERM or
+SIGINT, which cancel the group and wait for every task. With `[tls]` every
+channel gets its SSL context from `vportd.node.tls`: the API (https only),
+the OpenFlow listener, the OVSDB monitors and the peers' client.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 from vportd import __version__
+from vportd.node import tls
 from vportd.node.config import Config, ConfigError, load_config
 
 log = logging.getLogger("vportd")
@@ -90,7 +94,9 @@ def _stuck(loop: asyncio.AbstractEventLoop) -> None:
     os._exit(EXIT_STUCK)
 
 
-async def _serve(config: Config, token: str | None, peer_token: str | None) -> None:
+async def _serve(
+    config: Config, token: str | None, peer_token: str | None, contexts: tls.Contexts | None
+) -> None:
     # Imported here: keeps --help and --check light.
     from contextlib import AsyncExitStack  # noqa: PLC0415
 
@@ -109,9 +115,10 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, loop, task)
-    runtime = Runtime(config)
+    runtime = Runtime(config, tls=contexts)
     me = Peer(config.controller.id, config.api.url)
-    http = PeerHttp()  # one session for the peer messages and the relayed requests
+    # one session for the peer messages and the relayed requests
+    http = PeerHttp(tls=None if contexts is None else contexts.peers)
     client = PeerClient(peer_token, timeout=config.api.peer_timeout, http=http)
     forwarder = Forwarder(http=http)
     node, store = None, None
@@ -131,8 +138,9 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
         forwarder=forwarder,
     )
     log.info(
-        "controller %s starting (OpenFlow %s, API %s, store %s)",
+        "controller %s starting (OpenFlow %s, API %s, store %s%s)",
         me.id, config.openflow.listen, me.api, config.store.kind,
+        ", TLS" if contexts is not None else "",
     )  # fmt: skip
     # What the imports and the app built lives as long as the process: kept out of
     # the collector's full passes, which then scan the table, not the libraries too.
@@ -144,7 +152,8 @@ async def _serve(config: Config, token: str | None, peer_token: str | None) -> N
             stack.push_async_callback(forwarder.aclose)
             if store is not None:
                 await stack.enter_async_context(store)
-            await runtime.run(lambda: serve(app, config.api.listen))
+            rest = None if contexts is None else contexts.rest
+            await runtime.run(lambda: serve(app, config.api.listen, tls=rest))
     except asyncio.CancelledError:
         log.info("controller %s stopped", config.controller.id)
 
@@ -164,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         token = read_token(config.api.token_file, "api.token_file")
         peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
+        contexts = None if config.tls is None else tls.load(config.tls)
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)
         return 2
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     _logging(config)
     if token is None:
         log.warning("api.token_file is not set: the northbound API refuses every request")
-    asyncio.run(_serve(config, token, peer_token))
+    asyncio.run(_serve(config, token, peer_token, contexts))
     return 0
 
 

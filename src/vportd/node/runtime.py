@@ -46,6 +46,7 @@ from vportd.node.metrics import Metrics
 from vportd.node.pacing import Pacer
 from vportd.node.reach import Reachability
 from vportd.node.switches import Switches
+from vportd.node.tls import Contexts
 from vportd.node.watchdog import watch_loop
 from vportd.southbound import frames
 from vportd.southbound.openflow.connection import SwitchConnection
@@ -64,7 +65,13 @@ AnswerWaiter = asyncio.Future[NotifyAnswer]
 
 
 class Runtime:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        tls: Contexts | None = None,  # [tls]: OpenFlow and ssl: OVSDB remotes with these
+    ) -> None:
         self.config = config
         self.clock = clock
         me, m = config.controller.id, config.migration
@@ -91,9 +98,11 @@ class Runtime:
         self.openflow = OpenFlowServer(
             self, host, int(port), echo_interval=of.echo_interval, echo_misses=of.echo_misses,
             max_message=of.max_message, send_queue=of.send_queue, reply_timeout=of.reply_timeout,
+            tls=None if tls is None else tls.openflow,
         )  # fmt: skip
+        ovsdb_tls = None if tls is None else tls.ovsdb
         self.monitors = [
-            OvsdbMonitor(r, partial(self._on_snapshot, r), pace=self.pacer.turn)
+            OvsdbMonitor(r, partial(self._on_snapshot, r), pace=self.pacer.turn, tls=ovsdb_tls)
             for r in config.ovsdb.remotes
         ]
 

@@ -1,6 +1,7 @@
 """`vportctl lab up`: bring the test bed up.
 
-In this order, recording each step in the state file before taking it: a
+In this order, recording each step in the state file before taking it: with
+`--tls`, a CA and the certificates it signs in DIR/tls (`plan.Tls`); a
 private Open vSwitch (userspace datapath) in DIR/ovs; the hypervisor bridges;
 the patch-port mesh between them; the VM namespaces with their veths (host
 ends on the bridges, with libvirt-style external_ids); the API and peer
@@ -17,6 +18,10 @@ again (`teardown.down`) and nothing is left behind.
 no controllers (--controllers is ignored) and no etcd, and sets every bridge
 to fail_mode=standalone with no controller, so OVS forwards with its own NORMAL
 learning switch (the bridges are then linked in a star, see `plan`).
+
+`--tls` runs every channel encrypted with the lab's CA: the controllers' API
+is https only, the bridges connect to `ssl:` targets (OVS's `set-ssl`), and
+the controllers read the OVS's OVSDB over `ssl:` (ovsdb-server's `pssl:`).
 
 `up` refuses (exit 1) when a lab is already up in DIR, when DIR holds the
 leftovers of a crashed lab, or when something the lab needs is taken: a VM
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vportd_lab.bed import controllers as ctl
-from vportd_lab.bed import netns, procs, roles, store
+from vportd_lab.bed import netns, pki, procs, roles, store
 from vportd_lab.bed.commands import LabError, tool
 from vportd_lab.bed.etcd import EtcdError
 from vportd_lab.bed.messages import (
@@ -51,7 +56,7 @@ from vportd_lab.bed.messages import (
     EXIT_USAGE,
     say,
 )  # fmt: skip
-from vportd_lab.bed.ovs import OVSError, PrivateOVS
+from vportd_lab.bed.ovs import OVSError, OvsTls, PrivateOVS
 from vportd_lab.bed.plan import AWARE, DATAPATH_TAP, STANDALONE, Controller, Plan
 from vportd_lab.bed.report import describe, openflow_connections, summary
 from vportd_lab.bed.state import UP, Options, State, StateError, load
@@ -61,6 +66,7 @@ _TOOLS = (
     "ip", "ethtool", "sysctl", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
     "ovs-appctl",
 )  # fmt: skip
+OVS_CERT = "ovs"  # the name of the OVS's certificate among the lab's (DIR/tls/ovs.pem)
 
 
 @dataclass
@@ -76,6 +82,7 @@ class UpOptions:
     keep_on_error: bool = False
     json: bool = False
     mode: str = AWARE  # plan.MODES
+    tls: bool = False
 
 
 # -- up --------------------------------------------------------------------
@@ -89,18 +96,20 @@ def up(opts: UpOptions) -> int:
     except LabError as err:
         return _fail(opts, "bad-option", f"error: {err}", EXIT_USAGE)
     try:
-        for name in _TOOLS:
+        for name in (*_TOOLS, *(["openssl"] if opts.tls else [])):
             tool(name)
         _preflight(plan)
     except LabError as err:
         return _fail(opts, "cannot-start", f"cannot start: {err}", EXIT_FAILED)
 
     state = State(str(plan.dir), options, started_at=time.time(), vportd=str(vportd or ""))
-    ovs = PrivateOVS(plan.ovs_rundir, dummy=False)
+    ovs = PrivateOVS(plan.ovs_rundir, dummy=False, tls=_ovs_tls(plan))
     started = time.monotonic()
     try:
         _build(plan, state, ovs, vportd, opts.wait)
-    except (LabError, OVSError, EtcdError, OSError, subprocess.SubprocessError) as err:
+    except (
+        LabError, OVSError, EtcdError, pki.PKIError, OSError, subprocess.SubprocessError
+    ) as err:  # fmt: skip
         say(f"lab up failed: {err}")
         _show_ovs_errors(ovs)
         _give_up(plan, opts)
@@ -120,18 +129,28 @@ def up(opts: UpOptions) -> int:
 
 
 def _options(opts: UpOptions) -> Options:
-    """The options to record, with the etcd's ports picked now (free ones, fixed from here on)."""
+    """The options to record, with the etcd's ports (and with --tls the OVSDB's ssl: port)
+    picked now (free ones, fixed from here on)."""
     controllers = 0 if opts.mode == STANDALONE else opts.controllers
     busy = {
         port
         for first in (opts.openflow_port, opts.api_port)
         for port in range(first, first + controllers)
     }
-    client, peer = store.free_ports(busy)
+    client, peer, ovsdb = store.free_ports(busy, 3)
     return Options(
         opts.hypervisors, opts.vms, controllers, opts.openflow_port, opts.api_port,
         etcd_port=client, etcd_peer_port=peer, mode=opts.mode,
+        tls_ovsdb_port=ovsdb if opts.tls else None,
     )  # fmt: skip
+
+
+def _ovs_tls(plan: Plan) -> OvsTls | None:
+    """The OVS's certificate, key and CA in a lab with TLS (made by `_certificates`)."""
+    tls = plan.tls
+    if tls is None:
+        return None
+    return OvsTls(tls.key(OVS_CERT), tls.cert(OVS_CERT), tls.ca, tls.ovsdb_port)
 
 
 def _fail(opts: UpOptions, code: str, message: str, rc: int, detail: str | None = None) -> int:
@@ -216,6 +235,9 @@ def _addresses(plan: Plan) -> list[tuple[str, str, str]]:
         again = "try again (the lab picks free ones)"
         found.append(("etcd client address", plan.etcd.endpoint, again))
         found.append(("etcd peer address", f"127.0.0.1:{plan.etcd.peer_port}", again))
+    if plan.tls is not None:
+        again = "try again (the lab picks a free one)"
+        found.append(("OVSDB ssl address", plan.tls.ovsdb_listen, again))
     return found
 
 
@@ -237,6 +259,7 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
     plan.dir.mkdir(parents=True, exist_ok=True)
     plan.dir.chmod(0o755)
     save()
+    _certificates(plan)
 
     say(f"starting Open vSwitch (userspace datapath) in {plan.ovs_rundir}")
     state.ovs_started = True
@@ -252,18 +275,7 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
         if plan.mode == STANDALONE:
             # No controller ever: OVS forwards with its NORMAL learning switch.
             ovs.vsctl("set-fail-mode", hv.bridge, "standalone")
-    if plan.links:
-        args: list[str] = []
-        for link in plan.links:
-            for bridge, name, port, peer in (
-                (link.a, link.a_name, link.a_port, link.b_name),
-                (link.b, link.b_name, link.b_port, link.a_name),
-            ):
-                args += [
-                    "--", "add-port", bridge, name, "--", "set", "Interface", name, "type=patch",
-                    f"options:peer={peer}", f"ofport_request={port}",
-                ]  # fmt: skip
-        ovs.vsctl(*args)
+    _add_links(plan, ovs)
     say(
         "bridges "
         + ", ".join(f"{hv.bridge} (dpid {hv.dpid_hex})" for hv in plan.hypervisors)
@@ -304,7 +316,7 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
         pid = ctl.start(c, vportd, plan.dir)
         state.controllers[c.id] = pid
         save()
-        say(f"controller {c.id} started (pid {pid}): OpenFlow {c.openflow}, API {c.api}")
+        say(f"controller {c.id} started (pid {pid}): OpenFlow {c.target}, API {c.url}")
     # Point the bridges at the controllers once these listen: OVS's first attempt
     # then succeeds instead of failing and backing off.
     procs.wait_until(
@@ -315,6 +327,33 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
         ovs.set_controllers(hv.bridge, targets)
     state.phase = UP
     save()
+
+
+def _add_links(plan: Plan, ovs: PrivateOVS) -> None:
+    """The patch-port pairs between the bridges, in one ovs-vsctl call."""
+    if not plan.links:
+        return
+    args: list[str] = []
+    for link in plan.links:
+        for bridge, name, port, peer in (
+            (link.a, link.a_name, link.a_port, link.b_name),
+            (link.b, link.b_name, link.b_port, link.a_name),
+        ):
+            args += [
+                "--", "add-port", bridge, name, "--", "set", "Interface", name, "type=patch",
+                f"options:peer={peer}", f"ofport_request={port}",
+            ]  # fmt: skip
+    ovs.vsctl(*args)
+
+
+def _certificates(plan: Plan) -> None:
+    """With --tls: the lab's CA, and a certificate for the OVS and each controller."""
+    if plan.tls is None:
+        return
+    ca = pki.Authority.create(plan.tls.dir)
+    for name in (OVS_CERT, *(c.id for c in plan.controllers)):
+        ca.issue(name, ips=("127.0.0.1",))
+    say(f"TLS: the lab's CA {ca.cert}, certificates for the OVS and each controller")
 
 
 def _running(c: Controller, state: State) -> bool:

@@ -4,7 +4,9 @@ Each controller runs as `vportd --config DIR/cN.toml`, detached (own session,
 stdin closed, stdout and stderr to DIR/cN.log), so it outlives `vportctl lab up`.
 Every controller, also a lone one, keeps its table in the lab's etcd (one code
 path: the cluster elects a leader and spreads the bridges' mastership itself);
-the VMM's token and the controllers' own (east-west) token are two files.
+the VMM's token and the controllers' own (east-west) token are two files. In
+a lab with TLS each controller has a `[tls]` section (the lab's CA, its own
+certificate) and reads the OVS's OVSDB over `ssl:`.
 The lab never depends on what the controller does: it starts the process,
 records its pid and, if the process dies, reports it with the tail of its log.
 """
@@ -44,6 +46,8 @@ def config_text(plan: Plan, ctrl: Controller) -> str:
         return json.dumps(str(value))
 
     assert plan.etcd is not None, "a lab with controllers has an etcd"
+    tls = plan.tls
+    ovsdb = f"unix:{plan.ovs_rundir / 'db.sock'}" if tls is None else tls.ovsdb_remote
     text = f"""\
 # vportd controller {ctrl.id} of the lab in {plan.dir}, written by `vportctl lab up`.
 [controller]
@@ -53,7 +57,7 @@ id = {q(ctrl.id)}
 listen = {q(ctrl.openflow)}
 
 [ovsdb]
-remotes = [{q(f"unix:{plan.ovs_rundir / 'db.sock'}")}]
+remotes = [{q(ovsdb)}]
 
 [api]
 listen = {q(ctrl.api)}
@@ -74,6 +78,12 @@ level = "info"
     if plan.mode == NAIVE:
         # The downtime benchmark's baseline: no notify accepted, a port delete is the VM leaving.
         text += "\n[migration]\naware = false\n"
+    if tls is not None:
+        # Every channel encrypted, the API https only (its URL: https://{listen}).
+        text += (
+            f"\n[tls]\nca = {q(tls.ca)}\ncert = {q(tls.cert(ctrl.id))}\n"
+            f"key = {q(tls.key(ctrl.id))}\n"
+        )
     parse_config(text, str(ctrl.config))
     return text
 

@@ -209,7 +209,7 @@ def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -
 def _clients(lab: _Lab) -> list[Client]:
     """One client per controller: every one of them must show the result."""
     token = read_token(lab.plan.token_file)
-    return [Client(c.api, token, timeout=2.0) for c in lab.plan.controllers]
+    return [Client(c.url, token, timeout=2.0, ca=lab.plan.ca) for c in lab.plan.controllers]
 
 
 def _agrees(client: Client, mac: str, ovs: str, port: int) -> bool:
@@ -325,8 +325,8 @@ def _migrate(lab: _Lab, opts: MigrateOptions) -> MigrationReport:
 
 
 def _target(lab: _Lab) -> Target:
-    """The lab's API and token, as `vportctl --lab DIR` finds them ($VPORTD_API and
-    $VPORTD_TOKEN_FILE first)."""
+    """The lab's API, token and CA, as `vportctl --lab DIR` finds them ($VPORTD_API,
+    $VPORTD_TOKEN_FILE and $VPORTD_CA first)."""
     return resolve_target(None, None, lab.dir, os.environ, labs=find_lab)
 
 

@@ -6,6 +6,11 @@ log files) lives under `rundir`, and every command is pointed at it. With
 kernel, any number per machine); otherwise it is the userspace datapath, of
 which only one may run per network namespace (they clash on `ovs-netdev`).
 These calls block: run them in a thread from asyncio code.
+
+With `tls` (`OvsTls`: a key, its certificate and the CA), ovsdb-server also
+listens for `ssl:` clients on 127.0.0.1 (`pssl:`), and ovs-vswitchd is given
+the same files (`set-ssl`) for its `ssl:` controller targets; both refuse a
+peer whose certificate the CA did not sign.
 """
 
 from __future__ import annotations
@@ -30,10 +35,21 @@ class OVSError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class OvsTls:
+    """OVS's own certificate and key, the CA it checks its peers against, its pssl: port."""
+
+    key: Path
+    cert: Path
+    ca: Path
+    ovsdb_port: int
+
+
 @dataclass
 class PrivateOVS:
     rundir: Path
     dummy: bool = True
+    tls: OvsTls | None = None
 
     @property
     def db_sock(self) -> Path:
@@ -65,16 +81,29 @@ class PrivateOVS:
             self._run(["ovsdb-tool", "create", str(conf), str(SCHEMA)])
         self.start_ovsdb()
         self.vsctl("--no-wait", "init")
+        if self.tls is not None:
+            t = self.tls
+            self.vsctl("--no-wait", "set-ssl", str(t.key), str(t.cert), str(t.ca))
         self.start_vswitchd()
         return self
 
     def start_ovsdb(self) -> None:
         conf = self.rundir / "conf.db"
         self._run([
-            "ovsdb-server", str(conf), f"--remote=punix:{self.db_sock}",
+            "ovsdb-server", str(conf), f"--remote=punix:{self.db_sock}", *self._pssl(),
             f"--pidfile={self._pidfile('ovsdb-server')}", f"--unixctl={self._ctl('ovsdb-server')}",
             f"--log-file={self.rundir / 'ovsdb-server.log'}", "--detach",
         ])  # fmt: skip
+
+    def _pssl(self) -> list[str]:
+        """ovsdb-server's ssl: listener and its files (none without `tls`)."""
+        t = self.tls
+        if t is None:
+            return []
+        return [
+            f"--remote=pssl:{t.ovsdb_port}:127.0.0.1", f"--private-key={t.key}",
+            f"--certificate={t.cert}", f"--ca-cert={t.ca}",
+        ]  # fmt: skip
 
     def start_vswitchd(self) -> None:
         args = [

@@ -16,6 +16,11 @@ without asking. The conventions (DESIGN.md §5):
 - with controllers, one etcd (their store) on 127.0.0.1:etcd_port (peer
   port etcd_peer_port), its data in DIR/etcd/data and its log in
   DIR/etcd/etcd.log;
+- with TLS (`lab up --tls`): a CA and the certificates it signs in DIR/tls
+  (`ca.pem`; `c{c}.pem`/`.key` per controller, `ovs.pem`/`.key` for the
+  OVS, each with the IP 127.0.0.1 as subjectAltName); the controllers' API
+  is https, the bridges' controller targets `ssl:`, and the controllers read
+  OVSDB from `ssl:127.0.0.1:ovsdb_port` (a port picked free at start);
 - the mode (`MODES`, for the migration downtime benchmark): `aware` (vportd
   as it is), `naive` (the controllers with `migration.aware = false`; the VMM
   sends no notify) or `standalone` (no controllers, bridges in
@@ -113,11 +118,44 @@ class Controller:
     api: str
     config: Path
     log: Path
+    tls: bool = False
 
     @property
     def target(self) -> str:
         """The OVS controller target of this controller."""
-        return f"tcp:{self.openflow}"
+        return f"{'ssl' if self.tls else 'tcp'}:{self.openflow}"
+
+    @property
+    def url(self) -> str:
+        """Its API's base URL."""
+        return f"{'https' if self.tls else 'http'}://{self.api}"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The lab's certificates (in `dir`) and the OVSDB's ssl: port."""
+
+    dir: Path
+    ovsdb_port: int
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.pem"  # as pki.Authority names it
+
+    def cert(self, name: str) -> Path:
+        return self.dir / f"{name}.pem"
+
+    def key(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    @property
+    def ovsdb_listen(self) -> str:
+        return f"127.0.0.1:{self.ovsdb_port}"
+
+    @property
+    def ovsdb_remote(self) -> str:
+        """The controllers' OVSDB remote."""
+        return f"ssl:{self.ovsdb_listen}"
 
 
 @dataclass(frozen=True)
@@ -150,6 +188,12 @@ class Plan:
     controllers: tuple[Controller, ...]
     etcd: Etcd | None = None  # only with controllers
     mode: str = AWARE  # one of MODES
+    tls: Tls | None = None  # `lab up --tls`
+
+    @property
+    def ca(self) -> Path | None:
+        """The CA every channel is checked against (None: no TLS)."""
+        return None if self.tls is None else self.tls.ca
 
     @property
     def notifies(self) -> bool:
@@ -216,6 +260,12 @@ def _check_mode(mode: str, controllers: int) -> None:
         raise LabError("--mode naive needs controllers (vportd with migration.aware = false)")
 
 
+def _check_tls(mode: str, ovsdb_port: int) -> None:
+    if mode == STANDALONE:
+        raise LabError("--tls needs controllers: a standalone lab has no channel to encrypt")
+    _check("OVSDB ssl port", ovsdb_port, 1, 65535)
+
+
 def _check_ports_apart(
     controllers: int, openflow_port: int, api_port: int, etcd_port: int, etcd_peer_port: int
 ) -> None:
@@ -242,9 +292,13 @@ def make_plan(
     etcd_port: int = 2379,
     etcd_peer_port: int = 2380,
     mode: str = AWARE,
+    tls_ovsdb_port: int | None = None,
 ) -> Plan:
-    """The lab these options describe; LabError if an option is out of range."""
+    """The lab these options describe (with TLS when `tls_ovsdb_port` is given); LabError if
+    an option is out of range."""
     _check_mode(mode, controllers)
+    if tls_ovsdb_port is not None:
+        _check_tls(mode, tls_ovsdb_port)
     _check("--hypervisors", hypervisors, 1, MAX_HYPERVISORS)
     _check("--vms", vms, 1, MAX_VMS)
     _check("--controllers", controllers, 0, MAX_CONTROLLERS)
@@ -290,11 +344,13 @@ def make_plan(
             api=f"127.0.0.1:{api_port + c}",
             config=lab_dir / f"c{c}.toml",
             log=lab_dir / f"c{c}.log",
+            tls=tls_ovsdb_port is not None,
         )
         for c in range(controllers)
     )
     etcd = Etcd(etcd_port, etcd_peer_port, lab_dir / "etcd") if controllers else None
-    plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd, mode)
+    tls = None if tls_ovsdb_port is None else Tls(lab_dir / "tls", tls_ovsdb_port)
+    plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd, mode, tls)
     longest = max(plan.sockets(), key=lambda p: len(str(p)))
     if len(str(longest)) > SUN_PATH_MAX:
         raise LabError(

@@ -3,6 +3,8 @@
 Besides what the lab built (from the state file, OVSDB and /proc), it shows
 who leads the cluster and masters each bridge, from one running controller's
 REST API; when no API answers, those are null and `cluster.error` says why.
+In a lab with TLS, each controller's `api` is its https:// URL and `tls`
+names the CA (`{"ca": PATH}`; null without TLS).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def describe(state: State) -> dict[str, Any]:
         "controllers": [
             {
                 "id": c.id,
-                "api": c.api,
+                "api": c.url if c.tls else c.api,
                 "openflow": c.openflow,
                 "pid": state.controllers.get(c.id),
                 "alive": procs.alive(state.controllers.get(c.id), ctl.owns(c.config)),
@@ -129,9 +131,17 @@ def describe(state: State) -> dict[str, Any]:
         },
         "etcd": _etcd(state),
         "cluster": seen.to_json() if seen else None,
+        "tls": _tls(plan),
         "token_file": str(plan.token_file),
         "peer_token_file": str(plan.peer_token_file),
     }
+
+
+def _tls(plan: Plan) -> dict[str, Any] | None:
+    """The lab's CA and the controllers' OVSDB remote; None in a lab without TLS."""
+    if plan.tls is None:
+        return None
+    return {"ca": str(plan.tls.ca), "ovsdb": plan.tls.ovsdb_remote}
 
 
 def _etcd(state: State) -> dict[str, Any] | None:
@@ -169,6 +179,11 @@ def summary(d: dict[str, Any]) -> str:
         else:
             state = f"NOT RUNNING (see {c['log']})"
         lines.append(f"  {c['id']:<4} OpenFlow {c['openflow']:<16} API {c['api']:<16} {state}")
+    if d.get("tls"):
+        lines.append(
+            f"TLS on every channel: CA {d['tls']['ca']}; the controllers read OVSDB at "
+            f"{d['tls']['ovsdb']}"
+        )
     lines += _cluster_lines(d)
     fail_mode = "standalone, NORMAL learning" if d["mode"] == STANDALONE else "secure"
     lines.append(f"hypervisors (bridges, fail_mode={fail_mode}):")

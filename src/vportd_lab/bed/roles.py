@@ -3,7 +3,8 @@
 `up` waits with `missing` until every running controller sees a leader that
 runs, every bridge has a running master, and each master is connected to the
 bridges it masters; `status` shows one controller's `view`. Both read the
-REST API (GET /v1/cluster and /v1/switches with the lab's token) and never
+REST API (GET /v1/cluster and /v1/switches with the lab's token, over https
+checked against the lab's CA in a lab with TLS) and never
 fail because it does not answer: that is a finding, not an error.
 """
 
@@ -40,7 +41,7 @@ def ask(plan: Plan, ctrl: Controller, timeout: float = TIMEOUT) -> View:
     """`ctrl`'s view of the cluster; a View with `error` if it cannot be had."""
     try:
         token = read_token(plan.token_file)
-        with Client(ctrl.api, token, timeout) as api:
+        with Client(ctrl.url, token, timeout, ca=plan.ca) as api:
             cluster = api.status()["cluster"]
             switches = api.switches()
     except ClientError as err:

@@ -42,6 +42,7 @@ class Options:
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
     mode: str = AWARE  # plan.MODES; a state file without a mode is `aware`
+    tls_ovsdb_port: int | None = None  # `up --tls`: the OVSDB's ssl: port (picked free)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class State:
         plan = make_plan(
             Path(self.dir), hypervisors=o.hypervisors, vms=o.vms, controllers=o.controllers,
             openflow_port=o.openflow_port, api_port=o.api_port, etcd_port=o.etcd_port,
-            etcd_peer_port=o.etcd_peer_port, mode=o.mode,
+            etcd_peer_port=o.etcd_peer_port, mode=o.mode, tls_ovsdb_port=o.tls_ovsdb_port,
         )  # fmt: skip
         return _placed(plan, self.placements) if self.placements else plan
 

@@ -16,7 +16,8 @@ the system shows, in this order:
    persistent and leaves them behind when it dies;
 5. the VM namespaces, recorded or carrying the mark (told apart before step 3),
    after stopping any process still running inside;
-6. DIR: only the files the lab writes there, then DIR itself if empty.
+6. DIR: only the files the lab writes there (DIR/tls's certificates and keys
+   among them), then DIR itself if empty.
 
 A resource that carries another lab's mark, or a tap that a live process
 holds, is left alone and reported.
@@ -47,6 +48,9 @@ OVS_PATTERNS = (
     "conf.db", ".conf.db.~lock~", ".conf.db.tmp*", "db.sock", "*.ctl", "*.pid", "*.log",
     "*.mgmt", "*.snoop",
 )  # fmt: skip
+TLS_PATTERNS = ("*.pem", "*.key", ".*.ext")  # `lab up --tls`'s CA and certificates (pki)
+# The lab's own subdirectories, and what the lab writes in each.
+SUBDIRS = {"ovs": OVS_PATTERNS, "tls": TLS_PATTERNS}
 
 
 def leftovers(lab_dir: Path) -> list[Path]:
@@ -54,7 +58,7 @@ def leftovers(lab_dir: Path) -> list[Path]:
     found = [lab_dir / name for name in LAB_FILES if (lab_dir / name).exists()]
     for pattern in LAB_PATTERNS:
         found += lab_dir.glob(pattern)
-    found += [lab_dir / name for name in ("ovs", "etcd") if (lab_dir / name).is_dir()]
+    found += [lab_dir / name for name in ("ovs", "etcd", "tls") if (lab_dir / name).is_dir()]
     return found
 
 
@@ -184,13 +188,14 @@ class Teardown:
     def directory(self) -> None:
         if not self.dir.is_dir():
             return
-        ovs_dir = self.dir / "ovs"
-        if ovs_dir.is_dir():
-            for pattern in OVS_PATTERNS:
-                for path in ovs_dir.glob(pattern):
-                    path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                ovs_dir.rmdir()
+        for name, patterns in SUBDIRS.items():
+            sub = self.dir / name
+            if sub.is_dir():
+                for pattern in patterns:
+                    for path in sub.glob(pattern):
+                        path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
         for name in LAB_FILES:
             (self.dir / name).unlink(missing_ok=True)
         for pattern in LAB_PATTERNS:

@@ -73,6 +73,7 @@ def _up(args: argparse.Namespace, as_json: bool) -> int:
             keep_on_error=args.keep_on_error,
             json=as_json,
             mode=args.mode,
+            tls=args.tls,
         )
     )
 
@@ -135,6 +136,11 @@ Start the lab. Layout (fixed, so tests and people can name things):
                  ports picked at start), data and log in DIR/etcd
   tokens         DIR/api.token (VMM, operators) and DIR/peer.token (between
                  controllers), random, mode 0600
+  --tls          every channel encrypted with the lab's CA (DIR/tls/ca.pem):
+                 the API https only, the bridges' controller targets ssl:,
+                 the controllers' OVSDB over ssl: (a free port); a certificate
+                 per controller and one for the OVS (IP 127.0.0.1), in DIR/tls.
+                 vportctl finds the CA with the lab, as its token
 
 `up` returns once the cluster has settled: a leader, and every bridge
 mastered by a controller connected to it (the cluster spreads mastership).
@@ -184,6 +190,11 @@ cluster did not settle within --wait (what is missing is printed);
         "fail_mode=standalone (OVS NORMAL learning), linked in a star (default: %(default)s)",
     )  # fmt: skip
     up.add_argument(
+        "--tls", action="store_true",
+        help="run every channel with TLS: make a CA and certificates in DIR/tls; the API is "
+        "https only, OpenFlow and OVSDB use ssl:",
+    )  # fmt: skip
+    up.add_argument(
         "--keep-on-error", action="store_true",
         help="if a step fails, keep what was built for inspection instead of removing it",
     )  # fmt: skip
@@ -196,7 +207,8 @@ cluster did not settle within --wait (what is missing is printed);
             "Show the lab in DIR: controllers (pid, alive), the etcd (endpoint, pid), the "
             "leader and each bridge's master (from the controllers' API, when it answers), "
             "hypervisor bridges (dpid, which controllers they are connected to), patch links, "
-            "VMs (MAC, IP, namespace, port), the OVSDB socket and the token files. "
+            "VMs (MAC, IP, namespace, port), the OVSDB socket, the token files and, in a lab "
+            "with TLS, its CA. "
             "Exit status 1 when no lab is up."
         ),
         parents=[json_flag, dir_flag],

@@ -1,6 +1,7 @@
 """The OVSDB client: follows one server on the event loop, hands on a snapshot per update.
 
-`OvsdbMonitor.run` connects (`unix:PATH` or `tcp:HOST:PORT`), asks for the
+`OvsdbMonitor.run` connects (`unix:PATH`, `tcp:HOST:PORT`, or `ssl:HOST:PORT`
+with the `tls` context it is given), asks for the
 columns vportd reads with `monitor_cond` (update2 diffs), and hands on a
 `Snapshot` after every read that changed them. The client is our own, not the
 ovs library's IDL: the IDL parses JSON in pure Python and turns every column
@@ -24,6 +25,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +49,7 @@ RETRY_FIRST = 0.1  # s before the first attempt to reconnect
 RETRY_CAP = 8.0  # s, the longest wait between two attempts
 WARN_EVERY = 20  # failed attempts between two warnings for the same reason
 CONNECT_TIMEOUT = 1.0  # s for a TCP connection to be accepted
+HANDSHAKE_TIMEOUT = 5.0  # s for the TLS handshake of an ssl: remote
 PROBE = 5.0  # s without a message before we send an echo; twice that: the link is dead
 RECV = 1 << 18  # bytes per read
 _MONITOR_ID = "vportd-monitor"
@@ -113,7 +116,8 @@ class _Outage:
 class OvsdbMonitor:
     """Follows one OVSDB server on the event loop; `on_snapshot` gets each snapshot.
 
-    `sleep` waits between attempts (a test drives it), `backoff` says how long.
+    `sleep` waits between attempts (a test drives it), `backoff` says how long;
+    `tls` is the context of an `ssl:` remote (a failed handshake is a failed attempt).
     """
 
     def __init__(
@@ -124,10 +128,12 @@ class OvsdbMonitor:
         sleep: Sleep = asyncio.sleep,
         backoff: Backoff | None = None,
         pace: Pace = _unpaced,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.remote = remote
         self.on_snapshot = on_snapshot
         self.pace = pace
+        self.tls = tls
         self._sleep = sleep
         self._backoff = Backoff() if backoff is None else backoff
         self._outage = _Outage(remote)
@@ -144,7 +150,7 @@ class OvsdbMonitor:
     async def _session(self, mirror: Mirror) -> str:
         """Connect and follow the server until the session fails; why it did."""
         try:
-            reader, writer = await _open(self.remote)
+            reader, writer = await _open(self.remote, self.tls)
         except OSError as err:
             return f"not reachable ({_describe(err)})"
         try:
@@ -165,18 +171,34 @@ def _describe(err: Exception) -> str:
     return str(err) or type(err).__name__
 
 
-async def _open(remote: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection to `unix:PATH` or `tcp:HOST:PORT`."""
+async def _open(
+    remote: str, tls: ssl.SSLContext | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT` (with `tls`)."""
     kind, _, where = remote.partition(":")
     host, _, port = where.rpartition(":")
     if kind == "unix":
         return await asyncio.open_unix_connection(where)
-    if kind == "tcp" and port.isdigit():
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
-    raise OSError(f"unsupported OVSDB remote {remote!r} (unix:PATH or tcp:HOST:PORT)")
+    if kind not in ("tcp", "ssl") or not port.isdigit():
+        raise OSError(f"unsupported OVSDB remote {remote!r} (unix:PATH, tcp:HOST:PORT, ssl:...)")
+    if kind == "ssl" and tls is None:
+        raise OSError(f"{remote}: an ssl: remote needs the controller's [tls]")
+    host = host.strip("[]")
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        reader, writer = await asyncio.open_connection(host, int(port))
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if kind == "ssl" and tls is not None:
+        await _secure(writer, tls, host)
+    return reader, writer
+
+
+async def _secure(writer: asyncio.StreamWriter, tls: ssl.SSLContext, host: str) -> None:
+    """The TLS handshake on a new connection, which is closed if it fails."""
+    try:
+        await writer.start_tls(tls, server_hostname=host, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+    except BaseException:
+        writer.transport.abort()
+        raise
 
 
 class _Session:
