@@ -2,8 +2,10 @@
 
 A fault hits one thing once: `leader`, `source-master`, `destination-master`
 (a controller, `kill -9`, started again `DOWNTIME` s later with the same
-config), `etcd-stop` (SIGSTOP, SIGCONT `STOP` s later) or `etcd-kill`
-(`kill -9`, started again `DOWNTIME` s later on the same data and ports). The
+config), `etcd-stop` (SIGSTOP, SIGCONT `ETCD_OUTAGE` s later: requests hang)
+or `etcd-kill` (`kill -9`, started again `ETCD_OUTAGE` s later on the same
+data and ports: connections are refused meanwhile). Both etcd outages
+outlast the controllers' lease TTL (3 s), so every session ends. The
 hit is synchronous; the recovery runs in a thread of its own, so that the
 migration goes on meanwhile, as it would for a VMM that knows nothing of it.
 `Fault.recover()` waits for the recovery and makes sure everything runs
@@ -27,8 +29,8 @@ from vportd.ctl.client import Client, ClientError
 
 CONTROLLER_KINDS = ("leader", "source-master", "destination-master")
 KINDS = (*CONTROLLER_KINDS, "etcd-stop", "etcd-kill")
-DOWNTIME = 1.0  # s from a kill -9 to the restart (a supervisor's restart delay)
-STOP = 5.0  # s etcd stays stopped
+DOWNTIME = 1.0  # s from a controller's kill -9 to its restart (a supervisor's restart delay)
+ETCD_OUTAGE = 5.0  # s etcd stays stopped, or killed before it is started again
 POLL = 0.05  # s between two rounds of DownWatch
 
 
@@ -69,10 +71,10 @@ class Fault:
             return lambda: _after(DOWNTIME, lambda: lab.start_controller(victim))
         if self.kind == "etcd-stop":
             lab.signal_etcd(signal.SIGSTOP)
-            return lambda: _after(STOP, lambda: lab.signal_etcd(signal.SIGCONT))
+            return lambda: _after(ETCD_OUTAGE, lambda: lab.signal_etcd(signal.SIGCONT))
         assert self.kind == "etcd-kill", self.kind
         lab.kill_etcd()
-        return lambda: _after(DOWNTIME, lab.start_etcd)
+        return lambda: _after(ETCD_OUTAGE, lab.start_etcd)
 
     def _guarded(self, recovery: Callable[[], None]) -> None:
         try:

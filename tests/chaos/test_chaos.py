@@ -3,7 +3,7 @@ moments of a live migration on a lab (3 controllers, 3 hypervisors, 4 VMs).
 
 Faults (`faults.KINDS`): kill -9 of the leader, of the source's master, of the
 destination's master (each started again a second later), etcd stopped
-(SIGSTOP) for 5 s, etcd killed (kill -9, started again a second later on its
+(SIGSTOP) for 5 s, etcd killed (kill -9, started again 5 s later on its
 data). Moments (`vportd_lab.bed.migrate.MOMENTS`): before the notify, during
 the handshake, in the pre-copy, right after the switchover, right after the
 source delete. The VMM (`vmm`) retries as `vportctl migrate` does and tries a
