@@ -6,8 +6,10 @@ master for the other such bridge, and the probe's peer (the ping's) is a VM on
 the leader's bridge when there is one. The fault fires at its moment (for a
 controller during the handshake: once the leader has written the migration's
 record, so that its syncs are under way); the killed process is started
-again; then everything in `checks` is verified. A failure's message carries
-the checks that failed and the controllers' notable log lines of the case.
+again; then everything in `checks` is verified. `scenario` runs any other
+act on a migration (a restart, a notify storm) with the same checks. A
+failure's message carries the checks that failed and the controllers'
+notable log lines of the case.
 """
 
 from __future__ import annotations
