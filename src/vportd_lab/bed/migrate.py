@@ -37,6 +37,16 @@ as above; `naive` sends no notify (and so has nothing to abort), the
 controllers see only the port events and the announcements; `standalone` has
 no controllers: no notify, no abort, and no waiting for a cluster.
 
+`MigrateOptions.hook`, when set, is called with the name of each moment
+the migration reaches (`MOMENTS`), so that a test can act at that moment (a
+fault, a restart): `notify` just before the notify is sent; `handshake` in a
+thread of its own while the notify is under way (the notify's answer is
+taken only once the hook has returned too); `precopy` once the pre-copy has
+begun (the pre-copy goes on for the rest of its length after the hook);
+`switchover` right after the new interface is up and announced; `deleted`
+right after the source port's delete, before waiting for the cluster. Only
+the moments reached are called (a failed migration stops earlier).
+
 `migrate()` is the entry point (for `vportctl lab migrate`, the demo and the
 benchmark); it says its progress on stderr.
 """
@@ -45,16 +55,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vportd.ctl.client import EXIT_UNAVAILABLE, EXIT_USAGE, Client, ClientError
-from vportd.ctl.target import Target, connect, read_token, resolve_target
-from vportd_lab.bed import guest
+from vportd.ctl.target import Target, connect, resolve_target
+from vportd_lab.bed import converge, guest
 from vportd_lab.bed.announce import AnnounceError, Announcer
 from vportd_lab.bed.commands import LabError
 from vportd_lab.bed.endpoints import find_lab
@@ -66,6 +77,8 @@ from vportd_lab.bed.probe_report import ProbeReport
 from vportd_lab.bed.state import Migration, Placement, State, StateError, load
 
 FAIL_PHASES = ("notify", "precopy", "switchover")
+# The moments at which `MigrateOptions.hook` is called (see the module's docstring).
+MOMENTS = ("notify", "handshake", "precopy", "switchover", "deleted")
 NEW_GUEST_IF = "eth0m"  # the new interface in the VM until the switchover names it eth0
 PROBE_PORT = 47123
 
@@ -94,6 +107,8 @@ class MigrateOptions:
     wait: float = 10.0  # s for notify retries and for the cluster to converge
     announce_rounds: int = 1
     json: bool = False
+    # Called with each of MOMENTS as the migration reaches it (not from the command line).
+    hook: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -206,47 +221,17 @@ def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -
 
 
 # -- the cluster -----------------------------------------------------------------
-def _clients(lab: _Lab) -> list[Client]:
-    """One client per controller: every one of them must show the result."""
-    token = read_token(lab.plan.token_file)
-    return [Client(c.url, token, timeout=2.0, ca=lab.plan.ca) for c in lab.plan.controllers]
-
-
-def _agrees(client: Client, mac: str, ovs: str, port: int) -> bool:
-    try:
-        v = client.vport(mac)
-    except ClientError:
-        return False
-    where = (v.get("ovs"), v.get("port"))
-    return v.get("migration_state") == "not-migrating" and where == (ovs, port)
-
-
 def _await_cluster(lab: _Lab, mac: str, ovs: str, port: int, wait: float) -> float:
-    """Wait until every controller shows the VM not-migrating on `ovs` port `port`; ms
-    (0 without controllers: standalone)."""
-    start = time.monotonic()
-    if not lab.plan.controllers:
-        return 0.0
-    clients = _clients(lab)
-    try:
-        pending = list(clients)
-        while pending:
-            pending = [c for c in pending if not _agrees(c, mac, ovs, port)]
-            if not pending:
-                break
-            if time.monotonic() - start > wait:
-                who = ", ".join(c.urls[0] for c in pending)
-                raise MigrateError(
-                    "not-converged",
-                    f"after {wait:g} s, controller(s) {who} do not show {mac} not-migrating on "
-                    f"{ovs} port {port}",
-                    EXIT_UNAVAILABLE,
-                )
-            time.sleep(0.01)
-    finally:
-        for c in clients:
-            c.close()
-    return (time.monotonic() - start) * 1e3
+    """Wait until every controller shows the VM not-migrating on `ovs` port `port`; ms."""
+    ms, pending = converge.await_cluster(lab.plan, mac, ovs, port, wait)
+    if pending:
+        raise MigrateError(
+            "not-converged",
+            f"after {wait:g} s, controller(s) {', '.join(pending)} do not show {mac} "
+            f"not-migrating on {ovs} port {port}",
+            EXIT_UNAVAILABLE,
+        )
+    return ms
 
 
 # -- the migration ---------------------------------------------------------------
@@ -353,6 +338,7 @@ def _steps(run: _Run) -> MigrationReport:
         time.sleep(0.2)  # a baseline before the notify
         say(f"probe running between {vm.name} ({vm.ip}) and {run.peer.name} ({run.peer.ip})")
     if lab.plan.notifies:
+        _moment(run, "notify")
         _notify(run)
     else:
         run.rec.phase = "prepare"  # naive and standalone: the VMM tells the network nothing
@@ -364,6 +350,7 @@ def _steps(run: _Run) -> MigrationReport:
     if _switchover(run):
         return _fail(run)
     _cleanup(run)
+    _moment(run, "deleted")
     converged = _await_cluster(lab, vm.mac, rec.destination, guest.port_of(vm), opts.wait)
     if lab.plan.controllers:
         say(f"every controller shows {vm.name} not-migrating on {rec.destination}: "
@@ -375,8 +362,9 @@ def _notify(run: _Run) -> None:
     t = run.mark("notify")
     assert run.client is not None, "only an aware lab notifies, and it has controllers"
     try:
-        doc, _ = run.client.migrate(run.vm.mac, run.rec.source, run.rec.destination,
-                                    wait=run.opts.wait)  # fmt: skip
+        with _alongside(run, "handshake"):
+            doc, _ = run.client.migrate(run.vm.mac, run.rec.source, run.rec.destination,
+                                        wait=run.opts.wait)  # fmt: skip
     except ClientError as err:
         raise MigrateError(err.code, f"notify refused: {err.detail}", err.exit_code) from None
     run.phase("handshake", t)
@@ -384,6 +372,36 @@ def _notify(run: _Run) -> None:
     run.rec.phase = "prepare"
     run.lab.save()
     say(f"notify complete: migration {run.rec.migration_id}")
+
+
+def _moment(run: _Run, name: str) -> None:
+    if run.opts.hook is not None:
+        run.opts.hook(name)
+
+
+@contextmanager
+def _alongside(run: _Run, name: str) -> Iterator[None]:
+    """The hook's moment `name` in a thread of its own while the body runs; joined after."""
+    hook = run.opts.hook
+    if hook is None:
+        yield
+        return
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            hook(name)
+        except BaseException as err:  # raised again in the caller's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=call, name=f"migrate-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _prepare(run: _Run) -> None:
@@ -402,6 +420,7 @@ def _precopy(run: _Run) -> bool:
     run.announcer = Announcer(run.vm.netns, run.rec.new_guest_if, run.vm.mac, run.vm.ip,
                               rounds=run.opts.announce_rounds)  # fmt: skip
     run.announcer.wait_ready()
+    _moment(run, "precopy")
     length = run.opts.precopy / 2 if run.opts.fail_at == "precopy" else run.opts.precopy
     time.sleep(max(0.0, length - (time.monotonic_ns() - t) / 1e9))
     run.phase("precopy", t)
@@ -438,6 +457,7 @@ def _switchover(run: _Run) -> bool:
     rec.phase = "cleanup"
     run.lab.save()
     run.phase("switchover", t)
+    _moment(run, "switchover")
     return False
 
 
