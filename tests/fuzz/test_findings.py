@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes import ofwire
+from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
 from vportd.southbound.openflow.server import OpenFlowServer
+from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
 
 pytestmark = pytest.mark.fuzz
 
@@ -57,3 +61,47 @@ async def test_a_handshake_request_answered_wrongly_closes_with_a_reason_no_trac
         writer.close()
     assert f"openflow peer {host}:{port}: closing: {reason}" in caplog.text
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+class _Sessions:
+    """A scripted server's driver that sends one message, then an echo request, in every
+    session."""
+
+    def __init__(self, message: bytes) -> None:
+        self.message, self.count = message, 0
+
+    async def __call__(self, conn: Conn, request: Any) -> None:
+        self.count += 1
+        conn.send({"id": request.get("id"), "result": {}, "error": None})
+        conn.send(self.message)
+        conn.send({"id": "echo", "method": "echo", "params": []})
+
+
+async def _monitor_survives(message: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """The monitor ends the session that brought `message`, logs why, and reconnects."""
+    caplog.set_level(logging.DEBUG, logger="vportd.ovsdb")
+    driver = _Sessions(message)
+    async with ScriptedOvsdb({}) as server:
+        server.drive(driver)
+        monitor = OvsdbMonitor(server.remote, lambda snap: None, backoff=Backoff(0.001, 0.001))
+        task = asyncio.create_task(monitor.run())
+        try:
+            async with asyncio.timeout(WAIT):
+                while driver.count < 3 and not task.done():
+                    await asyncio.sleep(0.01)
+            assert not task.done(), task.exception()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_message_nested_too_deep_ends_the_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by the OVSDB fuzzer: the C json decoder's RecursionError left the monitor's
+    task, and the runtime's TaskGroup with it (the whole controller stopped)."""
+    deep = b'{"id": null, "method": "update2", "params": ' + b"[" * 100_000 + b"]" * 100_000
+    await _monitor_survives(deep + b"}", caplog)
+    assert "a JSON message nested too deep to decode" in caplog.text

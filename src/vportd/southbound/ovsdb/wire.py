@@ -52,6 +52,8 @@ class Framer:
                 message, pos = _DECODER.raw_decode(self._buf, pos)
             except json.JSONDecodeError:
                 break  # the rest is not complete yet
+            except RecursionError:  # the C decoder's limit: no OVSDB message nests this deep
+                raise OvsdbError("a JSON message nested too deep to decode") from None
             messages.append(message)
         self._buf = self._buf[pos:]
         self._check_size()
