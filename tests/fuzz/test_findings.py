@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
 from vportd.southbound.openflow.server import OpenFlowServer
 from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
+from vportd.southbound.ovsdb.wire import Framer
 
 pytestmark = pytest.mark.fuzz
 
@@ -105,3 +107,22 @@ async def test_a_message_nested_too_deep_ends_the_session(
     deep = b'{"id": null, "method": "update2", "params": ' + b"[" * 100_000 + b"]" * 100_000
     await _monitor_survives(deep + b"}", caplog)
     assert "a JSON message nested too deep to decode" in caplog.text
+
+
+@pytest.mark.parametrize("garbage", [b"xyz}", b"{'a': 1}", b'{"a" 1}', b'{"id": "cut'])
+async def test_text_that_cannot_become_json_ends_the_session(
+    garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the OVSDB fuzzer: the framer took any text that failed to decode for an
+    incomplete message and waited for the rest, so the monitor read nothing more from
+    that server (its updates, its echo requests) for as long as it kept talking."""
+    await _monitor_survives(garbage, caplog)
+    assert "not JSON" in caplog.text
+
+
+def test_a_message_split_anywhere_is_still_decoded_whole() -> None:
+    text = json.dumps({"id": None, "method": "update2", "params": ["x", {"a}": 'b"} {'}]})
+    data = (text + " " + text).encode()
+    for cut in range(1, len(data)):
+        framer = Framer()
+        assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == [json.loads(text)] * 2

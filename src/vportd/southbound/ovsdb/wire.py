@@ -30,7 +30,8 @@ class Framer:
 
     Each message is decoded by the C `json` once it is complete. A buffer can
     only be complete when it ends with `}`, so a message split over several
-    reads is tried only then (rarely more than once).
+    reads is tried only then (rarely more than once). Text that cannot become
+    JSON, however it goes on, raises OvsdbError.
     """
 
     def __init__(self) -> None:
@@ -50,8 +51,10 @@ class Framer:
                 break
             try:
                 message, pos = _DECODER.raw_decode(self._buf, pos)
-            except json.JSONDecodeError:
-                break  # the rest is not complete yet
+            except json.JSONDecodeError as err:
+                if _incomplete(err):
+                    break  # the rest is not complete yet
+                raise OvsdbError(f"not JSON: {err}") from None
             except RecursionError:  # the C decoder's limit: no OVSDB message nests this deep
                 raise OvsdbError("a JSON message nested too deep to decode") from None
             messages.append(message)
@@ -62,6 +65,13 @@ class Framer:
     def _check_size(self) -> None:
         if len(self._buf) > MAX_MESSAGE:
             raise OvsdbError(f"no complete JSON message in {len(self._buf)} characters")
+
+
+def _incomplete(err: json.JSONDecodeError) -> bool:
+    """Whether the text failed only for want of what is still to come: the decoder ran
+    out of text, or is inside a string not closed yet (a `}` in it ended the buffer).
+    Anything else no later bytes can mend: waiting would stop reading the server."""
+    return err.pos >= len(err.doc.rstrip()) or err.msg.startswith("Unterminated string")
 
 
 class Kind(StrEnum):
