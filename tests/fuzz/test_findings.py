@@ -12,8 +12,12 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes import ofwire
+from tests.fakes.ovsdb import FakeOvsdb
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
+from vportd.core.topology import Link
+from vportd.node.config import parse_config
+from vportd.node.runtime import Runtime
 from vportd.southbound.openflow.server import OpenFlowServer
 from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
 from vportd.southbound.ovsdb.wire import Framer
@@ -126,3 +130,37 @@ def test_a_message_split_anywhere_is_still_decoded_whole() -> None:
     for cut in range(1, len(data)):
         framer = Framer()
         assert framer.feed(data[:cut]) + framer.feed(data[cut:]) == [json.loads(text)] * 2
+
+
+async def test_a_patch_pair_on_one_bridge_is_no_link_and_stops_nothing() -> None:
+    """Found by the OVSDB fuzzer: a patch pair (or a `vportd-peer` hint) joining two ports
+    of one bridge was declared a link; the core refused it (a link from a switch to
+    itself) and the refusal stopped the OVSDB monitor's task and the whole runtime."""
+    async with FakeOvsdb() as db:
+        db.add_bridge("hv0", 1)
+        db.add_bridge("hv1", 2)
+        db.add_patch(("hv0", "hv0-hv1", 101), ("hv1", "hv1-hv0", 100))
+        db.add_patch(("hv0", "loop-a", 102), ("hv0", "loop-b", 103))
+        rt = Runtime(parse_config(f"""
+[controller]
+id = "c0"
+[openflow]
+listen = "127.0.0.1:0"
+[ovsdb]
+remotes = ["{db.remote}"]
+[topology]
+lldp = false
+"""))  # fmt: skip
+        task = asyncio.create_task(rt.run())
+        try:
+            async with asyncio.timeout(WAIT):
+                while not rt.feed.declared and not task.done():
+                    await asyncio.sleep(0.01)
+            db.set_peer_hint("hv0-hv1", "hv0/loop-a")
+            await db.probe()  # (answered once the monitor has read and handed on the hint)
+            assert not task.done(), task.exception()
+            assert rt.feed.declared == {Link("hv0", 101, "hv1", 100)}
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
