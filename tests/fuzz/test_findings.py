@@ -24,6 +24,9 @@ from vportd.southbound.ovsdb.wire import Framer
 
 pytestmark = pytest.mark.fuzz
 
+MAC = "02:00:00:00:0a:01"
+FAST = Backoff(0.001, 0.001)  # the monitor's waits between sessions
+
 
 async def _features_request_xid(reader: asyncio.StreamReader) -> int:
     received = bytearray()
@@ -89,7 +92,7 @@ async def _monitor_survives(message: bytes, caplog: pytest.LogCaptureFixture) ->
     driver = _Sessions(message)
     async with ScriptedOvsdb({}) as server:
         server.drive(driver)
-        monitor = OvsdbMonitor(server.remote, lambda snap: None, backoff=Backoff(0.001, 0.001))
+        monitor = OvsdbMonitor(server.remote, lambda snap: None, backoff=FAST)
         task = asyncio.create_task(monitor.run())
         try:
             async with asyncio.timeout(WAIT):
@@ -164,3 +167,79 @@ lldp = false
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _reply_with(iface: dict[str, Any]) -> dict[str, Any]:
+    """A monitor reply: bridge hv0 (datapath 1), one port, its interface's columns `iface`."""
+    uuid = "00000000-0000-0000-0000-00000000000{}".format
+    return {
+        "Bridge": {uuid(1): {"initial": {
+            "name": "hv0", "datapath_id": "0000000000000001", "ports": ["uuid", uuid(2)],
+        }}},
+        "Port": {uuid(2): {"initial": {"name": "vma", "interfaces": ["uuid", uuid(3)]}}},
+        "Interface": {uuid(3): {"initial": iface}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "iface",
+    [
+        {"name": "vma", "ofport": 5, "external_ids": ["map", [["vportd-peer", 1.5]]]},
+        {"name": 5, "ofport": 5},
+        {"name": "vma", "ofport": "5", "external_ids": ["map", [["attached-mac", MAC]]]},
+        {"name": "vma", "ofport": True},
+        {"name": "vma", "options": ["set", [["peer", "x"]]], "ofport": 5},
+    ],
+    ids=[
+        "a float in a map",
+        "a number for a name",
+        "a string for a number",
+        "a boolean",
+        "a set for a map",
+    ],
+)
+async def test_an_atom_of_the_wrong_type_ends_the_session_and_stops_nothing(
+    iface: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the OVSDB fuzzer: values of another type than the schema's went into the
+    snapshot, and the runtime's feed failed on them (a float `vportd-peer` hint has no
+    `rpartition`), which stopped the monitor's task and the whole runtime."""
+    caplog.set_level(logging.DEBUG, logger="vportd.ovsdb")
+    driver = _Replies(_reply_with(iface))
+    async with ScriptedOvsdb({}) as server:
+        server.drive(driver)
+        rt = Runtime(parse_config(f"""
+[controller]
+id = "c0"
+[openflow]
+listen = "127.0.0.1:0"
+[ovsdb]
+remotes = ["{server.remote}"]
+[topology]
+lldp = false
+"""))  # fmt: skip
+        (monitor,) = rt.monitors
+        rt.monitors = [OvsdbMonitor(server.remote, monitor.on_snapshot, backoff=FAST)]
+        task = asyncio.create_task(rt.run())
+        try:
+            async with asyncio.timeout(WAIT):
+                while driver.count < 3 and not task.done():
+                    await asyncio.sleep(0.01)
+            assert not task.done(), task.exception()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert "expected an OVSDB" in caplog.text
+    assert not rt.core.vports()
+
+
+class _Replies:
+    """A scripted server's driver that answers every session with one monitor reply."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self.reply, self.count = reply, 0
+
+    async def __call__(self, conn: Conn, request: Any) -> None:
+        self.count += 1
+        conn.send({"id": request.get("id"), "result": self.reply, "error": None})
