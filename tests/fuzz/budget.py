@@ -3,7 +3,9 @@
 The tier's counts keep `make test` to a few minutes; `VPORTD_FUZZ_SCALE=N`
 raises every count to at least N (`vportctl bench --suite fuzz` sets 10,000).
 `VPORTD_FUZZ_REPORT=PATH` makes each fuzzer add its counts to the JSON
-summary at PATH (the bench reads it); unset, nothing is written.
+summary at PATH (the bench reads it); unset, nothing is written. Every
+random choice derives from one seed, `SEED` unless `VPORTD_FUZZ_SEED` gives
+another (to explore): a run is repeatable.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 SCALE = "VPORTD_FUZZ_SCALE"
 REPORT = "VPORTD_FUZZ_REPORT"
-SEED = 20240601  # every fuzzer's random choices derive from it: a run is repeatable
+SEEDED = "VPORTD_FUZZ_SEED"
+SEED = 20240601
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ def budget(environ: dict[str, str] | None = None) -> Budget:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{SCALE}={raw!r}: a positive number of cases")
     return Budget().at_least(int(raw))
+
+
+def seed(environ: dict[str, str] | None = None) -> int:
+    """The run's seed (module docstring)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(SEEDED, "").strip()
+    if raw and not raw.isdigit():
+        raise ValueError(f"{SEEDED}={raw!r}: a number")
+    return int(raw) if raw else SEED
 
 
 def report(section: str, results: dict[str, Any], environ: dict[str, str] | None = None) -> None:

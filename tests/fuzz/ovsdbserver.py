@@ -35,6 +35,7 @@ class Conn:
         self.reader, self.writer = reader, writer
         self.heard: asyncio.Queue[Json | None] = asyncio.Queue()
         self.ended = False
+        self.hung_up = False
         self._probes = 0
 
     async def read(self) -> None:
@@ -48,8 +49,15 @@ class Conn:
 
     def send(self, data: bytes | Json) -> None:
         raw = data if isinstance(data, bytes) else json.dumps(data).encode()
-        if not self.writer.is_closing():
+        if not self.writer.is_closing() and not self.hung_up:
             self.writer.write(raw)
+
+    def hang_up(self) -> None:
+        """Shut the server's side (what was sent still arrives)."""
+        if not self.writer.is_closing() and not self.hung_up:
+            with contextlib.suppress(OSError):  # the client may have gone already
+                self.writer.write_eof()
+        self.hung_up = True
 
     async def next(self, want: Callable[[Json], bool]) -> Json | None:
         """The client's next message that `want`s; None once it ended the session."""
@@ -135,7 +143,7 @@ class ScriptedOvsdb:
         try:
             async with asyncio.TaskGroup() as tg:
                 reading = tg.create_task(conn.read())
-                with contextlib.suppress(TimeoutError, ConnectionError):
+                with contextlib.suppress(TimeoutError, OSError):
                     await self._session(conn)
                 await asyncio.wait([reading])  # until the client hangs up
         finally:

@@ -11,7 +11,10 @@ applied or refused). Each request is checked: no 5xx and no traceback in any ans
 refusal (4xx) is `{"error", "detail"}` and leaves every controller's table,
 records and migrations, and the store, as they were; a request without its
 realm's token is refused. Accepted requests may change the state (a 201
-notify); they are only counted.
+notify); they are only counted. Two answers in the 4xx range are no refusal
+of the request and may change the state too (`_answer`): the east-west
+route's 409 "sync refused" and a notify's 409 once its handshake ran and
+failed; they are counted apart.
 
 Hypothesis runs in a worker thread, so that the rig's event loop runs on
 between requests as it would (leases renewed, watches delivered); each
@@ -45,6 +48,7 @@ from tests.rig.http import AUTH, PEER_AUTH, PEER_PREFIX
 PATIENCE = 30.0  # for one request or one look at the state
 HTTP_SERVER_ERROR = 500
 HTTP_CLIENT_ERROR = 400
+HTTP_CONFLICT = 409
 KEPT = 10  # findings of each kind kept in full (the count is always whole)
 OPERATIONS = [
     ("GET", "/v1/migrations"), ("POST", "/v1/migrations"),
@@ -116,7 +120,7 @@ class OnLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(PATIENCE)
 
 
-async def quiet_state(rig: Rig) -> dict[str, object]:
+async def quiet_state(rig: Rig) -> dict[str, Any]:
     """The state, once no runtime has work queued (what an earlier request set going is done)."""
     await rig.until(lambda: all(m.runtime.idle for m in rig.live()), "every runtime idle")
     return rig.state()
@@ -134,6 +138,7 @@ class Tally:
     named_known: int = 0  # requests naming what the cluster holds
     refusals: int = 0
     accepted_changes: int = 0  # accepted requests that changed the state (allowed)
+    failed_answers: Counter[str] = field(default_factory=Counter)  # 409s that are no refusal
     findings: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -153,6 +158,7 @@ class Tally:
             "naming_known_values": self.named_known,
             "refusals": self.refusals,
             "accepted_changes": self.accepted_changes,
+            "conflicts_that_are_no_refusal": dict(self.failed_answers),
             "server_errors": self.findings["5xx"],
             "tracebacks": self.findings["traceback"],
             "refusal_changes": self.findings["refusal changed the state"],
@@ -170,6 +176,7 @@ class Sent:
     token: str
     status: int
     text: str
+    migrations_changed: bool  # the leader's migrations differ after it
 
 
 def name_known(
@@ -254,10 +261,13 @@ class RestFuzzer:
         before = self.on_loop.run(quiet_state(self.rig))
         response = self.on_loop.run(self.clients[target].request(**request_of(case, path, token)))
         after = self.on_loop.run(quiet_state(self.rig))
-        self.tally.followers += target != self.rig.leader.id
-        self.check(Sent(label, path, token, response.status_code, response.text), before, after)
+        leader = self.rig.leader.id
+        self.tally.followers += target != leader
+        ran = _migrations_of(before, leader) != _migrations_of(after, leader)
+        sent = Sent(label, path, token, response.status_code, response.text, ran)
+        self.check(sent, before, after)
 
-    def check(self, sent: Sent, before: object, after: object) -> None:
+    def check(self, sent: Sent, before: dict[str, Any], after: dict[str, Any]) -> None:
         tally = self.tally
         tally.cases += 1
         tally.statuses[sent.status] += 1
@@ -270,7 +280,10 @@ class RestFuzzer:
             tally.found("traceback", what)
         if sent.token != "valid" and sent.path not in OPEN and sent.status not in (401, 403):
             tally.found("wrong token not refused", what)
-        if HTTP_CLIENT_ERROR <= sent.status < HTTP_SERVER_ERROR:
+        kind = _answer(sent)
+        if kind is not None:  # a 409 that is no refusal (`_answer`): counted, may change
+            tally.failed_answers[kind] += 1
+        elif HTTP_CLIENT_ERROR <= sent.status < HTTP_SERVER_ERROR:
             tally.refusals += 1
             if not _error_body(sent.text):
                 tally.found("refusal not {error, detail}", what)
@@ -278,6 +291,26 @@ class RestFuzzer:
                 tally.found("refusal changed the state", what)
         elif after != before:
             tally.accepted_changes += 1
+
+
+def _answer(sent: Sent) -> str | None:
+    """What kind of 409 this is, if it is not a refusal of the request: the east-west
+    route's "sync refused" (its documented answer, given once the leader's record is
+    merged: the leader's copy is authoritative), or a notify that started a migration
+    whose handshake then failed (the leader wrote its records before it sent the syncs,
+    and keeps the failed migration)."""
+    if sent.status != HTTP_CONFLICT:
+        return None
+    if sent.path.startswith(PEER_PREFIX) and '"status":"sync-refused"' in sent.text:
+        return "sync refused (east-west answer)"
+    if sent.label.startswith("POST /v1/migrations ") and sent.migrations_changed:
+        return "notify whose handshake failed"
+    return None
+
+
+def _migrations_of(state: dict[str, Any], leader: str) -> object:
+    held = state.get(leader)
+    return None if held is None else held[2]
 
 
 async def _migration_ids(rig: Rig) -> list[str]:

@@ -10,7 +10,7 @@ import schemathesis
 from schemathesis.core.result import Ok
 
 from tests.api.conftest import VM_A, VM_B
-from tests.fuzz.budget import SEED, budget, report
+from tests.fuzz.budget import budget, report, seed
 from tests.fuzz.rest import OPERATIONS, OnLoop, RestFuzzer
 from tests.rig.cluster import running
 from tests.rig.http import token_files
@@ -36,7 +36,7 @@ async def test_no_5xx_and_refusals_change_nothing(tmp_path: Path) -> None:
         served = await rig.client(rig.leader.id, auth=False).get("/openapi.json")
         schema = schemathesis.openapi.from_dict(served.json())
         fuzzer = RestFuzzer(rig, schema, OnLoop(asyncio.get_running_loop()), [VM_A, VM_B])
-        tally = await asyncio.to_thread(fuzzer.run, total, SEED)
+        tally = await asyncio.to_thread(fuzzer.run, total, seed())
         report("rest", {"budget": total, **tally.summary()})
         assert tally.cases >= total
         assert not tally.findings, tally.examples
