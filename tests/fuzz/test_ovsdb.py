@@ -276,8 +276,12 @@ async def test_mutated_updates_never_crash_and_the_clean_state_comes_back() -> N
                 await until(lambda: _same(snaps.seen[-1], expected) and rt.idle)
             last, vports, alive = snaps.seen[-1], table(rt), not task.done()
     tally = fuzzer.tally
-    report("ovsdb", {"budget": total, **tally.summary(), "logged_reasons": dict(log.reasons),
-                     "exceptions": log.exceptions[:KEPT]})  # fmt: skip
+    report("ovsdb", {
+        "budget": total, **tally.summary(), "logged_reasons": dict(log.reasons.most_common()),
+        "exceptions": len(log.exceptions), "exception_examples": log.exceptions[:KEPT],
+        "runtime_alive": alive, "snapshot_clean": _same(last, expected),
+        "table_clean": vports == CLEAN,
+    })  # fmt: skip
     assert alive, "the runtime stopped"
     assert tally.mutations >= total
     assert not tally.findings, tally.examples
