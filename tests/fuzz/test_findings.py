@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes import ofwire
 from tests.fakes.ovsdb import FakeOvsdb
+from tests.fakes.switch import FakeSwitch
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
 from vportd.core.topology import Link
@@ -243,3 +246,42 @@ class _Replies:
     async def __call__(self, conn: Conn, request: Any) -> None:
         self.count += 1
         conn.send({"id": request.get("id"), "result": self.reply, "error": None})
+
+
+async def test_a_closed_connection_of_an_unnamed_datapath_is_not_kept() -> None:
+    """Found reading the OpenFlow fuzz run: the connection of a datapath OVSDB had not
+    named waited in the runtime for its name after it closed, one per datapath id ever
+    seen, so that peers naming new datapath ids grew the controller without bound."""
+    async with FakeOvsdb() as db:
+        rt = Runtime(parse_config(f"""
+[controller]
+id = "c0"
+[openflow]
+listen = "127.0.0.1:0"
+[ovsdb]
+remotes = ["{db.remote}"]
+[topology]
+lldp = false
+"""))  # fmt: skip
+        task = asyncio.create_task(rt.run())
+        try:
+            async with asyncio.timeout(WAIT):
+                await rt.openflow.ready.wait()
+            gone = []
+            for dpid in (0xF0, 0xF1, 0xF2):
+                async with FakeSwitch(dpid) as switch:
+                    switch.connect("127.0.0.1", rt.openflow.port, reconnect=False)
+                    await switch.wait_connected()
+                    (conn,) = rt.openflow.connections
+                    gone.append(weakref.ref(conn))
+                    del conn
+                    switch.disconnect()
+                async with asyncio.timeout(WAIT):
+                    while rt.openflow.connections:
+                        await asyncio.sleep(0.01)
+            gc.collect()
+            assert [ref() for ref in gone] == [None, None, None]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
