@@ -104,6 +104,8 @@ class Switches:
         self.connected[name] = conn
 
     def left(self, conn: SwitchConnection, reason: str) -> None:
+        if conn.dpid is not None and self._waiting.get(conn.dpid) is conn:
+            del self._waiting[conn.dpid]  # (else one is kept per datapath id ever seen)
         for name, known in list(self.connected.items()):
             if known is conn:
                 del self.connected[name]

@@ -1,4 +1,4 @@
-"""`vportctl bench`: the benchmark suites (core, southbound, cluster, migration), in-process.
+"""`vportctl bench`: the benchmark suites (core, southbound, cluster, migration, fuzz).
 
 Each suite writes its section of the Markdown file (`--output`) and its raw
 results next to it; see `vportd_lab.bench`.
@@ -12,7 +12,7 @@ from typing import Any
 
 from vportd.ctl.argtypes import positive_int
 
-SUITES = ("core", "southbound", "cluster", "migration")
+SUITES = ("core", "southbound", "cluster", "migration", "fuzz")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -41,6 +41,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from vportd_lab.bench.migration import run_migration_bench  # noqa: PLC0415
 
         rc |= run_migration_bench(args.output, runs=args.runs)
+    if args.suite in ("fuzz", "all"):
+        from vportd_lab.bench.fuzz import run_fuzz_bench  # noqa: PLC0415
+
+        rc |= run_fuzz_bench(args.output, cases=args.cases)
     return rc
 
 
@@ -50,7 +54,8 @@ def add_bench(sub: Any, json_flag: argparse.ArgumentParser) -> None:
         "benchmark the core (port events through the vPort table and flow compiler) "
         "and the southbound (OVS to core latency, flow install; needs root and OVS) "
         "and the cluster (3 vportd processes: handshake, propagation, boot storm, failover; "
-        "needs OVS and etcd)"
+        "needs OVS and etcd) and the fuzzers (REST, OpenFlow, OVSDB: runs tests/fuzz from "
+        "the repository's checkout)"
     )
     p = sub.add_parser("bench", help=help_text, description=help_text, parents=[json_flag])
     p.set_defaults(handler=_run_bench)
@@ -84,6 +89,13 @@ def add_bench(sub: Any, json_flag: argparse.ArgumentParser) -> None:
         default=10,
         help="migration suite: migrations per mode (aware, naive, standalone; needs root, "
         "OVS and etcd) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cases",
+        type=positive_int,
+        default=10_000,
+        help="fuzz suite: REST requests, OpenFlow messages and OVSDB mutations, each at least "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--output",

@@ -49,7 +49,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from vportd.core.flow import Flow, FlowMod
 from vportd.southbound.openflow import incoming, outgoing, wire
-from vportd.southbound.openflow.errors import FlowModsFailed, SwitchClosed
+from vportd.southbound.openflow.errors import FlowModsFailed, OpenFlowError, SwitchClosed
 from vportd.southbound.openflow.flowcodec import (
     ForeignFlow,
     encode_delete_foreign,
@@ -222,6 +222,8 @@ class SwitchConnection:
                 await self._handshake()
         except TimeoutError:
             raise _Bad(f"handshake not complete within {self._limits.patience:g}s") from None
+        except OpenFlowError as err:  # an error, or another reply, for a handshake request
+            raise _Bad(f"handshake refused: {err}") from None
         self.connected = True
         LOG.info("openflow peer %s: switch %016x connected", self.peer, self.dpid)
         self._spawn("keepalive", self._keepalive())

@@ -104,7 +104,8 @@ class DeclaredLink:
 
 
 def declared_links(snaps: Iterable[Snapshot]) -> set[DeclaredLink]:
-    """Links declared in OVSDB: patch port pairs and `vportd-peer` hints, both ends known.
+    """Links declared in OVSDB: patch port pairs and `vportd-peer` hints, both ends known
+    and on two bridges.
 
     A hint `BRIDGE/INTERFACE` may name an interface of another OVSDB server (a
     tunnel to another hypervisor); a bare name, as a patch port's peer, is
@@ -119,8 +120,8 @@ def declared_links(snaps: Iterable[Snapshot]) -> set[DeclaredLink]:
                 continue
             bridge, _, iface = row.peer.rpartition("/")
             other = anywhere.get((bridge, iface)) if bridge else snap.ifaces.get(iface)
-            if other is None or not other.ofport:
-                continue
+            if other is None or not other.ofport or other.bridge == row.bridge:
+                continue  # (a patch pair on one bridge is a loop, not an inter-switch link)
             ends = sorted([(row.bridge, row.ofport), (other.bridge, other.ofport)])
             links.add(DeclaredLink(ends[0][0], ends[0][1], ends[1][0], ends[1][1]))
     return links

@@ -2,7 +2,7 @@
 
 Only the columns in `COLUMNS` are asked for (`monitor_cond`), and a row keeps
 just their values: atoms, frozensets and dicts, decoded by the stdlib's C
-`json`.
+`json`, each atom of the type the schema gives its column (else ValueError).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class Framer:
 
     Each message is decoded by the C `json` once it is complete. A buffer can
     only be complete when it ends with `}`, so a message split over several
-    reads is tried only then (rarely more than once).
+    reads is tried only then (rarely more than once). Text that cannot become
+    JSON, however it goes on, raises OvsdbError.
     """
 
     def __init__(self) -> None:
@@ -50,8 +51,12 @@ class Framer:
                 break
             try:
                 message, pos = _DECODER.raw_decode(self._buf, pos)
-            except json.JSONDecodeError:
-                break  # the rest is not complete yet
+            except json.JSONDecodeError as err:
+                if _incomplete(err):
+                    break  # the rest is not complete yet
+                raise OvsdbError(f"not JSON: {err}") from None
+            except RecursionError:  # the C decoder's limit: no OVSDB message nests this deep
+                raise OvsdbError("a JSON message nested too deep to decode") from None
             messages.append(message)
         self._buf = self._buf[pos:]
         self._check_size()
@@ -60,6 +65,13 @@ class Framer:
     def _check_size(self) -> None:
         if len(self._buf) > MAX_MESSAGE:
             raise OvsdbError(f"no complete JSON message in {len(self._buf)} characters")
+
+
+def _incomplete(err: json.JSONDecodeError) -> bool:
+    """Whether the text failed only for want of what is still to come: the decoder ran
+    out of text, or is inside a string not closed yet (a `}` in it ended the buffer).
+    Anything else no later bytes can mend: waiting would stop reading the server."""
+    return err.pos >= len(err.doc.rstrip()) or err.msg.startswith("Unterminated string")
 
 
 class Kind(StrEnum):
@@ -88,21 +100,37 @@ Row = dict[str, Any]  # column -> value: atoms, frozensets, dicts
 Rows = dict[UUID, Row]  # a table's rows
 
 
-def _atom(value: Any) -> Any:
-    """An OVSDB atom: ["uuid", U] and ["named-uuid", U] are their uuid string."""
-    return value[1] if isinstance(value, list) else value
+# The columns whose atoms are integers; every other atom we read is a string (a name, a
+# uuid, a map's key or value), as vswitch.ovsschema has them.
+_INTEGERS = frozenset({("Interface", "ofport"), ("Interface", "ofport_request")})
 
 
-def _elements(value: Any) -> frozenset[Any]:
+def _atom(value: Any, want: type) -> Any:
+    """An OVSDB atom of type `want`: ["uuid", U] and ["named-uuid", U] are their uuid
+    string. Any other value is a ValueError (the session cannot read the message)."""
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("uuid", "named-uuid"):  # noqa: PLR2004
+        value = value[1]
+    if type(value) is not want:  # (not isinstance: a bool is no integer here)
+        raise ValueError(f"expected an OVSDB {want.__name__} atom, got {str(value)[:60]!r}")
+    return value
+
+
+def _elements(value: Any, want: type) -> frozenset[Any]:
     """An OVSDB set: ["set", [atoms]], or a single atom standing for itself."""
     if isinstance(value, list) and value[0] == "set":
-        return frozenset(_atom(a) for a in value[1])
-    return frozenset((_atom(value),))
+        return frozenset(_atom(a, want) for a in value[1])
+    return frozenset((_atom(value, want),))
 
 
 def _pairs(value: Any) -> dict[Any, Any]:
-    """An OVSDB map: ["map", [[key, value], ...]]."""
-    return {_atom(k): _atom(v) for k, v in value[1]}
+    """An OVSDB map of strings: ["map", [[key, value], ...]]."""
+    if not isinstance(value, list) or value[0] != "map":
+        raise ValueError(f"expected an OVSDB map, got {str(value)[:60]!r}")
+    return {_atom(k, str): _atom(v, str) for k, v in value[1]}
+
+
+def _type(table: str, column: str) -> type:
+    return int if (table, column) in _INTEGERS else str
 
 
 _DEFAULTS: dict[Kind, Callable[[], Any]] = {
@@ -121,9 +149,9 @@ def new_row(table: str, columns: dict[str, Any]) -> Row:
         if value is None:
             row[column] = _DEFAULTS[kind]()
         elif kind is Kind.ATOM:
-            row[column] = _atom(value)
+            row[column] = _atom(value, _type(table, column))
         elif kind in (Kind.OPTIONAL, Kind.SET):
-            row[column] = _elements(value)
+            row[column] = _elements(value, _type(table, column))
         else:
             row[column] = _pairs(value)
     return row
@@ -139,11 +167,11 @@ def modify_row(table: str, row: Row, diff: dict[str, Any]) -> None:
     for column, value in diff.items():
         kind = kinds.get(column)
         if kind is Kind.ATOM:
-            row[column] = _atom(value)
+            row[column] = _atom(value, _type(table, column))
         elif kind is Kind.OPTIONAL and row[column]:
-            row[column] = _elements(value)
+            row[column] = _elements(value, _type(table, column))
         elif kind in (Kind.OPTIONAL, Kind.SET):
-            row[column] = row[column] ^ _elements(value)
+            row[column] = row[column] ^ _elements(value, _type(table, column))
         elif kind is Kind.MAP:
             row[column] = _map_diff(row[column], _pairs(value))
 
