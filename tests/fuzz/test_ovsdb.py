@@ -23,7 +23,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from tests.fuzz.ovsdbmutate import frame, mutate
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb, capture
 from vportd.node.config import parse_config
 from vportd.node.runtime import Runtime
-from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
+from vportd.southbound.ovsdb.monitor import Backoff, OnSnapshot, OvsdbMonitor
 from vportd.southbound.ovsdb.snapshot import Snapshot
 
 pytestmark = pytest.mark.fuzz
@@ -196,14 +196,13 @@ class MonitorLog(logging.Handler):
 class Snapshots:
     """What a monitor hands over (and on to `then`, the runtime's feed)."""
 
-    def __init__(self, then: Callable[[Snapshot], None] | None = None) -> None:
+    def __init__(self, then: OnSnapshot | None = None) -> None:
         self.then = then
         self.seen: list[Snapshot] = []
 
-    def __call__(self, snap: Snapshot) -> None:
+    def __call__(self, snap: Snapshot) -> Awaitable[None] | None:
         self.seen.append(snap)
-        if self.then is not None:
-            self.then(snap)
+        return None if self.then is None else self.then(snap)
 
 
 @contextlib.asynccontextmanager

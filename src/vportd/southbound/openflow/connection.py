@@ -150,9 +150,9 @@ class SwitchConnection:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                self._spawn("reader", self._read_loop())
-                self._spawn("writer", self._outbox.drain(self._writer))
-                self._spawn("connect", self._lifecycle())
+                self._spawn("reader", self._read_loop)
+                self._spawn("writer", lambda: self._outbox.drain(self._writer))
+                self._spawn("connect", self._lifecycle)
                 await self._closed.wait()
                 for task in self._tasks:
                     task.cancel()
@@ -165,14 +165,16 @@ class SwitchConnection:
             if self.connected:
                 self._notify_disconnected()
 
-    def _spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, what: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # The coroutine is made inside the task: a task cancelled before it
+        # starts (the connection closing meanwhile) leaves none unawaited.
         assert self._tg is not None
-        self._tasks.append(self._tg.create_task(self._guard(what, coro)))
+        self._tasks.append(self._tg.create_task(self._guard(what, job)))
 
-    async def _guard(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+    async def _guard(self, what: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run one of the connection's tasks: whatever it raises closes the connection."""
         try:
-            await coro
+            await job()
         except SwitchClosed:
             pass
         except _Bad as exc:
@@ -226,7 +228,7 @@ class SwitchConnection:
             raise _Bad(f"handshake refused: {err}") from None
         self.connected = True
         LOG.info("openflow peer %s: switch %016x connected", self.peer, self.dpid)
-        self._spawn("keepalive", self._keepalive())
+        self._spawn("keepalive", self._keepalive)
         await self._handler.switch_connected(self)
 
     async def _handshake(self) -> None:
