@@ -18,7 +18,11 @@ outputs before it (the core's vPort sync carries the VM's flows itself). A
 run's flow mods are queued on the switches with a barrier behind each
 batch, and the next run starts without waiting for those barriers (at most
 `CONFIRMING_MAX` bulk runs unconfirmed): a switch busy with a storm delays
-the runs that touch it, not the others. Each lane releases its runs in order.
+the runs that touch it, not the others. Queuing a bulk run can take a while
+(a switch slow to read leaves no room in its queue), and an urgent run does
+not wait for it unless it sets a flow of that run: every flow mod adds or
+deletes one exact flow, so mods of different flows may interleave. Each lane
+releases its runs in order.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from vportd.core.messages import NotifyAnswer, Output, Send, Write
 
 log = logging.getLogger("vportd.executor")
 
-RUN_MAX = 2_000  # flow mods per bulk run: what an urgent output may queue behind on a switch
-CONFIRMING_MAX = 2  # bulk runs whose barriers may be pending at once
+# A switch works through the bulk mods sent to it before an urgent output's: few
+# in flight keep that wait short (the storm bench: BENCHMARKS.md, cluster).
+RUN_MAX = 200  # flow mods per bulk run
+CONFIRMING_MAX = 1  # bulk runs whose barriers may be pending at once
 
 Waiter = asyncio.Future[None]
 Step = Callable[[], Awaitable[None]]
@@ -92,6 +98,9 @@ class Executor:
         self._bulk: deque[_Item | Step] = deque()
         self._wake = asyncio.Event()
         self._busy = False
+        self._queuing: _Run | None = None  # the bulk run being queued on the switches
+        self._queued = asyncio.Event()  # set when no bulk run is being queued
+        self._queued.set()
         self._unconfirmed = 0  # bulk runs queued on the switches, barriers pending
         self._unreleased = 0  # runs of either lane not released yet
         # Each lane's last run's release: the next one is released after it.
@@ -132,7 +141,7 @@ class Executor:
     @property
     def idle(self) -> bool:
         """Nothing queued, being carried out or waiting for its barriers."""
-        return not (self._busy or self._urgent or self._bulk or self._unreleased)
+        return not (self._busy or self._queuing or self._urgent or self._bulk or self._unreleased)
 
     def _supersede(self, mods: list[FlowMod]) -> None:
         """Drop the queued bulk mods of the flows an urgent output sets: they are older."""
@@ -186,10 +195,14 @@ class Executor:
                 continue
             self._busy = True
             try:
-                if isinstance(job, _Run):
+                if isinstance(job, _Run) and not job.urgent:
+                    self._queue_bulk(job)
+                elif isinstance(job, _Run):
+                    if self._queuing is not None and _overlap(job.mods, self._queuing.mods):
+                        await self._queued.wait()  # its mods must land after the bulk ones
                     await self._start(job)
                 else:
-                    await job()
+                    await job()  # (`_next` gives no step while a bulk run is being queued)
             finally:
                 self._busy = False
 
@@ -200,7 +213,7 @@ class Executor:
             while self._urgent:
                 self._add(run, self._urgent.popleft())
             return run
-        if not self._bulk or self._unconfirmed >= CONFIRMING_MAX:
+        if not self._bulk or self._queuing or self._unconfirmed >= CONFIRMING_MAX:
             return None
         head = self._bulk[0]
         if isinstance(head, _Item):
@@ -223,6 +236,21 @@ class Executor:
     def _add(run: _Run, item: _Item) -> None:
         run.mods += item.mods
         run.items.append(item)
+
+    def _queue_bulk(self, run: _Run) -> None:
+        """Queue a bulk run in a task of its own: urgent runs go on meanwhile."""
+        assert self._tg is not None
+        self._queuing = run
+        self._queued.clear()
+        self._tg.create_task(self._queue_then_wake(run))
+
+    async def _queue_then_wake(self, run: _Run) -> None:
+        try:
+            await self._start(run)
+        finally:
+            self._queuing = None
+            self._queued.set()
+            self._wake.set()
 
     async def _start(self, run: _Run) -> None:
         """Queue the run's flow mods; its barriers and release go on in a task of their own."""
@@ -280,6 +308,12 @@ def _last_per_flow(mods: list[FlowMod]) -> list[FlowMod]:
     for mod in mods:
         last[(mod.switch, mod.flow.key)] = mod
     return mods if len(last) == len(mods) else list(last.values())
+
+
+def _overlap(mods: list[FlowMod], others: list[FlowMod]) -> bool:
+    """Whether some flow (switch and key) has mods in both."""
+    keys = {(m.switch, m.flow.key) for m in mods}
+    return any((m.switch, m.flow.key) in keys for m in others)
 
 
 def _retrieve(waiter: Waiter) -> None:
