@@ -18,11 +18,14 @@ from tests.fakes.ovsdb import FakeOvsdb
 from tests.fakes.switch import FakeSwitch
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
+from vportd.core.controller import Controller
 from vportd.core.topology import Link
 from vportd.node.config import parse_config
+from vportd.node.feed import OvsdbFeed
 from vportd.node.runtime import Runtime
 from vportd.southbound.openflow.server import OpenFlowServer
 from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
+from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
 from vportd.southbound.ovsdb.wire import Framer
 
 pytestmark = pytest.mark.fuzz
@@ -285,3 +288,26 @@ lldp = false
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def test_a_port_moved_to_another_bridge_under_its_name_and_number_moves_the_vport() -> None:
+    """One transaction moves a VM's interface to another bridge, where it gets the same
+    OpenFlow number: the VM left its old port (a delete there), then came back to it.
+    Taken for a change of the same port, the move made the return a duplicate MAC whose
+    old port never went (found by the OVSDB fuzzer: the table kept the port OVSDB no
+    longer had)."""
+    feed, core = OvsdbFeed(), Controller("c0")
+    for name, dpid in (("hv0", 1), ("hv1", 2)):
+        core.switch_seen(name, dpid)
+        core.gain_switch(name, [], 0.0)
+
+    def at(bridge: str) -> Snapshot:
+        row = IfaceRow("vma", bridge, 5, True, MAC, "a-iface", "a-vm")
+        return Snapshot({"hv0": 1, "hv1": 2}, {"vma": row})
+
+    for n, bridge in enumerate(("hv0", "hv1", "hv0")):
+        for ev in feed.snapshot("tcp:hv", at(bridge), lambda _: True).events:
+            core.port_event(ev, float(n))
+        (vport,) = core.vports()
+        assert (vport.loc.ovs, vport.loc.port, vport.loc.link_up) == (bridge, 5, True)
+        assert core.conflicts() == []

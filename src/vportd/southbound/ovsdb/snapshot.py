@@ -91,8 +91,15 @@ def diff_ports(old: Snapshot, new: Snapshot) -> list[PortChange]:
 
 
 def _same_port(was: IfaceRow, now: IfaceRow | None) -> bool:
-    """Still the same VM port: same VM, same OpenFlow number (and bridge: names are unique)."""
-    return now is not None and now.ofport == was.ofport and now.mac == was.mac
+    """Still the same VM port: same VM, bridge and OpenFlow number. (An interface keeps
+    its name when one transaction moves it to another bridge, where its number may be
+    the same: `del-port b1 p -- add-port b2 p`.)"""
+    return (
+        now is not None
+        and now.ofport == was.ofport
+        and now.mac == was.mac
+        and now.bridge == was.bridge
+    )
 
 
 @dataclass(frozen=True, slots=True)
