@@ -43,7 +43,7 @@ from vportd.node.discovery import LinkDiscovery, probe
 from vportd.node.executor import Executor
 from vportd.node.feed import OvsdbFeed
 from vportd.node.metrics import Metrics
-from vportd.node.pacing import Pacer
+from vportd.node.pacing import Pacer, Unfed
 from vportd.node.reach import Reachability
 from vportd.node.switches import Switches
 from vportd.node.tls import Contexts
@@ -88,6 +88,7 @@ class Runtime:
         self.discovery = LinkDiscovery(config.topology.lldp_interval)
         self.reach = Reachability(config.openflow.unreachable_after)
         self.pacer = Pacer()
+        self._unfed = Unfed()
         self.conflicts = ConflictWatch(me)
         self.cluster: ClusterNode | None = None
         self.executor = Executor(self.switches, None, self._answered)
@@ -220,14 +221,24 @@ class Runtime:
             fed = self.feed.snapshot(remote, snap, self.core.mastered)
             learnt = self._learn(fed.bridges)
         events = fed.events
-        for start in range(0, len(events), EVENT_SLICE):
-            async with self.pacer.turn():
-                out: Output[None] = Output()
-                for ev in events[start : start + EVENT_SLICE]:
-                    out.absorb(self.port_event(ev))
-                self._submit(out)
+        self._unfed.expect(events)
+        try:
+            for start in range(0, len(events), EVENT_SLICE):
+                async with self.pacer.turn():
+                    self._submit(self._feed_slice(events[start : start + EVENT_SLICE]))
+        finally:
+            self._unfed.forget(events)  # (all fed, unless the runtime is stopping)
         if learnt or fed.links_changed:
             self._sync_links()
+
+    def _feed_slice(self, events: list[PortEvent]) -> Output[None]:
+        out: Output[None] = Output()
+        for ev in events:
+            out.absorb(self.port_event(ev))
+            held = self._unfed.fed(ev)
+            if held is not None:
+                out.absorb(self.port_event(held))
+        return out
 
     def _learn(self, bridges: dict[str, int]) -> bool:
         learnt = False
@@ -287,6 +298,8 @@ class Runtime:
         assert row.mac is not None
         ev = PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
                        port.link_up, (), row.iface_id, row.vm_id)  # fmt: skip
+        if self._unfed.hold(ev):
+            return  # for after the port's OVSDB events
         self._submit(self.port_event(ev))
 
     def packet_in(self, conn: SwitchConnection, in_port: int, data: bytes) -> None:
