@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 from tests.fakes.ofwire import Port
 from tests.fakes.ovsdb import FakeOvsdb
+from tests.fakes.solo import solo_runtime
 from tests.fakes.switch import FakeSwitch
 from vportd.core.model import PortState
-from vportd.node.config import parse_config
 from vportd.node.runtime import Runtime
 from vportd_lab.bed.cluster import until
 
@@ -26,18 +26,7 @@ PATCH = "02:00:00:00:ff:01"
 
 @contextlib.asynccontextmanager
 async def runtime(db: FakeOvsdb) -> AsyncIterator[Runtime]:
-    rt = Runtime(
-        parse_config(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "127.0.0.1:0"
-[ovsdb]
-remotes = ["{db.remote}"]
-[topology]
-lldp = false
-""")
-    )
+    rt = solo_runtime(db.remote)
     task = asyncio.create_task(rt.run())
     try:
         await until(lambda: rt.openflow.ready.is_set() or task.done(), "the runtime to listen")

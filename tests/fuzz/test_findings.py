@@ -15,14 +15,13 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes import ofwire
 from tests.fakes.ovsdb import FakeOvsdb
+from tests.fakes.solo import solo_runtime
 from tests.fakes.switch import FakeSwitch
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
 from vportd.core.controller import Controller
 from vportd.core.topology import Link
-from vportd.node.config import parse_config
 from vportd.node.feed import OvsdbFeed
-from vportd.node.runtime import Runtime
 from vportd.southbound.openflow.server import OpenFlowServer
 from vportd.southbound.ovsdb.monitor import Backoff, OvsdbMonitor
 from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
@@ -150,16 +149,7 @@ async def test_a_patch_pair_on_one_bridge_is_no_link_and_stops_nothing() -> None
         db.add_bridge("hv1", 2)
         db.add_patch(("hv0", "hv0-hv1", 101), ("hv1", "hv1-hv0", 100))
         db.add_patch(("hv0", "loop-a", 102), ("hv0", "loop-b", 103))
-        rt = Runtime(parse_config(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "127.0.0.1:0"
-[ovsdb]
-remotes = ["{db.remote}"]
-[topology]
-lldp = false
-"""))  # fmt: skip
+        rt = solo_runtime(db.remote)
         task = asyncio.create_task(rt.run())
         try:
             async with asyncio.timeout(WAIT):
@@ -214,16 +204,7 @@ async def test_an_atom_of_the_wrong_type_ends_the_session_and_stops_nothing(
     driver = _Replies(_reply_with(iface))
     async with ScriptedOvsdb({}) as server:
         server.drive(driver)
-        rt = Runtime(parse_config(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "127.0.0.1:0"
-[ovsdb]
-remotes = ["{server.remote}"]
-[topology]
-lldp = false
-"""))  # fmt: skip
+        rt = solo_runtime(server.remote)
         (monitor,) = rt.monitors
         rt.monitors = [OvsdbMonitor(server.remote, monitor.on_snapshot, backoff=FAST)]
         task = asyncio.create_task(rt.run())
@@ -256,16 +237,7 @@ async def test_a_closed_connection_of_an_unnamed_datapath_is_not_kept() -> None:
     named waited in the runtime for its name after it closed, one per datapath id ever
     seen, so that peers naming new datapath ids grew the controller without bound."""
     async with FakeOvsdb() as db:
-        rt = Runtime(parse_config(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "127.0.0.1:0"
-[ovsdb]
-remotes = ["{db.remote}"]
-[topology]
-lldp = false
-"""))  # fmt: skip
+        rt = solo_runtime(db.remote)
         task = asyncio.create_task(rt.run())
         try:
             async with asyncio.timeout(WAIT):

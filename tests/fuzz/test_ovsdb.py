@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 
 from tests.fakes.ovsdb import FakeOvsdb
+from tests.fakes.solo import solo_runtime
 from tests.fuzz.budget import budget, report, seed
 from tests.fuzz.ovsdbmutate import frame, mutate
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb, capture
-from vportd.node.config import parse_config
 from vportd.node.runtime import Runtime
 from vportd.southbound.ovsdb.monitor import Backoff, OnSnapshot, OvsdbMonitor
 from vportd.southbound.ovsdb.snapshot import Snapshot
@@ -208,16 +208,7 @@ class Snapshots:
 @contextlib.asynccontextmanager
 async def runtime(remote: str) -> AsyncIterator[tuple[Runtime, Snapshots, asyncio.Task[None]]]:
     """A solo runtime following `remote`, its monitor reconnecting at once."""
-    rt = Runtime(parse_config(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "127.0.0.1:0"
-[ovsdb]
-remotes = ["{remote}"]
-[topology]
-lldp = false
-"""))  # fmt: skip
+    rt = solo_runtime(remote)
     (monitor,) = rt.monitors
     snaps = Snapshots(monitor.on_snapshot)
     rt.monitors = [OvsdbMonitor(remote, snaps, backoff=Backoff(0.001, 0.005))]
