@@ -45,6 +45,8 @@ def token_files(directory: Path) -> tuple[Path, Path]:
     vmm, peer = directory / "api-token", directory / "peer-token"
     vmm.write_text(TOKEN + "\n")
     peer.write_text(PEER_TOKEN + "\n")
+    vmm.chmod(0o600)  # the daemon refuses a token file others may read
+    peer.chmod(0o600)
     return vmm, peer
 
 

@@ -32,9 +32,9 @@ from vportd.cluster.transport import PeerHttp
 from vportd.core.controller import Controller
 from vportd.node import tls
 from vportd.node.config import Config, TLSSection
-from vportd.node.daemon import read_token
 from vportd.node.runtime import Runtime
 from vportd.node.service import ControllerService
+from vportd.node.tokens import read_tokens
 
 LEASE_TTL = 2  # the shortest the configuration allows
 # No test here waits for a vPort sync to time out; a loaded machine's loop can stall for
@@ -146,8 +146,7 @@ def config(
 def member(config: Config, server: MemoryServer | None) -> Member:
     """A controller wired as the daemon wires one, its store a client of `server`."""
     api = config.api
-    token = read_token(api.token_file, "api.token_file")
-    peer_token = read_token(api.peer_token_file, "api.peer_token_file")
+    token, peer_token = read_tokens(api)
     contexts = None if config.tls is None else tls.load(config.tls)
     runtime = Runtime(config, tls=contexts)
     me = Peer(config.controller.id, api.url)

@@ -2,7 +2,9 @@
 
 Unknown keys and bad values are refused with a message that names the key
 (`openflow.listen: ...`), so that a typo never silently falls back to a
-default. Every field has a sane default except the controller's id.
+default. Every field has a sane default except the controller's id. The
+docstring under a key is its description: docs/configuration.md is made from
+them (`vportd --config-reference`), and a key without one fails its test.
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from pydantic import (
     model_validator,
 )
 
-Seconds = Annotated[float, Field(gt=0, le=3600)]
+from vportd.node.addresses import (
+    check_endpoint,
+    check_ovsdb_remote,
+    check_url,
+    every_address,
+    ip_of,
+    overlap,
+    split_address,
+    url_host,
+)
+
+# A type's `title` is its name in the configuration reference (config_reference.py).
+Seconds = Annotated[float, Field(gt=0, le=3600, title="seconds")]
 
 
 class ConfigError(Exception):
@@ -29,70 +43,81 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The docstring under a key is its description (docs/configuration.md).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:  # noqa: PLR2004
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
+def _listen(value: str) -> str:
+    split_address(value)
     return value
 
 
-ListenAddress = Annotated[str, AfterValidator(_host_port)]
+def _endpoint(value: str) -> str:
+    check_endpoint(value)
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen), Field(title="HOST:PORT")]
+Endpoint = Annotated[str, AfterValidator(_endpoint), Field(title="HOST:PORT")]
 
 
 class ControllerSection(_Section):
+    """Who this controller is."""
+
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """This controller's name, unique in its cluster (logs, members, mastership)."""
 
 
 class OpenFlowSection(_Section):
+    """The OpenFlow 1.3 listener every switch (OVS bridge) connects to."""
+
     listen: ListenAddress = "127.0.0.1:6653"
+    """Address and port to listen on (port 0: any free one); IPv6 as [ADDR]:PORT."""
     # A switch that sends nothing for echo_interval * echo_misses seconds is dropped
     # (and its handshake must finish within that): 10 s, as OVS's own probe gives a
     # controller (5 s + 5 s). ovs-vswitchd goes silent for seconds while it creates
     # thousands of ports, and dropping it only adds a reconnect and a reconcile.
     echo_interval: Seconds = 2.0
+    """Seconds between echo requests to a switch that sends nothing."""
     echo_misses: Annotated[int, Field(ge=1, le=100)] = 5
+    """A switch silent for echo_interval * echo_misses seconds (or slower to handshake) is
+    dropped."""
     max_message: Annotated[int, Field(ge=64, le=65535)] = 65535
+    """Largest OpenFlow message accepted from a switch, in bytes; a larger one closes it."""
     send_queue: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+    """Messages queued towards one switch; a full queue closes it (the switch is not
+    reading)."""
     # A barrier, flow dump or role request unanswered this long closes the switch
     # (reconnecting reconciles it): it covers every flow mod queued before it.
     reply_timeout: Seconds = 10.0
+    """Seconds a barrier, flow dump or role request may go unanswered before the switch is
+    closed."""
     # A switch we master with no OpenFlow channel this long (its hypervisor died or
     # lost its management network): its VM ports count as down until it is back,
     # so that a VM restarted elsewhere takes its MAC over. Longer than a restart.
     unreachable_after: Seconds = 30.0
+    """Seconds a switch we master may be without its OpenFlow channel before its VM ports
+    count as down."""
 
 
 class OVSDBSection(_Section):
-    remotes: list[str] = Field(default_factory=lambda: ["unix:/var/run/openvswitch/db.sock"])
+    """The OVSDB servers read for which VM each port belongs to (one monitor per remote)."""
+
+    remotes: list[Annotated[str, Field(title="OVSDB remote")]] = Field(
+        default_factory=lambda: ["unix:/var/run/openvswitch/db.sock"]
+    )
+    """`unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT` (IPv6 as [ADDR]), one per hypervisor."""
 
     @field_validator("remotes")
     @classmethod
     def _remotes(cls, value: list[str]) -> list[str]:
         for remote in value:
-            _check_ovsdb_remote(remote)
+            check_ovsdb_remote(remote)
         return value
 
 
-def _check_ovsdb_remote(remote: str) -> None:
-    """`unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`, what the monitor connects to."""
-    kind, _, where = remote.partition(":")
-    if kind in ("tcp", "ssl"):
-        host, _, port = where.rpartition(":")
-        ok = bool(host) and port.isdigit() and 0 < int(port) <= 65535  # noqa: PLR2004
-    else:
-        ok = kind == "unix" and bool(where)
-    if not ok:
-        raise ValueError(
-            f"{remote!r} is not an OVSDB remote (unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT)"
-        )
-
-
 def _url(value: str) -> str:
-    if not value.startswith(("http://", "https://")) or value.endswith("/"):
-        raise ValueError(f"expected a base URL like http://HOST:PORT, got {value!r}")
+    check_url(value)
     return value
 
 
@@ -103,12 +128,19 @@ class APISection(_Section):
     """The REST API. Without a token file the matching endpoints refuse every request."""
 
     listen: ListenAddress = DEFAULT_API_LISTEN
-    # The URL peers and forwarded requests use; default http://{listen} (https:// with [tls]).
-    advertise: Annotated[str, AfterValidator(_url)] | None = None
-    token_file: Path | None = None  # the VMM's and operators' bearer token
-    peer_token_file: Path | None = None  # the controllers' bearer token (east-west)
+    """Address and port to listen on (port 0: any free one); IPv6 as [ADDR]:PORT."""
+    advertise: Annotated[str, AfterValidator(_url), Field(title="URL")] | None = None
+    """The URL peers and forwarded requests use; unset: http://{listen} (https:// with
+    [tls])."""
+    token_file: Path | None = None
+    """File holding the VMM's and operators' bearer token (private: chmod 600)."""
+    peer_token_file: Path | None = None
+    """File holding the controllers' own bearer token, the same on every controller (east-west
+    requests)."""
     max_body: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
-    peer_timeout: Seconds = 5.0  # an east-west request that takes longer has failed
+    """Largest request body accepted, in bytes."""
+    peer_timeout: Seconds = 5.0
+    """Seconds an east-west request may take before it has failed."""
 
     @property
     def url(self) -> str:
@@ -119,47 +151,87 @@ class StoreSection(_Section):
     """Where the vPort table lives: this process only (one controller) or etcd (a cluster)."""
 
     kind: Literal["memory", "etcd"] = "memory"
-    endpoints: list[ListenAddress] = Field(default_factory=lambda: ["127.0.0.1:2379"], min_length=1)
+    """`memory`: a controller alone, its table in this process; `etcd`: a member of a
+    cluster."""
+    endpoints: list[Endpoint] = Field(default_factory=lambda: ["127.0.0.1:2379"], min_length=1)
+    """etcd's client addresses, HOST:PORT with no scheme: one (a DNS name may list every
+    member), or several IP addresses."""
     prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")] = "/vportd"
+    """The cluster's keys in etcd go under this prefix."""
     # Leader, members and masters hold their keys on a lease of this TTL: a dead
     # controller's roles move on within about this long, and a live one loses them
     # (a new session: mastership churn) when etcd answers no keepalive for as long.
     # A shorter TTL is a faster failover; a longer one rides out a loaded etcd
     # (docs/operations.md).
     lease_ttl: Annotated[int, Field(ge=2, le=60)] = 3
+    """Seconds of the lease this controller's roles are held on (failover time)."""
     # Records are gathered this long before a write, so that a burst goes in
     # fewer transactions. A message that announces a record waits until it is
     # written (persist before send): this delay adds to every handshake. With 0,
     # records still go together when they queue while a write is in flight.
     write_delay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Seconds records are gathered before they are written to etcd together."""
+
+    @field_validator("endpoints")
+    @classmethod
+    def _several_by_ip(cls, value: list[str]) -> list[str]:
+        """gRPC fails over between IP addresses only (`vportd.cluster.etcd`)."""
+        named = [e for e in value if ip_of(split_address(e)[0]) is None]
+        if len(value) > 1 and named:
+            raise ValueError(
+                f"{named[0]!r}: several endpoints must be IP addresses "
+                "(or give one DNS name that lists every member)"
+            )
+        return value
 
 
 class MigrationSection(_Section):
+    """The migration handshake the leader runs for a VMM's notify."""
+
     # False turns migration awareness off, for comparison only (the `naive` mode of
     # the downtime benchmark): no notify, and a port delete is the VM leaving.
     aware: bool = True
+    """false: no notify accepted and a port delete is the VM leaving (for comparison
+    only)."""
     sync_timeout: Seconds = 2.0
+    """Seconds the leader waits for every controller's sync complete before the migration
+    fails."""
     activation_timeout: Seconds = 300.0
+    """Seconds the VM may take to become active at the destination (the VMM's whole
+    pre-copy)."""
     completion_timeout: Seconds = 30.0
+    """Seconds after activation for the source's port to go before the migration completes
+    anyway."""
     # The leader keeps this many finished migrations for GET /v1/migrations/{id},
     # each for at most history_age seconds; older ones answer 404.
     history_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    history_age: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600.0
+    """Finished migrations the leader keeps for GET /v1/migrations/{id}."""
+    history_age: Annotated[float, Field(gt=0, le=30 * 86400, title="seconds")] = 3600.0
+    """Seconds a finished migration is kept; older ones answer 404."""
 
 
 class LinkSection(_Section):
     """An inter-hypervisor link declared by hand: port `a_port` of `a` leads to `b`."""
 
     a: str
+    """One end's switch (its OVS bridge name)."""
     a_port: Annotated[int, Field(ge=1, le=0xFFFFFF00)]
+    """The OpenFlow port number at `a` that leads to `b`."""
     b: str
+    """The other end's switch (its OVS bridge name)."""
     b_port: Annotated[int, Field(ge=1, le=0xFFFFFF00)]
+    """The OpenFlow port number at `b` that leads to `a`."""
 
 
 class TopologySection(_Section):
+    """How the switches are linked: found by LLDP and/or declared by hand."""
+
     lldp: bool = True
+    """Find the links between switches by sending LLDP on their ports."""
     lldp_interval: Seconds = 5.0
+    """Seconds between LLDP rounds."""
     links: list[LinkSection] = Field(default_factory=list)
+    """Links declared by hand, as [[topology.links]] tables."""
 
 
 class TLSSection(_Section):
@@ -170,13 +242,19 @@ class TLSSection(_Section):
     are loaded when the daemon starts (and by `vportd --check`).
     """
 
-    ca: Path  # the CA certificate(s) every peer, switch and OVSDB server is checked against
+    ca: Path
+    """The CA certificate(s) every peer, switch and OVSDB server is checked against (PEM)."""
     cert: Path
+    """This controller's certificate (PEM)."""
     key: Path
+    """This controller's private key (PEM), the certificate's."""
 
 
 class LoggingSection(_Section):
+    """What the controller logs, on stderr."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The lowest level logged."""
 
 
 class Config(_Section):
@@ -204,6 +282,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cluster_needs_peer_token(self) -> Config:
+        """A cluster (store.kind = "etcd") needs api.peer_token_file."""
         if self.store.kind == "etcd" and self.api.peer_token_file is None:
             raise ValueError(
                 'api.peer_token_file: required with store.kind = "etcd" '
@@ -213,17 +292,44 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _tls_everywhere(self) -> Config:
-        """[tls] makes the API https only; ssl: OVSDB remotes need its certificates."""
+        """[tls] makes the API https only, and http only without it; ssl: OVSDB remotes
+        need [tls]."""
         if self.tls is not None and not self.api.url.startswith("https://"):
             raise ValueError(
                 f"api.advertise: {self.api.url!r} is not https://: with [tls] the API "
                 "serves https only"
+            )
+        if self.tls is None and self.api.url.startswith("https://"):
+            raise ValueError(
+                f"api.advertise: {self.api.url!r} is https:// but there is no [tls] section: "
+                "the API serves http only"
             )
         plain = [r for r in self.ovsdb.remotes if r.startswith("ssl:")] if not self.tls else []
         if plain:
             raise ValueError(
                 f"ovsdb.remotes: {plain[0]!r} needs a [tls] section "
                 "(the CA to check the server, the certificate to show it)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> Config:
+        """openflow.listen and api.listen cannot take the same port of the same address."""
+        if overlap(self.openflow.listen, self.api.listen):
+            raise ValueError(
+                f"openflow.listen: {self.openflow.listen!r} takes the port of api.listen "
+                f"({self.api.listen!r}): give them different ports"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Config:
+        """In a cluster, api.listen on every address (0.0.0.0, ::) needs api.advertise."""
+        if self.store.kind == "etcd" and every_address(url_host(self.api.url)):
+            raise ValueError(
+                f"api.advertise: peers would be told {self.api.url!r} (api.listen "
+                f"{self.api.listen!r} is every address): set it to a URL that reaches "
+                "this controller"
             )
         return self
 

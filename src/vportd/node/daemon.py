@@ -1,7 +1,8 @@
 """The ``vportd`` daemon: the composition root of one controller of a vportd cluster.
 
 It reads and validates the configuration (the token files and, with `[tls]`,
-the certificates with it), sets up logging, and runs the `Runtime` (core +
+the certificates with it: `vportd --check` runs the same checks and stops
+there), sets up logging, and runs the `Runtime` (core +
 OpenFlow + OVSDB, every task in one `asyncio.TaskGroup`) until SIGTERM or
 SIGINT, which cancel the group and wait for every task. With `[tls]` every
 channel gets its SSL context from `vportd.node.tls`: the API (https only),
@@ -23,6 +24,8 @@ from pathlib import Path
 from vportd import __version__
 from vportd.node import tls
 from vportd.node.config import Config, ConfigError, load_config
+from vportd.node.config_reference import reference
+from vportd.node.tokens import read_tokens
 
 log = logging.getLogger("vportd")
 
@@ -36,13 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
             "each port belongs to, keeps the vPort table and installs the flows."
         ),
         epilog="The configuration is TOML; unknown keys and bad values are refused "
-        "at start with the key named. See docs/operations.md.",
+        "at start with the key named. See docs/configuration.md and docs/operations.md.",
     )
     parser.add_argument(
         "--config", metavar="FILE", type=Path, help="controller configuration file (TOML)"
     )
     parser.add_argument(
         "--check", action="store_true", help="validate the configuration, print it, and exit"
+    )
+    parser.add_argument(
+        "--config-reference",
+        action="store_true",
+        help="print every configuration key with its type, default and description "
+        "(Markdown: docs/configuration.md), and exit",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -56,20 +65,6 @@ def _logging(config: Config) -> None:
     )
 
 
-def read_token(path: Path | None, key: str) -> str | None:
-    """A bearer token from its file (whitespace stripped); None when not configured."""
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"{key}: cannot read {path}: {err.strerror}") from None
-    if len(token) < MIN_TOKEN:
-        raise ConfigError(f"{key}: the token in {path} is shorter than {MIN_TOKEN} characters")
-    return token
-
-
-MIN_TOKEN = 16
 # Every task is cancelled and awaited on SIGTERM; one that takes longer than this is a
 # bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
 SHUTDOWN_LIMIT = 15.0
@@ -161,18 +156,16 @@ async def _serve(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.config_reference:
+        sys.stdout.write(reference())
+        return 0
     if args.config is None:
         parser.print_usage(sys.stderr)
         print("vportd: error: --config FILE is required to run a controller", file=sys.stderr)
         return 2
     try:
         config = load_config(args.config)
-    except ConfigError as err:
-        print(f"vportd: configuration error: {err}", file=sys.stderr)
-        return 2
-    try:
-        token = read_token(config.api.token_file, "api.token_file")
-        peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
+        token, peer_token = read_tokens(config.api)
         contexts = None if config.tls is None else tls.load(config.tls)
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)

@@ -37,6 +37,7 @@ from vportd.core.messages import (
 )
 from vportd.core.model import VPortRecord
 from vportd.core.topology import Link
+from vportd.node.addresses import split_address
 from vportd.node.config import Config
 from vportd.node.conflicts import ConflictWatch
 from vportd.node.discovery import LinkDiscovery, probe
@@ -95,9 +96,9 @@ class Runtime:
         self._waiters: dict[str, list[AnswerWaiter]] = {}
         self._links: set[Link] = set()
         of = config.openflow
-        host, _, port = of.listen.rpartition(":")
+        host, port = split_address(of.listen)  # ([::1]:6653: the socket takes ::1)
         self.openflow = OpenFlowServer(
-            self, host, int(port), echo_interval=of.echo_interval, echo_misses=of.echo_misses,
+            self, host, port, echo_interval=of.echo_interval, echo_misses=of.echo_misses,
             max_message=of.max_message, send_queue=of.send_queue, reply_timeout=of.reply_timeout,
             tls=None if tls is None else tls.openflow,
         )  # fmt: skip

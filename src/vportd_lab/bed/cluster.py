@@ -220,8 +220,9 @@ class Cluster(Generic[F]):
     settings: NodeSettings = field(default_factory=NodeSettings)
 
     async def start(self) -> Cluster[F]:
-        (self.dir / "token").write_text(TOKEN + "\n")
-        (self.dir / "peer-token").write_text(PEER_TOKEN + "\n")
+        for name, token in (("token", TOKEN), ("peer-token", PEER_TOKEN)):
+            (self.dir / name).write_text(token + "\n")
+            (self.dir / name).chmod(0o600)  # vportd refuses a token file others may read
         for i in range(self.size):
             node = Node(
                 f"c{i}", self.dir, self.fabric.remotes, self.etcd.endpoint,
