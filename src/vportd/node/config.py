@@ -145,6 +145,11 @@ class MigrationSection(_Section):
     # each for at most history_age seconds; older ones answer 404.
     history_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     history_age: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600.0
+    # Flap damping (EVPN's MAC mobility damping, RFC 7432 §15.1): a VM that moved
+    # flap_moves times within flap_window seconds is refused further notifies (429,
+    # Retry-After) until the oldest of those moves is flap_window seconds old.
+    flap_moves: Annotated[int, Field(ge=1, le=1_000_000)] = 5
+    flap_window: Annotated[float, Field(gt=0, le=86400)] = 180.0
 
 
 class LinkSection(_Section):
