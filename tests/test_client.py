@@ -407,6 +407,19 @@ def test_migrate_without_wait_does_not_retry(stub: StubCluster, capsys: Capsys) 
     assert len(stub.posts()) == 1
 
 
+def test_migrate_of_a_vm_that_moved_too_often_exits_3_without_retrying(
+    stub: StubCluster, capsys: Capsys
+) -> None:
+    # Flap damping: the window is minutes long, past any --wait; a hook retries later.
+    stub.fail_next("POST", "/v1/migrations", 429, "migration-suppressed", **{"Retry-After": "37"})
+    run = vportctl(capsys, "--json", "migrate", VM0, "--from", "hv0", "--to", "hv1")
+    assert run.rc == api.EXIT_UNAVAILABLE
+    assert run.json() == {
+        "error": "migration-suppressed", "detail": "migration-suppressed", "status": 429,
+    }  # fmt: skip
+    assert len(stub.posts()) == 1
+
+
 def test_migrate_does_not_retry_what_is_not_a_vportd_api(stub: StubCluster, capsys: Capsys) -> None:
     stub.faults.append(Fault("POST", "/v1/migrations", 200, "<html>welcome</html>"))
     run = vportctl(capsys, "--json", "migrate", VM0, "--from", "hv0", "--to", "hv1")

@@ -313,7 +313,12 @@ async def test_not_an_http_url(http: PeerHttp, url: str) -> None:
 
 async def test_content_type_defaults_to_json(http: PeerHttp) -> None:
     async with raw_server(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as server:
-        assert await http.request("GET", server.url, b"", {}) == (200, b"{}", "application/json")
+        assert await http.request("GET", server.url, b"", {}) == (
+            200,
+            b"{}",
+            "application/json",
+            (),
+        )
 
 
 async def test_no_content_then_the_connection_is_reused(http: PeerHttp) -> None:

@@ -66,3 +66,24 @@ def test_an_open_migration_outlives_the_age() -> None:
 
     assert [m.id for m in sim.leader.migrations()] == [mid]
     assert sim.leader.migration(mid).state == "ready"
+
+
+def test_the_history_by_state_and_the_newest_few() -> None:
+    sim = build(History(size=1000, age=3600))
+    done = migrate_back_and_forth(sim, 3)
+    aborted = sim.notify(VM_A, "hv2", "hv0")
+    sim.deliver_all()
+    sim.abort(aborted)
+    sim.deliver_all()
+    ids = [*done, aborted]
+
+    def listed(state: str | None = None, limit: int | None = None) -> list[str]:
+        return [m.id for m in sim.leader.migrations(state, limit)]
+
+    assert listed() == ids  # oldest first
+    assert listed("completed") == done
+    assert listed("aborted") == [aborted]
+    assert listed("failed") == []
+    assert listed(limit=2) == ids[-2:]
+    assert listed("completed", 2) == done[-2:]
+    assert listed(limit=10) == ids

@@ -58,6 +58,7 @@ class Options:
     peer_token: bool = True  # api.peer_token_file set
     max_body: int = 1024 * 1024
     sync_timeout: float = SYNC_TIMEOUT  # migration.sync_timeout
+    flap_moves: int = 5  # migration.flap_moves (the controller's default)
     tls: bool = False  # [tls]: the API https only, OpenFlow over TLS
 
 
@@ -138,7 +139,7 @@ def config(
         "ovsdb": {"remotes": [ovsdb]},
         "api": api,
         "store": {"kind": options.store, "lease_ttl": LEASE_TTL},
-        "migration": {"sync_timeout": options.sync_timeout},
+        "migration": {"sync_timeout": options.sync_timeout, "flap_moves": options.flap_moves},
         "topology": {"lldp": False},
     })  # fmt: skip
 

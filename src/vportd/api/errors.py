@@ -11,6 +11,7 @@ answered 500 in that shape too, without the traceback.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -36,6 +37,7 @@ CORE_STATUS: dict[type[core.CoreError], int] = {
     core.NotOnSource: 409,
     core.AlreadyMigrating: 409,
     core.MigrationConflict: 409,
+    core.MigrationSuppressed: 429,  # with Retry-After (`core_headers`)
     core.NotLeader: 503,
     core.NoController: 503,
 }
@@ -75,6 +77,13 @@ def core_status(err: core.CoreError) -> int:
     return next((s for kind, s in CORE_STATUS.items() if isinstance(err, kind)), HTTP_BAD_REQUEST)
 
 
+def core_headers(err: core.CoreError) -> dict[str, str] | None:
+    """Retry-After for a VM that moved too often: whole seconds, at least 1 (RFC 9110 §10.2.3)."""
+    if isinstance(err, core.MigrationSuppressed):
+        return {"Retry-After": str(max(1, math.ceil(err.retry_after)))}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(core.CoreError, _core_error)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
@@ -84,7 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _core_error(_: Request, err: core.CoreError) -> JSONResponse:
-    return error_response(core_status(err), err.code, err.detail)
+    return error_response(core_status(err), err.code, err.detail, core_headers(err))
 
 
 async def _api_error(_: Request, err: ApiError) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 A request for the leader (a notify, an abort, a migration read) is handled
 here when this controller leads, and otherwise relayed once, untouched, with
-the caller's Authorization header, its status and body handed back.
+the caller's Authorization header, its status, body, Location and Retry-After
+handed back.
 A relayed request carries `X-Vportd-Forwarded-By`; a controller that gets
 one and does not lead answers 503 rather than relaying it again, so that two
 controllers that disagree on who leads never bounce a request between them.
@@ -68,14 +69,11 @@ class LeaderOnly:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         body = await request.body()
         try:
-            status, content, content_type = await self.forwarder.forward(
-                leader.api, request.method, path, body, headers
-            )
+            reply = await self.forwarder.forward(leader.api, request.method, path, body, headers)
         except PeerUnreachable as err:
             raise ApiError(
                 HTTP_UNAVAILABLE, "leader-unreachable",
                 f"the leader {leader.id} ({leader.api}) did not answer: {err.reason}",
             ) from None  # fmt: skip
-        return Response(
-            content, status, headers={"content-type": content_type, ANSWERED_BY: leader.id}
-        )
+        answer = {**dict(reply.headers), "content-type": reply.content_type, ANSWERED_BY: leader.id}
+        return Response(reply.body, reply.status, headers=answer)

@@ -8,9 +8,9 @@ service sees it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from vportd.api.forwarding import LeaderOnly
@@ -20,6 +20,7 @@ from vportd.api.models import (
     ErrorOut,
     MemberOut,
     MigrationOut,
+    MigrationState,
     NotifyBody,
     SwitchOut,
     VPortOut,
@@ -31,6 +32,10 @@ from vportd.core.messages import MigrationView, NotifyRequest
 from vportd.core.model import VPortRecord
 
 HTTP_CREATED = 201
+# GET /v1/migrations?state=...&limit=...
+MAX_LIMIT = 10_000
+STATE_HELP = "only the migrations in this state"
+LIMIT_HELP = "only the newest this many (of those in `state`)"
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -68,10 +73,13 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     @router.post(
         "/migrations", tags=["migrations"], status_code=HTTP_CREATED, response_model=MigrationOut,
         responses={200: {"model": MigrationOut, "description": "The same migration again"},
-                   **_errors(400, 404, 409, 422, 503)},
+                   **_errors(400, 404, 409, 422, 429, 503)},
     )  # fmt: skip
     async def notify(body: NotifyBody, request: Request) -> Response:
-        """Migration notify (claim 6): answers once both controllers synced (notify complete)."""
+        """Migration notify (claim 6): answers once both controllers synced (notify complete).
+
+        429 with Retry-After (seconds): the VM moved too often lately (flap damping).
+        """
         notify = NotifyRequest(normalise_mac(body.vm), body.source, body.destination)
 
         async def local() -> Response:
@@ -82,11 +90,18 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
 
     @router.get(
         "/migrations", tags=["migrations"], response_model=list[MigrationOut],
-        responses=_errors(503),
+        responses=_errors(422, 503),
     )  # fmt: skip
-    async def migrations(request: Request) -> Response:
+    async def migrations(
+        request: Request,
+        state: Annotated[MigrationState | None, Query(description=STATE_HELP)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=LIMIT_HELP)] = None,
+    ) -> Response:
+        """The migrations the leader keeps (`[migration] history_size`, `history_age`),
+        oldest first (by when their notify started them)."""
+
         async def local() -> Response:
-            return JSONResponse([_migration(m) for m in service.migrations()])
+            return JSONResponse([_migration(m) for m in service.migrations(state, limit)])
 
         return await leader.run(request, local)
 

@@ -84,12 +84,14 @@ class Service(Protocol):
         whether it is new (201) or the same migration again (200). Raises
         CoreError: NotLeader, UnknownVM, UnknownSwitch, NotOnSource,
         AlreadyMigrating, MigrationConflict (refused or rolled back), NoController
-        (a controller did not answer in time: rolled back).
+        (a controller did not answer in time: rolled back), MigrationSuppressed
+        (the VM moved too often lately).
         """
 
     async def abort(self, migration_id: str) -> MigrationView: ...
 
-    def migrations(self) -> list[MigrationView]: ...
+    def migrations(self, state: str | None = None, limit: int | None = None) -> list[MigrationView]:
+        """Those in `state` (all if None), the newest `limit` (all if None), oldest first."""
 
     def migration(self, migration_id: str) -> MigrationView: ...
 

@@ -1,9 +1,10 @@
 """The controllers' east-west HTTP: one aiohttp session, kept-alive connections per peer.
 
 `PeerHttp` sends one request and gives back its status, body and content
-type, or raises `NoAnswer` when no answer came (no connection, a timeout, a
-connection lost mid-answer, bytes that are not HTTP). A daemon makes one and
-shares it between its peer client and its forwarder.
+type (and its Location and Retry-After, for a relay), or raises `NoAnswer`
+when no answer came (no connection, a timeout, a connection lost
+mid-answer, bytes that are not HTTP). A daemon makes one and shares it
+between its peer client and its forwarder.
 
 A kept-alive connection can die under a request: the peer closes or resets
 it while the request is on its way. aiohttp then sends an idempotent
@@ -37,10 +38,15 @@ PER_PEER = 32
 DEFAULT_TYPE = "application/json"
 
 
+# The answer's headers a relay hands back with its status and body.
+KEPT_HEADERS = ("Location", "Retry-After")
+
+
 class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: str
+    headers: tuple[tuple[str, str], ...] = ()  # those of KEPT_HEADERS the answer has
 
 
 class NoAnswer(Exception):
@@ -96,7 +102,8 @@ class PeerHttp:
             ) as response:  # fmt: skip
                 content = await response.read()
                 kind = response.headers.get(aiohttp.hdrs.CONTENT_TYPE, DEFAULT_TYPE)
-                return Reply(response.status, content, kind)
+                kept = tuple((h, v) for h in KEPT_HEADERS if (v := response.headers.get(h)))
+                return Reply(response.status, content, kind, kept)
         except (aiohttp.ClientError, TimeoutError) as err:
             raise NoAnswer(_reason(err, limit)) from None
 

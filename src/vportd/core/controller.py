@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 
 from vportd.core.compiler import FlowCompiler
 from vportd.core.coordinator import (
@@ -25,6 +26,7 @@ from vportd.core.coordinator import (
     decided,
 )
 from vportd.core.errors import MigrationConflict, NotLeader, UnknownSwitch
+from vportd.core.flaps import FlapLimit
 from vportd.core.flow import Flow
 from vportd.core.membership import Membership
 from vportd.core.messages import (
@@ -63,9 +65,11 @@ class Controller:
         *,
         aware: bool = True,
         history: History | None = None,
+        flaps: FlapLimit | None = None,
     ) -> None:
         self.me = me
         self._history = history
+        self._flaps = flaps  # None: no flap damping
         self._aware = aware
         self._topology = Topology()
         self._cluster = Membership([me])
@@ -115,7 +119,7 @@ class Controller:
     def lead(self, now: float) -> None:
         """Become the leader; take over the migrations the table shows as open."""
         if self._coordinator is None:
-            self._coordinator = Coordinator(self.me, self._timeouts, self._history)
+            self._coordinator = Coordinator(self.me, self._timeouts, self._history, self._flaps)
             self._coordinator.adopt(self._table, now)
         self._cluster.leader = self.me
 
@@ -464,9 +468,16 @@ class Controller:
     def vport_count(self) -> int:
         return len(self._table)
 
-    def migrations(self) -> list[MigrationView]:
-        """The migrations the leader holds, oldest first; raises NotLeader elsewhere."""
-        return [m.view() for m in self._leading().migrations.values()]
+    def migrations(self, state: str | None = None, limit: int | None = None) -> list[MigrationView]:
+        """The migrations the leader holds, oldest first; raises NotLeader elsewhere.
+
+        Only those in `state`, if given; only the newest `limit` of them, if given.
+        """
+        held = self._leading().migrations.values()
+        if state is None and limit is None:
+            return [m.view() for m in held]
+        wanted = (m for m in reversed(held) if state is None or m.state == state)
+        return [m.view() for m in islice(wanted, limit)][::-1]
 
     def migration(self, migration_id: str) -> MigrationView:
         return self._leading().get(migration_id).view()

@@ -6,7 +6,8 @@ both answer sync complete → notify complete to the VMM. A migration that is
 aborted, whose controllers do not answer, or whose VM never becomes active at
 the destination is rolled back everywhere; one whose VM became active but
 whose source port never goes away is completed. What the leader decides for a
-VM is a record of its own (`Decision`), which every controller applies.
+VM is a record of its own (`Decision`), which every controller applies. With
+a `FlapLimit`, a VM that moved too often lately is refused (`core.flaps`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vportd.core.errors import (
     NotOnSource,
     UnknownMigration,
 )
+from vportd.core.flaps import FlapLimit, Moves
 from vportd.core.membership import Membership
 from vportd.core.messages import (
     EventKind,
@@ -55,6 +57,8 @@ class Status(StrEnum):
 
 # (A tuple: `in` compares by identity first, then as str; an enum's hash is Python code.)
 _FINISHED = (Status.COMPLETED, Status.ABORTED, Status.FAILED)
+# The states of a migration whose VM moved: it became active at the destination.
+_MOVED = (Status.ACTIVATED, Status.COMPLETED)
 
 
 _STATUS_OF_PHASE = {
@@ -128,7 +132,11 @@ class Coordinator:
     """Runs on the leader only; everything it decides goes out as effects."""
 
     def __init__(
-        self, me: str, timeouts: Timeouts | None = None, history: History | None = None
+        self,
+        me: str,
+        timeouts: Timeouts | None = None,
+        history: History | None = None,
+        flaps: FlapLimit | None = None,
     ) -> None:
         self.me = me
         # Rollbacks are locations the leader writes, apart from what its own table
@@ -143,6 +151,8 @@ class Coordinator:
         self._open: dict[str, Migration] = {}
         # The finished ones in the order they finished, with when: forgotten oldest first.
         self._ended: deque[tuple[float, str]] = deque()
+        # The VMs' recent moves, with a flap limit (none: any VM may move any time).
+        self._moves = None if flaps is None else Moves(flaps)
 
     # -- queries ---------------------------------------------------------
     def get(self, migration_id: str) -> Migration:
@@ -175,6 +185,8 @@ class Coordinator:
             )
         if rec.loc.ovs != source:
             raise NotOnSource(f"VM {vm} is on {rec.loc.ovs}, not on {source}")
+        if self._moves is not None:
+            self._moves.check(vm, now)
         awaiting = {cluster.master_of(source), cluster.master_of(destination)}
         m = self._new(rec, source, destination, awaiting, now)
         sync = VPortRecord(vm, rec.loc, m.mark(Phase.SYNCED, self.me))
@@ -280,6 +292,8 @@ class Coordinator:
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return None
+        if state in _MOVED and m.state is not Status.ACTIVATED and self._moves is not None:
+            self._moves.moved(m.vm, now)  # (a migration moves its VM once)
         if state.finished:
             self._finish(m, state, now)
         else:
@@ -313,6 +327,8 @@ class Coordinator:
             if now >= m.deadline:
                 decision.absorb(self._expire(m, table, now))
         self._forget(now)
+        if self._moves is not None:
+            self._moves.forget(now)
         return decision
 
     def _expire(self, m: Migration, table: VPortTable, now: float) -> Decision:

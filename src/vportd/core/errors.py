@@ -50,3 +50,16 @@ class NotLeader(CoreError, code="not-leader"): ...
 
 
 class NoController(CoreError, code="no-controller"): ...
+
+
+class MigrationSuppressed(CoreError, code="migration-suppressed"):
+    """The VM moved too often lately (flap damping): it may move again in `retry_after` s.
+
+    `moves` is how many moves of the VM the window holds now.
+    """
+
+    def __init__(self, detail: str, *, vm: str, moves: int, retry_after: float) -> None:
+        super().__init__(detail)
+        self.vm = vm
+        self.moves = moves
+        self.retry_after = retry_after

@@ -37,7 +37,8 @@ exit status of status, vports, vport, migrate, migrations, abort (for hooks):
   {usage}  usage error (bad options), or --lab names no lab
   {unavailable}  cluster unavailable, safe to retry: unreachable or timed out, no
      leader (503), a controller did not answer and the migration was rolled
-     back (503), any other 5xx; `status`: the cluster has no leader
+     back (503), any other 5xx, the VM moved too often lately (429: after its
+     Retry-After); `status`: the cluster has no leader
   {auth}  authentication: no or wrong token (401/403), token file unreadable
 With --json, stdout holds exactly one JSON document: the answer, or
 {{"error": CODE, "detail": TEXT, "status": HTTP status or null}}.

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 if TYPE_CHECKING:
     import httpx
@@ -46,7 +46,8 @@ Json = dict[str, Any]
 EXIT_OK: Final = 0  # the cluster did it (migrate: notify complete, 201 or 200)
 EXIT_REFUSED: Final = 1  # the cluster refused: 400/404/409/422 (unknown VM/OVS, conflict, input)
 EXIT_USAGE: Final = 2  # bad command line (argparse), or no usable lab where --lab points
-EXIT_UNAVAILABLE: Final = 3  # unreachable, timeout, 503 (no leader, rolled back), 5xx: retry
+# unreachable, timeout, 503 (no leader, rolled back), 5xx, 429 (the VM moved too often): retry
+EXIT_UNAVAILABLE: Final = 3
 EXIT_AUTH: Final = 4  # 401/403, or the token file cannot be read: fix the token, not retry
 
 DEFAULT_TIMEOUT: Final = 10.0  # per request; a notify waits for both controllers' sync complete
@@ -62,6 +63,7 @@ HTTP_CREATED: Final = 201
 HTTP_CLIENT_ERROR: Final = 400
 HTTP_SERVER_ERROR: Final = 500
 AUTH_STATUSES: Final = frozenset({401, 403})
+HTTP_TOO_MANY: Final = 429  # flap damping: the same notify is taken after its Retry-After
 NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
@@ -144,7 +146,7 @@ def ca_context(ca: Path) -> ssl.SSLContext:
 def _exit_code_for_status(status: int) -> int:
     if status in AUTH_STATUSES:
         return EXIT_AUTH
-    if status >= HTTP_SERVER_ERROR:
+    if status >= HTTP_SERVER_ERROR or status == HTTP_TOO_MANY:
         return EXIT_UNAVAILABLE
     return EXIT_REFUSED
 
@@ -230,8 +232,11 @@ class Client:
     def switches(self) -> list[Json]:
         return _items(self._get("/v1/switches"), "switches")
 
-    def migrations(self) -> list[Json]:
-        return _items(self._get("/v1/migrations"), "migrations")
+    def migrations(self, state: str | None = None, limit: int | None = None) -> list[Json]:
+        """The migrations the leader keeps, oldest first: those in `state`, the newest `limit`."""
+        query = {k: v for k, v in (("state", state), ("limit", limit)) if v is not None}
+        path = "/v1/migrations" + (f"?{urlencode(query)}" if query else "")
+        return _items(self._get(path), "migrations")
 
     def migration(self, migration_id: str) -> Json:
         return self._get(f"/v1/migrations/{_segment(migration_id)}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vportd.ctl.argtypes import non_negative_float
+from vportd.ctl.argtypes import count, non_negative_float
 from vportd.ctl.client import (
     DEFAULT_WAIT,
     EXIT_AUTH,
@@ -145,13 +145,15 @@ def migrate(conn: Client, args: argparse.Namespace) -> Output:
 
 
 MIGRATION_COLUMNS = ("id", "vm", "source", "destination", "state", "seq", "reason")
+MIGRATION_STATES = ("preparing", "ready", "activated", "completed", "aborted", "failed")
+MAX_LIMIT = 10_000  # the API's bound on GET /v1/migrations?limit=
 
 
 def migrations(conn: Client, args: argparse.Namespace) -> Output:
     if args.id is not None:
         one = conn.migration(args.id)
         return Output(one, fields(one))
-    found = conn.migrations()
+    found = conn.migrations(args.state, args.limit)
     rows = [[m.get(k) for k in MIGRATION_COLUMNS] for m in found]
     headers = [c.upper() for c in MIGRATION_COLUMNS]
     return Output(found, table(headers, rows) if found else "no migrations")
@@ -192,9 +194,17 @@ def add_cluster_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
     _add_migrate(add)
     p = add(
         "migrations", "list migrations and their state (preparing, ready, activated, "
-        "completed, aborted, failed), or show one", migrations, "vportctl migrations",
+        "completed, aborted, failed), oldest first, or show one", migrations,
+        "vportctl migrations --state failed --limit 20",
     )  # fmt: skip
     p.add_argument("id", metavar="ID", nargs="?", help="show only this migration")
+    p.add_argument(
+        "--state", choices=MIGRATION_STATES, help="list only the migrations in this state"
+    )
+    p.add_argument(
+        "--limit", type=count(1, MAX_LIMIT), metavar="N",
+        help=f"list only the newest N (1 to {MAX_LIMIT})",
+    )  # fmt: skip
     p = add(
         "abort", "abort a migration and roll it back on every controller", abort,
         "vportctl abort m-42",

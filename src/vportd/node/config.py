@@ -208,6 +208,10 @@ class MigrationSection(_Section):
     """Finished migrations the leader keeps for GET /v1/migrations/{id}."""
     history_age: Annotated[float, Field(gt=0, le=30 * 86400, title="seconds")] = 3600.0
     """Seconds a finished migration is kept; older ones answer 404."""
+    flap_moves: Annotated[int, Field(ge=1, le=1_000_000)] = 5
+    """Moves within flap_window after which a VM's notifies get 429 (RFC 7432 §15.1)."""
+    flap_window: Annotated[float, Field(gt=0, le=86400, title="seconds")] = 180.0
+    """Seconds over which a VM's moves are counted for flap damping."""
 
 
 class LinkSection(_Section):

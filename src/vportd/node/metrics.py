@@ -26,6 +26,12 @@ class Metrics:
             "vportd_migrations_total", "Migrations this controller led, by the state they reached",
             [*c, "state"], registry=r,
         )  # fmt: skip
+        self._suppressed = Counter(
+            "vportd_migrations_suppressed_total",
+            "Notifies this controller refused as leader: the VM moved too often lately "
+            "(flap damping)", c, registry=r,
+        )  # fmt: skip
+        self._suppressed.labels(controller)  # 0 from the start, for rate()
         self._handshake = Histogram(
             "vportd_handshake_seconds", "Notify to notify complete, on the leader",
             c, buckets=HANDSHAKE_BUCKETS, registry=r,
@@ -61,6 +67,9 @@ class Metrics:
 
     def migration(self, state: str) -> None:
         self._migrations.labels(self.controller, state).inc()
+
+    def suppressed(self) -> None:
+        self._suppressed.labels(self.controller).inc()
 
     def handshake(self, seconds: float) -> None:
         self._handshake.labels(self.controller).observe(seconds)

@@ -23,6 +23,7 @@ from vportd.cluster.writer import NotDurable
 from vportd.core.controller import Controller
 from vportd.core.coordinator import History, Timeouts
 from vportd.core.errors import CoreError, NoController
+from vportd.core.flaps import FlapLimit
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
     EventKind,
@@ -78,7 +79,8 @@ class Runtime:
         me, m = config.controller.id, config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
-        self.core = Controller(me, timeouts, aware=m.aware, history=history)
+        flaps = FlapLimit(m.flap_moves, m.flap_window)
+        self.core = Controller(me, timeouts, aware=m.aware, history=history, flaps=flaps)
         self.solo = config.store.kind == "memory"
         if self.solo:
             self.core.lead(clock())

@@ -11,17 +11,22 @@ confirmed by a barrier, and only then answered (the readiness barrier).
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
+from datetime import UTC, datetime, timedelta
 
 from vportd.api.errors import ApiError
 from vportd.api.service import ConflictView, Health, SwitchView
 from vportd.cluster.members import ClusterView, MemberView, Peer
 from vportd.cluster.node import ClusterNode
-from vportd.core.errors import NoController
+from vportd.core.errors import MigrationSuppressed, NoController
 from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
 from vportd.core.model import VPortRecord
 from vportd.node.conflicts import decode
 from vportd.node.runtime import Runtime
+
+log = logging.getLogger("vportd.service")
 
 ANSWER_GRACE = 3.0  # beyond the sync timeout, before a notify gives up waiting
 HTTP_UNAVAILABLE = 503
@@ -115,7 +120,11 @@ class ControllerService:
     # -- the leader's part -------------------------------------------------
     async def notify(self, request: NotifyRequest) -> tuple[MigrationView, bool]:
         started = time.monotonic()
-        notified, waiter = self.runtime.notify(request)
+        try:
+            notified, waiter = self.runtime.notify(request)
+        except MigrationSuppressed as err:
+            self._suppressed(err)
+            raise
         if waiter is None:
             return notified.migration, False  # the same migration, answered already
         mid = notified.migration.id
@@ -134,11 +143,21 @@ class ControllerService:
             metrics.handshake(time.monotonic() - started)
         return answer.migration, notified.new
 
+    def _suppressed(self, err: MigrationSuppressed) -> None:
+        when = datetime.now(UTC) + timedelta(seconds=err.retry_after)
+        log.warning(
+            "notify of VM %s refused (flap damping): it moved %d time(s) in the last %g s; "
+            "it may move again at %s (in %d s)",
+            err.vm, err.moves, self.runtime.config.migration.flap_window,
+            when.strftime("%Y-%m-%d %H:%M:%S UTC"), math.ceil(err.retry_after),
+        )  # fmt: skip
+        self.runtime.metrics.suppressed()
+
     async def abort(self, migration_id: str) -> MigrationView:
         return self.runtime.abort(migration_id)
 
-    def migrations(self) -> list[MigrationView]:
-        return self.core.migrations()
+    def migrations(self, state: str | None = None, limit: int | None = None) -> list[MigrationView]:
+        return self.core.migrations(state, limit)
 
     def migration(self, migration_id: str) -> MigrationView:
         return self.core.migration(migration_id)

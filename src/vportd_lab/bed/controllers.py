@@ -74,10 +74,15 @@ lldp = false
 
 [logging]
 level = "info"
+
+[migration]
+# The downtime benchmark and the chaos tier move one VM back and forth many times a
+# minute: no flap damping in the lab.
+flap_moves = 1000000
 """
     if plan.mode == NAIVE:
         # The downtime benchmark's baseline: no notify accepted, a port delete is the VM leaving.
-        text += "\n[migration]\naware = false\n"
+        text += "aware = false\n"
     if tls is not None:
         # Every channel encrypted, the API https only (its URL: https://{listen}).
         text += (

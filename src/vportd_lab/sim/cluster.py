@@ -17,6 +17,7 @@ from typing import Any
 
 from vportd.core.controller import Controller
 from vportd.core.coordinator import History, Timeouts
+from vportd.core.flaps import FlapLimit
 from vportd.core.messages import (
     NotifyAnswer,
     NotifyRequest,
@@ -70,11 +71,14 @@ class SimCluster:
         masters: dict[str, str] | None = None,
         aware: bool = True,
         history: History | None = None,
+        flaps: FlapLimit | None = None,
     ) -> SimCluster:
         """`n` controllers c0..c{n-1}, c0 leading, switches spread round robin."""
         ids = [f"c{i}" for i in range(n)]
         placement = masters or {s: ids[i % n] for i, s in enumerate(sorted(topology.switches))}
-        controllers = {cid: Controller(cid, timeouts, aware=aware, history=history) for cid in ids}
+        controllers = {
+            cid: Controller(cid, timeouts, aware=aware, history=history, flaps=flaps) for cid in ids
+        }
         sim = cls(topology, controllers, Fabric(topology) if fabric else None)
         for ctl in controllers.values():
             ctl.members_are(ids)
