@@ -143,6 +143,7 @@ lease_ttl = {s.lease_ttl}
 sync_timeout = {s.sync_timeout}
 activation_timeout = {self.activation_timeout}
 completion_timeout = 5.0
+flap_moves = 1000000
 [topology]
 lldp = false
 [logging]
