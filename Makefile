@@ -22,8 +22,8 @@ env: ## install apt packages (root) and the venv in .venv
 test: env ## run the whole test suite (PYTEST_ARGS passed to pytest)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: env ## the fast tier: no root, no OVS, no etcd (a couple of minutes)
-	$(BIN)/pytest -m "not root and not ovs and not etcd" $(PYTEST_ARGS)
+test-fast: env ## the fast tier: no root, no OVS, no etcd, no install (a couple of minutes)
+	$(BIN)/pytest -m "not root and not ovs and not etcd and not install" $(PYTEST_ARGS)
 
 lint: env ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check src tests

@@ -7,8 +7,10 @@
 #     Installed with apt-get as root. The services those packages ship are
 #     kept stopped: tests and the lab start private OVS/etcd instances, and a
 #     system ovs-vswitchd (netdev datapath) or etcd on :2379 would clash.
-#  2. The project venv in .venv with vportd installed editable plus the dev
-#     extra, re-installed whenever pyproject.toml is newer than .venv/.stamp.
+#  2. The project venv in .venv with vportd installed editable plus the lab
+#     and dev extras (the tests drive the lab package, and the lab tier's
+#     benchmark draws its plot), re-installed whenever pyproject.toml is newer
+#     than .venv/.stamp.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -94,9 +96,9 @@ fi
     || die ".venv uses Python < 3.11; run 'make clean' and set PYTHON=python3.11"
 
 if [[ ! -e $STAMP || pyproject.toml -nt $STAMP ]]; then
-    say "installing vportd and dev tools into .venv (about a minute)"
+    say "installing vportd with its lab and dev extras into .venv (about a minute)"
     log="$VENV/pip-install.log"
-    if ! "$VENV/bin/python" -m pip install -e '.[dev]' >"$log" 2>&1; then
+    if ! "$VENV/bin/python" -m pip install -e '.[dev,lab]' >"$log" 2>&1; then
         grep -v "^WARNING: Location '.*' is ignored" "$log" | tail -n 40 >&2
         die "pip install failed; full log in ${log#"$ROOT"/}"
     fi

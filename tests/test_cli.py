@@ -185,12 +185,23 @@ def without_lab_package(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("without_lab_package")
-@pytest.mark.parametrize("argv", [["lab", "up", "--dir", "/nonexistent"], ["demo"], ["bench"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lab", "up", "--dir", "/nonexistent"],
+        ["demo"],
+        ["demo", "--hops", "2"],
+        ["bench"],
+        ["bench", "--suite", "core"],
+        ["lab", "--help"],
+    ],
+)
 def test_without_the_lab_package_its_commands_say_so(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(argv) == 1
-    assert f"'{argv[0]}' needs the lab package (vportd_lab)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"'{argv[0]}' needs vportd's lab extra" in err and "pip install 'vportd[lab]'" in err
 
 
 @pytest.mark.usefixtures("without_lab_package")
@@ -203,7 +214,7 @@ def test_without_the_lab_package_the_client_commands_work(
     assert json.loads(capsys.readouterr().out)["error"] == "unreachable"
     assert cli.main(["--json", "--lab", str(tmp_path), "vports"]) == 2
     doc = json.loads(capsys.readouterr().out)
-    assert doc["error"] == "no-lab" and "the lab package is not installed" in doc["detail"]
+    assert doc["error"] == "no-lab" and "pip install 'vportd[lab]'" in doc["detail"]
 
 
 def test_a_broken_lab_package_is_not_taken_for_a_missing_one(

@@ -3,7 +3,7 @@
 `resolve_target` decides, first match wins (see its docstring); `connect`
 reads the token and opens a `Client` (checking an https API against the CA
 file, if one is named). A running lab is found through the lab
-package's hook (`vportd.ctl.hook`), or not at all when it is not installed.
+package's hook (`vportd.ctl.hook`), or not at all when the lab is not installed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from vportd.ctl.client import DEFAULT_TIMEOUT, Client, TargetError, TokenError, normalize_url
-from vportd.ctl.hook import LabEndpoints, lab_hook
+from vportd.ctl.hook import INSTALL_LAB, LabEndpoints, lab_hook
 
 DEFAULT_API: Final = "http://127.0.0.1:8080"
 
@@ -41,7 +41,7 @@ def find_lab(lab_dir: Path | None, env: Mapping[str, str]) -> LabEndpoints | Non
     if hook is not None:
         return hook.find_lab(lab_dir, env)
     if lab_dir is not None:
-        raise TargetError(f"--lab {lab_dir}: the lab package is not installed")
+        raise TargetError(f"--lab {lab_dir}: the lab is not installed ({INSTALL_LAB})")
     return None
 
 
