@@ -36,6 +36,7 @@ def deployed(directory: Path, certs: Certs) -> Path:
     for path, content in sample_files(certs).items():
         assert path.parent == ETC, f"{path} is not in {ETC}"
         (directory / path.name).write_bytes(content)
+        (directory / path.name).chmod(0o600)  # (vportd refuses a token others can read)
     config = directory / "c1.toml"
     config.write_text(SAMPLE.read_text().replace(f'"{ETC}/', f'"{directory}/'))
     return config
