@@ -82,3 +82,24 @@ def test_a_source_port_still_there_on_gain_keeps_the_migration_going(sim: SimClu
     for ctl in sim.controllers.values():
         rec = ctl.vport(VM_A)
         assert (rec.loc.ovs, rec.migration_state) == ("hv1", MigrationState.MIGRATING)
+
+
+def test_a_source_gone_before_the_destination_is_heard_waits_for_the_destination(
+    sim: SimCluster,
+) -> None:
+    """etcd stopped in the pre-copy: both masters lost their switches before the
+    destination's port was written, and the VM switched over meanwhile. The source's
+    new master, first back, finds no port: the destination may yet report, so the
+    migration is not failed; the destination's new master then completes it."""
+    mid = ready_migration(sim, VM_A, "hv1", "hv2")
+    lose_master(sim, "hv1")
+    lose_master(sim, "hv2")  # the destination's add and the switchover go unheard
+    gain(sim, "c0", "hv1", [])  # the source port is gone by now
+
+    assert sim.leader.migration(mid).state == "ready"
+    gain(sim, "c1", "hv2", [add(*DESTINATION, VM_A), link(*DESTINATION, VM_A, up=True)])
+
+    assert sim.leader.migration(mid).state in ("activated", "completed")
+    for ctl in sim.controllers.values():
+        rec = ctl.vport(VM_A)
+        assert (rec.loc.ovs, rec.loc.port, rec.loc.link_up) == (*DESTINATION, True)

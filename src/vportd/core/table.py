@@ -265,12 +265,22 @@ class VPortTable:
         """
         changes = []
         for rec in list(self._records.values()):
-            mig = self._live(rec) if rec.present else None
-            if mig is None or mig.source != ovs or mig.phase < Phase.ARRIVED:
-                continue
-            if not any(f.ovs == ovs for f in self._facts(rec.vm)):
-                changes.append(self._complete(rec, mig))
+            mig = rec.mig
+            if mig is not None and mig.source == ovs:
+                change = self._source_left(rec)
+                if change is not None:
+                    changes.append(change)
         return changes
+
+    def _source_left(self, rec: VPortRecord) -> Change | None:
+        """Complete a migration from a switch of ours that got as far as its destination
+        port (or further) and whose source shows no port with the VM's MAC (claim 2)."""
+        mig = self._live(rec) if rec.present else None
+        if mig is None or mig.source not in self._own or mig.phase < Phase.ARRIVED:
+            return None
+        if any(f.ovs == mig.source for f in self._facts(rec.vm)):
+            return None
+        return self._complete(rec, mig)
 
     def vm_announced(self, ovs: str, port: int, mac: str) -> Change | None:
         """A RARP/GARP from the VM seen on `ovs` port `port`: it is active there.
@@ -394,8 +404,9 @@ class VPortTable:
         loc = rec.loc
         if vm not in self._ports and (loc.ovs is None or loc.ovs not in self._own):
             # Hot (after every merge): no port of ours carries the MAC, and the
-            # entry places it nowhere or on a switch we do not master.
-            return None
+            # entry places it nowhere or on a switch we do not master; unless it
+            # migrates from a switch of ours whose port went unseen (a mastership gap).
+            return None if rec.mig is None else self._source_left(rec)
         mig = self._live(rec)
         if vm in self._contested:
             settled = self._settle(rec, mig)
@@ -425,6 +436,10 @@ class VPortTable:
             return self._write(VPortRecord(vm, here, rec.mig), EventKind.ADD, Reason.PORT)
         if loc.ovs is None:
             return None
+        if migrating:
+            # Its port here went while nobody mastered the switch, and the destination
+            # has not been heard: it may yet report the VM, or the migration times out.
+            return self._source_left(rec)
         gone = VPortRecord(vm, self._tombstone(loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
