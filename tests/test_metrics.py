@@ -44,7 +44,7 @@ def test_every_metric_renders_with_the_controller_label() -> None:
     lag = dict((s[0].get("le"), s[1]) for s in got["vportd_event_loop_lag_seconds"])
     assert lag["2.0"] == 1.0 and lag["1.0"] == 0.0
     for name in ("vportd_port_events", "vportd_leader_changes", "vportd_peer_requests"):
-        assert [labels for labels, _ in got[name]][0]["controller"] == "c1"
+        assert got[name] and all(labels["controller"] == "c1" for labels, _ in got[name])
 
 
 def test_every_final_state_is_counted_from_zero() -> None:

@@ -45,8 +45,7 @@ def ended(rig: Rig) -> float:
     the runtime looks at the migrations after each input, the next at most a tick later)."""
     registry, me = rig.leader.runtime.metrics.registry, rig.leader.id
     return sum(
-        registry.get_sample_value("vportd_migrations_total", {"controller": me, "state": s})
-        or 0.0
+        registry.get_sample_value("vportd_migrations_total", {"controller": me, "state": s}) or 0.0
         for s in ("completed", "aborted", "failed")
     )
 
@@ -127,7 +126,9 @@ async def test_every_metric_the_dashboard_uses_is_exported(
 
 async def test_names_follow_prometheus_conventions(scraped: dict[str, list[Metric]]) -> None:
     for families in scraped.values():
-        for f in families:
+        # (Without prometheus_client's `_created` gauges: when each counter and histogram
+        # started, in the text format as families of their own, as every such exporter has.)
+        for f in (f for f in families if not f.name.endswith("_created")):
             assert f.name.startswith("vportd_"), f.name
             words = set(f.name.split("_"))
             assert not words & OTHER_UNITS, f"{f.name}: base units only (seconds, bytes)"
