@@ -135,10 +135,11 @@ async def test_metrics_parse(rig: Rig, leader: httpx.AsyncClient) -> None:
     assert got.status_code == 200
     assert got.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(got.text)}
-    assert {"vportd_migrations", "vportd_vports", "vportd_handshake_seconds"} <= set(families)
+    names = {"vportd_migrations", "vportd_vports", "vportd_migration_handshake_seconds"}
+    assert names <= set(families)
     gauge = families["vportd_vports"].samples[0]
     assert (gauge.labels, gauge.value) == ({"controller": rig.leader.id}, 2.0)
-    handshakes = families["vportd_handshake_seconds"].samples
+    handshakes = families["vportd_migration_handshake_seconds"].samples
     assert [s.value for s in handshakes if s.name.endswith("_count")] == [1.0]
 
 

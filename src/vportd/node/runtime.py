@@ -45,6 +45,7 @@ from vportd.node.discovery import LinkDiscovery, probe
 from vportd.node.executor import Executor
 from vportd.node.feed import OvsdbFeed
 from vportd.node.metrics import Metrics
+from vportd.node.migrations import MigrationWatch
 from vportd.node.pacing import Pacer, Unfed
 from vportd.node.reach import Reachability
 from vportd.node.switches import Switches
@@ -85,6 +86,7 @@ class Runtime:
         if self.solo:
             self.core.lead(clock())
         self.metrics = Metrics(me)
+        self.migration_watch = MigrationWatch(self.core, self.metrics, clock)
         self.loop_stall_max = 0.0  # longest the event loop was seen late for a timer (s)
         self.switches = Switches(self, lldp=config.topology.lldp, clock=clock)
         self.feed = OvsdbFeed()
@@ -141,6 +143,7 @@ class Runtime:
         """Carry an output out; `urgent`: the handshake's, ahead of bulk work (executor)."""
         if out:
             self.executor.submit(out, urgent=urgent)
+        self.migration_watch.look()  # (an input may have moved a migration, output or not)
 
     async def _tick(self) -> None:
         while True:
@@ -181,6 +184,7 @@ class Runtime:
         out = self.core.notify(request, self.clock())
         notified = out.reply
         assert notified is not None
+        self.migration_watch.notified(notified)
         waiter = None
         if not notified.answered:
             waiter = asyncio.get_running_loop().create_future()
@@ -197,6 +201,7 @@ class Runtime:
             self._waiters.pop(migration_id, None)
 
     def _answered(self, answer: NotifyAnswer) -> None:
+        self.migration_watch.answered(answer)
         for waiter in self._waiters.pop(answer.migration.id, []):
             if not waiter.done():
                 waiter.set_result(answer)

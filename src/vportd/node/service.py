@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from datetime import UTC, datetime, timedelta
 
 from vportd.api.errors import ApiError
@@ -24,6 +23,7 @@ from vportd.core.errors import MigrationSuppressed, NoController
 from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
 from vportd.core.model import VPortRecord
 from vportd.node.conflicts import decode
+from vportd.node.metrics import Scrape
 from vportd.node.runtime import Runtime
 
 log = logging.getLogger("vportd.service")
@@ -44,10 +44,13 @@ class ControllerService:
         return self._me
 
     def metrics(self) -> tuple[bytes, str]:
-        metrics = self.runtime.metrics
-        metrics.table_size(self.core.vport_count())
-        metrics.migration_states(self.core.migration_counts())
-        return metrics.render()
+        core, runtime = self.core, self.runtime
+        switches = runtime.switches
+        runtime.metrics.scraped(Scrape(
+            core.vport_count(), core.migration_counts(), core.leading, len(core.members),
+            len(switches.connected), len(switches.adopted), switches.stats.flow_mods_sent,
+        ))  # fmt: skip
+        return runtime.metrics.render()
 
     def leader(self) -> Peer | None:
         return self._me if self.node is None else self.node.leader()
@@ -119,7 +122,6 @@ class ControllerService:
 
     # -- the leader's part -------------------------------------------------
     async def notify(self, request: NotifyRequest) -> tuple[MigrationView, bool]:
-        started = time.monotonic()
         try:
             notified, waiter = self.runtime.notify(request)
         except MigrationSuppressed as err:
@@ -135,12 +137,8 @@ class ControllerService:
             raise NoController(f"migration {mid}: no answer in {limit:g}s") from None
         finally:
             self.runtime.forget(mid, waiter)
-        metrics = self.runtime.metrics
-        metrics.migration(answer.migration.state)
         if answer.error is not None:
             raise answer.error
-        if notified.new:
-            metrics.handshake(time.monotonic() - started)
         return answer.migration, notified.new
 
     def _suppressed(self, err: MigrationSuppressed) -> None:
