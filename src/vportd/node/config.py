@@ -132,6 +132,19 @@ class StoreSection(_Section):
     # written (persist before send): this delay adds to every handshake. With 0,
     # records still go together when they queue while a write is in flight.
     write_delay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # etcd over TLS (https endpoints): the CA etcd's certificate is checked against, and
+    # the client certificate etcd's --client-cert-auth asks for (docs/operations.md).
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> StoreSection:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key: give both or neither")
+        if self.cert is not None and self.ca is None:
+            raise ValueError("cert: needs ca (a client certificate goes with TLS)")
+        return self
 
 
 class MigrationSection(_Section):

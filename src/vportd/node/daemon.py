@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 from vportd import __version__
+from vportd.cluster import etcd_tls
+from vportd.cluster.etcd_tls import EtcdTLS
+from vportd.cluster.store import StoreError
 from vportd.node import tls
 from vportd.node.config import Config, ConfigError, load_config
 
@@ -74,6 +77,7 @@ MIN_TOKEN = 16
 # bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
 SHUTDOWN_LIMIT = 15.0
 EXIT_STUCK = 70
+EXIT_STORE = 1  # etcd's TLS refused (a CA that does not fit): a configuration to fix
 
 
 def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -95,8 +99,12 @@ def _stuck(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _serve(
-    config: Config, token: str | None, peer_token: str | None, contexts: tls.Contexts | None
-) -> None:
+    config: Config,
+    token: str | None,
+    peer_token: str | None,
+    contexts: tls.Contexts | None,
+    store_tls: EtcdTLS | None,
+) -> int:
     # Imported here: keeps --help and --check light.
     from contextlib import AsyncExitStack  # noqa: PLC0415
 
@@ -124,7 +132,7 @@ async def _serve(
     node, store = None, None
     if config.store.kind == "etcd":
         s = config.store
-        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
+        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl, tls=store_tls)
         node = ClusterNode(
             store, client, me, runtime, openflow=config.openflow.listen, gather=s.write_delay
         )
@@ -156,6 +164,21 @@ async def _serve(
             await runtime.run(lambda: serve(app, config.api.listen, tls=rest))
     except asyncio.CancelledError:
         log.info("controller %s stopped", config.controller.id)
+    except StoreError as err:  # (raised only on the way in: TLS with etcd that cannot work)
+        log.error("cannot use etcd: %s", err)
+        return EXIT_STORE
+    return 0
+
+
+def _etcd_tls(config: Config) -> EtcdTLS | None:
+    """`[store]`'s TLS files, loaded; ConfigError if one cannot be."""
+    s = config.store
+    if s.kind != "etcd" or s.ca is None:
+        return None
+    try:
+        return etcd_tls.load(s.ca, s.cert, s.key)
+    except ValueError as err:
+        raise ConfigError(f"store.ca/cert/key: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(config.api.token_file, "api.token_file")
         peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
         contexts = None if config.tls is None else tls.load(config.tls)
+        store_tls = _etcd_tls(config)
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)
         return 2
@@ -183,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     _logging(config)
     if token is None:
         log.warning("api.token_file is not set: the northbound API refuses every request")
-    asyncio.run(_serve(config, token, peer_token, contexts))
-    return 0
+    return asyncio.run(_serve(config, token, peer_token, contexts, store_tls))
 
 
 if __name__ == "__main__":
