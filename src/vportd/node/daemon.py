@@ -146,9 +146,9 @@ async def _serve(
         forwarder=forwarder,
     )
     log.info(
-        "controller %s starting (OpenFlow %s, API %s, store %s%s)",
+        "controller %s starting (OpenFlow %s, API %s, store %s%s%s)",
         me.id, config.openflow.listen, me.api, config.store.kind,
-        ", TLS" if contexts is not None else "",
+        " over TLS" if store_tls is not None else "", ", TLS" if contexts is not None else "",
     )  # fmt: skip
     # What the imports and the app built lives as long as the process: kept out of
     # the collector's full passes, which then scan the table, not the libraries too.
