@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.cluster.daemon import controller_config, in_session, vportd
 from tests.cluster.support import at, eventually_async, mac
 from tests.pki import Certs
 from vportd.cluster.etcd import EtcdStore
@@ -22,14 +20,12 @@ from vportd.cluster.etcd_tls import EtcdTLS, load
 from vportd.cluster.store import StoreError
 from vportd.node.config import ConfigError, parse_config
 from vportd_lab.bed.etcd import EtcdCerts, PrivateEtcd, temporary_etcd
-from vportd_lab.bed.ports import free_port
 
 pytestmark = [
     pytest.mark.etcd,
     pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed"),
 ]
 
-TOKEN = "vmm-token-0123456789abcdef"
 REFUSED = "does not check out against store.ca"
 
 
@@ -38,6 +34,12 @@ def etcd(tmp_path: Path, certs: Certs) -> Iterator[PrivateEtcd]:
     served = EtcdCerts(certs.ca.cert, certs.controller.cert, certs.controller.key)
     with temporary_etcd(tmp_path, tls=served) as member:
         yield member
+
+
+def tls_keys(certs: Certs, ca: Path) -> str:
+    """`[store]`'s TLS keys with CA `ca` and the controllers' pair."""
+    pair = certs.controller
+    return f'ca = "{ca}"\ncert = "{pair.cert}"\nkey = "{pair.key}"\n'
 
 
 def client_tls(certs: Certs, *, ca: Path | None = None) -> EtcdTLS:
@@ -69,56 +71,12 @@ async def test_a_ca_that_does_not_fit_is_refused_saying_so(etcd: PrivateEtcd, ce
             pass
 
 
-def write_config(tmp_path: Path, etcd: PrivateEtcd, certs: Certs, ca: Path) -> tuple[Path, str]:
-    """A controller's config with `[store]` over TLS (CA `ca`); the config and its API URL."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "peer-token").write_text("peer-" + TOKEN + "\n")
-    api, openflow = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    config = tmp_path / "c0.toml"
-    config.write_text(f"""
-[controller]
-id = "c0"
-[openflow]
-listen = "{openflow}"
-[ovsdb]
-remotes = []
-[api]
-listen = "{api}"
-token_file = "{tmp_path / "token"}"
-peer_token_file = "{tmp_path / "peer-token"}"
-[store]
-kind = "etcd"
-endpoints = ["{etcd.endpoint}"]
-ca = "{ca}"
-cert = "{certs.controller.cert}"
-key = "{certs.controller.key}"
-[topology]
-lldp = false
-""")
-    return config, f"http://{api}"
-
-
-def vportd(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "vportd.node.daemon", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-
-
-async def in_session(url: str) -> bool:
-    async with httpx.AsyncClient(base_url=url, timeout=5.0) as client:
-        try:
-            health = (await client.get("/healthz")).json()
-        except httpx.HTTPError:
-            return False
-    return bool(health.get("ok")) and bool(health.get("detail", {}).get("in_session"))
-
-
 async def test_a_controller_joins_over_tls_and_one_with_the_wrong_ca_exits_saying_why(
     tmp_path: Path, etcd: PrivateEtcd, certs: Certs
 ) -> None:
-    config, url = write_config(tmp_path, etcd, certs, certs.ca.cert)
+    config, url = controller_config(
+        tmp_path, etcd.endpoint, store_extra=tls_keys(certs, certs.ca.cert)
+    )
     proc = vportd(config, tmp_path / "c0.log")
     try:
         await eventually_async(lambda: in_session(url), "the controller to join over TLS")
@@ -126,7 +84,9 @@ async def test_a_controller_joins_over_tls_and_one_with_the_wrong_ca_exits_sayin
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
-    wrong, _ = write_config(tmp_path, etcd, certs, certs.stranger_ca.cert)
+    wrong, _ = controller_config(
+        tmp_path, etcd.endpoint, store_extra=tls_keys(certs, certs.stranger_ca.cert)
+    )
     refused = vportd(wrong, tmp_path / "wrong.log")
     assert await asyncio.to_thread(refused.wait, 20) == 1
     assert REFUSED in (tmp_path / "wrong.log").read_text()
@@ -137,11 +97,10 @@ async def test_a_controller_joins_over_tls_and_one_with_the_wrong_ca_exits_sayin
     [
         ({"cert": "c.pem"}, "store: cert and key: give both or neither"),
         ({"cert": "c.pem", "key": "c.key"}, "store: cert: needs ca"),
+        ({"username": "root"}, "store: username and password_file: give both or neither"),
     ],
 )
-def test_store_tls_keys_that_do_not_go_together_are_refused(
-    keys: dict[str, str], said: str
-) -> None:
+def test_store_keys_that_do_not_go_together_are_refused(keys: dict[str, str], said: str) -> None:
     lines = "\n".join(f'{k} = "{v}"' for k, v in keys.items())
     text = f'[controller]\nid = "c0"\n[store]\nkind = "memory"\n{lines}\n'
     with pytest.raises(ConfigError, match=said):

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 from aetcd import rpc
 
 from vportd.cluster.codec import decode_record, encode_record
+from vportd.cluster.etcd_auth import EtcdLogin
 from vportd.cluster.etcd_rpc import (
     Backoff,
     Compacted,
@@ -116,6 +117,7 @@ class EtcdStore(Store):
         call_timeout: float = 5.0,
         patience: float = 10.0,
         tls: EtcdTLS | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
@@ -126,6 +128,7 @@ class EtcdStore(Store):
         self._patience = patience  # how long a call keeps retrying an unreachable etcd
         self._target = _target(endpoints)
         self._tls = tls
+        self._login = None if login is None else EtcdLogin(*login, timeout=call_timeout)
         context = None if tls is None else tls.context()
         self._renewer = LeaseRenewer(endpoints, lease_ttl, call_timeout, tls=context)
         self._channel: Any = None
@@ -136,11 +139,16 @@ class EtcdStore(Store):
 
     async def __aenter__(self) -> EtcdStore:
         """Open the channel (it connects, and reconnects, by itself); with TLS, first check
-        each endpoint's certificate: StoreError if it does not fit."""
+        each endpoint's certificate, with a user, log in: StoreError if either is refused."""
         if self._tls is not None:
             await asyncio.to_thread(check, self.endpoints, self._tls)
-        self._channel = channel(self._target, self._tls)
+        login = self._login
+        self._channel = channel(self._target, self._tls, () if login is None else (login,))
         self._stubs = Stubs.of(self._channel, self._timeout)
+        if login is not None:
+            login.channel = self._channel
+            with contextlib.suppress(rpc.AioRpcError):  # etcd not up yet: logs in later
+                await login.login()
         return self
 
     async def __aexit__(

@@ -43,14 +43,14 @@ CHANNEL_OPTIONS: dict[str, Any] = {
 }
 
 
-def channel(target: str, tls: EtcdTLS | None) -> Any:
+def channel(target: str, tls: EtcdTLS | None, interceptors: Sequence[Any] = ()) -> Any:
     """A gRPC channel to `target` (it connects, and reconnects, by itself): TLS with `tls`."""
     options = list(CHANNEL_OPTIONS.items())
     if tls is None:
-        return rpc.insecure_channel(target, options=options)
+        return rpc.insecure_channel(target, options=options, interceptors=list(interceptors))
     ca, key, cert = tls.pem()
     credentials = grpc.ssl_channel_credentials(ca, key, cert)
-    return rpc.secure_channel(target, credentials, options=options)
+    return rpc.secure_channel(target, credentials, options=options, interceptors=list(interceptors))
 
 
 class Compacted(StoreError):

@@ -137,6 +137,9 @@ class StoreSection(_Section):
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
+    # etcd's own authentication (--auth): a user whose role may read and write the prefix.
+    username: Annotated[str, Field(min_length=1)] | None = None
+    password_file: Path | None = None
 
     @model_validator(mode="after")
     def _tls_files(self) -> StoreSection:
@@ -144,6 +147,8 @@ class StoreSection(_Section):
             raise ValueError("cert and key: give both or neither")
         if self.cert is not None and self.ca is None:
             raise ValueError("cert: needs ca (a client certificate goes with TLS)")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file: give both or neither")
         return self
 
 

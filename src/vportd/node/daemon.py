@@ -77,7 +77,7 @@ MIN_TOKEN = 16
 # bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
 SHUTDOWN_LIMIT = 15.0
 EXIT_STUCK = 70
-EXIT_STORE = 1  # etcd's TLS refused (a CA that does not fit): a configuration to fix
+EXIT_STORE = 1  # etcd's TLS or login refused at start: a configuration to fix
 
 
 def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -103,7 +103,9 @@ async def _serve(
     token: str | None,
     peer_token: str | None,
     contexts: tls.Contexts | None,
+    *,
     store_tls: EtcdTLS | None,
+    etcd_login: tuple[str, str] | None,
 ) -> int:
     # Imported here: keeps --help and --check light.
     from contextlib import AsyncExitStack  # noqa: PLC0415
@@ -132,7 +134,7 @@ async def _serve(
     node, store = None, None
     if config.store.kind == "etcd":
         s = config.store
-        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl, tls=store_tls)
+        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl, tls=store_tls, login=etcd_login)
         node = ClusterNode(
             store, client, me, runtime, openflow=config.openflow.listen, gather=s.write_delay
         )
@@ -164,10 +166,25 @@ async def _serve(
             await runtime.run(lambda: serve(app, config.api.listen, tls=rest))
     except asyncio.CancelledError:
         log.info("controller %s stopped", config.controller.id)
-    except StoreError as err:  # (raised only on the way in: TLS with etcd that cannot work)
+    except StoreError as err:  # (only on the way in: etcd refused our TLS or our login)
         log.error("cannot use etcd: %s", err)
         return EXIT_STORE
     return 0
+
+
+def _etcd_login(config: Config) -> tuple[str, str] | None:
+    """`[store]`'s etcd user and the password from its file; ConfigError if unreadable."""
+    s = config.store
+    if s.kind != "etcd" or s.username is None or s.password_file is None:
+        return None
+    try:
+        password = s.password_file.read_text().strip()
+    except OSError as err:
+        why = f"cannot read {s.password_file}: {err.strerror}"
+        raise ConfigError(f"store.password_file: {why}") from None
+    if not password:
+        raise ConfigError(f"store.password_file: {s.password_file} is empty")
+    return s.username, password
 
 
 def _etcd_tls(config: Config) -> EtcdTLS | None:
@@ -198,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         peer_token = read_token(config.api.peer_token_file, "api.peer_token_file")
         contexts = None if config.tls is None else tls.load(config.tls)
         store_tls = _etcd_tls(config)
+        etcd_login = _etcd_login(config)
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)
         return 2
@@ -207,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     _logging(config)
     if token is None:
         log.warning("api.token_file is not set: the northbound API refuses every request")
-    return asyncio.run(_serve(config, token, peer_token, contexts, store_tls))
+    return asyncio.run(
+        _serve(config, token, peer_token, contexts, store_tls=store_tls, etcd_login=etcd_login)
+    )
 
 
 if __name__ == "__main__":

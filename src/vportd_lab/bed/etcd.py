@@ -206,6 +206,13 @@ class PrivateEtcd:
                 "value": base64.b64encode(value).decode()}  # fmt: skip
         return int(self._post("/v3/kv/put", body)["header"]["revision"])
 
+    def enable_auth(self, password: str) -> None:
+        """Turn etcd's authentication on, with user `root` (role root) and `password`.
+        The helpers here make no login: those that read or write keys stop working."""
+        self._post("/v3/auth/user/add", {"name": "root", "password": password})
+        self._post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        self._post("/v3/auth/enable", {})
+
     def get(self, key: str) -> dict[str, Any] | None:
         """One key as the gateway shows it (`lease` is a decimal string), or None."""
         answer = self._post("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
