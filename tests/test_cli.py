@@ -87,6 +87,7 @@ def test_vportctl_help_lists_every_command() -> None:
     assert result.returncode == 0, result.stderr
     for command in (
         "status",
+        "switches",
         "vports",
         "vport",
         "migrate",

@@ -102,11 +102,16 @@ async def test_cluster_and_switches(rig: Rig) -> None:
     for m in rig.live():
         client = rig.client(m.id)
         cluster = (await client.get("/v1/cluster")).json()
-        assert cluster["leader"] == rig.leader.id
+        assert (cluster["leader"], cluster["session"], cluster["stale_since"]) == (
+            rig.leader.id,
+            True,
+            None,
+        )
         assert {x["id"]: x for x in cluster["members"]} == {
             x.id: {
                 "id": x.id, "api": x.url, "healthy": True,
                 "switches": sorted(dpids[s] for s in rig.fabric.names if rig.master(s) is x),
+                "switch_names": sorted(s for s in rig.fabric.names if rig.master(s) is x),
             }
             for x in rig.live()
         }  # fmt: skip
@@ -115,7 +120,7 @@ async def test_cluster_and_switches(rig: Rig) -> None:
         for s in switches:
             assert s == {
                 **s, "dpid": dpids[s["name"]], "master": rig.master(s["name"]).id,
-                "connected": True,
+                "connected": True, "role": "master" if rig.master(s["name"]) is m else "slave",
             }  # fmt: skip
             assert isinstance(s["generation"], int)
 

@@ -9,11 +9,12 @@ cluster's codec (`cluster.codec`).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from vportd.api.service import ConflictView
+from vportd.api.service import ConflictView, SwitchRole
 from vportd.cluster.codec import Name, Strict
 from vportd.core.messages import MigrationView
 from vportd.core.model import VPortRecord, parse_mac
@@ -115,19 +116,33 @@ class MemberOut(BaseModel):
     id: str
     api: str
     healthy: bool
-    switches: list[str]
+    switches: list[str] = Field(description="datapath ids of the switches it masters")
+    switch_names: list[str] = Field(description="their names, in the same order")
 
 
 class ClusterOut(BaseModel):
     leader: str | None
     members: list[MemberOut]
+    session: bool = Field(
+        description="whether the answering controller holds an etcd session: without "
+        "one, the leader and members are what it last saw, not what holds now"
+    )
+    stale_since: datetime | None = Field(
+        description="when the answering controller's last etcd session ended (UTC), "
+        "while it has none"
+    )
 
 
 class SwitchOut(BaseModel):
     name: str
     dpid: str
     master: str | None
-    connected: bool
+    connected: bool = Field(description="connected to the answering controller")
+    role: SwitchRole = Field(
+        description="the answering controller's part: master (flows adopted), adopting "
+        "(it masters the switch, flows not read yet), slave (another controller masters "
+        "it), equal (nobody does yet), disconnected (no OpenFlow channel to it)"
+    )
     generation: int | None
 
 

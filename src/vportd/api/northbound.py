@@ -8,6 +8,7 @@ service sees it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -151,17 +152,24 @@ def _view_routes(router: APIRouter, service: Service) -> None:
     async def cluster() -> ClusterOut:
         view = service.cluster()
         members = [
-            MemberOut(id=m.id, api=m.api, healthy=m.healthy, switches=list(m.switches))
+            MemberOut(
+                id=m.id, api=m.api, healthy=m.healthy, switches=list(m.switches),
+                switch_names=list(m.switch_names),
+            )
             for m in view.members
-        ]
-        return ClusterOut(leader=view.leader, members=members)
+        ]  # fmt: skip
+        stale = view.stale_since
+        since = None if stale is None else datetime.fromtimestamp(stale, UTC)
+        return ClusterOut(
+            leader=view.leader, members=members, session=view.session, stale_since=since
+        )
 
     @router.get("/switches", tags=["cluster"], responses=_errors())
     async def switches() -> list[SwitchOut]:
         return [
             SwitchOut(
                 name=s.name, dpid=_dpid(s.dpid), master=s.master,
-                connected=s.connected, generation=s.generation,
+                connected=s.connected, role=s.role, generation=s.generation,
             )
             for s in service.switches()
         ]  # fmt: skip

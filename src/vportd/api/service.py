@@ -9,11 +9,16 @@ are the core's typed errors (`CoreError`): the app gives each its status
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from vportd.cluster.members import ClusterView, Peer
 from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
 from vportd.core.model import VPortRecord
+
+# A controller's part in a switch: "master" (flows adopted), "adopting" (ours, flows not
+# read yet), "slave" (another controller masters it), "equal" (nobody does yet),
+# "disconnected" (no OpenFlow channel to this controller).
+SwitchRole = Literal["master", "adopting", "slave", "equal", "disconnected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,7 @@ class SwitchView:
     dpid: int
     master: str | None  # the controller that masters it, None while nobody does
     connected: bool  # connected to *this* controller
+    role: SwitchRole  # this controller's part in it
     generation: int | None  # the mastership's generation id (etcd revision), if any
 
 

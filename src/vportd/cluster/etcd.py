@@ -24,18 +24,18 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
-import aetcd
 from aetcd import rpc
 
 from vportd.cluster.codec import decode_record, encode_record
+from vportd.cluster.etcd_auth import EtcdLogin
 from vportd.cluster.etcd_rpc import (
-    CHANNEL_OPTIONS,
     Backoff,
     Compacted,
     Msg,
     Stubs,
+    channel,
     check_watch,
     created_at,
     delete_op,
@@ -49,6 +49,7 @@ from vportd.cluster.etcd_rpc import (
     txn_request,
     watch_stream,
 )
+from vportd.cluster.etcd_tls import EtcdTLS, check
 from vportd.cluster.lease import LeaseRenewer
 from vportd.cluster.store import (
     KV,
@@ -115,32 +116,48 @@ class EtcdStore(Store):
         *,
         call_timeout: float = 5.0,
         patience: float = 10.0,
+        tls: EtcdTLS | None = None,
+        login: tuple[str, str] | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.prefix = prefix.rstrip("/") + "/"
         self.lease_ttl = lease_ttl
+        self.endpoints = list(endpoints)
         self._timeout = call_timeout
         self._patience = patience  # how long a call keeps retrying an unreachable etcd
-        target = _target(endpoints)
-        host, _, port = target.rpartition(":")
-        self._client = aetcd.Client(host=host, port=int(port), options=CHANNEL_OPTIONS)
-        self._renewer = LeaseRenewer(endpoints, lease_ttl, call_timeout)
+        self._target = _target(endpoints)
+        self._tls = tls
+        self._login = None if login is None else EtcdLogin(*login, timeout=call_timeout)
+        context = None if tls is None else tls.context()
+        self._renewer = LeaseRenewer(endpoints, lease_ttl, call_timeout, tls=context)
+        self._channel: Any = None
         self._stubs: Stubs | None = None
         # The newest value seen of recent keys: a merge plans on it and writes in one
         # round trip (its compare-and-swap catches a stale one, and then reads).
         self._seen: OrderedDict[bytes, _Seen] = OrderedDict()
 
     async def __aenter__(self) -> EtcdStore:
-        await self._client.connect()
-        self._stubs = Stubs.of(self._client.channel, self._timeout)
+        """Open the channel (it connects, and reconnects, by itself); with TLS, first check
+        each endpoint's certificate, with a user, log in: StoreError if either is refused."""
+        if self._tls is not None:
+            await asyncio.to_thread(check, self.endpoints, self._tls)
+        login = self._login
+        self._channel = channel(self._target, self._tls, () if login is None else (login,))
+        self._stubs = Stubs.of(self._channel, self._timeout)
+        if login is not None:
+            login.channel = self._channel
+            with contextlib.suppress(rpc.AioRpcError):  # etcd not up yet: logs in later
+                await login.login()
         return self
 
     async def __aexit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stubs = None
-        await self._client.close()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     # -- plumbing -------------------------------------------------------------
     @property

@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from vportd.cluster.etcd_tls import EtcdTLS
 from vportd.cluster.store import LeaseLost, StoreError, Transient
 
 log = logging.getLogger("vportd.etcd")
@@ -39,6 +41,16 @@ CHANNEL_OPTIONS: dict[str, Any] = {
     # A full read of 10,000 records is a few MB; gRPC refuses over 4 MB by default.
     "grpc.max_receive_message_length": 256 * 1024 * 1024,
 }
+
+
+def channel(target: str, tls: EtcdTLS | None, interceptors: Sequence[Any] = ()) -> Any:
+    """A gRPC channel to `target` (it connects, and reconnects, by itself): TLS with `tls`."""
+    options = list(CHANNEL_OPTIONS.items())
+    if tls is None:
+        return rpc.insecure_channel(target, options=options, interceptors=list(interceptors))
+    ca, key, cert = tls.pem()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    return rpc.secure_channel(target, credentials, options=options, interceptors=list(interceptors))
 
 
 class Compacted(StoreError):

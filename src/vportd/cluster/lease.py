@@ -23,6 +23,7 @@ import asyncio
 import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,9 +60,17 @@ class LeaseRenewer:
     """Renews leases every ttl/3 from a thread, on the first of `endpoints` (HOST:PORT)
     that answers."""
 
-    def __init__(self, endpoints: Sequence[str], ttl: int, call_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        ttl: int,
+        call_timeout: float,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.endpoints = list(endpoints)
         self.ttl, self.call_timeout = ttl, call_timeout
+        self.tls = tls  # https to the gateway, as the gRPC channel (`cluster.etcd_tls`)
 
     async def keep_alive(self, lease: int) -> NoReturn:
         """Keep `lease` alive until it is lost, then raise LeaseLost; cancel to stop."""
@@ -96,7 +105,8 @@ class LeaseRenewer:
                 continue
             endpoint = self.endpoints[at % len(self.endpoints)]
             try:
-                granted = _keepalive(endpoint, lease, min(self.call_timeout, expires - now))
+                timeout = min(self.call_timeout, expires - now)
+                granted = _keepalive(endpoint, lease, timeout, self.tls)
             except Transient as err:
                 self._failed(lease, err, expires, backoff)
                 at += 1
@@ -119,10 +129,15 @@ class LeaseRenewer:
             log.warning("lease %x: keepalive failed (%s); %.2f s left on it", lease, err, left)
 
 
-def _keepalive(endpoint: str, lease: int, timeout: float) -> int:
+def _keepalive(endpoint: str, lease: int, timeout: float, tls: ssl.SSLContext | None) -> int:
     """One renewal through etcd's gateway: the TTL granted anew (0: the lease is gone)."""
     host, _, port = endpoint.rpartition(":")
-    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=max(0.05, timeout))
+    host, wait = host.strip("[]"), max(0.05, timeout)
+    conn = (
+        http.client.HTTPConnection(host, int(port), timeout=wait)
+        if tls is None
+        else http.client.HTTPSConnection(host, int(port), timeout=wait, context=tls)
+    )
     try:
         body = json.dumps({"ID": str(lease)})
         conn.request("POST", "/v3/lease/keepalive", body, {"Content-Type": "application/json"})

@@ -19,9 +19,14 @@ class MemberView:
     api: str
     healthy: bool
     switches: tuple[str, ...]  # datapath ids (16 hex digits) this member masters
+    switch_names: tuple[str, ...] = ()  # their names (OVSDB's bridges), in the same order
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterView:
     leader: str | None
     members: tuple[MemberView, ...]
+    # Whether this controller holds an etcd session and a loaded table: without one,
+    # the leader and members above are what it last saw, not what holds now.
+    session: bool = True
+    stale_since: float | None = None  # wall-clock time its last session ended, if it did

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -124,6 +125,7 @@ class ClusterNode:
         self._mine: dict[str, Fence] = {}
         self._unmastered_since: dict[str, float] = {}
         self._member: Fence | None = None
+        self.stale_since: float | None = None  # wall-clock end of the last session, till a new one
         self._leading: Fence | None = None
         self._dirty = asyncio.Event()  # mastership to reconsider
         self._synced = asyncio.Event()  # the table holds every record of the store
@@ -204,6 +206,7 @@ class ClusterNode:
         """Register on `lease` and run the session's parts until one of them ends it."""
         info = {"id": self.me.id, "api": self.me.api, "openflow": self.openflow}
         self._member = member = await self.store.register(self.me.id, info, lease)
+        self.stale_since = None
         log.info("joined the cluster as %s (lease %x, ttl %d s)", self.me.id, lease, self.ttl)
         ended: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tg:
@@ -218,6 +221,8 @@ class ClusterNode:
         return why
 
     def _end_session(self) -> None:
+        if self._member is not None and self.stale_since is None:
+            self.stale_since = time.time()  # what the watches showed may be stale from now on
         if self._leading is not None:
             log.warning("%s stops leading", self.me.id)
         self._leading = None

@@ -1,6 +1,6 @@
 """``vportctl``: the operator's and VM manager's command line for a vportd cluster.
 
-The commands follow DESIGN.md §4. ``status``, ``vports``, ``vport``,
+The commands follow DESIGN.md §4. ``status``, ``switches``, ``vports``, ``vport``,
 ``migrate``, ``migrations`` and ``abort`` talk to the cluster's REST API (see
 `vportd.ctl.commands`). ``lab up|status|migrate|down``, ``demo`` and ``bench``
 are the lab package's, added through its hook (`vportd.ctl.hook`).
@@ -30,7 +30,7 @@ the bearer token: --token-file PATH  >  $VPORTD_TOKEN_FILE  >  the lab's api.tok
 the CA an https API is checked against: --ca FILE  >  $VPORTD_CA  >  the lab's CA
   (a lab up with --tls)  >  the system's CAs.
 
-exit status of status, vports, vport, migrate, migrations, abort (for hooks):
+exit status of status, switches, vports, vport, migrate, migrations, abort (for hooks):
   {ok}  done (migrate: notify complete, new or the same migration again)
   {refused}  the cluster refused: unknown VM/OVS/migration (404), conflict such as
      VM not on that source or already migrating (409), bad input (400/422)
@@ -38,7 +38,8 @@ exit status of status, vports, vport, migrate, migrations, abort (for hooks):
   {unavailable}  cluster unavailable, safe to retry: unreachable or timed out, no
      leader (503), a controller did not answer and the migration was rolled
      back (503), any other 5xx, the VM moved too often lately (429: after its
-     Retry-After); `status`: the cluster has no leader
+     Retry-After); `status`: the cluster has no leader, or the answering
+     controller has no etcd session (its view is stale)
   {auth}  authentication: no or wrong token (401/403), token file unreadable
 With --json, stdout holds exactly one JSON document: the answer, or
 {{"error": CODE, "detail": TEXT, "status": HTTP status or null}}.

@@ -1,4 +1,4 @@
-"""vportctl's cluster commands: status, vports, vport, migrate, migrations, abort.
+"""vportctl's cluster commands: status, switches, vports, vport, migrate, migrations, abort.
 
 Each talks to the cluster's REST API through `vportd.ctl.client` and prints
 one JSON document (--json) or text. `migrate` is the VM manager's migration
@@ -96,23 +96,62 @@ def _hint(err: ClientError, target: Target | None) -> str:
 def status(conn: Client, args: argparse.Namespace) -> Output:
     doc = conn.status()
     cluster, health = doc["cluster"], doc["health"]
+    current = cluster.get("session", True)
     members = cluster.get("members", [])
     rows = [
-        [m.get("id"), m.get("api"), "yes" if m.get("healthy") else "NO", cell(m.get("switches"))]
+        [m.get("id"), m.get("api"), _healthy(m, current=current), cell(_switches(m))]
         for m in members
     ]
     ok = health.get("ok", True)
     extra = {k: v for k, v in health.items() if k != "ok"}
     health_text = "ok" if ok else "NOT OK " + json.dumps(extra, sort_keys=True)
     lines = [
-        f"leader: {cluster.get('leader') or 'NONE'}",
+        f"leader: {cluster.get('leader') or 'NONE'}{'' if current else ' (as last seen)'}",
         f"health of the answering controller: {health_text}",
         table(["MEMBER", "API", "HEALTHY", "SWITCHES"], rows),
     ]
+    if not current:
+        stale = _stale(cluster)
+        lines.insert(0, stale)
+        return Output(doc, "\n".join(lines), EXIT_UNAVAILABLE, stale)
     if cluster.get("leader"):
         return Output(doc, "\n".join(lines))
     # a hook can wait for a usable cluster with `until vportctl status; do sleep 1; done`
     return Output(doc, "\n".join(lines), EXIT_UNAVAILABLE, "the cluster has no leader")
+
+
+def _healthy(member: dict[str, Any], *, current: bool) -> str:
+    if not current:
+        return "unknown"  # the answering controller no longer sees the members' sessions
+    return "yes" if member.get("healthy") else "NO"
+
+
+def _switches(member: dict[str, Any]) -> list[str]:
+    """A member's switches by name, with the datapath id (the id alone from an older API)."""
+    dpids = member.get("switches") or []
+    names = member.get("switch_names") or []
+    if len(names) != len(dpids):
+        return [str(d) for d in dpids]
+    return [f"{n} ({d})" for n, d in zip(names, dpids, strict=True)]
+
+
+def _stale(cluster: dict[str, Any]) -> str:
+    since = cluster.get("stale_since")
+    when = f" since {since}" if since else ""
+    return (
+        f"STALE: the answering controller has had no etcd session{when}; the leader "
+        "and members below are what it last saw"
+    )
+
+
+def switches(conn: Client, args: argparse.Namespace) -> Output:
+    found = conn.switches()
+    headers = ["NAME", "DPID", "MASTER", "ROLE", "GENERATION"]  # ROLE: the answering one's
+    rows = [
+        [s.get("name"), s.get("dpid"), s.get("master"), s.get("role"), s.get("generation")]
+        for s in found
+    ]
+    return Output(found, table(headers, rows) if found else "no switches")
 
 
 VPORT_COLUMNS = ("vm", "ovs", "port", "port_name", "migration_state", "port_state", "seq")
@@ -169,7 +208,7 @@ def abort(conn: Client, args: argparse.Namespace) -> Output:
 
 
 def add_cluster_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """The six commands, each with `parents` (--json and the API flags after the command)."""
+    """The seven commands, each with `parents` (--json and the API flags after the command)."""
 
     def add(name: str, help_text: str, command: Command, example: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(
@@ -183,7 +222,13 @@ def add_cluster_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
 
     add(
         "status", "show the cluster: leader, members, and which switches each one masters "
-        "(exit status 3 while the cluster has no leader)", status, "vportctl status",
+        "(exit status 3 while the cluster has no leader, or the answering controller has "
+        "no etcd session: its view is stale)", status, "vportctl status",
+    )  # fmt: skip
+    add(
+        "switches", "list the switches: name, datapath id, master, and the answering "
+        "controller's role towards each (master, adopting, slave, equal, disconnected)",
+        switches, "vportctl switches",
     )  # fmt: skip
     add("vports", "list every vPort entry (VM port) the cluster knows", vports, "vportctl vports")
     p = add(

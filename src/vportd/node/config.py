@@ -184,6 +184,27 @@ class StoreSection(_Section):
             )
         return value
 
+    ca: Path | None = None
+    """etcd over TLS: the CA etcd's certificate is checked against."""
+    cert: Path | None = None
+    """The client certificate etcd's --client-cert-auth asks for (with key)."""
+    key: Path | None = None
+    """The client certificate's private key."""
+    username: Annotated[str, Field(min_length=1)] | None = None
+    """etcd's own authentication: a user whose role may read and write the prefix."""
+    password_file: Path | None = None
+    """A file holding that user's password (mode 0600)."""
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> StoreSection:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key: give both or neither")
+        if self.cert is not None and self.ca is None:
+            raise ValueError("cert: needs ca (a client certificate goes with TLS)")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file: give both or neither")
+        return self
+
 
 class MigrationSection(_Section):
     """The migration handshake the leader runs for a VMM's notify."""

@@ -22,6 +22,9 @@ import sys
 from pathlib import Path
 
 from vportd import __version__
+from vportd.cluster import etcd_tls
+from vportd.cluster.etcd_tls import EtcdTLS
+from vportd.cluster.store import StoreError
 from vportd.node import tls
 from vportd.node.config import Config, ConfigError, load_config
 from vportd.node.config_reference import reference
@@ -69,6 +72,7 @@ def _logging(config: Config) -> None:
 # bug: its stack is logged and the process exits anyway (status EXIT_STUCK).
 SHUTDOWN_LIMIT = 15.0
 EXIT_STUCK = 70
+EXIT_STORE = 1  # etcd's TLS or login refused at start: a configuration to fix
 
 
 def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
@@ -90,8 +94,14 @@ def _stuck(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _serve(
-    config: Config, token: str | None, peer_token: str | None, contexts: tls.Contexts | None
-) -> None:
+    config: Config,
+    token: str | None,
+    peer_token: str | None,
+    contexts: tls.Contexts | None,
+    *,
+    store_tls: EtcdTLS | None,
+    etcd_login: tuple[str, str] | None,
+) -> int:
     # Imported here: keeps --help and --check light.
     from contextlib import AsyncExitStack  # noqa: PLC0415
 
@@ -119,7 +129,7 @@ async def _serve(
     node, store = None, None
     if config.store.kind == "etcd":
         s = config.store
-        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl)
+        store = EtcdStore(list(s.endpoints), s.prefix, s.lease_ttl, tls=store_tls, login=etcd_login)
         node = ClusterNode(
             store, client, me, runtime, openflow=config.openflow.listen, gather=s.write_delay
         )
@@ -133,9 +143,9 @@ async def _serve(
         forwarder=forwarder,
     )
     log.info(
-        "controller %s starting (OpenFlow %s, API %s, store %s%s)",
+        "controller %s starting (OpenFlow %s, API %s, store %s%s%s)",
         me.id, config.openflow.listen, me.api, config.store.kind,
-        ", TLS" if contexts is not None else "",
+        " over TLS" if store_tls is not None else "", ", TLS" if contexts is not None else "",
     )  # fmt: skip
     # What the imports and the app built lives as long as the process: kept out of
     # the collector's full passes, which then scan the table, not the libraries too.
@@ -151,6 +161,36 @@ async def _serve(
             await runtime.run(lambda: serve(app, config.api.listen, tls=rest))
     except asyncio.CancelledError:
         log.info("controller %s stopped", config.controller.id)
+    except StoreError as err:  # (only on the way in: etcd refused our TLS or our login)
+        log.error("cannot use etcd: %s", err)
+        return EXIT_STORE
+    return 0
+
+
+def _etcd_login(config: Config) -> tuple[str, str] | None:
+    """`[store]`'s etcd user and the password from its file; ConfigError if unreadable."""
+    s = config.store
+    if s.kind != "etcd" or s.username is None or s.password_file is None:
+        return None
+    try:
+        password = s.password_file.read_text().strip()
+    except OSError as err:
+        why = f"cannot read {s.password_file}: {err.strerror}"
+        raise ConfigError(f"store.password_file: {why}") from None
+    if not password:
+        raise ConfigError(f"store.password_file: {s.password_file} is empty")
+    return s.username, password
+
+
+def _etcd_tls(config: Config) -> EtcdTLS | None:
+    """`[store]`'s TLS files, loaded; ConfigError if one cannot be."""
+    s = config.store
+    if s.kind != "etcd" or s.ca is None:
+        return None
+    try:
+        return etcd_tls.load(s.ca, s.cert, s.key)
+    except ValueError as err:
+        raise ConfigError(f"store.ca/cert/key: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         token, peer_token = read_tokens(config.api)
         contexts = None if config.tls is None else tls.load(config.tls)
+        store_tls = _etcd_tls(config)
+        etcd_login = _etcd_login(config)
     except ConfigError as err:
         print(f"vportd: configuration error: {err}", file=sys.stderr)
         return 2
@@ -176,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     _logging(config)
     if token is None:
         log.warning("api.token_file is not set: the northbound API refuses every request")
-    asyncio.run(_serve(config, token, peer_token, contexts))
-    return 0
+    return asyncio.run(
+        _serve(config, token, peer_token, contexts, store_tls=store_tls, etcd_login=etcd_login)
+    )
 
 
 if __name__ == "__main__":

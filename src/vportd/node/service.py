@@ -16,7 +16,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from vportd.api.errors import ApiError
-from vportd.api.service import ConflictView, Health, SwitchView
+from vportd.api.service import ConflictView, Health, SwitchRole, SwitchView
 from vportd.cluster.members import ClusterView, MemberView, Peer
 from vportd.cluster.node import ClusterNode
 from vportd.core.errors import MigrationSuppressed, NoController
@@ -79,31 +79,49 @@ class ControllerService:
 
     def cluster(self) -> ClusterView:
         if self.node is None:
-            mine = tuple(f"{s.dpid:016x}" for s in self.core.switches() if s.master == self._me.id)
-            return ClusterView(self._me.id, (MemberView(self._me.id, self._me.api, True, mine),))
+            mine = [s for s in self.core.switches() if s.master == self._me.id]
+            dpids = tuple(f"{s.dpid:016x}" for s in mine)
+            me = MemberView(self._me.id, self._me.api, True, dpids, tuple(s.name for s in mine))
+            return ClusterView(self._me.id, (me,))
         node = self.node
         ids = sorted(set(node.members) | {self._me.id})
-        return ClusterView(node.leader_id, tuple(self._member(node, i) for i in ids))
+        members = tuple(self._member(node, i) for i in ids)
+        session = node.in_session
+        stale = None if session else node.stale_since
+        return ClusterView(node.leader_id, members, session=session, stale_since=stale)
 
     def _member(self, node: ClusterNode, member: str) -> MemberView:
         peer = node.members.get(member, self._me if member == self._me.id else None)
         switches = sorted(
-            f"{self.core.dpid(s):016x}"
+            (self.core.dpid(s), s)
             for s, (holder, _) in node.masters.items()
             if holder == member and self.core.knows_switch(s)
         )
         api = peer.api if peer is not None else ""
-        return MemberView(member, api, member in node.members, tuple(switches))
+        dpids = tuple(f"{dpid:016x}" for dpid, _ in switches)
+        names = tuple(name for _, name in switches)
+        return MemberView(member, api, member in node.members, dpids, names)
 
     def switches(self) -> list[SwitchView]:
         connected = self.runtime.switches.connected
         return [
             SwitchView(
-                s.name, s.dpid, s.master, s.name in connected,
+                s.name, s.dpid, s.master, s.name in connected, self._role(s.name, s.master),
                 None if self.node is None else self.node.generation(s.name),
             )
             for s in self.core.switches()
         ]  # fmt: skip
+
+    def _role(self, switch: str, master: str | None) -> SwitchRole:
+        """This controller's part in `switch` (`SwitchView.role`)."""
+        registry = self.runtime.switches
+        if switch not in registry.connected:
+            return "disconnected"
+        if switch in registry.adopted:
+            return "master"
+        if master == self._me.id:
+            return "adopting"
+        return "equal" if master is None else "slave"
 
     def health(self) -> Health:
         core, runtime = self.core, self.runtime

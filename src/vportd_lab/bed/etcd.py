@@ -7,7 +7,10 @@ is a plain child of this process; `detached=True` gives it its own session
 and no file handle of ours, so that it outlives this process (the lab's etcd,
 which `vportctl lab down` stops later by its command line). Auto-compaction
 is off unless asked for, so a test decides when history goes away
-(`compact`). These calls block: run them in a thread from asyncio code.
+(`compact`). With `tls`, etcd serves https only and asks every client for a
+certificate its CA signed (`--client-cert-auth`); the helpers here show it the
+same certificate it serves with. These calls block: run them in a thread from
+asyncio code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -36,6 +40,27 @@ class EtcdError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class EtcdCerts:
+    """etcd's TLS: the CA its clients' certificates must be signed by, and its own pair
+    (whose certificate must name 127.0.0.1, and may serve as a client's too)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def argv(self) -> list[str]:
+        return [
+            "--cert-file", str(self.cert), "--key-file", str(self.key),
+            "--client-cert-auth", "--trusted-ca-file", str(self.ca),
+        ]  # fmt: skip
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+
 @dataclass
 class PrivateEtcd:
     """One etcd member whose data, log and ports belong to this object."""
@@ -46,6 +71,7 @@ class PrivateEtcd:
     auto_compaction_mode: str = "revision"
     # Own session (no Ctrl-C from our terminal), log written by etcd alone: it outlives us.
     detached: bool = False
+    tls: EtcdCerts | None = None
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -57,7 +83,10 @@ class PrivateEtcd:
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'http' if self.tls is None else 'https'}://{self.endpoint}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return None if self.tls is None else self.tls.context()
 
     @property
     def data_dir(self) -> Path:
@@ -85,6 +114,8 @@ class PrivateEtcd:
         ]  # fmt: skip
         if self.auto_compaction:
             args += ["--auto-compaction-mode", self.auto_compaction_mode]
+        if self.tls is not None:
+            args += self.tls.argv()
         return args
 
     def start(self, timeout: float = 20.0) -> PrivateEtcd:
@@ -115,7 +146,8 @@ class PrivateEtcd:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as resp:
+            url, context = f"{self.url}/health", self._context()
+            with urllib.request.urlopen(url, timeout=1.0, context=context) as resp:
                 return bool(json.load(resp).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -155,7 +187,7 @@ class PrivateEtcd:
             f"{self.url}{path}", data=json.dumps(body).encode(), method="POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=10.0) as resp:
+            with urllib.request.urlopen(req, timeout=10.0, context=self._context()) as resp:
                 answer: dict[str, Any] = json.load(resp)
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")
@@ -174,6 +206,25 @@ class PrivateEtcd:
                 "value": base64.b64encode(value).decode()}  # fmt: skip
         return int(self._post("/v3/kv/put", body)["header"]["revision"])
 
+    def enable_auth(self, password: str) -> None:
+        """Turn etcd's authentication on, with user `root` (role root) and `password`.
+        The helpers here make no login: those that read or write keys stop working."""
+        self._post("/v3/auth/user/add", {"name": "root", "password": password})
+        self._post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        self._post("/v3/auth/enable", {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """One key as the gateway shows it (`lease` is a decimal string), or None."""
+        answer = self._post("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs: list[dict[str, Any]] = answer.get("kvs", [])
+        return kvs[0] if kvs else None
+
+    def time_to_live(self, lease: int) -> int | None:
+        """The seconds `lease` has left if nobody renews it; None once it is gone."""
+        answer = self._post("/v3/lease/timetolive", {"ID": str(lease)})
+        ttl = int(answer.get("TTL", -1))
+        return None if ttl < 0 else ttl
+
     def compact(self, revision: int | None = None) -> int:
         """Drop the history before `revision` (default: the current one); returns it."""
         rev = self.revision() if revision is None else revision
@@ -183,11 +234,11 @@ class PrivateEtcd:
 
 @contextlib.contextmanager
 def temporary_etcd(
-    parent: Path | None = None, auto_compaction: str | None = None
+    parent: Path | None = None, auto_compaction: str | None = None, tls: EtcdCerts | None = None
 ) -> Iterator[PrivateEtcd]:
     """A started private etcd in a fresh temp dir, stopped and removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="etcd", dir=parent))
-    member = PrivateEtcd(workdir, auto_compaction=auto_compaction)
+    member = PrivateEtcd(workdir, auto_compaction=auto_compaction, tls=tls)
     try:
         yield member.start()
     finally:
