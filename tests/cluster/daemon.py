@@ -17,8 +17,9 @@ TOKEN = "vmm-token-0123456789abcdef"
 def controller_config(tmp_path: Path, endpoint: str, *, store_extra: str = "") -> tuple[Path, str]:
     """Controller c0's config on etcd at `endpoint`, with `store_extra` lines in `[store]`;
     the config's path and the controller's API URL."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "peer-token").write_text("peer-" + TOKEN + "\n")
+    for name, token in (("token", TOKEN), ("peer-token", "peer-" + TOKEN)):
+        (tmp_path / name).write_text(token + "\n")
+        (tmp_path / name).chmod(0o600)  # (vportd refuses a token others can read)
     api, openflow = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     config = tmp_path / "c0.toml"
     config.write_text(f"""

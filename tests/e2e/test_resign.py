@@ -108,8 +108,9 @@ async def test_a_leader_stopped_by_sigterm_resigns_and_another_leads_within_its_
 async def test_a_controller_started_before_etcd_joins_once_etcd_is_up(tmp_path: Path) -> None:
     """Boot order: a controller waits for etcd (not healthy meanwhile), then joins unaided."""
     etcd = PrivateEtcd(tmp_path / "etcd")  # its ports are picked, nothing listens yet
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "peer-token").write_text(PEER_TOKEN + "\n")
+    for name, token in (("token", TOKEN), ("peer-token", PEER_TOKEN)):
+        (tmp_path / name).write_text(token + "\n")
+        (tmp_path / name).chmod(0o600)  # (vportd refuses a token others can read)
     node = Node("c0", tmp_path, [], etcd.endpoint)
     node.start()
     try:
