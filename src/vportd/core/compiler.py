@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from vportd.core.floods import Floods, install, uninstall
 from vportd.core.flow import (
     ADD,
     CLASSIFY_TABLE,
@@ -26,19 +27,15 @@ from vportd.core.flow import (
 from vportd.core.installed import SwitchFlows
 from vportd.core.model import Location, VPortRecord
 from vportd.core.pipeline import (
-    FLOOD_KEY,
     Out,
     arrival_at,
     arrival_flow,
     arrival_key,
     base_flows,
-    flood_flow,
     flood_flows,
     flood_members,
     forwarding_changed,
     forwarding_flow,
-    gate,
-    gate_key,
     handing_over,
     handover_outs,
     to_port,
@@ -99,11 +96,7 @@ class FlowCompiler:
         # Per VM with flows here: where they are, for exact deletes and to skip
         # recompiling an entry whose place did not change.
         self._vm_flows: dict[str, _VmFlows] = {}
-        # Per mastered switch: its VMs' ports, and the flood members its floods were made for.
-        self._local: dict[str, dict[str, int]] = {s: {} for s in self.switches}
-        self._members: dict[str, tuple[int, ...]] = {}
-        # Per VM on a mastered switch: where `_local` placed it (the entry's own location).
-        self._placed: dict[str, Location] = {}
+        self._floods = Floods(topology, self.installed, self.switches)
         # Bumped whatever changes which flows an unchanged entry needs here, or
         # changes `installed` behind the VMs' backs. (Of direct changes to
         # `switches`, only those that change its size are seen: use master and release.)
@@ -119,16 +112,14 @@ class FlowCompiler:
     def master(self, switch: str) -> None:
         self.switches.add(switch)
         self.installed.setdefault(switch, SwitchFlows())
-        self._local.setdefault(switch, {})
+        self._floods.master(switch)
         self._bump()
 
     def release(self, switch: str) -> None:
         """Stop managing a switch (another controller became its master)."""
         self.switches.discard(switch)
         self.installed.pop(switch, None)
-        self._members.pop(switch, None)
-        for vm in self._local.pop(switch, {}):
-            self._placed.pop(vm, None)
+        self._floods.release(switch)
         self._without(switch)
         self._bump()
 
@@ -143,7 +134,7 @@ class FlowCompiler:
     def set_installed(self, switch: str, flows: Iterable[Flow]) -> None:
         """What the switch really holds, as read back from it."""
         self.installed[switch] = SwitchFlows(flows)
-        self._members.pop(switch, None)
+        self._floods.members.pop(switch, None)
         self._bump()  # the VMs' flows there may be gone: recompile them
 
     # -- compiling -------------------------------------------------------
@@ -177,9 +168,9 @@ class FlowCompiler:
                     mods = self._compile_arrival(rec, entry, entry)
         # The flood members: only a VM placed on, or leaving, a switch of ours counts.
         loc = rec.loc
-        before = self._placed.get(rec.vm)
+        before = self._floods.placed.get(rec.vm)
         if before is not loc and (before is not None or loc.ovs in self.switches):
-            local = self._move_local(rec, before)
+            local = self._floods.move(rec, before)
             if local:
                 mods += local
         return mods
@@ -273,11 +264,11 @@ class FlowCompiler:
         mods: list[FlowMod] = []
         if placed.arrival != arrival:
             if placed.arrival is not None:
-                mods += self._uninstall(placed.arrival, arrival_key(vm))
+                mods += uninstall(self.installed, placed.arrival, arrival_key(vm))
             placed.arrival = arrival
             if arrival is not None:
                 flow = arrival_flow(vm)
-                mods += self._install(arrival, flow.key, flow)
+                mods += install(self.installed, arrival, flow.key, flow)
         if not placed.empty:
             if placed is not entry:
                 self._vm_flows[vm] = placed
@@ -342,103 +333,6 @@ class FlowCompiler:
         cookie = cookie & ~COOKIE_KIND_MASK | COOKIE_HANDOVER
         return Flow(FORWARD_TABLE, PRIO_VM, match, to_ports(out), cookie)
 
-    def _install(self, switch: str, key: FlowKey, flow: Flow) -> list[FlowMod]:
-        """Add `flow` (a gate, flood or arrival flow: no VM key) unless held as it is."""
-        table = self.installed[switch]
-        if unchanged(table.other(key), flow):
-            return []
-        table.put_other(key, flow)
-        return [FlowMod(switch, FlowCommand.ADD, flow)]
-
-    def _uninstall(self, switch: str, key: FlowKey) -> list[FlowMod]:
-        """Delete the flow under `key` (no VM key), if held."""
-        held = self.installed[switch].pop_other(key)
-        return [] if held is None else [FlowMod(switch, FlowCommand.DELETE, held)]
-
-    def _move_local(self, rec: VPortRecord, before: Location | None) -> list[FlowMod]:
-        """Keep the per-switch ports of local VMs, and their floods, current.
-
-        `before` is where `_placed` has the VM (on a switch of ours), if anywhere.
-        """
-        loc = rec.loc
-        here = loc.ovs
-        port = loc.port
-        ours = port is not None and here in self.switches
-        if before is not None and ours and before.ovs == here and before.port == port:
-            self._placed[rec.vm] = loc  # hold the table's location, not an old one
-            return []
-        mods: list[FlowMod] = []
-        if before is not None:
-            assert before.ovs is not None and before.port is not None
-            local = self._local.get(before.ovs)
-            if local is not None and local.pop(rec.vm, None) is not None:
-                mods += self._left(before.ovs, before.port)
-        if ours:
-            assert here is not None and port is not None
-            self._local[here][rec.vm] = port
-            self._placed[rec.vm] = loc
-            mods += self._joined(here, port)
-        elif before is not None:
-            del self._placed[rec.vm]
-        return mods
-
-    def _joined(self, switch: str, port: int) -> list[FlowMod]:
-        """A VM's port on `switch` now: a flood member, if it was not one."""
-        before = self._members.get(switch)
-        if before is None:
-            return self._diff_floods(switch)
-        if port in before:
-            return []  # another VM's port, or a link
-        members = tuple(sorted((*before, port)))
-        self._members[switch] = members
-        return [
-            *self._install(switch, gate_key(port), gate(port)),
-            *self._install(switch, FLOOD_KEY, flood_flow(members)),
-        ]
-
-    def _left(self, switch: str, port: int) -> list[FlowMod]:
-        """A VM left `port` of `switch`: no flood member any more, unless still used."""
-        before = self._members.get(switch)
-        if before is None:
-            return self._diff_floods(switch)
-        if (
-            port not in before
-            or port in self._local[switch].values()
-            or port in self.topology.tree_ports(switch)
-        ):
-            return []
-        members = tuple(p for p in before if p != port)
-        if not members:
-            return self._set_members(switch, before, members)
-        self._members[switch] = members
-        mods = self._install(switch, FLOOD_KEY, flood_flow(members))
-        mods += self._uninstall(switch, gate_key(port))
-        return mods
-
-    def _diff_floods(self, switch: str) -> list[FlowMod]:
-        """Bring the switch's gates and flood flow in line with its members, from scratch."""
-        members = flood_members(self.topology, switch, self._local[switch].values())
-        return self._set_members(switch, self._members.get(switch, ()), members)
-
-    def _set_members(
-        self, switch: str, before: tuple[int, ...], members: tuple[int, ...]
-    ) -> list[FlowMod]:
-        """A member that joins gets its gate, one that leaves loses it; the flood flow
-        is rewritten once: one flow floods for every member."""
-        if members == before:
-            return []
-        mods: list[FlowMod] = []
-        for port in set(before).difference(members):
-            mods += self._uninstall(switch, gate_key(port))
-        for port in set(members).difference(before):
-            mods += self._install(switch, gate_key(port), gate(port))
-        if members:
-            mods += self._install(switch, FLOOD_KEY, flood_flow(members))
-        else:
-            mods += self._uninstall(switch, FLOOD_KEY)
-        self._members[switch] = members
-        return mods
-
     def sync_switch(self, switch: str, records: Iterable[VPortRecord]) -> list[FlowMod]:
         """Bring one switch fully in line: used on (re)connect and topology change."""
         if switch not in self.switches:
@@ -460,9 +354,7 @@ class FlowCompiler:
         members = flood_members(self.topology, switch, local.values())
         for flow in flood_flows(self.topology, switch, local.values()):
             desired[flow.key] = flow
-        self._local[switch] = local
-        self._members[switch] = members
-        self._placed.update(placed)
+        self._floods.synced(switch, local, placed, members)
         return self._replace(switch, desired)
 
     def _held_here(self, rec: VPortRecord, switch: str, flow: Flow) -> None:

@@ -11,27 +11,34 @@ table as it was.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
-from typing import Literal, NamedTuple
+from typing import Literal
 
+from vportd.core.claims import Conflict, PortClaims, failed_destination
 from vportd.core.errors import UnknownVM
 from vportd.core.messages import EventKind, PortEvent, Reason, Write
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
+__all__ = ["Change", "Conflict", "VPortTable"]
+
 _ACTIVATED = Phase.ACTIVATED  # (an enum member looked up by name costs more than the comparison)
 
 
-class Conflict(NamedTuple):
-    """A MAC up on a port of our OVS while its entry places it on another port, also up.
+def _live(rec: VPortRecord) -> MigrationMark | None:
+    """The VM's migration, if it runs and the VM has not moved past it.
 
-    Outside a migration that is two VMs with one MAC (a cloned or mistyped
-    `attached-mac`), not a move: the entry keeps its owner until one of the two
-    ports goes down or away.
+    A mark stays open on a controller until the leader's word closes it;
+    meanwhile the VM may have been removed and started again, or rolled
+    back, with a `seq` at or above the migration's own. Such a mark is
+    stale: the migration's rules, whose writes carry the migration's `seq`,
+    would write an entry older than the one held.
     """
-
-    vm: str
-    owner: Location
-    claimant: PortEvent
+    mig = rec.mig
+    if mig is None or not rec.migrating:
+        return None
+    seq = rec.loc.seq
+    if seq < mig.seq or (seq == mig.seq and mig.phase >= _ACTIVATED):
+        return mig
+    return None
 
 
 # What an own-OVS rule changed: the record to write to the store of record, as
@@ -45,18 +52,14 @@ class VPortTable:
     def __init__(self, me: str) -> None:
         self.me = me
         self._records: dict[str, VPortRecord] = {}
-        # The ports our own OVS reported, per MAC: the last event of each port
-        # (one port, nearly always: then the event itself, with no container),
-        # and those OVS. Not replicated: the master of a switch is the authority
-        # on its ports.
-        self._ports: dict[str, PortEvent | tuple[PortEvent, ...]] = {}
-        self._own: set[str] = set()
+        # What our own OVS says: its ports per MAC, and the MACs contested.
+        self._claims = PortClaims(self._records)
+        # (Bound once: the rules ask for a MAC's ports all the time.)
+        self._facts = self._claims.facts
+        self._fact = self._claims.fact
         # Tombstone locations by version: a tombstone holds nothing but its version,
         # so removed VMs with the same (seq, rev, writer) share one object.
         self._gone: dict[tuple[int, int, str], Location] = {}
-        # MACs with a port of ours up that the entry does not place them on, while
-        # the entry's port is up too (see Conflict): checked again on every change.
-        self._contested: set[str] = set()
         # False: the naive baseline of the benchmark (no migration awareness).
         self.aware = True
 
@@ -87,13 +90,7 @@ class VPortTable:
 
     def conflicts(self) -> list[Conflict]:
         """The MACs claimed by a port of our OVS while their owner's port is up."""
-        out = []
-        for vm in sorted(self._contested):
-            rec = self.get(vm)
-            claimant = None if rec is None else self._claimant(rec)
-            if rec is not None and claimant is not None and self._owner_up(rec):
-                out.append(Conflict(vm, rec.loc, claimant))
-        return out
+        return self._claims.conflicts()
 
     # -- peer updates (claims 1, 3, 5) -----------------------------------
     def apply_copy(self, rec: VPortRecord) -> VPortRecord | Literal[False] | None:
@@ -149,24 +146,18 @@ class VPortTable:
                 self._require_any(ev)  # a port we never heard of: refused
             # A port our OVS reported, while a peer's copy says the VM is gone:
             # what our OVS says now decides (see reconcile).
-            self._saw(ev)
+            self._claims.saw(ev)
             return self.reconcile(ev.mac)
-        self._saw(ev)
+        self._claims.saw(ev)
         if ev.kind is EventKind.ADD:
             change = self._port_added(ev)
         elif ev.kind is EventKind.MODIFY:
             change = self._port_modified(ev)
         else:
             change = self._port_deleted(ev)
-        if ev.mac in self._contested:
-            self._recheck(ev.mac)
+        if ev.mac in self._claims.contested:
+            self._claims.recheck(ev.mac)
         return change
-
-    def _recheck(self, vm: str) -> None:
-        """Forget a conflict whose claimant went down or away."""
-        rec = self.get(vm)
-        if rec is None or self._claimant(rec) is None:
-            self._contested.discard(vm)
 
     def _claimed(self, rec: VPortRecord, ev: PortEvent) -> Change | None:
         """The MAC came up on a port of ours the entry does not place it on.
@@ -174,46 +165,22 @@ class VPortTable:
         Moved, if its owner's port is down or gone (a move without a notify, as
         EVPN sees one); else a conflict: the owner keeps the entry.
         """
-        if self._failed_destination(rec, ev.ovs):
+        if failed_destination(rec, ev.ovs):
             return None
-        if self.aware and self._owner_up(rec):
-            self._contested.add(rec.vm)
+        if self.aware and self._claims.contest(rec):
             return None
         return self._moved(rec, ev)
 
-    def _owner_up(self, rec: VPortRecord) -> bool:
-        """Whether the entry's port is up: as our OVS says if it is ours, else as written."""
-        loc = rec.loc
-        if loc.ovs not in self._own:
-            return loc.link_up
-        seen = self._fact(rec.vm, loc.ovs, loc.port)
-        return seen is not None and seen.link_up
-
-    def _claimant(self, rec: VPortRecord) -> PortEvent | None:
-        """A port of ours up with the VM's MAC, other than the entry's (lowest first)."""
-        loc = rec.loc
-        ups = [
-            f
-            for f in self._facts(rec.vm)
-            if f.link_up
-            and (f.ovs, f.port) != (loc.ovs, loc.port)
-            and not self._failed_destination(rec, f.ovs)
-        ]
-        return min(ups, key=lambda f: (f.ovs, f.port), default=None)
-
     def _handed_on(self, rec: VPortRecord) -> Change | None:
         """The owner's port goes down or away: a contested MAC's claimant takes it over."""
-        if rec.vm not in self._contested:
-            return None
-        self._contested.discard(rec.vm)
-        claimant = self._claimant(rec)
+        claimant = self._claims.handed_on(rec)
         return None if claimant is None else self._moved(rec, claimant)
 
     def _port_added(self, ev: PortEvent) -> Change | None:
         rec = self._records.get(ev.mac)
         if rec is None or not rec.present:
             return self._create(ev, rec)
-        if self._live(rec) is not None:
+        if _live(rec) is not None:
             return self._arrive(rec, ev, activate=False)  # claim 4: stays up
         if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
             return self._refresh(rec, ev, rec.loc.link_up, EventKind.ADD)
@@ -228,7 +195,7 @@ class VPortTable:
 
     def _port_modified(self, ev: PortEvent) -> Change | None:
         rec = self._require_any(ev)
-        if self._live(rec) is not None:
+        if _live(rec) is not None:
             return self._arrive(rec, ev, activate=ev.link_up)  # claim 4: stays up
         if rec.loc.ovs == ev.ovs and rec.loc.port in (None, ev.port):
             if not ev.link_up:
@@ -240,7 +207,7 @@ class VPortTable:
 
     def _port_deleted(self, ev: PortEvent) -> Change | None:
         rec = self._require_any(ev)
-        mig = self._live(rec)
+        mig = _live(rec)
         if mig is not None:
             if ev.ovs != mig.source:
                 return None  # the destination tap went away: abort/timeout rolls back
@@ -275,8 +242,8 @@ class VPortTable:
     def _source_left(self, rec: VPortRecord) -> Change | None:
         """Complete a migration from a switch of ours that got as far as its destination
         port (or further) and whose source shows no port with the VM's MAC (claim 2)."""
-        mig = self._live(rec) if rec.present else None
-        if mig is None or mig.source not in self._own or mig.phase < Phase.ARRIVED:
+        mig = _live(rec) if rec.present else None
+        if mig is None or mig.source not in self._claims.own or mig.phase < Phase.ARRIVED:
             return None
         if any(f.ovs == mig.source for f in self._facts(rec.vm)):
             return None
@@ -294,7 +261,7 @@ class VPortTable:
         rec = self.get(mac)
         if rec is None:
             return None
-        mig = self._live(rec)
+        mig = _live(rec)
         if mig is None:
             return None
         if ovs == mig.destination:
@@ -314,15 +281,7 @@ class VPortTable:
         another hypervisor after its own died takes its address over.
         """
         changes = []
-        for vm in list(self._ports):
-            facts = self._facts(vm)
-            if not any(f.ovs == ovs and f.link_up for f in facts):
-                continue
-            down = tuple(
-                replace(f, kind=EventKind.MODIFY, link_up=False) if f.ovs == ovs else f
-                for f in facts
-            )
-            self._store(vm, down)
+        for vm in self._claims.down(ovs):
             change = self.reconcile(vm)
             if change is not None:
                 changes.append(change)
@@ -330,63 +289,16 @@ class VPortTable:
 
     def ports_on(self, ovs: str) -> list[PortEvent]:
         """The last event of each port of our switch `ovs` that carries a VM's MAC."""
-        return [f for vm in self._ports for f in self._facts(vm) if f.ovs == ovs]
+        return self._claims.on(ovs)
 
     # -- what our own OVS says -------------------------------------------
     def own(self, ovs: str) -> None:
         """We master `ovs` now: its ports are ours to vouch for (see reconcile)."""
-        self._own.add(ovs)
+        self._claims.own.add(ovs)
 
     def release(self, ovs: str) -> None:
         """Another controller masters `ovs` now: its ports are no longer ours to vouch for."""
-        self._own.discard(ovs)
-        for vm in list(self._ports):
-            facts = self._facts(vm)
-            self._store(vm, tuple(f for f in facts if f.ovs != ovs))
-        for vm in list(self._contested):
-            self._recheck(vm)
-
-    def _facts(self, vm: str) -> tuple[PortEvent, ...]:
-        """The last event of each port of our OVS that carries `vm`'s MAC."""
-        held = self._ports.get(vm)
-        if held is None:
-            return ()
-        return held if isinstance(held, tuple) else (held,)
-
-    def _fact(self, vm: str, ovs: str | None, port: int | None) -> PortEvent | None:
-        held = self._ports.get(vm)
-        if held is None:
-            return None
-        if isinstance(held, PortEvent):
-            return held if held.ovs == ovs and held.port == port else None
-        return next((f for f in held if f.ovs == ovs and f.port == port), None)
-
-    def _store(self, vm: str, facts: tuple[PortEvent, ...]) -> None:
-        if not facts:
-            self._ports.pop(vm, None)
-        else:
-            self._ports[vm] = facts[0] if len(facts) == 1 else facts
-
-    def _saw(self, ev: PortEvent) -> None:
-        """Remember the ports our own OVS reports, with their last link state."""
-        self._own.add(ev.ovs)
-        held = self._ports.get(ev.mac)
-        # Hot: no port known yet, or just this one.
-        if held is None or (
-            isinstance(held, PortEvent) and held.ovs == ev.ovs and held.port == ev.port
-        ):
-            if ev.kind is EventKind.DELETE:
-                self._ports.pop(ev.mac, None)
-            elif held is None or ev.kind is EventKind.MODIFY:
-                self._ports[ev.mac] = ev
-            return
-        facts = self._facts(ev.mac)
-        others = tuple(f for f in facts if f.ovs != ev.ovs or f.port != ev.port)
-        if ev.kind is EventKind.DELETE:
-            self._store(ev.mac, others)
-        elif ev.kind is EventKind.MODIFY or len(others) == len(facts):
-            self._store(ev.mac, (*others, ev))
-        # else: an add of a port we know: its last link state stands
+        self._claims.release(ovs)
 
     def reconcile(self, vm: str) -> Change | None:
         """Correct an entry that contradicts what our own OVS reported.
@@ -402,16 +314,17 @@ class VPortTable:
         if rec is None:
             return None
         loc = rec.loc
-        if vm not in self._ports and (loc.ovs is None or loc.ovs not in self._own):
+        claims = self._claims
+        if vm not in claims.ports and (loc.ovs is None or loc.ovs not in claims.own):
             # Hot (after every merge): no port of ours carries the MAC, and the
             # entry places it nowhere or on a switch we do not master; unless it
             # migrates from a switch of ours whose port went unseen (a mastership gap).
             return None if rec.mig is None else self._source_left(rec)
-        mig = self._live(rec)
-        if vm in self._contested:
-            settled = self._settle(rec, mig)
-            if settled is not None:
-                return settled
+        mig = _live(rec)
+        if vm in claims.contested:
+            claimant = claims.settle(rec, mig)
+            if claimant is not None:
+                return self._moved(rec, claimant)
         facts = candidates = self._facts(vm)
         migrating = mig is not None
         if mig is not None:
@@ -420,7 +333,7 @@ class VPortTable:
             # It runs where it was: not on the destination's tap, not active yet.
             candidates = tuple(f for f in facts if f.ovs != mig.destination)
         if loc.ovs is not None:
-            if loc.ovs not in self._own:
+            if loc.ovs not in claims.own:
                 return None  # elsewhere: its master answers for it
             seen = None if loc.port is None else self._fact(vm, loc.ovs, loc.port)
             if seen is not None:
@@ -443,33 +356,7 @@ class VPortTable:
         gone = VPortRecord(vm, self._tombstone(loc), rec.mig)
         return self._write(gone, EventKind.DELETE, Reason.VM_GONE)
 
-    def _settle(self, rec: VPortRecord, mig: MigrationMark | None) -> Change | None:
-        """A contested MAC's entry changed: the claimant moves in if the owner is gone."""
-        if not rec.present or mig is not None or self._claimant(rec) is None:
-            self._contested.discard(rec.vm)  # (removed: reconcile places it on ours)
-            return None
-        if self._owner_up(rec):
-            return None
-        return self._handed_on(rec)
-
     # -- the rules' building blocks --------------------------------------
-    def _live(self, rec: VPortRecord) -> MigrationMark | None:
-        """The VM's migration, if it runs and the VM has not moved past it.
-
-        A mark stays open on a controller until the leader's word closes it;
-        meanwhile the VM may have been removed and started again, or rolled
-        back, with a `seq` at or above the migration's own. Such a mark is
-        stale: the migration's rules, whose writes carry the migration's `seq`,
-        would write an entry older than the one held.
-        """
-        mig = rec.mig
-        if mig is None or not rec.migrating:
-            return None
-        seq = rec.loc.seq
-        if seq < mig.seq or (seq == mig.seq and mig.phase >= _ACTIVATED):
-            return mig
-        return None
-
     def _require_any(self, ev: PortEvent) -> VPortRecord:
         rec = self._records.get(ev.mac)
         if rec is None or not rec.present:
@@ -499,17 +386,9 @@ class VPortTable:
 
     def _moved(self, rec: VPortRecord, ev: PortEvent) -> Change:
         """The MAC came up somewhere else without a notify: a move, as EVPN sees one."""
-        self._contested.discard(rec.vm)
+        self._claims.contested.discard(rec.vm)
         loc = self._location(ev, link_up=True, seq=rec.loc.seq + 1, rev=0)
         return self._write(VPortRecord(rec.vm, loc, rec.mig), EventKind.MODIFY, Reason.VM_MOVED)
-
-    def _failed_destination(self, rec: VPortRecord, ovs: str) -> bool:
-        mig = rec.mig
-        return (
-            mig is not None
-            and mig.phase in (Phase.ABORTED, Phase.FAILED)
-            and (mig.destination == ovs)
-        )
 
     def _arrive(self, rec: VPortRecord, ev: PortEvent, *, activate: bool) -> Change | None:
         """A port event for a migrating VM: only the destination's ports count."""

@@ -107,6 +107,19 @@ class _Bad(Exception):
     """Input that ends the connection; the message is the logged reason."""
 
 
+def _check_header(header: wire.Header, negotiated: bool, max_message: int) -> None:
+    """Refuse a header before its body is read (module doc: Input hygiene)."""
+    if header.length < wire.HEADER_SIZE:
+        raise _Bad(f"bad header: length {header.length} < {wire.HEADER_SIZE}")
+    if not negotiated:
+        if header.msg_type != wire.OFPT_HELLO:
+            raise _Bad(f"expected HELLO, got version {header.version:#04x} type {header.msg_type}")
+    elif header.version != wire.OFP_VERSION:
+        raise _Bad(f"unknown version {header.version:#04x} after negotiating OpenFlow 1.3")
+    if header.length > max_message:
+        raise _Bad(f"message of {header.length} bytes exceeds max_message {max_message}")
+
+
 class SwitchConnection:
     """One switch's OpenFlow channel. Public state: `peer`, `dpid`, `ports`, `connected`."""
 
@@ -280,7 +293,7 @@ class SwitchConnection:
                 f"truncated message: {len(exc.partial)} of {size} header bytes, then end of stream"
             ) from None
         header = wire.parse_header(head)
-        self._check_header(header)
+        _check_header(header, self._negotiated, self._limits.max_message)
         try:
             body = await reader.readexactly(header.length - size)
         except asyncio.IncompleteReadError as exc:
@@ -290,21 +303,6 @@ class SwitchConnection:
                 f"got {got} then end of stream"
             ) from None
         return header, head + body
-
-    def _check_header(self, header: wire.Header) -> None:
-        if header.length < wire.HEADER_SIZE:
-            raise _Bad(f"bad header: length {header.length} < {wire.HEADER_SIZE}")
-        if not self._negotiated:
-            if header.msg_type != wire.OFPT_HELLO:
-                raise _Bad(
-                    f"expected HELLO, got version {header.version:#04x} type {header.msg_type}"
-                )
-        elif header.version != wire.OFP_VERSION:
-            raise _Bad(f"unknown version {header.version:#04x} after negotiating OpenFlow 1.3")
-        if header.length > self._limits.max_message:
-            raise _Bad(
-                f"message of {header.length} bytes exceeds max_message {self._limits.max_message}"
-            )
 
     def _dispatch(self, header: wire.Header, record: incoming.Incoming) -> None:
         match record:
@@ -466,25 +464,7 @@ class SwitchConnection:
 
         What is queued after this returns reaches the switch after these mods, so
         the next batch need not wait for this one's barrier."""
-        encoded = []
-        for start in range(0, len(mods), SLICE):
-            if start:
-                await asyncio.sleep(0)  # let the loop run (module doc: Sending)
-            encoded += [encode_flow_mod(mod) for mod in mods[start : start + SLICE]]
-        sent = SentMods(self)
-        try:
-            for n, (mod, msg) in enumerate(zip(mods, encoded, strict=True)):
-                if n and not n % SLICE:
-                    await asyncio.sleep(0)
-                xid = self._next_xid()
-                sent.mods[xid] = mod
-                self._replies.watch(xid)  # before it can be answered
-                await self._enqueue_waiting(msg, xid)
-            sent.barrier = self._expect(outgoing.barrier_request(), incoming.BarrierReply)
-        except BaseException:
-            sent.settle()
-            raise
-        return sent
+        return await SentMods.queue(self, mods)
 
     async def read_ports(self, timeout: float | None = None) -> None:
         """Read the switch's ports again (`ports`): a slave is not told of port changes."""
@@ -530,6 +510,30 @@ class SentMods:
         self.conn = conn
         self.mods: dict[int, FlowMod] = {}  # by xid
         self.barrier: tuple[int, asyncio.Future[Any]] | None = None
+
+    @classmethod
+    async def queue(cls, conn: SwitchConnection, mods: Sequence[FlowMod]) -> SentMods:
+        """Queue `mods` on `conn`, each watched for an error, and a barrier behind them
+        (`SwitchConnection.queue_flow_mods`)."""
+        encoded = []
+        for start in range(0, len(mods), SLICE):
+            if start:
+                await asyncio.sleep(0)  # let the loop run (module doc: Sending)
+            encoded += [encode_flow_mod(mod) for mod in mods[start : start + SLICE]]
+        sent = cls(conn)
+        try:
+            for n, (mod, msg) in enumerate(zip(mods, encoded, strict=True)):
+                if n and not n % SLICE:
+                    await asyncio.sleep(0)
+                xid = conn._next_xid()
+                sent.mods[xid] = mod
+                conn._replies.watch(xid)  # before it can be answered
+                await conn._enqueue_waiting(msg, xid)
+            sent.barrier = conn._expect(outgoing.barrier_request(), incoming.BarrierReply)
+        except BaseException:
+            sent.settle()
+            raise
+        return sent
 
     async def confirmed(self, timeout: float | None = None) -> None:
         """Wait for the barrier; FlowModsFailed if the switch refused any of the mods,
