@@ -55,8 +55,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The controllers the daemon went on to run (instead of running them)."""
     runs: list[str] = []
 
-    async def serve(config: object, *_: object) -> None:
+    async def serve(config: object, *_: object, **__: object) -> int:
         runs.append(str(config))
+        return 0
 
     monkeypatch.setattr(daemon, "_serve", serve)
     return runs

@@ -98,6 +98,7 @@ class ScriptedOvsdb:
         self.port = 0
         self._conns: set[Conn] = set()
         self._server: asyncio.Server | None = None
+        self._tg_open = True
         self._tg: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
 
@@ -117,6 +118,7 @@ class ScriptedOvsdb:
     ) -> None:
         assert self._server is not None and self._tg is not None
         self._server.close()
+        self._tg_open = False
         for conn in list(self._conns):
             conn.abort()
         await self._tg.__aexit__(kind, exc, tb)
@@ -135,6 +137,9 @@ class ScriptedOvsdb:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._tg is not None
+        if not self._tg_open:  # accepted as the server closes: its task group is ending
+            writer.transport.abort()
+            return
         conn = Conn(reader, writer)
         self._conns.add(conn)
         self._tg.create_task(self._serve(conn))
