@@ -8,6 +8,7 @@ sandbox, which needs user namespaces the tests' machines may not give.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -62,6 +63,11 @@ class Page:
         assert isinstance(result, dict)
         return result.get("value")
 
+    async def screenshot(self, path: Path) -> None:
+        """The tab as a PNG."""
+        shot = await self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(str(shot["data"])))
+
     async def until(self, expression: str, what: str, timeout: float = PATIENCE) -> None:
         """Poll `expression` until it is true; fail naming `what` after `timeout` s."""
         with contextlib.suppress(TimeoutError):
@@ -80,11 +86,12 @@ def chromium() -> str:
 
 
 @contextlib.asynccontextmanager
-async def browser(profile: Path) -> AsyncIterator[Page]:
-    """A headless Chromium with one blank tab, stopped on the way out."""
+async def browser(profile: Path, size: tuple[int, int] = (1280, 900)) -> AsyncIterator[Page]:
+    """A headless Chromium with one blank tab of `size` pixels, stopped on the way out."""
     port = free_port()
     args = [
         chromium(), "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+        f"--window-size={size[0]},{size[1]}", "--hide-scrollbars",
         f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank",
     ]  # fmt: skip
     if os.geteuid() == 0:
@@ -95,7 +102,13 @@ async def browser(profile: Path) -> AsyncIterator[Page]:
         async with aiohttp.ClientSession() as http:
             target = await _page_target(http, port, proc)
             async with http.ws_connect(target, max_msg_size=0) as ws:
-                yield Page(ws)
+                page = Page(ws)
+                width, height = size  # the viewport itself (--window-size counts the frame)
+                await page.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=width, height=height, deviceScaleFactor=1, mobile=False,
+                )  # fmt: skip
+                yield page
     finally:
         proc.terminate()
         await proc.wait()

@@ -172,7 +172,7 @@ function migrationRow(m) {
   const cls = m.state === "completed" ? "ok" : (OPEN_STATES.has(m.state) ? "warn" : "bad");
   return row([
     el("td", m.id, "mono"), el("td", m.vm, "mono"), el("td", m.source),
-    el("td", m.destination), el("td", m.state, cls), el("td", m.reason || ""),
+    el("td", m.destination), el("td", m.state, cls), el("td", m.reason || "", "reason"),
   ], { "data-migration": m.id, "data-state": m.state });
 }
 
