@@ -9,7 +9,8 @@ changes, sampled at most `RATE` times a second, and a comment line as a
 heartbeat while nothing changes. Each stream lives only as long as its
 request: the server cancels it when the client goes, and at most
 `MAX_STREAMS` run at once on a controller, as each builds a snapshot on
-every tick. The feed is kept out of the OpenAPI schema (`/docs`).
+every tick (and builds it less often when it is big, see `SHARE`). The
+feed is kept out of the OpenAPI schema (`/docs`).
 
 A follower holds no migrations: it reads the leader's (`GET /v1/migrations`,
 with the caller's token) at most once a second while a stream runs.
@@ -39,9 +40,12 @@ from vportd.core.messages import MigrationView
 
 UI_DIR = Path(__file__).parent / "ui"
 RATE = 4  # snapshots a second at most, per stream
+# The share of the event loop's time one stream may take: a big table's snapshot
+# (thousands of vPorts) is built less often, not at the cost of the switches.
+SHARE = 0.05
 HEARTBEAT = 15.0  # seconds without a snapshot before a heartbeat comment
 RELAY_EVERY = 1.0  # seconds between a follower's reads of the leader's migrations
-MAX_STREAMS = 8
+MAX_STREAMS = 4
 RECENT = 50  # finished migrations a snapshot shows, the newest
 OPEN_STATES = frozenset({"preparing", "ready", "activated"})
 HTTP_OK = 200
@@ -110,14 +114,16 @@ async def _stream(feed: Feed) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     last, said = "", loop.time()
     while True:
+        began = loop.time()
         body = json.dumps(await feed.snapshot(), separators=(",", ":"))
+        spent = loop.time() - began
         if body != last:
             last, said = body, loop.time()
             yield f"event: snapshot\ndata: {body}\n\n"
         elif loop.time() - said >= HEARTBEAT:
             said = loop.time()
             yield ": heartbeat\n\n"
-        await asyncio.sleep(1 / RATE)
+        await asyncio.sleep(max(1 / RATE, spent / SHARE))
 
 
 @dataclass
