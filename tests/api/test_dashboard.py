@@ -13,8 +13,8 @@ import httpx
 
 from tests.api.conftest import VM_A, VM_B
 from tests.rig.cluster import PATIENCE, Rig
-from tests.rig.http import PEER_AUTH, notify_body
-from vportd.api.dashboard import MAX_STREAMS
+from tests.rig.http import AUTH, PEER_AUTH, notify_body
+from vportd.api.dashboard import MAX_STREAMS, Feed, stream
 
 Snapshot = dict[str, object]
 
@@ -137,3 +137,17 @@ async def test_streams_are_bounded_and_freed_when_their_clients_go(rig: Rig) -> 
                 if again.status_code == 200:
                     break
             await asyncio.sleep(0.05)
+
+
+async def test_a_quiet_stream_sends_heartbeats(rig: Rig) -> None:
+    member = rig.followers()[0]
+    feed = Feed(member.service, member.forwarder, AUTH["Authorization"])
+    frames = stream(feed, heartbeat=0.2)
+    try:
+        first_frame = await anext(frames)
+        assert first_frame.startswith("event: snapshot\ndata: {")
+        async with asyncio.timeout(PATIENCE):
+            while (frame := await anext(frames)) != ": heartbeat\n\n":
+                assert frame.startswith("event: snapshot\n")  # the cluster still changing
+    finally:
+        await frames.aclose()

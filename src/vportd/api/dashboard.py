@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +87,7 @@ def events_router(service: Service, forwarder: Forwarder) -> APIRouter:
         """Server-sent events: a `snapshot` whenever the dashboard's view changes."""
         streams.enter()
         feed = Feed(service, forwarder, request.headers.get("authorization", ""))
-        return EventStream(_stream(feed), streams)
+        return EventStream(stream(feed), streams)
 
     return router
 
@@ -109,8 +109,9 @@ class EventStream(StreamingResponse):
             self.streams.leave()
 
 
-async def _stream(feed: Feed) -> AsyncIterator[str]:
-    """Snapshots as they change, a heartbeat while they do not; until cancelled."""
+async def stream(feed: Feed, heartbeat: float = HEARTBEAT) -> AsyncGenerator[str, None]:
+    """Snapshots as they change, a heartbeat after `heartbeat` s without one; until
+    cancelled."""
     loop = asyncio.get_running_loop()
     last, said = "", loop.time()
     while True:
@@ -120,7 +121,7 @@ async def _stream(feed: Feed) -> AsyncIterator[str]:
         if body != last:
             last, said = body, loop.time()
             yield f"event: snapshot\ndata: {body}\n\n"
-        elif loop.time() - said >= HEARTBEAT:
+        elif loop.time() - said >= heartbeat:
             said = loop.time()
             yield ": heartbeat\n\n"
         await asyncio.sleep(max(1 / RATE, spent / SHARE))
