@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
+import pytest
 
 from tests.api.conftest import VM_A, VM_B
 from tests.rig.cluster import PATIENCE, Rig
@@ -151,3 +152,19 @@ async def test_a_quiet_stream_sends_heartbeats(rig: Rig) -> None:
                 assert frame.startswith("event: snapshot\n")  # the cluster still changing
     finally:
         await frames.aclose()
+
+
+async def test_a_stopping_controller_ends_its_streams(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rather than waiting out the shutdown's grace period for answers that never end."""
+    stopping = rig.followers()[0]
+    async with rig.client(stopping.id).stream("GET", "/v1/events") as answer:
+        feed = snapshots(answer)
+        await first(feed, lambda s: VM_A.mac in vms(s))
+        await rig.crashed(stopping.id)
+        with contextlib.suppress(httpx.RemoteProtocolError):  # cut, or ended
+            async with asyncio.timeout(PATIENCE):
+                async for _ in feed:
+                    pass
+    assert not [r for r in caplog.records if "graceful shutdown exceeded" in r.getMessage()]
