@@ -3,7 +3,8 @@
 # when nothing is missing; every Makefile target calls it.
 #
 #  1. System tools (Debian 12): Open vSwitch, etcd, iproute2, ethtool, ping,
-#     openssl (`lab up --tls` and the TLS tests make their CA and certificates with it).
+#     openssl (`lab up --tls` and the TLS tests make their CA and certificates with it),
+#     chromium (the dashboard's browser test drives it headless).
 #     Installed with apt-get as root. The services those packages ship are
 #     kept stopped: tests and the lab start private OVS/etcd instances, and a
 #     system ovs-vswitchd (netdev datapath) or etcd on :2379 would clash.
@@ -19,7 +20,7 @@ cd "$ROOT"
 # ip and ethtool live in sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-APT_PACKAGES=(openvswitch-switch etcd-server iproute2 ethtool iputils-ping openssl)
+APT_PACKAGES=(openvswitch-switch etcd-server iproute2 ethtool iputils-ping openssl chromium)
 PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.stamp"
@@ -29,7 +30,7 @@ die() { printf 'ensure-env: error: %s\n' "$*" >&2; exit 1; }
 
 # ----------------------------------------------------------- system packages
 need_apt=()
-for cmd in ovs-vsctl etcd ip ethtool ping openssl; do
+for cmd in ovs-vsctl etcd ip ethtool ping openssl chromium; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         need_apt=("${APT_PACKAGES[@]}")
         break

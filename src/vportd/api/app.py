@@ -6,9 +6,10 @@ limit (413), then the bearer-token check (401/403, see `guard` for which
 paths are open), then the media type of a body (415); every refusal is
 `{"error": code, "detail": text}`.
 
-Routes: northbound `/v1/...` (`northbound`), east-west `/v1/peer/...`
-(`peer`), and open `/healthz`, `/v1/healthz`, `/metrics`, `/docs`,
-`/openapi.json`.
+Routes: northbound `/v1/...` (`northbound`; the dashboard's feed
+`/v1/events`, `dashboard`), east-west `/v1/peer/...` (`peer`), and open
+`/healthz`, `/v1/healthz`, `/metrics`, `/docs`, `/openapi.json` and the
+dashboard's page, `/ui/`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vportd import __version__
+from vportd.api.dashboard import events_router, mount_ui
 from vportd.api.errors import install_error_handlers
 from vportd.api.guard import BearerAuth, BodyLimit, JsonBodies, Realm, realm_of
 from vportd.api.models import HealthOut
@@ -36,8 +38,9 @@ The REST API of one vportd controller (DESIGN §4). Any controller answers;
 migration requests sent to a follower are relayed to the leader.
 
 Auth: `/v1/peer/...` needs the controllers' bearer token, every other `/v1`
-route the VMM's and operators' token. `/healthz`, `/metrics`, `/docs` and
-`/openapi.json` are open. Errors are `{"error": code, "detail": text}`.
+route the VMM's and operators' token. `/healthz`, `/metrics`, `/docs`,
+`/openapi.json` and the dashboard's page `/ui/` are open. Errors are
+`{"error": code, "detail": text}`.
 """
 
 
@@ -58,7 +61,9 @@ def create_app(
     # Routes are matched in order: the handshake's first (a vPort sync, then a notify).
     app.include_router(peer_router(service))
     app.include_router(northbound_router(service, forwarder))
+    app.include_router(events_router(service, forwarder))
     app.include_router(_open_router(service))
+    mount_ui(app)
     app.openapi = partial(_schema, app)  # type: ignore[method-assign]
     # Starlette runs the middleware added last first: the size limit, then auth,
     # then the media type.

@@ -8,8 +8,8 @@ reaches the service.
 Which token a path needs:
 
 * open (no token): `/healthz`, `/v1/healthz`, `/metrics`, `/docs`,
-  `/openapi.json`: probes and scrapers carry no secret, and the schema
-  holds none;
+  `/openapi.json`, and the dashboard's static files under `/ui`: probes
+  and scrapers carry no secret, and the schema and the page hold none;
 * `/v1/peer/...`: the controllers' token (`api.peer_token_file`);
 * everything else: the VMM's and operators' token (`api.token_file`), so
   that an unknown path answers 401 to a stranger rather than telling it
@@ -33,6 +33,7 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/v1/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
 )
 PEER_PREFIX = "/v1/peer/"
+UI_PREFIX = "/ui"
 HTTP_UNAUTHORIZED = 401
 HTTP_FORBIDDEN = 403
 HTTP_TOO_LARGE = 413
@@ -45,7 +46,7 @@ class Realm(Enum):
 
 
 def realm_of(path: str) -> Realm:
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
         return Realm.OPEN
     if path.startswith(PEER_PREFIX) or path == PEER_PREFIX.rstrip("/"):
         return Realm.PEER

@@ -129,47 +129,64 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
         return await leader.run(request, local)
 
 
+def _dpids(service: Service) -> dict[str, str]:
+    return {s.name: _dpid(s.dpid) for s in service.switches()}
+
+
+def _conflicts(service: Service) -> dict[str, list[ConflictOut]]:
+    by_vm: dict[str, list[ConflictOut]] = {}
+    for view in service.conflicts():
+        by_vm.setdefault(view.vm, []).append(VPortOut.conflict(view))
+    return by_vm
+
+
+def vports_out(service: Service) -> list[VPortOut]:
+    """Every vPort as `GET /v1/vports` shows it (NotReady until the table is loaded)."""
+    records = service.vports()
+    known, dup = _dpids(service), _conflicts(service)
+    return [_vport(rec, known, dup) for rec in records]
+
+
+def cluster_out(service: Service) -> ClusterOut:
+    """The cluster as `GET /v1/cluster` shows it."""
+    view = service.cluster()
+    members = [
+        MemberOut(
+            id=m.id, api=m.api, healthy=m.healthy, switches=list(m.switches),
+            switch_names=list(m.switch_names),
+        )
+        for m in view.members
+    ]  # fmt: skip
+    stale = view.stale_since
+    since = None if stale is None else datetime.fromtimestamp(stale, UTC)
+    return ClusterOut(leader=view.leader, members=members, session=view.session, stale_since=since)
+
+
+def switches_out(service: Service) -> list[SwitchOut]:
+    """The switches as `GET /v1/switches` shows them."""
+    return [
+        SwitchOut(
+            name=s.name, dpid=_dpid(s.dpid), master=s.master,
+            connected=s.connected, role=s.role, generation=s.generation,
+        )
+        for s in service.switches()
+    ]  # fmt: skip
+
+
 def _view_routes(router: APIRouter, service: Service) -> None:
-    def dpids() -> dict[str, str]:
-        return {s.name: _dpid(s.dpid) for s in service.switches()}
-
-    def conflicts() -> dict[str, list[ConflictOut]]:
-        by_vm: dict[str, list[ConflictOut]] = {}
-        for view in service.conflicts():
-            by_vm.setdefault(view.vm, []).append(VPortOut.conflict(view))
-        return by_vm
-
     @router.get("/vports", tags=["vports"], responses=_errors())
     async def vports() -> list[VPortOut]:
-        known, dup = dpids(), conflicts()
-        return [_vport(rec, known, dup) for rec in service.vports()]
+        return vports_out(service)
 
     @router.get("/vports/{vm}", tags=["vports"], responses=_errors(400, 404))
     async def vport(vm: str) -> VPortOut:
-        return _vport(service.vport(normalise_mac(vm)), dpids(), conflicts())
+        rec = service.vport(normalise_mac(vm))
+        return _vport(rec, _dpids(service), _conflicts(service))
 
     @router.get("/cluster", tags=["cluster"], responses=_errors())
     async def cluster() -> ClusterOut:
-        view = service.cluster()
-        members = [
-            MemberOut(
-                id=m.id, api=m.api, healthy=m.healthy, switches=list(m.switches),
-                switch_names=list(m.switch_names),
-            )
-            for m in view.members
-        ]  # fmt: skip
-        stale = view.stale_since
-        since = None if stale is None else datetime.fromtimestamp(stale, UTC)
-        return ClusterOut(
-            leader=view.leader, members=members, session=view.session, stale_since=since
-        )
+        return cluster_out(service)
 
     @router.get("/switches", tags=["cluster"], responses=_errors())
     async def switches() -> list[SwitchOut]:
-        return [
-            SwitchOut(
-                name=s.name, dpid=_dpid(s.dpid), master=s.master,
-                connected=s.connected, role=s.role, generation=s.generation,
-            )
-            for s in service.switches()
-        ]  # fmt: skip
+        return switches_out(service)

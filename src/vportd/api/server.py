@@ -4,7 +4,8 @@ uvicorn's `Server.serve` installs SIGINT/SIGTERM handlers of its own while it
 runs (and re-raises the signals afterwards); the daemon owns those signals,
 so `_Server` installs none. Stopping is the caller's: cancel the task, and
 the server stops listening, lets requests in flight finish (for at most
-`grace` seconds), then re-raises the cancellation. The socket is bound before
+`grace` seconds; a stream, which never finishes, is ended at once), then
+re-raises the cancellation. The socket is bound before
 uvicorn starts, so that a port in use raises OSError here instead of
 uvicorn's `sys.exit`. uvicorn logs through the standard `logging` tree
 (`uvicorn.error`); its access log is off unless asked for.
@@ -67,6 +68,17 @@ class _Corked:
 class _Protocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_Corked(transport))  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        # An answer begun and not finished on shutdown is a stream (the dashboard's
+        # events; other answers are sent whole): it never finishes, so it would hold
+        # the shutdown for the whole grace period. Its connection is closed, which
+        # ends it as its client going would.
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()
+            return
+        super().shutdown()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
