@@ -63,9 +63,10 @@ def assert_nothing_left(doc: dict[str, Any]) -> None:
     assert DATAPATH_TAP not in procs.tap_holders()
 
 
-def test_demo_migrates_reports_and_leaves_nothing() -> None:
+def test_demo_migrates_reports_and_leaves_nothing(tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
     result = subprocess.run(
-        [str(BIN / "vportctl"), "demo", "--hops", "2", "--precopy", "0.3"],
+        [str(BIN / "vportctl"), "demo", "--hops", "2", "--precopy", "0.3", "--plots", str(plots)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     skip_if_raced(result.stderr)
@@ -89,6 +90,11 @@ def test_demo_migrates_reports_and_leaves_nothing() -> None:
     assert "migration 2: vm0 hv1 -> hv2" in result.stdout and "leader" in result.stdout
     assert "demo: migration 1/2" in result.stderr and "lab: handshake:" in result.stderr
     assert_nothing_left(doc)
+    # one plot per migration, named on stderr
+    assert doc["plots"] == [str(plots / "migration-1-hv0-hv1.png"),
+                            str(plots / "migration-2-hv1-hv2.png")]  # fmt: skip
+    for path in doc["plots"]:
+        assert Path(path).read_bytes().startswith(b"\x89PNG") and path in result.stderr
 
 
 def test_json_prints_only_the_json_line() -> None:

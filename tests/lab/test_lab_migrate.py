@@ -113,11 +113,17 @@ def test_refuses_what_it_cannot_do(lab: Path) -> None:
     assert same.returncode == 2 and "already" in same.stderr
     unknown = vportctl("lab", "migrate", "--dir", str(lab), "vm7", "--to", "hv0", "--json")
     assert unknown.returncode == 2 and json.loads(unknown.stdout)["error"] == "unknown-vm"
+    plot = vportctl("lab", "migrate", "--dir", str(lab), "vm0", "--to", "hv1", "--plot", "p.png")
+    assert plot.returncode == 2 and "--plot needs --probe" in plot.stderr
 
 
-def test_migrate_under_the_probe_and_fail_back(lab: Path) -> None:
+def test_migrate_under_the_probe_and_fail_back(lab: Path, tmp_path: Path) -> None:
     assert vm_of(lab, "vm0")["hypervisor"] == "hv0"
-    first = lab_migrate(lab, "vm0", "--to", "hv1", "--probe")
+    plot = tmp_path / "migration-1.png"
+    first = lab_migrate(lab, "vm0", "--to", "hv1", "--probe", "--plot", str(plot))
+    assert plot.stat().st_size > 0 and plot.read_bytes().startswith(b"\x89PNG")
+    assert {"notify", "notified", "port_added", "old_down", "switchover_end",
+            "source_deleted"} <= set(first["timeline"])  # fmt: skip
     assert (first["vm"], first["source"], first["destination"]) == ("vm0", "hv0", "hv1")
     assert first["outcome"] == "migrated" and first["migration_id"]
     assert first["peer"] == "vm2"  # on neither hv0 nor hv1

@@ -140,6 +140,7 @@ class MigrationReport:
     peer: str | None = None
     announce_errors: list[str] = field(default_factory=list)
     probe: dict[str, Any] | None = None
+    timeline: dict[str, float] = field(default_factory=dict)  # step -> ms from the probe's t0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -368,6 +369,7 @@ def _notify(run: _Run) -> None:
     except ClientError as err:
         raise MigrateError(err.code, f"notify refused: {err.detail}", err.exit_code) from None
     run.phase("handshake", t)
+    run.mark("notified")
     run.rec.migration_id = str(doc.get("id"))
     run.rec.phase = "prepare"
     run.lab.save()
@@ -408,6 +410,7 @@ def _prepare(run: _Run) -> None:
     t = run.mark("prepare")
     run.tap_added = True  # from here on, undo removes it (recorded already)
     run.lab.add_tap(run.vm, run.rec)
+    run.mark("port_added")
     run.old_ifindex = guest.ifindex(run.vm.netns, run.vm.guest_if)
     run.phase("prepare", t)
     run.rec.phase = "precopy"
@@ -591,4 +594,5 @@ def _report(
         converged_ms=round(converged_ms, 3), mode=run.lab.plan.mode, phases=dict(run.phases),
         host_if=placed.host_if, port=placed.port, peer=run.peer.name if run.peer else None,
         announce_errors=[str(e) for e in errors], probe=probe.to_dict() if probe else None,
+        timeline={k: t for k, v in m.items() if (t := rel(v)) is not None},
     )  # fmt: skip

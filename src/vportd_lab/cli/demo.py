@@ -7,6 +7,7 @@ core `vportd_lab.demo.narrated`'s.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from vportd.ctl.argtypes import non_negative_float, positive_int
@@ -22,8 +23,10 @@ stdout: a table per migration (handshake, switchover gap, longest gap,
 excess, lost each way), the cluster's leader and masters, then one JSON line
 ({"migrations": [{"vm", "from", "to", "handshake_ms", "switchover_gap_ms",
 "longest_gap_ms", "lost_ab", "lost_ba", ...}], "cluster", "lab", "ok",
-"error"}); with --json that line only. The lab is torn down at the end, also
-after an error, Ctrl-C or SIGTERM; --keep leaves it up (not after Ctrl-C).
+"error", "plots"}); with --json that line only. Each migration's plot
+(packets per ms each way, its steps marked) goes to --plots DIR (default: a
+new directory under /tmp, named on stderr). The lab is torn down at the end,
+also after an error, Ctrl-C or SIGTERM; --keep leaves it up (not after Ctrl-C).
 
 --sim runs the in-process narration on the sans-I/O core instead (no root,
 no OVS; the other options do not apply).
@@ -51,6 +54,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             pause_ms=args.pause,
             keep=args.keep,
             json=args.json,
+            plots=args.plots,
         )
     )
 
@@ -81,6 +85,11 @@ def add_demo(sub: Any, json_flag: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pause", type=non_negative_float, default=50.0, metavar="MS",
         help="stop-and-copy pause of each switchover, ms (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plots", type=Path, metavar="DIR",
+        help="write each migration's plot (probe packets, steps) to DIR (default: a new "
+        "directory under /tmp; the demo says which)",
     )  # fmt: skip
     p.add_argument(
         "--keep", action="store_true",

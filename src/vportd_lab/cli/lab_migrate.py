@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from vportd.ctl.argtypes import non_negative_float, positive_float, positive_int
 from vportd_lab.bed.announce import AnnounceError
 from vportd_lab.bed.commands import LabError
-from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
+from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
 from vportd_lab.bed.migrate import (
     FAIL_PHASES,
     MigrateError,
@@ -23,6 +24,7 @@ from vportd_lab.bed.migrate import (
 )
 from vportd_lab.bed.ovs import OVSError
 from vportd_lab.bed.probe import ProbeError
+from vportd_lab.bed.probe_plot import plot_report
 
 _LAB_MIGRATE = """\
 Act as the VM manager of a live migration of a lab VM, the way libvirt and
@@ -44,14 +46,18 @@ through the API and the destination tap removed.
 --probe [PEER] runs the traffic probe (UDP every 1 ms both ways) between the
 VM and PEER (default: a VM on neither hypervisor if there is one) from
 before the notify until --settle s after the source delete; the report puts
-its longest gap per direction beside the switchover gap.
+its longest gap per direction beside the switchover gap. --plot FILE.png (with
+--probe) draws the packets received per ms each way, with the migration's
+steps (notify, notify complete, destination port added, old interface down,
+new interface up, source deleted) as vertical lines.
 
 --json prints one object: vm, mac, source, destination, outcome, fail_at,
 migration_id, handshake_ms, switchover_gap_ms, switchover_start_ms and
 switchover_end_ms (from the probe's t0), longest_gap_ms (max of both
 directions), longest_gap_ab_ms, longest_gap_ba_ms, lost_ab, lost_ba (ab: VM
 to peer), excess_ms, converged_ms, phases (ms each), host_if, port, peer,
-announce_errors, probe (the probe's report; null without --probe).
+announce_errors, probe (the probe's report; null without --probe),
+timeline (each step's time, ms from the probe's t0; empty without --probe).
 
 exit status:
   0  migrated (with --fail-at: aborted and the VM back at the source)
@@ -89,6 +95,10 @@ def add_lab_migrate(lab_sub: Any, parents: list[argparse.ArgumentParser]) -> Any
         help="run the traffic probe between the VM and PEER_VM (default: chosen)",
     )  # fmt: skip
     lp.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help="with --probe: draw the probe's packets and the migration's steps to FILE.png",
+    )  # fmt: skip
+    lp.add_argument(
         "--settle", type=non_negative_float, default=0.3, metavar="S",
         help="how long the probe runs on after the source delete (default: %(default)s)",
     )  # fmt: skip
@@ -105,22 +115,23 @@ def add_lab_migrate(lab_sub: Any, parents: list[argparse.ArgumentParser]) -> Any
 
 def run(args: argparse.Namespace, as_json: bool) -> int:
     """`lab migrate` on the lab in `args.dir`: its exit status."""
-    return _migrate(
-        MigrateOptions(
-            dir=args.dir,
-            vm=args.vm,
-            to=args.to,
-            precopy=args.precopy,
-            pause_ms=args.pause,
-            fail_at=args.fail_at,
-            probe=args.probe is not None,
-            peer=args.probe or None,
-            settle=args.settle,
-            wait=args.wait,
-            announce_rounds=args.announce_rounds,
-            json=as_json,
-        )
+    opts = MigrateOptions(
+        dir=args.dir,
+        vm=args.vm,
+        to=args.to,
+        precopy=args.precopy,
+        pause_ms=args.pause,
+        fail_at=args.fail_at,
+        probe=args.probe is not None,
+        peer=args.probe or None,
+        settle=args.settle,
+        wait=args.wait,
+        announce_rounds=args.announce_rounds,
+        json=as_json,
     )
+    if args.plot is not None and args.probe is None:
+        return _error(opts, "bad-option", "lab migrate: --plot needs --probe", EXIT_USAGE)
+    return _migrate(opts, args.plot)
 
 
 def summary(r: MigrationReport) -> str:
@@ -151,7 +162,7 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _migrate(opts: MigrateOptions) -> int:
+def _migrate(opts: MigrateOptions, plot: Path | None) -> int:
     try:
         report = migrate(opts)
     except MigrateError as err:
@@ -161,6 +172,15 @@ def _migrate(opts: MigrateOptions) -> int:
     except KeyboardInterrupt:
         return _error(opts, "interrupted", "lab migrate interrupted (undone)", 130)
     print(json.dumps(report.to_dict()) if opts.json else summary(report))
+    return EXIT_OK if plot is None else _plot(opts, report, plot)
+
+
+def _plot(opts: MigrateOptions, report: MigrationReport, path: Path) -> int:
+    try:
+        plot_report(report, path)
+    except (OSError, ValueError) as err:
+        return _error(opts, "plot-failed", f"lab migrate: the plot failed: {err}", EXIT_FAILED)
+    say(f"plot written to {path}")
     return EXIT_OK
 
 

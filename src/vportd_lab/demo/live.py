@@ -44,6 +44,7 @@ from vportd_lab.bed.ovs import OVSError
 from vportd_lab.bed.plan import DATAPATH_TAP, VM_NAMESPACE, Plan, make_plan
 from vportd_lab.bed.ports import free_block
 from vportd_lab.bed.probe import ProbeError
+from vportd_lab.bed.probe_plot import plot_report
 from vportd_lab.bed.state import StateError, load
 
 CONTROLLERS = HYPERVISORS = VMS = 3
@@ -72,6 +73,7 @@ class DemoOptions:
     pause_ms: float = 50.0  # stop-and-copy
     keep: bool = False
     json: bool = False
+    plots: Path | None = None  # where each migration's plot goes; None: a new dir under /tmp
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Outcome:
     exit_code: int = EXIT_OK
     kept: bool = False
     left: list[str] = field(default_factory=list)  # what teardown could not remove
+    plots: list[Path] = field(default_factory=list)  # one per migration (see `_plot`)
 
 
 def say(message: str) -> None:
@@ -243,9 +246,24 @@ def _tour(opts: DemoOptions, vm_name: str, outcome: Outcome) -> None:
         ))  # fmt: skip
         outcome.hops.append(done)
         say(f"migration {hop}/{opts.hops} done: {_hop_line(done)}")
+        _plot(opts, outcome, done)
         for warning in warnings(done):
             say(f"warning: {warning}")
     outcome.cluster = _cluster(outcome.dir)
+
+
+def _plot(opts: DemoOptions, outcome: Outcome, r: MigrationReport) -> None:
+    """The migration's plot into the plots directory (made on first use); a failed plot
+    is a warning, not the demo's end."""
+    if opts.plots is None:
+        opts.plots = Path(tempfile.mkdtemp(prefix="vportd-demo-plots-", dir="/tmp"))
+    path = opts.plots / f"migration-{len(outcome.hops)}-{r.source}-{r.destination}.png"
+    try:
+        outcome.plots.append(plot_report(r, path))
+    except (OSError, ValueError) as err:
+        say(f"warning: no plot for this migration: {err}")
+        return
+    say(f"plot of migration {len(outcome.hops)}: {path}")
 
 
 def _hop_line(r: MigrationReport) -> str:
@@ -390,6 +408,8 @@ def report(outcome: Outcome, elapsed_s: float) -> str:
     for n, hop in enumerate(outcome.hops, 1):
         lines += [hop_table(n, hop), ""]
     lines.append(_cluster_line(outcome.cluster))
+    if outcome.plots:
+        lines.append(f"plots (one per migration): {outcome.plots[0].parent}")
     where = f"kept in {outcome.dir}" if outcome.kept else "torn down"
     how = "completed" if outcome.error is None else f"FAILED: {outcome.error}"
     lines.append(f"{how} in {elapsed_s:.1f} s; lab {where}")
@@ -424,4 +444,5 @@ def summary_json(outcome: Outcome, elapsed_s: float) -> dict[str, Any]:
         "elapsed_s": round(elapsed_s, 3),
         "ok": outcome.error is None and not outcome.left,
         "error": outcome.error,
+        "plots": [str(p) for p in outcome.plots],
     }
