@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -15,7 +14,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.fakes import ofwire
 from tests.fakes.ovsdb import FakeOvsdb
-from tests.fakes.solo import solo_runtime
+from tests.fakes.solo import in_task, solo_runtime
 from tests.fakes.switch import FakeSwitch
 from tests.fuzz.ovsdbserver import Conn, ScriptedOvsdb
 from tests.southbound.support import WAIT, Recorder, hello, parse_stream, running
@@ -98,16 +97,11 @@ async def _monitor_survives(message: bytes, caplog: pytest.LogCaptureFixture) ->
     async with ScriptedOvsdb({}) as server:
         server.drive(driver)
         monitor = OvsdbMonitor(server.remote, lambda snap: None, backoff=FAST)
-        task = asyncio.create_task(monitor.run())
-        try:
+        async with in_task(monitor.run()) as task:
             async with asyncio.timeout(WAIT):
                 while driver.count < 3 and not task.done():
                     await asyncio.sleep(0.01)
             assert not task.done(), task.exception()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
@@ -150,8 +144,7 @@ async def test_a_patch_pair_on_one_bridge_is_no_link_and_stops_nothing() -> None
         db.add_patch(("hv0", "hv0-hv1", 101), ("hv1", "hv1-hv0", 100))
         db.add_patch(("hv0", "loop-a", 102), ("hv0", "loop-b", 103))
         rt = solo_runtime(db.remote)
-        task = asyncio.create_task(rt.run())
-        try:
+        async with in_task(rt.run()) as task:
             async with asyncio.timeout(WAIT):
                 while not rt.feed.declared and not task.done():
                     await asyncio.sleep(0.01)
@@ -159,10 +152,6 @@ async def test_a_patch_pair_on_one_bridge_is_no_link_and_stops_nothing() -> None
             await db.probe()  # (answered once the monitor has read and handed on the hint)
             assert not task.done(), task.exception()
             assert rt.feed.declared == {Link("hv0", 101, "hv1", 100)}
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def _reply_with(iface: dict[str, Any]) -> dict[str, Any]:
@@ -207,16 +196,11 @@ async def test_an_atom_of_the_wrong_type_ends_the_session_and_stops_nothing(
         rt = solo_runtime(server.remote)
         (monitor,) = rt.monitors
         rt.monitors = [OvsdbMonitor(server.remote, monitor.on_snapshot, backoff=FAST)]
-        task = asyncio.create_task(rt.run())
-        try:
+        async with in_task(rt.run()) as task:
             async with asyncio.timeout(WAIT):
                 while driver.count < 3 and not task.done():
                     await asyncio.sleep(0.01)
             assert not task.done(), task.exception()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     assert "expected an OVSDB" in caplog.text
     assert not rt.core.vports()
 
@@ -238,8 +222,7 @@ async def test_a_closed_connection_of_an_unnamed_datapath_is_not_kept() -> None:
     seen, so that peers naming new datapath ids grew the controller without bound."""
     async with FakeOvsdb() as db:
         rt = solo_runtime(db.remote)
-        task = asyncio.create_task(rt.run())
-        try:
+        async with in_task(rt.run()):
             async with asyncio.timeout(WAIT):
                 await rt.openflow.ready.wait()
             gone = []
@@ -256,10 +239,6 @@ async def test_a_closed_connection_of_an_unnamed_datapath_is_not_kept() -> None:
                         await asyncio.sleep(0.01)
             gc.collect()
             assert [ref() for ref in gone] == [None, None, None]
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def test_a_port_moved_to_another_bridge_under_its_name_and_number_moves_the_vport() -> None:
