@@ -38,6 +38,7 @@ class Scrape:
     switches_connected: int
     switches_mastered: int
     flow_mods_sent: int  # ever, by this controller
+    ovsdb_sessions: int  # OVSDB servers followed with a live session
 
 
 class Metrics:
@@ -104,6 +105,9 @@ class Metrics:
         self._mastered = self._gauge(
             "vportd_switches_mastered", "Switches this controller masters, their flows adopted"
         )
+        self._ovsdb = self._gauge(
+            "vportd_ovsdb_sessions", "OVSDB servers this controller follows with a live session"
+        )
         self._conflicts = self._gauge(
             "vportd_mac_conflicts",
             "MACs up on a second port of a switch this controller masters while their vPort's "
@@ -167,6 +171,7 @@ class Metrics:
         self._members.set(s.members)
         self._connected.set(s.switches_connected)
         self._mastered.set(s.switches_mastered)
+        self._ovsdb.set(s.ovsdb_sessions)
         # The switches keep the count; the counter follows it by what it grew since.
         self._flow_mods.inc(max(s.flow_mods_sent - self._flow_mods_seen, 0))
         self._flow_mods_seen = max(s.flow_mods_sent, self._flow_mods_seen)

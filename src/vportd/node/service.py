@@ -49,6 +49,7 @@ class ControllerService:
         runtime.metrics.scraped(Scrape(
             core.vport_count(), core.migration_counts(), core.leading, len(core.members),
             len(switches.connected), len(switches.adopted), switches.stats.flow_mods_sent,
+            sum(m.live for m in runtime.monitors),
         ))  # fmt: skip
         return runtime.metrics.render()
 
