@@ -4,6 +4,7 @@ observed in `vportd_migration_downtime_seconds`; refused at the edge in any bad 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -15,6 +16,9 @@ from tests.rig.cluster import Rig
 from tests.rig.fabric import VmPort
 from tests.rig.http import JSON, PEER_AUTH, notify_body
 from vportd.api.forwarding import ANSWERED_BY
+from vportd_lab.bed.downtime import MAX_ARRIVALS, body
+from vportd_lab.bed.migrate import MigrationReport
+from vportd_lab.bed.probe_report import DirectionReport, ProbeReport
 
 REPORT = {
     "directions": [
@@ -135,10 +139,78 @@ async def test_a_bad_report_is_refused_at_the_edge(
     rig: Rig, migrated: str, leader: httpx.AsyncClient, follower: httpx.AsyncClient
 ) -> None:
     path = f"/v1/migrations/{migrated}/downtime"
-    for what, body in BAD:
+    for what, raw in BAD:
         for client in (leader, follower):
-            got = await client.put(path, content=body, headers=JSON)
+            got = await client.put(path, content=raw, headers=JSON)
             assert 400 <= got.status_code < 500, (what, got.status_code, got.text)
             assert set(got.json()) == {"error", "detail"}, what
     assert rig.leader.core.migration(migrated).downtime is None
     assert downtime_count(rig) == 0.0
+
+
+def lab_report(
+    mid: str, series_ms: int = 1000, gap: tuple[int, int] = (500, 560)
+) -> MigrationReport:
+    """A `lab migrate --probe` report of migration `mid`: a packet each ms but in `gap`."""
+    series = [0 if gap[0] <= ms < gap[1] else 1 for ms in range(series_ms)]
+
+    def direction(source: str, destination: str) -> DirectionReport:
+        return DirectionReport(
+            source=source, destination=destination, sent=series_ms, received=sum(series),
+            lost=series_ms - sum(series), duplicates=0, reordered=0, send_errors=0,
+            skipped_slots=0, rate_pps=1000.0, late_us_p50=10.0, late_us_p99=50.0,
+            late_us_max=80.0, longest_gap_ms=float(gap[1] - gap[0] + 1),
+            gap_start_ms=gap[0] - 1.0, gap_end_ms=float(gap[1]), gap_lost=gap[1] - gap[0],
+            first_rx_ms=0.0, last_rx_ms=series_ms - 1.0, latency_ms_p50=0.1,
+            latency_ms_max=0.5, series=series,
+        )  # fmt: skip
+
+    probe = ProbeReport(
+        interval_ms=1.0, t0_ns=10**12, duration_ms=float(series_ms), series_bin_ms=1.0,
+        rx_clock="kernel", sched="other", clock_stepped=False,
+        a_to_b=direction("vm0/10.0.0.1", "vm2/10.0.0.3"),
+        b_to_a=direction("vm2/10.0.0.3", "vm0/10.0.0.1"),
+    )  # fmt: skip
+    return MigrationReport(
+        vm="vm0", mac=VM_A.mac, source="hv0", destination="hv1", outcome="migrated",
+        fail_at=None, migration_id=mid, handshake_ms=3.0, switchover_gap_ms=58.0,
+        switchover_start_ms=499.0, switchover_end_ms=558.0, longest_gap_ms=61.0,
+        longest_gap_ab_ms=61.0, longest_gap_ba_ms=61.0, lost_ab=60, lost_ba=60,
+        excess_ms=3.0, converged_ms=5.0, peer="vm2", probe=probe.to_dict(),
+    )  # fmt: skip
+
+
+def test_the_labs_report_is_the_probes_measurement_in_wall_clock_time() -> None:
+    doc = body(lab_report("m-1"), t0=1_000_000.0)
+
+    assert doc is not None
+    ab, ba = doc["directions"]
+    assert (ab["name"], ba["name"]) == ("vm0 -> vm2", "vm2 -> vm0")
+    assert (ab["gap_s"], ab["lost"]) == (0.061, 60)
+    assert ab["arrivals"][:2] == [1_000_000.0, 1_000_000.001]
+    assert 1_000_000.5 not in ab["arrivals"]  # in the gap
+    assert len(ab["arrivals"]) == 1000 - 60
+    assert body(dataclasses.replace(lab_report("m-1"), probe=None)) is None
+    assert body(dataclasses.replace(lab_report("m-1"), migration_id=None)) is None
+
+
+def test_a_long_run_reports_the_arrivals_nearest_the_gap() -> None:
+    doc = body(lab_report("m-1", series_ms=20_000, gap=(15_000, 15_100)), t0=0.0)
+
+    assert doc is not None
+    arrivals = doc["directions"][0]["arrivals"]
+    assert len(arrivals) == MAX_ARRIVALS
+    assert arrivals[0] < 14.999 and arrivals[-1] > 15.1  # the gap is inside, near the middle
+    assert not [t for t in arrivals if 15.0 <= t < 15.1]
+
+
+async def test_the_cluster_takes_the_labs_report(
+    rig: Rig, migrated: str, leader: httpx.AsyncClient
+) -> None:
+    doc = body(lab_report(migrated))
+    put = await leader.put(f"/v1/migrations/{migrated}/downtime", json=doc)
+
+    assert put.status_code == 200, put.text
+    directions = put.json()["downtime"]["directions"]
+    assert [len(d["arrivals"]) for d in directions] == [940, 940]
+    assert downtime_count(rig) == 2.0
