@@ -4,9 +4,11 @@ observed in `vportd_migration_downtime_seconds`; refused at the edge in any bad 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,9 +16,10 @@ import pytest
 from tests.api.conftest import VM_A
 from tests.rig.cluster import Rig
 from tests.rig.fabric import VmPort
-from tests.rig.http import JSON, PEER_AUTH, notify_body
+from tests.rig.http import JSON, PEER_AUTH, free_port, notify_body, token_files
 from vportd.api.forwarding import ANSWERED_BY
-from vportd_lab.bed.downtime import MAX_ARRIVALS, body
+from vportd.ctl.target import Target
+from vportd_lab.bed.downtime import MAX_ARRIVALS, body, report_downtime, send
 from vportd_lab.bed.migrate import MigrationReport
 from vportd_lab.bed.probe_report import DirectionReport, ProbeReport
 
@@ -214,3 +217,21 @@ async def test_the_cluster_takes_the_labs_report(
     directions = put.json()["downtime"]["directions"]
     assert [len(d["arrivals"]) for d in directions] == [940, 940]
     assert downtime_count(rig) == 2.0
+
+
+async def test_the_lab_sends_its_report_and_a_failure_is_a_warning(
+    rig: Rig, migrated: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vmm_token, _ = token_files(tmp_path / "tokens")
+    follower = Target((rig.followers()[0].url,), "test", vmm_token, "test")
+    nowhere = Target((f"http://127.0.0.1:{free_port()}",), "test", vmm_token, "test")
+    report = lab_report(migrated)
+
+    assert await asyncio.to_thread(send, follower, report) is True
+    shown = rig.leader.core.migration(migrated).downtime
+    assert shown is not None and [d.name for d in shown.directions] == ["vm0 -> vm2", "vm2 -> vm0"]
+
+    assert await asyncio.to_thread(send, nowhere, report) is False
+    assert await asyncio.to_thread(report_downtime, tmp_path / "no-lab", report) is False
+    assert capsys.readouterr().err.count("warning: the probe's measurement was not reported") == 2
+    assert downtime_count(rig) == 2.0  # the one report that arrived

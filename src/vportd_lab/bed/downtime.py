@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vportd.ctl.client import ClientError
-from vportd.ctl.target import connect, resolve_target
+from vportd.ctl.target import Target, connect, resolve_target
 from vportd_lab.bed.endpoints import find_lab
 from vportd_lab.bed.messages import say
 from vportd_lab.bed.migrate import MigrationReport
@@ -72,17 +72,32 @@ def arrivals_ms(d: DirectionReport, bin_ms: float) -> list[float]:
 
 
 def report_downtime(lab_dir: Path, r: MigrationReport) -> bool:
-    """Send the probe's measurement to the lab's cluster; False (and a warning) if it
-    could not be sent, or there was nothing to send."""
+    """Send the probe's measurement to the cluster of the lab in `lab_dir` (as `vportctl
+    --lab` finds its API and token); False, with a warning, if it was not sent."""
+    if body(r) is None:
+        return False  # (no probe, or no migration the cluster knows of: nothing to send)
+    try:
+        target = resolve_target(None, None, lab_dir, os.environ, labs=find_lab)
+    except ClientError as err:
+        return _unsent(err)
+    return send(target, r)
+
+
+def send(target: Target, r: MigrationReport) -> bool:
+    """Send the probe's measurement to the API at `target`; False, with a warning, if it
+    was not sent."""
     doc = body(r)
     if doc is None or r.migration_id is None:
         return False
     try:
-        target = resolve_target(None, None, lab_dir, os.environ, labs=find_lab)
         with connect(target) as client:
             client.report_downtime(r.migration_id, doc)
     except (ClientError, OSError) as err:
-        say(f"warning: the probe's measurement was not reported to the cluster: {err}")
-        return False
+        return _unsent(err)
     say(f"the probe's measurement reported to the cluster (migration {r.migration_id})")
     return True
+
+
+def _unsent(err: Exception) -> bool:
+    say(f"warning: the probe's measurement was not reported to the cluster: {err}")
+    return False
