@@ -2,8 +2,9 @@
 
 The core reads no clock (it is given `now`), so the runtime tells this watch
 when it took a new notify and when it released a notify complete, and has it
-look at the migrations it follows after every input. The first look that finds one activated (or completed) observes its
-activation time; the look that finds it ended counts its final state.
+look at the migrations it follows after every input. The first look that
+finds one activated (or completed) observes its activation time; the look
+that finds it ended counts its final state.
 Migrations a new leader adopted from the last one are not followed: when
 they were notified is not known here. Nor is a migration's downtime: no
 controller sees the VM's traffic stop and resume; a VMM or the lab's probe
