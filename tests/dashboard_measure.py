@@ -24,6 +24,7 @@ from tests.cdp import Page, browser
 from tests.rig.cluster import Rig, running
 from tests.rig.http import AUTH, TOKEN
 from vportd.api.dashboard import Feed
+from vportd.api.vport_page import TableView
 from vportd.core.model import Location, VPortRecord
 
 BATCH = 1000  # records per store transaction
@@ -67,23 +68,28 @@ def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-async def feed_cost(rig: Rig) -> tuple[int, float]:
-    """One snapshot's size in bytes and the median ms to build and serialise it."""
+async def feed_cost(rig: Rig, view: TableView) -> tuple[int, float, object]:
+    """One snapshot's size in bytes, the median ms to build and serialise it, and the
+    vPort count it gives."""
     member = rig.followers()[0]
-    feed = Feed(member.service, member.forwarder, AUTH["Authorization"])
-    spent, body = [], ""
+    feed = Feed(member.service, member.forwarder, AUTH["Authorization"], view)
+    spent, snap = [], {}
     for _ in range(ROUNDS):
         began = time.perf_counter()
-        body = json.dumps(await feed.snapshot(), separators=(",", ":"))
+        snap = await feed.snapshot()
+        body = json.dumps(snap, separators=(",", ":"))
         spent.append((time.perf_counter() - began) * 1000)
-    return len(f"event: snapshot\ndata: {body}\n\n".encode()), median(spent)
+    total = snap["vports"]["total"]  # type: ignore[index]
+    return len(f"event: snapshot\ndata: {body}\n\n".encode()), median(spent), total
 
 
 async def page_cost(page: Page, url: str, rows: int) -> tuple[float, float, int]:
     await page.goto(f"{url}/ui/")
     await page.evaluate(f"sessionStorage.setItem('vportd.token', '{TOKEN}')")
     await page.goto(f"{url}/ui/")
-    await page.until(f"latest !== null && latest.vports.rows.length >= {min(rows, 1)}", "a snapshot", 120)
+    await page.until(
+        f"latest !== null && latest.vports.rows.length >= {min(rows, 1)}", "a snapshot", 120
+    )
     runs = []
     for _ in range(ROUNDS):
         value = await page.evaluate(RENDER)
@@ -96,11 +102,13 @@ async def measure(n: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         async with running(Path(tmp)) as rig:
             await seed(rig, n)
-            size, build_ms = await feed_cost(rig)
+            size, build_ms, total = await feed_cost(rig, TableView())
+            _, find_ms, _ = await feed_cost(rig, TableView(ovs="hw7", find="10.0.3"))
             async with browser(Path(tmp) / "profile") as page:
                 parse_ms, render_ms, shown = await page_cost(page, rig.followers()[0].url, n)
     return {
-        "vports": n, "snapshot_bytes": size, "snapshot_build_ms": round(build_ms, 1),
+        "vports": n, "snapshot_vports_total": total, "snapshot_bytes": size,
+        "snapshot_build_ms": round(build_ms, 1), "filtered_build_ms": round(find_ms, 1),
         "page_parse_ms": round(parse_ms, 1), "page_render_ms": round(render_ms, 1),
         "rows_rendered": shown,
     }  # fmt: skip
