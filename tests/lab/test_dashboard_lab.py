@@ -129,4 +129,9 @@ async def test_both_pages_show_the_vms_and_a_lab_migration_live(lab: Path, tmp_p
             vport = f"document.querySelector('#vports tr[data-vm=\"{mac}\"]')"
             await page.until(f"{vport}.dataset.ovs === 'hv1'", "vm0 on hv1", PATIENCE)
             assert await placed(page) == expected | {mac: "hv1"}
+            move = f"{vport}.querySelector('.move[data-migration=\"{mid}\"]')"
+            await page.until(f"{move}?.dataset.state === 'completed'", "vm0's move", PATIENCE)
+            assert str(await page.evaluate(f"{move}.textContent")).startswith(
+                "hv0 \u2192 hv1 completed "
+            )
             assert await page.evaluate("window.loadedOnce") is True
