@@ -229,7 +229,7 @@ function remember(migrations) {
     mine.set(m.id, { id: m.id, from: m.source, to: m.destination, state: m.state, seen });
     while (mine.size > MOVES_KEPT) mine.delete(mine.keys().next().value);
   }
-  fedOnce = true;
+  fedOnce = fedOnce || !migrations.error;
 }
 
 function clock(date) {
@@ -276,7 +276,9 @@ function renderVports(vports) {
   const error = $("vports-error");
   error.hidden = !vports.error;
   error.textContent = vports.error ? vports.detail : "";
-  syncOptions($("filter-ovs"), vports.hypervisors);
+  // The chosen hypervisor stays a choice while it has no vPorts (0 matching).
+  const hypervisors = new Set([...vports.hypervisors, view.ovs]);
+  syncOptions($("filter-ovs"), [...hypervisors].filter(Boolean).sort());
   view.page = vports.page; // the controller's, if the table shrank under this page
   const rows = vports.rows;
   fill("vports", rows.map(vportRow), "no vPorts match");
