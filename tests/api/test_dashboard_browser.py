@@ -56,12 +56,14 @@ async def test_the_page_shows_the_vports_and_a_migration_live(rig: Rig, tmp_path
         await page.evaluate(
             "const f = document.getElementById('filter-ovs'); f.value = 'hv1';"
             "f.dispatchEvent(new Event('change'))"
-        )
+        )  # the controller filters: the stream starts again with ?ovs=hv1
+        await page.until(f"{ROWS}.length === 1", "the hypervisor filter")
         assert await shown(page) == [VM_B.mac]
         await page.evaluate(
             "const g = document.getElementById('filter-ovs'); g.value = '';"
             "g.dispatchEvent(new Event('change'))"
         )
+        await page.until(f"{ROWS}.length === 2", "every vPort again")
 
         leader = rig.client(rig.leader.id)
         started = await leader.post("/v1/migrations", json=notify_body(VM_A.mac, "hv0", "hv1"))

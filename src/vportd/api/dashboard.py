@@ -3,8 +3,9 @@
 The page (`ui/`: plain HTML, JavaScript and CSS, no build step) is open, as
 it holds no secret; it asks for the northbound token and reads the feed
 with it. The feed is server-sent events: a `snapshot` event (the cluster,
-its switches, this controller's health, the vPorts and the leader's
-migrations, as the JSON routes render them) whenever what it would say
+its switches, this controller's health, one page of the vPort table, filtered
+as the stream's query asks (`vport_page`), and the leader's migrations, as
+the JSON routes render them) whenever what it would say
 changes, sampled at most `RATE` times a second, and a comment line as a
 heartbeat while nothing changes. Each stream lives only as long as its
 request: the server cancels it when the client goes, and at most
@@ -26,9 +27,9 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -36,8 +37,9 @@ from starlette.types import Receive, Scope, Send
 from vportd.api.errors import ApiError
 from vportd.api.forwarding import FORWARDED_BY
 from vportd.api.models import HealthOut, MigrationOut
-from vportd.api.northbound import cluster_out, switches_out, vports_out
+from vportd.api.northbound import cluster_out, switches_out
 from vportd.api.service import Service
+from vportd.api.vport_page import TableView, table_page, table_view
 from vportd.cluster.peers import Forwarder, PeerUnreachable
 from vportd.core.errors import CoreError
 from vportd.core.messages import MigrationView
@@ -88,10 +90,12 @@ def events_router(service: Service, forwarder: Forwarder) -> APIRouter:
     # Out of the OpenAPI schema: an answer that never ends is no request/response
     # operation to the schema's clients (schemathesis reads whole answers).
     @router.get("/events", include_in_schema=False)
-    async def events(request: Request) -> StreamingResponse:
+    async def events(
+        request: Request, view: Annotated[TableView, Depends(table_view)]
+    ) -> StreamingResponse:
         """Server-sent events: a `snapshot` whenever the dashboard's view changes."""
         streams.enter()
-        feed = Feed(service, forwarder, request.headers.get("authorization", ""))
+        feed = Feed(service, forwarder, request.headers.get("authorization", ""), view)
         return EventStream(stream(feed), streams)
 
     return router
@@ -139,6 +143,7 @@ class Feed:
     service: Service
     forwarder: Forwarder
     authorization: str
+    view: TableView = field(default_factory=TableView)  # the vPort table's filters and page
     _relayed: dict[str, object] = field(default_factory=dict)
     _relayed_at: float = float("-inf")
 
@@ -150,16 +155,9 @@ class Feed:
             "cluster": cluster_out(service).model_dump(mode="json"),
             "health": HealthOut(ok=health.ok, detail=health.detail).model_dump(mode="json"),
             "switches": [s.model_dump(mode="json") for s in switches_out(service)],
-            "vports": self._vports(),
+            "vports": table_page(service, self.view),
             "migrations": await self._migrations(),
         }
-
-    def _vports(self) -> dict[str, object]:
-        try:
-            rows = vports_out(self.service)
-        except ApiError as err:  # not ready yet
-            return {"error": err.code, "detail": err.detail, "rows": []}
-        return {"rows": [v.model_dump(mode="json") for v in rows]}
 
     async def _migrations(self) -> dict[str, object]:
         service = self.service

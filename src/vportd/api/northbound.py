@@ -8,6 +8,7 @@ service sees it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -155,9 +156,10 @@ def _conflicts(service: Service) -> dict[str, list[ConflictOut]]:
     return by_vm
 
 
-def vports_out(service: Service) -> list[VPortOut]:
-    """Every vPort as `GET /v1/vports` shows it (NotReady until the table is loaded)."""
-    records = service.vports()
+def vports_out(service: Service, records: Sequence[VPortRecord] | None = None) -> list[VPortOut]:
+    """Every vPort (or those of `records`) as `GET /v1/vports` shows it (NotReady until the
+    table is loaded)."""
+    records = service.vports() if records is None else records
     known, dup = _dpids(service), _conflicts(service)
     return [_vport(rec, known, dup) for rec in records]
 

@@ -5,9 +5,22 @@
 
 const TOKEN_KEY = "vportd.token";
 const RETRY_MS = 2000;
+// A stream given up a moment ago (a new filter or page) may still hold its place on the
+// controller (503 too-many-streams) until the server sees it gone: retry soon, a few times.
+const QUICK_RETRY_MS = 200;
+const QUICK_RETRIES = 10;
+const FIND_DELAY_MS = 300; // typing in the search box restarts the stream once it pauses
 const OPEN_STATES = new Set(["preparing", "ready", "activated"]);
+const MOVES_SHOWN = 3; // recent moves a vPort's row lists
+const MOVES_KEPT = 5; // per VM
+const VMS_KEPT = 20000; // VMs whose moves the page remembers
 let latest = null;
 let stream = null; // the AbortController of the running read, if any
+// The vPort table the feed sends: the controller filters and pages it (one page of rows).
+const view = { ovs: "", state: "", find: "", page: 0 };
+// Each VM's moves this page has seen in the feed's migrations: vm -> Map(id -> move).
+const moves = new Map();
+let fedOnce = false; // a snapshot's migrations were remembered already
 
 const $ = (id) => document.getElementById(id);
 
@@ -80,11 +93,21 @@ function start() {
   follow(token, stream.signal);
 }
 
+function eventsUrl() {
+  const query = new URLSearchParams();
+  for (const key of ["ovs", "state", "find"]) if (view[key]) query.set(key, view[key]);
+  if (view.page) query.set("page", String(view.page));
+  const text = query.toString();
+  return "/v1/events" + (text ? "?" + text : "");
+}
+
 async function follow(token, signal) {
+  let quick = QUICK_RETRIES;
   while (!signal.aborted) {
     setStatus("connecting", "");
+    let busy = false;
     try {
-      const answer = await fetch("/v1/events", {
+      const answer = await fetch(eventsUrl(), {
         headers: { Authorization: "Bearer " + token, Accept: "text/event-stream" },
         cache: "no-store",
         signal,
@@ -93,6 +116,7 @@ async function follow(token, signal) {
         const body = await answer.json().catch(() => ({}));
         return signOut("Refused: " + (body.detail || answer.status));
       }
+      busy = answer.status === 503;
       if (!answer.ok) throw new Error("HTTP " + answer.status);
       setStatus("live", "live");
       await readEvents(answer.body, signal);
@@ -101,7 +125,8 @@ async function follow(token, signal) {
       console.warn("event stream:", err);
     }
     setStatus("reconnecting", "down");
-    await new Promise((done) => setTimeout(done, RETRY_MS));
+    const wait = busy && quick-- > 0 ? QUICK_RETRY_MS : RETRY_MS;
+    await new Promise((done) => setTimeout(done, wait));
   }
 }
 
@@ -113,7 +138,7 @@ async function readEvents(body, signal) {
     if (done) return;
     buffer += value.replace(/\r\n?/g, "\n");
     let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
+    while ((end = buffer.indexOf("\n\n")) >= 0 && !signal.aborted) {
       onFrame(buffer.slice(0, end));
       buffer = buffer.slice(end + 2);
     }
@@ -142,6 +167,7 @@ function render(snap) {
   $("controller").textContent = "controller " + snap.controller;
   renderCluster(snap);
   renderMigrations(snap.migrations);
+  remember(snap.migrations);
   renderVports(snap.vports);
 }
 
@@ -186,9 +212,44 @@ function renderMigrations(migrations) {
   VportdMigrations.render(migrations); // each row opens its timeline (migrations.js)
 }
 
-function stateOf(v) {
-  if (v.conflicts && v.conflicts.length) return "conflict";
-  return v.migration_state === "migrating" ? "migrating" : v.port_state;
+// -- the vPort table --------------------------------------------------------------------
+// Each VM's moves, from the migrations the feed carries (open ones and the leader's recent
+// ones), kept while the page is open: a move's time is its notify's (the first step of its
+// timeline), or else when this page first saw it.
+function remember(migrations) {
+  for (const m of [...migrations.recent, ...migrations.open]) {
+    let mine = moves.get(m.vm);
+    if (!mine) {
+      if (moves.size >= VMS_KEPT) moves.delete(moves.keys().next().value);
+      mine = new Map();
+      moves.set(m.vm, mine);
+    }
+    const known = mine.get(m.id);
+    const before = !fedOnce && !OPEN_STATES.has(m.state); // ended before the page opened
+    const first = (m.timeline || [])[0];
+    const seen = first ? new Date(first.at * 1000) : known ? known.seen : (before ? null : new Date());
+    mine.set(m.id, { id: m.id, from: m.source, to: m.destination, state: m.state, seen });
+    while (mine.size > MOVES_KEPT) mine.delete(mine.keys().next().value);
+  }
+  fedOnce = fedOnce || !migrations.error;
+}
+
+function clock(date) {
+  return date.toTimeString().slice(0, 8);
+}
+
+function movesCell(vm) {
+  const td = el("td", null, "moves");
+  const mine = [...(moves.get(vm) || new Map()).values()].reverse().slice(0, MOVES_SHOWN);
+  for (const m of mine) {
+    const cls = m.state === "completed" ? "ok" : (OPEN_STATES.has(m.state) ? "warn" : "bad");
+    const when = m.seen ? " " + clock(m.seen) : "";
+    const move = el("div", m.from + " \u2192 " + m.to + " " + m.state + when, "move " + cls);
+    move.dataset.migration = m.id;
+    move.dataset.state = m.state;
+    td.appendChild(move);
+  }
+  return td;
 }
 
 function syncOptions(select, values) {
@@ -200,44 +261,61 @@ function syncOptions(select, values) {
   select.value = values.includes(keep) ? keep : "";
 }
 
+function vportRow(v) {
+  const migrating = v.migration_state === "migrating";
+  return row([
+    el("td", v.vm, "mono"), el("td", v.ips.join(", "), "mono"), el("td", v.ovs || "-"),
+    el("td", v.port_name ? v.port_name + " (" + v.port + ")" : (v.port ?? "-")),
+    el("td", v.port_state, v.port_state === "up" ? "ok" : "bad"),
+    el("td", migrating ? "to " + v.destination : "-", migrating ? "warn" : ""),
+    el("td", v.seq),
+    el("td", (v.conflicts || []).map((c) => c.port.ovs + "/" + c.port.port).join(", "), "bad"),
+    movesCell(v.vm),
+  ], { "data-vm": v.vm, "data-ovs": v.ovs || "" });
+}
+
 function renderVports(vports) {
   const error = $("vports-error");
   error.hidden = !vports.error;
   error.textContent = vports.error ? vports.detail : "";
+  // The chosen hypervisor stays a choice while it has no vPorts (0 matching).
+  const hypervisors = new Set([...vports.hypervisors, view.ovs]);
+  syncOptions($("filter-ovs"), [...hypervisors].filter(Boolean).sort());
+  view.page = vports.page; // the controller's, if the table shrank under this page
   const rows = vports.rows;
-  const hypervisors = [...new Set(rows.map((v) => v.ovs).filter(Boolean))].sort();
-  syncOptions($("filter-ovs"), hypervisors);
-  // The segment hook: shown once vPorts carry a `segment`.
-  const segments = [...new Set(rows.map((v) => v.segment).filter(Boolean))].sort();
-  $("filter-segment-label").hidden = segments.length === 0;
-  syncOptions($("filter-segment"), segments);
-  const ovs = $("filter-ovs").value;
-  const state = $("filter-state").value;
-  const segment = $("filter-segment").value;
-  const shown = rows.filter((v) =>
-    (!ovs || v.ovs === ovs) && (!state || stateOf(v) === state || v.port_state === state) &&
-    (!segment || v.segment === segment));
-  fill("vports", shown.map((v) => row([
-    el("td", v.vm, "mono"), el("td", v.ips.join(", "), "mono"), el("td", v.ovs || "-"),
-    el("td", v.port_name ? v.port_name + " (" + v.port + ")" : (v.port ?? "-")),
-    el("td", v.port_state, v.port_state === "up" ? "ok" : "bad"),
-    el("td", v.migration_state === "migrating" ? "to " + v.destination : "-",
-       v.migration_state === "migrating" ? "warn" : ""),
-    el("td", v.seq),
-    el("td", (v.conflicts || []).map((c) => c.port.ovs + "/" + c.port.port).join(", "), "bad"),
-  ], { "data-vm": v.vm, "data-ovs": v.ovs || "" })), "no vPorts match");
-  $("vport-shown").textContent = shown.length + " of " + rows.length + " shown";
+  fill("vports", rows.map(vportRow), "no vPorts match");
+  const first = vports.page * vports.size;
+  const pages = Math.max(1, Math.ceil(vports.matched / vports.size));
+  $("vport-shown").textContent = (rows.length ? (first + 1) + "\u2013" + (first + rows.length) : "0")
+    + " of " + vports.matched + " matching (" + vports.total + " vPorts)";
+  $("page-info").textContent = "page " + (vports.page + 1) + " of " + pages;
+  $("page-prev").disabled = vports.page === 0;
+  $("page-next").disabled = vports.page + 1 >= pages;
 }
 
-function rerender() {
-  if (latest) renderVports(latest.vports);
+// A new filter or page: the controller filters and pages, so the stream starts again.
+function reshow(changes) {
+  Object.assign(view, changes);
+  $("vport-shown").textContent = "loading\u2026";
+  if (sessionStorage.getItem(TOKEN_KEY)) start();
+}
+
+let findTimer = null;
+
+function onFind() {
+  clearTimeout(findTimer);
+  findTimer = setTimeout(() => reshow({ find: $("filter-find").value.trim(), page: 0 }),
+                         FIND_DELAY_MS);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", signIn);
   $("logout").addEventListener("click", () => signOut());
-  for (const id of ["filter-ovs", "filter-state", "filter-segment"]) {
-    $(id).addEventListener("change", rerender);
-  }
+  $("filter-ovs").addEventListener("change", () => reshow({ ovs: $("filter-ovs").value, page: 0 }));
+  $("filter-state").addEventListener(
+    "change", () => reshow({ state: $("filter-state").value, page: 0 }));
+  $("filter-find").addEventListener("input", onFind);
+  $("page-prev").addEventListener("click", () => reshow({ page: Math.max(0, view.page - 1) }));
+  $("page-next").addEventListener("click", () => reshow({ page: view.page + 1 }));
   start();
 });
