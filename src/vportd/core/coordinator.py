@@ -13,6 +13,7 @@ a `FlapLimit`, a VM that moved too often lately is refused (`core.flaps`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -25,7 +26,7 @@ from vportd.core.errors import (
     NotOnSource,
     UnknownMigration,
 )
-from vportd.core.flaps import FlapLimit, Moves
+from vportd.core.flaps import FlapLimit, Moves, MoveTimes
 from vportd.core.membership import Membership
 from vportd.core.messages import (
     EventKind,
@@ -292,8 +293,10 @@ class Coordinator:
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return None
+        decision = Decision()
         if state in _MOVED and m.state is not Status.ACTIVATED and self._moves is not None:
-            self._moves.moved(m.vm, now)  # (a migration moves its VM once)
+            # (a migration moves its VM once); the VM's moves go to the store
+            decision.moves.append(self._moves.moved(m.vm, now))
         if state.finished:
             self._finish(m, state, now)
         else:
@@ -303,8 +306,8 @@ class Coordinator:
         if state.finished and not m.answered:
             m.answered = True
             error = None if state is Status.COMPLETED else MigrationConflict(f"migration {state}")
-            return Decision(answers=[NotifyAnswer(m.view(), error)])
-        return None
+            decision.answers.append(NotifyAnswer(m.view(), error))
+        return decision or None
 
     # -- abort and timeouts ----------------------------------------------
     def abort(self, migration_id: str, table: VPortTable, now: float) -> Decision:
@@ -328,7 +331,7 @@ class Coordinator:
                 decision.absorb(self._expire(m, table, now))
         self._forget(now)
         if self._moves is not None:
-            self._moves.forget(now)
+            decision.moves += self._moves.forget(now)  # (records to delete)
         return decision
 
     def _expire(self, m: Migration, table: VPortTable, now: float) -> Decision:
@@ -369,6 +372,11 @@ class Coordinator:
         return decision
 
     # -- leader change ---------------------------------------------------
+    def restore_moves(self, records: Iterable[MoveTimes]) -> None:
+        """A new leader takes the VMs' moves its predecessors stored (flap damping)."""
+        if self._moves is not None:
+            self._moves.restore(records)
+
     def adopt(self, table: VPortTable, now: float) -> None:
         """A new leader takes over the migrations its table shows as open."""
         for rec in table:
