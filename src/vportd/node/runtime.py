@@ -23,7 +23,7 @@ from vportd.cluster.writer import NotDurable
 from vportd.core.controller import Controller
 from vportd.core.coordinator import History, Timeouts
 from vportd.core.errors import CoreError, NoController
-from vportd.core.flaps import FlapLimit
+from vportd.core.flaps import FlapLimit, MoveTimes
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
     EventKind,
@@ -73,10 +73,12 @@ class Runtime:
         config: Config,
         clock: Callable[[], float] = time.monotonic,
         *,
+        wall: Callable[[], float] = time.time,  # unix time: what the store's times are in
         tls: Contexts | None = None,  # [tls]: OpenFlow and ssl: OVSDB remotes with these
     ) -> None:
         self.config = config
         self.clock = clock
+        self.wall = wall
         me, m = config.controller.id, config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
@@ -394,10 +396,13 @@ class Runtime:
         self.core.leader_is(leader)
         self.metrics.leader_changed()
 
-    def lead(self) -> None:
-        self.core.lead(self.clock())
+    def lead(self, moves: Sequence[MoveTimes]) -> None:
+        self.core.lead(self.clock(), moves)
         log.info("%s leads the cluster (adopted %d open migrations)",
                  self.core.me, self.core.open_migrations())  # fmt: skip
+
+    def unix_offset(self) -> float:
+        return self.wall() - self.clock()
 
     def step_down(self) -> None:
         self.core.step_down()
