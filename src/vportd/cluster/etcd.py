@@ -6,6 +6,8 @@ Keyspace under the prefix P:
   P/members/{id}     {"id", "api", "openflow"} on the member's lease
   P/masters/{switch} {"id"} on the master's lease; its create_revision is the
                      mastership's generation id (monotonic)
+  P/moves/{mac}      a VM's recent moves (JSON, flap damping); put or deleted by
+                     the leader, fenced by its leadership
 
 A role is held as long as its key lives; a `Fence` names the key and its
 create_revision, and a fenced write only applies while that key is the same
