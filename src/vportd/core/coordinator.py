@@ -296,7 +296,7 @@ class Coordinator:
         decision = Decision()
         if state in _MOVED and m.state is not Status.ACTIVATED and self._moves is not None:
             # (a migration moves its VM once); the VM's moves go to the store
-            decision.moves.append(self._moves.moved(m.vm, now))
+            decision.moves += (self._moves.moved(m.vm, now),)
         if state.finished:
             self._finish(m, state, now)
         else:
@@ -331,7 +331,7 @@ class Coordinator:
                 decision.absorb(self._expire(m, table, now))
         self._forget(now)
         if self._moves is not None:
-            decision.moves += self._moves.forget(now)  # (records to delete)
+            decision.moves += tuple(self._moves.forget(now))  # (records to delete)
         return decision
 
     def _expire(self, m: Migration, table: VPortTable, now: float) -> Decision:

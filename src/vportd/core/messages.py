@@ -193,8 +193,9 @@ class Output(Generic[R]):
     messages: list[Send] = field(default_factory=list)
     answers: list[NotifyAnswer] = field(default_factory=list)
     reply: R | None = None
-    # The leader's records of VMs' moves (flap damping), fenced by its leadership.
-    moves: list[MoveTimes] = field(default_factory=list)
+    # The leader's records of VMs' moves (flap damping), fenced by its leadership. (A
+    # tuple: most outputs have none, and an empty tuple costs no allocation.)
+    moves: tuple[MoveTimes, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.flow_mods or self.writes or self.messages or self.answers or self.moves)
