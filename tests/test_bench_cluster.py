@@ -6,6 +6,8 @@ Three real `vportd` processes, a private etcd and a dummy-datapath OVS, as
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -33,8 +35,27 @@ SIZES = Sizes(migrations=6, propagation=4, storm=60, switches=3, failovers=1)
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Core: kept\n\nbody\n")
-    assert run_cluster_bench(out, SIZES) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert run_cluster_bench(out, SIZES) == 0
+    (out.parent / "stdout.txt").write_text(printed.getvalue())
     return out
+
+
+def test_the_last_line_names_every_figure(report: Path) -> None:
+    last = (report.parent / "stdout.txt").read_text().splitlines()[-1]
+    figures = json.loads(last)
+    assert list(figures) == [
+        "hypervisors", "storm_ports_per_s", "storm_cpu_us_per_port_max",
+        "storm_floor_ovs_cpu_s", "ovsdb_sessions", "handshake_p50_ms", "handshake_p99_ms",
+        "handshake_in_storm_p99_ms", "propagation_p99_ms", "failover_s", "bytes_per_vport",
+    ]  # fmt: skip
+    assert figures["hypervisors"] == SIZES.switches
+    # Every controller follows every hypervisor's OVSDB server (one per hypervisor).
+    assert figures["ovsdb_sessions"] == {c: SIZES.switches for c in ("c0", "c1", "c2")}
+    measured = {k: v for k, v in figures.items() if k not in ("hypervisors", "ovsdb_sessions")}
+    # (A 60-port storm's memory growth and OVS floor round to anything, zero included.)
+    assert all(isinstance(v, (int, float)) for v in measured.values()), measured
+    assert figures["storm_ports_per_s"] > 0 and figures["storm_cpu_us_per_port_max"] > 0
 
 
 def test_the_section_is_written_and_the_others_kept(report: Path) -> None:

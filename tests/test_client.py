@@ -694,3 +694,24 @@ def test_installed_vportctl_migrates(stub: StubCluster, token_file: Path, tmp_pa
     assert json.loads(done.stdout)["created"] is True
     assert stub.posts() == [{"vm": VM0, "source": "hv0", "destination": "hv1"}]
     assert stub.requests[0].auth == f"Bearer {TOKEN}"
+
+
+def test_one_migration_shows_its_timeline_and_downtime_for_people(
+    stub: StubCluster, capsys: Capsys
+) -> None:
+    assert vportctl(capsys, "migrate", VM0, "--from", "hv0", "--to", "hv1").rc == 0
+    stub.migrations["m-1"]["timeline"] = [
+        {"step": "notify", "at": 1000.0}, {"step": "ready", "at": 1000.0042},
+    ]  # fmt: skip
+    arrivals = [1000.0 + i / 1000 for i in range(3000)]
+    stub.migrations["m-1"]["downtime"] = {
+        "directions": [{"name": "vm -> peer", "gap_s": 0.042, "lost": 12, "arrivals": arrivals}]
+    }
+
+    one = vportctl(capsys, "migrations", "m-1")
+
+    assert "timeline:    notify +0.0 ms, ready +4.2 ms" in one.out
+    assert "downtime:    vm -> peer: longest gap 42.0 ms, lost 12" in one.out
+    assert "1000.001" not in one.out  # the arrivals are for --json
+    shown = vportctl(capsys, "--json", "migrations", "m-1").json()
+    assert shown["downtime"]["directions"][0]["arrivals"] == arrivals

@@ -16,7 +16,7 @@ def families(m: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def scrape(flow_mods: int) -> Scrape:
-    return Scrape(7, {"ready": 2}, True, 3, 2, 1, flow_mods)
+    return Scrape(7, {"ready": 2}, True, 3, 2, 1, flow_mods, 4)
 
 
 def test_every_metric_renders_with_the_controller_label() -> None:
@@ -37,6 +37,7 @@ def test_every_metric_renders_with_the_controller_label() -> None:
     assert ({"controller": "c1"}, 3.0) in got["vportd_cluster_members"]
     assert ({"controller": "c1"}, 2.0) in got["vportd_switches_connected"]
     assert ({"controller": "c1"}, 1.0) in got["vportd_switches_mastered"]
+    assert ({"controller": "c1"}, 4.0) in got["vportd_ovsdb_sessions"]
     handshake = dict((s[0].get("le"), s[1]) for s in got["vportd_migration_handshake_seconds"])
     assert handshake["0.005"] == 1.0 and handshake["0.002"] == 0.0
     activation = dict((s[0].get("le"), s[1]) for s in got["vportd_migration_activation_seconds"])

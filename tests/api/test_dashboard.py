@@ -15,7 +15,7 @@ import pytest
 from tests.api.conftest import VM_A, VM_B
 from tests.rig.cluster import PATIENCE, Rig
 from tests.rig.http import AUTH, PEER_AUTH, notify_body
-from vportd.api.dashboard import MAX_STREAMS, Feed, stream
+from vportd.api.dashboard import MAX_STREAMS, PLOTS, Feed, stream
 
 Snapshot = dict[str, object]
 
@@ -67,6 +67,8 @@ async def test_the_page_is_served_without_a_token(rig: Rig) -> None:
         script = await anonymous.get("/ui/app.js")
         assert (script.status_code, "/v1/events" in script.text) == (200, True)
         assert (await anonymous.get("/ui/style.css")).status_code == 200
+        timelines = await anonymous.get("/ui/migrations.js")  # (the page loads it)
+        assert (timelines.status_code, 'src="migrations.js"' in page.text) == (200, True)
         bare = await anonymous.get("/ui", follow_redirects=True)
         assert (bare.status_code, bare.url.path) == (200, "/ui/")
         missing = await anonymous.get("/ui/nothing-here.js")
@@ -168,3 +170,29 @@ async def test_a_stopping_controller_ends_its_streams(
                 async for _ in feed:
                     pass
     assert not [r for r in caplog.records if "graceful shutdown exceeded" in r.getMessage()]
+
+
+async def test_a_snapshot_carries_arrivals_for_the_newest_finished_migrations_only(
+    rig: Rig,
+) -> None:
+    leader = rig.client(rig.leader.id)
+    report = {"directions": [{"name": "vm -> peer", "gap_s": 0.05, "lost": 3, "arrivals": [1.0]}]}
+    ids = []
+    for _ in range(PLOTS + 2):
+        started = await leader.post("/v1/migrations", json=notify_body(VM_A.mac, "hv0", "hv1"))
+        mid = started.json()["id"]
+        assert (await leader.delete(f"/v1/migrations/{mid}")).status_code == 200
+        put = await leader.put(f"/v1/migrations/{mid}/downtime", json=report)
+        assert put.status_code == 200, put.text
+        ids.append(mid)
+    follower = rig.client(rig.followers()[0].id)  # its migrations are the leader's, relayed
+    async with follower.stream("GET", "/v1/events") as answer:
+        snap = await first(snapshots(answer), lambda s: len(migrations(s, "recent")) == len(ids))
+
+    recent = migrations(snap, "recent")
+    assert [m["id"] for m in recent] == ids
+    arrivals = [m["downtime"]["directions"][0]["arrivals"] for m in recent]  # type: ignore[index]
+    assert arrivals == [[], []] + [[1.0]] * PLOTS
+    assert all(m["timeline"] for m in recent)  # every one keeps its timeline
+    gaps = {m["downtime"]["directions"][0]["gap_s"] for m in recent}  # type: ignore[index]
+    assert gaps == {0.05}

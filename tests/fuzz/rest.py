@@ -53,6 +53,7 @@ KEPT = 10  # findings of each kind kept in full (the count is always whole)
 OPERATIONS = [
     ("GET", "/v1/migrations"), ("POST", "/v1/migrations"),
     ("GET", "/v1/migrations/{migration_id}"), ("DELETE", "/v1/migrations/{migration_id}"),
+    ("PUT", "/v1/migrations/{migration_id}/downtime"),
     ("GET", "/v1/vports"), ("GET", "/v1/vports/{vm}"), ("GET", "/v1/cluster"),
     ("GET", "/v1/switches"), ("PUT", "/v1/peer/vports/{vm}"), ("GET", "/v1/healthz"),
     ("GET", "/healthz"), ("GET", "/metrics"),

@@ -201,3 +201,26 @@ async def test_a_server_that_sends_what_is_not_ovsdb_is_reconnected_to(
 
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and "unreadable message from the server" in warned[0]
+
+
+async def test_a_session_is_live_from_its_monitor_reply_until_it_ends(port: int) -> None:
+    """`live` (the `vportd_ovsdb_sessions` gauge's source) follows the session, not attempts."""
+    seen: list[tuple[str, bool]] = []
+    async with switchboard(port) as board:
+        monitor: OvsdbMonitor
+
+        async def sleep(delay: float) -> None:
+            seen.append(("waiting", monitor.live))
+            if len(seen) == 1:
+                await board.serve(answer_then_hang_up)
+            elif sum(what == "waiting" for what, _ in seen) == 2:
+                raise Stop
+
+        def on_snapshot(snap: Snapshot) -> None:
+            seen.append(("snapshot", monitor.live))
+
+        monitor = OvsdbMonitor(remote(port), on_snapshot, sleep=sleep)
+        with pytest.raises(Stop):
+            await monitor.run()
+
+    assert seen == [("waiting", False), ("snapshot", True), ("waiting", False)]

@@ -13,7 +13,10 @@ every tick (and builds it less often when it is big, see `SHARE`). The
 feed is kept out of the OpenAPI schema (`/docs`).
 
 A follower holds no migrations: it reads the leader's (`GET /v1/migrations`,
-with the caller's token) at most once a second while a stream runs.
+with the caller's token) at most once a second while a stream runs. Each
+migration comes with its timeline; the packets' arrivals of a downtime report
+only for the open migrations and the newest `PLOTS` finished ones (the others
+keep each direction's gap and loss), so that a snapshot stays small.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -47,6 +51,7 @@ HEARTBEAT = 15.0  # seconds without a snapshot before a heartbeat comment
 RELAY_EVERY = 1.0  # seconds between a follower's reads of the leader's migrations
 MAX_STREAMS = 4
 RECENT = 50  # finished migrations a snapshot shows, the newest
+PLOTS = 10  # of those, the newest whose downtime arrivals it carries
 OPEN_STATES = frozenset({"preparing", "ready", "activated"})
 HTTP_OK = 200
 HTTP_BUSY = 503
@@ -201,12 +206,21 @@ def _split(rows: list[MigrationOut], leader: str) -> dict[str, object]:
     """Open migrations, and the newest `RECENT` finished ones (oldest first, as the leader
     lists them)."""
     dump = [m.model_dump(mode="json", exclude_none=True) for m in rows]
-    done = [m for m in dump if m["state"] not in OPEN_STATES]
+    done = [m for m in dump if m["state"] not in OPEN_STATES][-RECENT:]
+    for m in done[:-PLOTS]:
+        _without_arrivals(m)
     return {
         "from": leader,
         "open": [m for m in dump if m["state"] in OPEN_STATES],
-        "recent": done[-RECENT:],
+        "recent": done,
     }
+
+
+def _without_arrivals(migration: dict[str, Any]) -> None:
+    downtime = migration.get("downtime")
+    if downtime is not None:
+        for direction in downtime["directions"]:
+            direction["arrivals"] = []
 
 
 def _unavailable(leader: str | None, why: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from vportd.api.service import ConflictView, SwitchRole
 from vportd.cluster.codec import Name, Strict
-from vportd.core.messages import MigrationView
+from vportd.core.messages import DirectionDowntime, DowntimeReport, MigrationView
 from vportd.core.model import VPortRecord, parse_mac
 
 _BARE = re.compile(r"[0-9a-fA-F]{12}")
@@ -43,6 +43,70 @@ class NotifyBody(Strict):
     destination: Name
 
 
+# A downtime report's bounds: a few directions of a few seconds' packets each.
+MAX_DIRECTIONS = 4
+MAX_ARRIVALS = 5000
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class DirectionBody(Strict):
+    """One direction of the VM's traffic across the migration, as measured."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="which direction, e.g. `vm -> peer`"
+    )
+    gap_s: Seconds = Field(description="its longest silence between two packets, seconds")
+    lost: Annotated[int, Field(ge=0, le=2**53)] = Field(description="packets lost in all")
+    arrivals: Annotated[list[Seconds], Field(max_length=MAX_ARRIVALS)] = Field(
+        default_factory=list,
+        description="when packets arrived, wall-clock unix seconds (for a plot; may be "
+        "a window around the gap)",
+    )
+
+    def to_core(self) -> DirectionDowntime:
+        return DirectionDowntime(self.name, self.gap_s, self.lost, tuple(self.arrivals))
+
+
+class DowntimeBody(Strict):
+    """What a VMM or the lab measured of a migration's traffic, per direction."""
+
+    directions: Annotated[list[DirectionBody], Field(min_length=1, max_length=MAX_DIRECTIONS)]
+
+    def to_core(self) -> DowntimeReport:
+        return DowntimeReport(tuple(d.to_core() for d in self.directions))
+
+
+class StepOut(BaseModel):
+    step: str = Field(
+        description="notify, sync <controller>, sync refused, ready (notify complete sent), "
+        "activated, then completed, aborted or failed; adopted: a new leader took it over"
+    )
+    at: float = Field(description="when the leader took the step, wall-clock unix seconds")
+
+
+class DirectionOut(BaseModel):
+    name: str
+    gap_s: float
+    lost: int
+    arrivals: list[float]
+
+
+class DowntimeOut(BaseModel):
+    directions: list[DirectionOut] = Field(
+        description="as reported (`PUT /v1/migrations/{id}/downtime`); the leader keeps the "
+        "arrivals of the newest 20 reports only"
+    )
+
+    @classmethod
+    def of(cls, report: DowntimeReport) -> DowntimeOut:
+        return cls.model_construct(directions=[
+            DirectionOut.model_construct(
+                name=d.name, gap_s=d.gap_s, lost=d.lost, arrivals=list(d.arrivals)
+            )
+            for d in report.directions
+        ])  # fmt: skip
+
+
 MigrationState = Literal["preparing", "ready", "activated", "completed", "aborted", "failed"]
 
 
@@ -54,12 +118,20 @@ class MigrationOut(BaseModel):
     state: MigrationState
     seq: int = Field(description="the VM's sequence number at the destination")
     reason: str | None = Field(default=None, description="why it was aborted, failed or forced")
+    timeline: list[StepOut] = Field(
+        default_factory=list, description="the steps the leader saw it take, in order"
+    )
+    downtime: DowntimeOut | None = Field(
+        default=None, description="its traffic's downtime, if a VMM or the lab reported it"
+    )
 
     @classmethod
     def of(cls, m: MigrationView) -> MigrationOut:
         return cls.model_construct(
             id=m.id, vm=m.vm, source=m.source, destination=m.destination,
             state=m.state, seq=m.seq, reason=m.reason,
+            timeline=[StepOut.model_construct(step=s, at=at) for s, at in m.timeline],
+            downtime=None if m.downtime is None else DowntimeOut.of(m.downtime),
         )  # fmt: skip
 
 

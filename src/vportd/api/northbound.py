@@ -18,6 +18,7 @@ from vportd.api.forwarding import LeaderOnly
 from vportd.api.models import (
     ClusterOut,
     ConflictOut,
+    DowntimeBody,
     ErrorOut,
     MemberOut,
     MigrationOut,
@@ -113,6 +114,20 @@ def _migration_routes(router: APIRouter, service: Service, leader: LeaderOnly) -
     async def migration(migration_id: str, request: Request) -> Response:
         async def local() -> Response:
             return migration_response(service.migration(migration_id))
+
+        return await leader.run(request, local)
+
+    @router.put(
+        "/migrations/{migration_id}/downtime", tags=["migrations"], response_model=MigrationOut,
+        responses=_errors(400, 404, 415, 422, 503),
+    )  # fmt: skip
+    async def downtime(migration_id: str, body: DowntimeBody, request: Request) -> Response:
+        """What a VMM or the lab measured of the migration's traffic, per direction: its
+        longest gap, its losses and its packets' arrivals; a new report replaces the last."""
+        report = body.to_core()
+
+        async def local() -> Response:
+            return migration_response(service.report_downtime(migration_id, report))
 
         return await leader.run(request, local)
 

@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from vportd.cluster.members import ClusterView, Peer
-from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
+from vportd.core.messages import (
+    DowntimeReport,
+    MigrationView,
+    NotifyRequest,
+    SyncAnswer,
+    VPortSync,
+)
 from vportd.core.model import VPortRecord
 
 # A controller's part in a switch: "master" (flows adopted), "adopting" (ours, flows not
 # read yet), "slave" (another controller masters it), "equal" (nobody does yet),
 # "disconnected" (no OpenFlow channel to this controller).
+# The migrations it shows carry their timeline in wall-clock time (unix seconds).
 SwitchRole = Literal["master", "adopting", "slave", "equal", "disconnected"]
 
 
@@ -100,6 +107,9 @@ class Service(Protocol):
         """Those in `state` (all if None), the newest `limit` (all if None), oldest first."""
 
     def migration(self, migration_id: str) -> MigrationView: ...
+
+    def report_downtime(self, migration_id: str, report: DowntimeReport) -> MigrationView:
+        """Keep what a VMM or the lab measured of a migration's traffic; UnknownMigration."""
 
     # -- east-west ---------------------------------------------------------
     async def vport_sync(self, msg: VPortSync) -> SyncAnswer:

@@ -25,6 +25,7 @@ from vportd.core.errors import MigrationConflict, UnknownSwitch
 from vportd.core.flaps import MoveTimes
 from vportd.core.flow import Flow
 from vportd.core.messages import (
+    DowntimeReport,
     EventKind,
     MigrationView,
     Notified,
@@ -279,6 +280,11 @@ class Controller(ControllerState):
         out.absorb(self._decide(decision, now))
         out.reply = coordinator.get(migration_id).view()
         return out
+
+    def downtime_reported(self, migration_id: str, report: DowntimeReport) -> Output[MigrationView]:
+        """What a VMM or the lab measured of a migration's traffic, kept with it (leader only)."""
+        migration = self._leading().downtime(migration_id, report)
+        return Output(reply=migration.view())
 
     def tick(self, now: float) -> Output[None]:
         if self._coordinator is None:

@@ -8,6 +8,11 @@ the destination is rolled back everywhere; one whose VM became active but
 whose source port never goes away is completed. What the leader decides for a
 VM is a record of its own (`Decision`), which every controller applies. With
 a `FlapLimit`, a VM that moved too often lately is refused (`core.flaps`).
+
+Each migration keeps its timeline, the steps it went through with the `now`
+of the input that took it there, and the downtime a VMM or the lab measured
+of its traffic, if one reported it (only the newest `ARRIVALS_KEPT` reports
+keep their packets' arrivals).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from vportd.core.errors import (
 from vportd.core.flaps import FlapLimit, Moves, MoveTimes
 from vportd.core.membership import Membership
 from vportd.core.messages import (
+    DowntimeReport,
     EventKind,
     MigrationView,
     NotifyAnswer,
@@ -60,6 +66,9 @@ class Status(StrEnum):
 _FINISHED = (Status.COMPLETED, Status.ABORTED, Status.FAILED)
 # The states of a migration whose VM moved: it became active at the destination.
 _MOVED = (Status.ACTIVATED, Status.COMPLETED)
+# Downtime reports that keep their arrivals (thousands of times each); older ones
+# keep each direction's gap and loss only, so that the history stays small.
+ARRIVALS_KEPT = 20
 
 
 _STATUS_OF_PHASE = {
@@ -115,13 +124,19 @@ class Migration:
     awaiting: set[str] = field(default_factory=set)
     answered: bool = False
     reason: str | None = None
+    timeline: list[tuple[str, float]] = field(default_factory=list)  # (step, now), in order
+    downtime: DowntimeReport | None = None
 
     def view(self) -> MigrationView:
         # (`_value_`: the enum's `value` is a property, Python code.)
         state: str = self.state._value_
         return MigrationView(
-            self.id, self.vm, self.source, self.destination, state, self.seq, self.reason
-        )
+            self.id, self.vm, self.source, self.destination, state, self.seq, self.reason,
+            tuple(self.timeline), self.downtime,
+        )  # fmt: skip
+
+    def step(self, name: str, now: float) -> None:
+        self.timeline.append((name, now))
 
     def mark(self, phase: Phase, writer: str) -> MigrationMark:
         return MigrationMark(
@@ -154,6 +169,8 @@ class Coordinator:
         self._ended: deque[tuple[float, str]] = deque()
         # The VMs' recent moves, with a flap limit (none: any VM may move any time).
         self._moves = None if flaps is None else Moves(flaps)
+        # The migrations whose downtime report keeps its arrivals, oldest first.
+        self._measured: dict[str, None] = {}
 
     # -- queries ---------------------------------------------------------
     def get(self, migration_id: str) -> Migration:
@@ -227,7 +244,7 @@ class Coordinator:
         mid = f"{rec.vm.replace(':', '')}-{epoch}"
         m = Migration(
             mid, rec.vm, source, destination, epoch, seq, rec.loc,
-            Status.PREPARING, now + self.timeouts.sync, awaiting,
+            Status.PREPARING, now + self.timeouts.sync, awaiting, timeline=[("notify", now)],
         )  # fmt: skip
         self._remember(m)
         return m
@@ -240,6 +257,7 @@ class Coordinator:
     def _finish(self, m: Migration, state: Status, now: float) -> None:
         """The migration ends: it stays in the history for `history.age` seconds at most."""
         m.state = state
+        m.step(state._value_, now)
         self._ended.append((now, m.id))
         self._forget(now)
 
@@ -259,13 +277,16 @@ class Coordinator:
         m = self.migrations.get(msg.migration_id)
         if m is None or m.state in _FINISHED:
             return Decision()
-        m.awaiting.discard(msg.controller)
+        if msg.controller in m.awaiting:
+            m.awaiting.discard(msg.controller)
+            m.step(f"sync {msg.controller}", now)
         if m.awaiting or m.answered:
             return Decision()
         m.answered = True
         if m.state is Status.PREPARING:
             m.state = Status.READY
             m.deadline = now + self.timeouts.activation
+        m.step("ready", now)  # notify complete, on its way to the VMM
         return Decision(answers=[NotifyAnswer(m.view())])
 
     def sync_refused(self, msg: SyncRefused, table: VPortTable, now: float) -> Decision:
@@ -273,6 +294,7 @@ class Coordinator:
         if m is None or m.state.finished:
             return Decision()
         why = f"controller {msg.controller} refused the sync: {msg.reason}"
+        m.step("sync refused", now)
         return self._roll_back(m, Status.FAILED, MigrationConflict(why), table, now)
 
     # -- what the table shows --------------------------------------------
@@ -301,6 +323,7 @@ class Coordinator:
             self._finish(m, state, now)
         else:
             m.state = state
+            m.step(state._value_, now)
         if state is Status.ACTIVATED:
             m.deadline = now + self.timeouts.completion
         if state.finished and not m.answered:
@@ -308,6 +331,23 @@ class Coordinator:
             error = None if state is Status.COMPLETED else MigrationConflict(f"migration {state}")
             decision.answers.append(NotifyAnswer(m.view(), error))
         return decision or None
+
+    # -- what was measured outside ----------------------------------------
+    def downtime(self, migration_id: str, report: DowntimeReport) -> Migration:
+        """A VMM's (or the lab's) measurement of the migration's traffic; a new one
+        replaces the last."""
+        m = self.get(migration_id)
+        m.downtime = report
+        measured = self._measured
+        measured.pop(m.id, None)
+        measured[m.id] = None
+        while len(measured) > ARRIVALS_KEPT:
+            oldest = next(iter(measured))
+            del measured[oldest]
+            old = self.migrations.get(oldest)
+            if old is not None and old.downtime is not None:
+                old.downtime = without_arrivals(old.downtime)
+        return m
 
     # -- abort and timeouts ----------------------------------------------
     def abort(self, migration_id: str, table: VPortTable, now: float) -> Decision:
@@ -388,9 +428,14 @@ class Coordinator:
                 mig.id, rec.vm, mig.source, mig.destination, mig.epoch, mig.seq, rec.loc,
                 Status.ACTIVATED if activated else Status.READY,
                 now + (self.timeouts.completion if activated else self.timeouts.activation),
-                answered=True,
+                answered=True, timeline=[("adopted", now)],
             )  # fmt: skip
             self._remember(m)
+
+
+def without_arrivals(report: DowntimeReport) -> DowntimeReport:
+    """The report with each direction's gap and loss, without its arrivals."""
+    return DowntimeReport(tuple(replace(d, arrivals=()) for d in report.directions))
 
 
 def decided(rec: VPortRecord) -> Write:

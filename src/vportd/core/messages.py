@@ -123,9 +123,34 @@ class Send:
     message: VPortSync
 
 
+# A migration's steps as the leader saw them: (step, its core time), in order.
+Timeline = tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectionDowntime:
+    """One direction of traffic across a migration, as measured outside the cluster.
+
+    `gap_s`: its longest silence; `lost`: packets lost in all; `arrivals`: when
+    packets arrived (the reporter's wall clock, unix seconds), for a plot.
+    """
+
+    name: str
+    gap_s: float
+    lost: int
+    arrivals: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DowntimeReport:
+    """What a VMM or the lab measured of a migration's traffic: per direction."""
+
+    directions: tuple[DirectionDowntime, ...]
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class MigrationView:
-    """A migration as the API shows it."""
+    """A migration as the API shows it; `timeline` in the core's time (the adapter's clock)."""
 
     id: str
     vm: str
@@ -134,6 +159,8 @@ class MigrationView:
     state: str
     seq: int
     reason: str | None
+    timeline: Timeline
+    downtime: DowntimeReport | None
 
     def __init__(  # noqa: PLR0917 (positional like the generated __init__ it replaces)
         self,
@@ -144,6 +171,8 @@ class MigrationView:
         state: str,
         seq: int,
         reason: str | None = None,
+        timeline: Timeline = (),
+        downtime: DowntimeReport | None = None,
     ) -> None:
         _VIEW_ID(self, id)
         _VIEW_VM(self, vm)
@@ -152,6 +181,8 @@ class MigrationView:
         _VIEW_STATE(self, state)
         _VIEW_SEQ(self, seq)
         _VIEW_REASON(self, reason)
+        _VIEW_TIMELINE(self, timeline)
+        _VIEW_DOWNTIME(self, downtime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +250,8 @@ _WRITE_RECORD, _WRITE_KIND, _WRITE_REASON, _WRITE_LEADER = slot_setters(
 )
 (
     _VIEW_ID, _VIEW_VM, _VIEW_SOURCE, _VIEW_DESTINATION, _VIEW_STATE, _VIEW_SEQ, _VIEW_REASON,
+    _VIEW_TIMELINE, _VIEW_DOWNTIME,
 ) = slot_setters(
-    MigrationView, "id", "vm", "source", "destination", "state", "seq", "reason"
+    MigrationView, "id", "vm", "source", "destination", "state", "seq", "reason", "timeline",
+    "downtime",
 )  # fmt: skip

@@ -251,6 +251,12 @@ class Client:
         body = _answer(self._send("DELETE", path, None, resend=False))
         return body or {"id": migration_id}
 
+    def report_downtime(self, migration_id: str, report: Json) -> Json:
+        """PUT what was measured of the migration's traffic (`{"directions": [...]}`);
+        answers the migration with it. Sent again as is: a report replaces the last."""
+        path = f"/v1/migrations/{_segment(migration_id)}/downtime"
+        return _answer(self._send("PUT", path, report, resend=True))
+
     def migrate(
         self, vm: str, source: str, destination: str, *, wait: float = 0.0
     ) -> tuple[Json, bool]:

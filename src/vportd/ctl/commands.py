@@ -27,6 +27,7 @@ from vportd.ctl.client import (
     ApiError,
     Client,
     ClientError,
+    Json,
     Unreachable,
 )
 from vportd.ctl.target import Target, connect, resolve_target
@@ -191,11 +192,31 @@ MAX_LIMIT = 10_000  # the API's bound on GET /v1/migrations?limit=
 def migrations(conn: Client, args: argparse.Namespace) -> Output:
     if args.id is not None:
         one = conn.migration(args.id)
-        return Output(one, fields(one))
+        return Output(one, fields(readable(one)))
     found = conn.migrations(args.state, args.limit)
     rows = [[m.get(k) for k in MIGRATION_COLUMNS] for m in found]
     headers = [c.upper() for c in MIGRATION_COLUMNS]
     return Output(found, table(headers, rows) if found else "no migrations")
+
+
+def readable(migration: Json) -> Json:
+    """A migration for people: its timeline in ms from its first step, its reported downtime
+    without the arrivals (`--json` has them)."""
+    shown = dict(migration)
+    steps = [s for s in migration.get("timeline") or [] if isinstance(s, dict)]
+    if steps:
+        t0 = float(steps[0].get("at", 0.0))
+        shown["timeline"] = [f"{s.get('step')} +{(float(s.get('at', t0)) - t0) * 1000:.1f} ms"
+                             for s in steps]  # fmt: skip
+    downtime = migration.get("downtime")
+    if isinstance(downtime, dict):
+        shown["downtime"] = [
+            f"{d.get('name')}: longest gap {float(d.get('gap_s', 0.0)) * 1000:.1f} ms, "
+            f"lost {d.get('lost')}"
+            for d in downtime.get("directions") or []
+            if isinstance(d, dict)
+        ]
+    return shown
 
 
 def abort(conn: Client, args: argparse.Namespace) -> Output:

@@ -22,6 +22,9 @@ FINAL_STATES = ("completed", "aborted", "failed")
 HANDSHAKE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Notify → the VM active at the destination: the VMM's whole pre-copy, seconds to minutes.
 ACTIVATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# A direction's longest traffic gap across a migration: tens of ms when the hand-over
+# works; seconds when the network learnt of the move late, or never.
+DOWNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # How late the event loop ran a timer: milliseconds when idle; seconds starve the lease
 # heartbeat (a TTL is a few seconds), OpenFlow echoes and peer requests.
 LOOP_LAG_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
@@ -38,6 +41,7 @@ class Scrape:
     switches_connected: int
     switches_mastered: int
     flow_mods_sent: int  # ever, by this controller
+    ovsdb_sessions: int  # OVSDB servers followed with a live session
 
 
 class Metrics:
@@ -79,6 +83,12 @@ class Metrics:
             "Notify to the leader learning that the VM is active at the destination",
             c, buckets=ACTIVATION_BUCKETS, registry=r,
         ).labels(self.controller)  # fmt: skip
+        self._downtime = Histogram(
+            "vportd_migration_downtime_seconds",
+            "A direction's longest traffic gap across a migration, as a VMM or the lab "
+            "measured and reported it to the leader (one observation per direction)",
+            c, buckets=DOWNTIME_BUCKETS, registry=r,
+        ).labels(self.controller)  # fmt: skip
         self._states = Gauge(
             "vportd_leader_migrations",
             "Migrations the leader holds (open, and ended ones it still keeps), by state; "
@@ -103,6 +113,9 @@ class Metrics:
         )
         self._mastered = self._gauge(
             "vportd_switches_mastered", "Switches this controller masters, their flows adopted"
+        )
+        self._ovsdb = self._gauge(
+            "vportd_ovsdb_sessions", "OVSDB servers this controller follows with a live session"
         )
         self._conflicts = self._gauge(
             "vportd_mac_conflicts",
@@ -139,6 +152,9 @@ class Metrics:
     def activation(self, seconds: float) -> None:
         self._activation.observe(seconds)
 
+    def downtime(self, seconds: float) -> None:
+        self._downtime.observe(seconds)
+
     def port_event(self, kind: str) -> None:
         # One per port event of a boot storm: the labelled child is looked up once.
         child = self._port_event_of.get(kind)
@@ -167,6 +183,7 @@ class Metrics:
         self._members.set(s.members)
         self._connected.set(s.switches_connected)
         self._mastered.set(s.switches_mastered)
+        self._ovsdb.set(s.ovsdb_sessions)
         # The switches keep the count; the counter follows it by what it grew since.
         self._flow_mods.inc(max(s.flow_mods_sent - self._flow_mods_seen, 0))
         self._flow_mods_seen = max(s.flow_mods_sent, self._flow_mods_seen)

@@ -1,14 +1,14 @@
 """The leader's migrations as metrics: how long each step took, and how each ended.
 
-The core keeps no times (it is given `now` and keeps deadlines only), so the
-runtime tells this watch when it took a new notify and when it released a
-notify complete, and has it look at the migrations it follows after every
-input. The first look that finds one activated (or completed) observes its
-activation time; the look that finds it ended counts its final state.
+The core reads no clock (it is given `now`), so the runtime tells this watch
+when it took a new notify and when it released a notify complete, and has it
+look at the migrations it follows after every input. The first look that
+finds one activated (or completed) observes its activation time; the look
+that finds it ended counts its final state.
 Migrations a new leader adopted from the last one are not followed: when
 they were notified is not known here. Nor is a migration's downtime: no
-controller sees the VM's traffic stop and resume (the lab's probe measures it
-from outside).
+controller sees the VM's traffic stop and resume; a VMM or the lab's probe
+measures it from outside and reports it (`Runtime.downtime_reported`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from vportd.core.errors import CoreError, NoController
 from vportd.core.flaps import FlapLimit, MoveTimes
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
+    DowntimeReport,
     EventKind,
     MigrationView,
     Notified,
@@ -78,7 +79,10 @@ class Runtime:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.wall = wall
+        self.wall = wall  # (the store's times of moves: converted when written and read)
+        # The core's times are this clock's; wall-clock (unix) time is a core time plus
+        # this, taken once so that a timeline's steps keep their order and spacing.
+        self.wall_offset = time.time() - clock()
         me, m = config.controller.id, config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
@@ -212,6 +216,14 @@ class Runtime:
         out = self.core.abort(migration_id, self.clock())
         self._submit(out, urgent=True)
         assert out.reply is not None
+        return out.reply
+
+    def downtime_reported(self, migration_id: str, report: DowntimeReport) -> MigrationView:
+        """A migration's downtime as a VMM or the lab measured it (on the leader)."""
+        out = self.core.downtime_reported(migration_id, report)
+        assert out.reply is not None
+        for direction in report.directions:
+            self.metrics.downtime(direction.gap_s)
         return out.reply
 
     async def vport_sync(self, msg: VPortSync) -> SyncAnswer:

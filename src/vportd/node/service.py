@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from vportd.api.errors import ApiError
@@ -20,7 +21,13 @@ from vportd.api.service import ConflictView, Health, SwitchRole, SwitchView
 from vportd.cluster.members import ClusterView, MemberView, Peer
 from vportd.cluster.node import ClusterNode
 from vportd.core.errors import MigrationSuppressed, NoController
-from vportd.core.messages import MigrationView, NotifyRequest, SyncAnswer, VPortSync
+from vportd.core.messages import (
+    DowntimeReport,
+    MigrationView,
+    NotifyRequest,
+    SyncAnswer,
+    VPortSync,
+)
 from vportd.core.model import VPortRecord
 from vportd.node.conflicts import decode
 from vportd.node.metrics import Scrape
@@ -49,6 +56,7 @@ class ControllerService:
         runtime.metrics.scraped(Scrape(
             core.vport_count(), core.migration_counts(), core.leading, len(core.members),
             len(switches.connected), len(switches.adopted), switches.stats.flow_mods_sent,
+            sum(m.live for m in runtime.monitors),
         ))  # fmt: skip
         return runtime.metrics.render()
 
@@ -146,7 +154,7 @@ class ControllerService:
             self._suppressed(err)
             raise
         if waiter is None:
-            return notified.migration, False  # the same migration, answered already
+            return self._wall(notified.migration), False  # the same one, answered already
         mid = notified.migration.id
         limit = self.runtime.config.migration.sync_timeout + ANSWER_GRACE
         try:
@@ -157,7 +165,7 @@ class ControllerService:
             self.runtime.forget(mid, waiter)
         if answer.error is not None:
             raise answer.error
-        return answer.migration, notified.new
+        return self._wall(answer.migration), notified.new
 
     def _suppressed(self, err: MigrationSuppressed) -> None:
         when = datetime.now(UTC) + timedelta(seconds=err.retry_after)
@@ -170,13 +178,21 @@ class ControllerService:
         self.runtime.metrics.suppressed()
 
     async def abort(self, migration_id: str) -> MigrationView:
-        return self.runtime.abort(migration_id)
+        return self._wall(self.runtime.abort(migration_id))
 
     def migrations(self, state: str | None = None, limit: int | None = None) -> list[MigrationView]:
-        return self.core.migrations(state, limit)
+        return [self._wall(view) for view in self.core.migrations(state, limit)]
 
     def migration(self, migration_id: str) -> MigrationView:
-        return self.core.migration(migration_id)
+        return self._wall(self.core.migration(migration_id))
+
+    def report_downtime(self, migration_id: str, report: DowntimeReport) -> MigrationView:
+        return self._wall(self.runtime.downtime_reported(migration_id, report))
+
+    def _wall(self, view: MigrationView) -> MigrationView:
+        """The view with its timeline in wall-clock time (the core's is the runtime's clock)."""
+        offset = self.runtime.wall_offset
+        return replace(view, timeline=tuple((step, at + offset) for step, at in view.timeline))
 
     # -- east-west ---------------------------------------------------------
     async def vport_sync(self, msg: VPortSync) -> SyncAnswer:

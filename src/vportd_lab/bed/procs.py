@@ -176,3 +176,15 @@ def listens(pid: int, address: str) -> bool:
     return any(
         lport == want and lhost in (host, "0.0.0.0") for (lhost, lport), _ in _tcp(pid, _LISTEN)
     )
+
+
+def rss(pid: int) -> int:
+    """A process's resident set, bytes (0 if it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -14,6 +14,7 @@ from typing import Any
 from vportd.ctl.argtypes import non_negative_float, positive_float, positive_int
 from vportd_lab.bed.announce import AnnounceError
 from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.downtime import report_downtime
 from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
 from vportd_lab.bed.migrate import (
     FAIL_PHASES,
@@ -172,6 +173,7 @@ def _migrate(opts: MigrateOptions, plot: Path | None) -> int:
     except KeyboardInterrupt:
         return _error(opts, "interrupted", "lab migrate interrupted (undone)", 130)
     print(json.dumps(report.to_dict()) if opts.json else summary(report))
+    report_downtime(Path(opts.dir).absolute(), report)  # (a warning if it cannot)
     return EXIT_OK if plot is None else _plot(opts, report, plot)
 
 

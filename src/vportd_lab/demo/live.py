@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from vportd_lab.bed import bed, netns, procs, roles, teardown
 from vportd_lab.bed.announce import AnnounceError
 from vportd_lab.bed.commands import LabError
+from vportd_lab.bed.downtime import report_downtime
 from vportd_lab.bed.migrate import MigrateError, MigrateOptions, MigrationReport, find_vm, migrate
 from vportd_lab.bed.ovs import OVSError
 from vportd_lab.bed.plan import DATAPATH_TAP, VM_NAMESPACE, Plan, make_plan
@@ -245,6 +246,7 @@ def _tour(opts: DemoOptions, vm_name: str, outcome: Outcome) -> None:
             outcome.dir, vm.name, to, precopy=opts.precopy, pause_ms=opts.pause_ms, probe=True,
         ))  # fmt: skip
         outcome.hops.append(done)
+        report_downtime(outcome.dir, done)  # for the dashboard (a warning if it cannot)
         say(f"migration {hop}/{opts.hops} done: {_hop_line(done)}")
         _plot(opts, outcome, done)
         for warning in warnings(done):

@@ -183,6 +183,7 @@ function renderMigrations(migrations) {
   fill("migrations-open", migrations.open.map(migrationRow), "none open");
   // Newest first on the page; the feed lists them oldest first.
   fill("migrations-recent", migrations.recent.slice().reverse().map(migrationRow), "none yet");
+  VportdMigrations.render(migrations); // each row opens its timeline (migrations.js)
 }
 
 function stateOf(v) {

@@ -137,12 +137,14 @@ class OvsdbMonitor:
         self._sleep = sleep
         self._backoff = Backoff() if backoff is None else backoff
         self._outage = _Outage(remote)
+        self.live = False  # a session is open and monitoring (for `vportd_ovsdb_sessions`)
 
     async def run(self) -> NoReturn:
         """Sessions one after the other until cancelled; the mirror outlives them."""
         mirror = Mirror()
         while True:
             reason = await self._session(mirror)
+            self.live = False
             delay = self._backoff.delay()
             self._outage.failed(reason, delay)
             await self._sleep(delay)
@@ -163,6 +165,7 @@ class OvsdbMonitor:
 
     def _monitoring(self) -> None:
         """A session got its monitor reply: the server is back."""
+        self.live = True
         self._backoff.reset()
         self._outage.ended()
 

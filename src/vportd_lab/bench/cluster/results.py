@@ -43,6 +43,7 @@ class Storm:
     per_controller: dict[str, float]  # first transaction started → its last entry
     cpu: dict[str, float] = field(default_factory=dict)  # CPU s per process (kind) meanwhile
     calm: StormCalm | None = None  # what the storm did to the cluster's roles and loops
+    rss_growth: dict[str, int] = field(default_factory=dict)  # bytes, per controller
 
     @property
     def rate(self) -> float:
@@ -94,6 +95,8 @@ class Result:
     storm_floor: StormFloor | None = None
     wall_seconds: float = 0.0
     one_ovs: bool = False
+    ovsdb_sessions: dict[str, int] = field(default_factory=dict)  # controller → live sessions
+    hypervisors: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from vportd_lab.bed.cluster import Cluster
 from vportd_lab.bench.cluster.bed import BenchFabric, bed
 from vportd_lab.bench.cluster.failover import failover
+from vportd_lab.bench.cluster.figures import figures_line, ovsdb_sessions
 from vportd_lab.bench.cluster.handshake import handshake, rotation
 from vportd_lab.bench.cluster.propagation import propagation
 from vportd_lab.bench.cluster.report import markdown, summary
@@ -46,7 +47,7 @@ async def _first_parts(
 
 
 async def bench(sizes: Sizes, command: str, workdir: Path, parts: frozenset[str] = PARTS) -> Result:
-    result = Result(machine(), command, one_ovs=sizes.one_ovs)
+    result = Result(machine(), command, one_ovs=sizes.one_ovs, hypervisors=sizes.switches)
     started = time.perf_counter()
     if "storm" in parts:
         result.storm_floor = await storm_floor(sizes)
@@ -57,6 +58,7 @@ async def bench(sizes: Sizes, command: str, workdir: Path, parts: frozenset[str]
         if "storm" in parts:
             result.storm = await storm(c, sizes.storm, 0x100000)
             log.info("storm: %.0f ports/s", result.storm.rate)
+        result.ovsdb_sessions = await ovsdb_sessions(c)
     result.wall_seconds = time.perf_counter() - started
     result.machine["load_average_end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return result
@@ -75,17 +77,23 @@ def command(sizes: Sizes) -> str:
 def run_cluster_bench(
     output: Path, sizes: Sizes | None = None, parts: frozenset[str] = PARTS
 ) -> int:
-    """Run, print a summary, write `output`'s section and the raw JSON next to it.
+    """Run, print a summary, write `output`'s section and the raw JSON next to it, and
+    print the named figures as one JSON object on the last line.
 
-    A run of only some parts prints its summary and writes nothing: its
-    section would drop the other parts' figures.
+    A run of only some parts writes no file: its section would drop the other
+    parts' figures.
     """
     sizes = sizes or Sizes()
     with tempfile.TemporaryDirectory(prefix="vportd-cluster-") as tmp:
         result = asyncio.run(bench(sizes, command(sizes), Path(tmp), parts))
     print(summary(result))
-    if parts != PARTS:
-        return 0
+    if parts == PARTS:
+        _write(output, result)
+    print(figures_line(result))  # the last line: the named figures
+    return 0
+
+
+def _write(output: Path, result: Result) -> None:
     write_markdown(output, markdown(result))
     raw = output.parent / RESULTS
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +102,6 @@ def run_cluster_bench(
         doc["storm"]["rate"] = result.storm.rate
     raw.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"  written: {output}, {raw}")
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:

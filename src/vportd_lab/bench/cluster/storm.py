@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vportd_lab.bed.cluster import Cluster, Node, until
 from vportd_lab.bed.fabrics import VM
+from vportd_lab.bed.procs import rss
 from vportd_lab.bench.cluster.bed import BenchFabric, bench_fabric, vm_mac
 from vportd_lab.bench.cluster.handshake import ROTATION, Vmm, rotation
 from vportd_lab.bench.cluster.results import Sizes, Storm, StormCalm, StormFloor
@@ -90,6 +91,7 @@ async def storm(c: Cluster[BenchFabric], n: int, base: int) -> Storm:
     pids = _processes(c)
     roles, lags = await _roles(c), {node.id: await _lag_buckets(node) for node in c.live()}
     cpu0 = _cpu(pids)
+    rss0 = {node.id: rss(node.proc.pid) for node in c.live() if node.proc is not None}
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         meanwhile = tg.create_task(migrations_meanwhile(c, pairs, stop))
@@ -99,6 +101,7 @@ async def storm(c: Cluster[BenchFabric], n: int, base: int) -> Storm:
         finally:
             stop.set()
     cpu = {k: v - cpu0[k] for k, v in _cpu(pids).items()}
+    grown = {n.id: rss(n.proc.pid) - rss0[n.id] for n in c.live() if n.proc and n.id in rss0}
     calm = await _calm(c, roles, lags)
     latencies, failures = meanwhile.result()
     calm.handshakes = Dist.of(latencies) if latencies else None
@@ -108,7 +111,8 @@ async def storm(c: Cluster[BenchFabric], n: int, base: int) -> Storm:
     for node in c.live():
         seen = node.traced()
         per[node.id] = (max(seen[m][0] for m in macs) - t0) / 1e9
-    return Storm(n, len(c.fabric.names), len(chunks), max(per.values()), vsctl, per, cpu, calm)
+    seconds = max(per.values())
+    return Storm(n, len(c.fabric.names), len(chunks), seconds, vsctl, per, cpu, calm, grown)
 
 
 async def _converge(c: Cluster[BenchFabric], chunks: list[list[VM]], total: int, t0: int) -> float:
