@@ -1,5 +1,5 @@
-"""The records' and vPort syncs' JSON form: what the core makes goes through unchanged,
-and anything malformed is refused before the core sees it."""
+"""The records', vPort syncs' and records of moves' JSON form: what the core makes goes
+through unchanged, and anything malformed is refused before the core sees it."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from vportd.cluster.codec import (
     RecordWire,
     SyncAnswerWire,
     SyncWire,
+    decode_moves,
     decode_record,
+    encode_moves,
     encode_record,
 )
 from vportd.core.errors import InvalidRequest
+from vportd.core.flaps import MoveTimes
 from vportd.core.messages import SyncComplete, SyncRefused, VPortSync
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord
 
@@ -111,3 +114,33 @@ def test_a_malformed_vport_sync_is_refused(spoil: Callable[[dict[str, Any]], Non
 def test_a_malformed_stored_record_is_refused(value: bytes) -> None:
     with pytest.raises(InvalidRequest, match="malformed vPort record"):
         decode_record(value)
+
+
+def test_a_record_of_moves_is_stored_in_unix_seconds_and_read_back_on_another_clock() -> None:
+    moves = MoveTimes(VM_A, (10.0, 20.5))
+    value = encode_moves(moves, 1_700_000_000.0)  # our clock + this = unix time
+    assert value is not None
+    assert json.loads(value) == {"vm": VM_A, "moves": [1_700_000_010.0, 1_700_000_020.5]}
+    # Another controller's clock is 1000 s ahead of ours: the same moves, on its clock.
+    assert decode_moves(value, 1_700_000_000.0 - 1000) == MoveTimes(VM_A, (1010.0, 1020.5))
+    assert encode_moves(MoveTimes(VM_A, ()), 0.0) is None  # no moves: delete the record
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"", b"{}", b"not json", b'{"vm": "nonsense", "moves": []}',
+        b'{"vm": "02:00:00:00:00:0a", "moves": [-1]}',
+        b'{"vm": "02:00:00:00:00:0a", "moves": ["1"]}',
+        b'{"vm": "02:00:00:00:00:0a", "moves": [1], "more": 1}',
+        b'{"vm": "02:00:00:00:00:0a", "moves": [1e999]}',
+    ],
+)  # fmt: skip
+def test_a_malformed_record_of_moves_is_refused(value: bytes) -> None:
+    with pytest.raises(InvalidRequest, match="malformed record of moves"):
+        decode_moves(value, 0.0)
+
+
+def test_stored_moves_in_any_order_and_as_integers_are_read_oldest_first() -> None:
+    value = b'{"vm": "02-00-00-00-00-0A", "moves": [30, 10.5]}'
+    assert decode_moves(value, 0.0) == MoveTimes(VM_A, (10.5, 30.0))

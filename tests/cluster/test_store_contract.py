@@ -1,5 +1,6 @@
 """The `Store` contract, run against `MemoryStore` and (marker etcd) `EtcdStore` alike:
-sessions, roles and generations, fencing, the merge's join, and the watch's order."""
+sessions, roles and generations, fencing, the merge's join, the watch's order, and the
+leader's fenced puts of other keys."""
 
 from __future__ import annotations
 
@@ -318,3 +319,37 @@ async def test_a_posted_notice_lives_on_its_lease_until_withdrawn_or_the_lease_e
         await eventually(lambda: not mirror.view, "the lease's notices gone")
         with pytest.raises(LeaseLost):
             await store.post("conflicts/m/hv3/1", b"late", lease)
+
+
+# -- the leader's other keys (its records of VMs' moves) ----------------------------
+async def test_fenced_puts_and_deletes_read_back_and_stay_out_of_the_records(
+    connect_any: AnyStoreFactory,
+) -> None:
+    async with connect_any() as store:
+        lease = await store.grant_lease()
+        fence = await store.campaign("c1", INFO, lease)
+        many = {f"moves/{mac(n)}": f"{n}".encode() for n in range(200)}  # past one txn's ops
+        await store.put(many, [fence])
+        await store.put({f"moves/{mac(0)}": b"again", f"moves/{mac(1)}": None}, [fence])
+        read = await store.read("moves/")
+        records, _ = await store.records()
+    expected = {**many, f"moves/{mac(0)}": b"again"}
+    del expected[f"moves/{mac(1)}"]
+    assert read == expected
+    assert records == {}
+
+
+@pytest.mark.parametrize("how", ["revoked", "taken over"])
+async def test_a_put_fenced_by_a_lost_leadership_writes_nothing(
+    connect_any: AnyStoreFactory, how: str
+) -> None:
+    async with connect_any() as store:
+        lease = await store.grant_lease()
+        old = await store.campaign("c1", INFO, lease)
+        await store.put({"moves/a": b"1"}, [old])
+        await store.revoke(lease)
+        if how == "taken over":
+            await store.campaign("c2", INFO, await store.grant_lease())
+        with pytest.raises(Fenced):
+            await store.put({"moves/a": None, "moves/b": b"2"}, [old])
+        assert await store.read("moves/") == {"moves/a": b"1"}

@@ -3,7 +3,9 @@
 As EVPN damps MAC mobility (RFC 7432 §15.1). A move is a migration that
 completed (the VM became active at its destination); aborted ones do not
 count. The refusal carries when the VM may move again, changes nothing, and
-never refuses the same notify of a migration the leader already has.
+never refuses the same notify of a migration the leader already has. Each
+move gives the VM's record of moves for the store, and a new leader started
+from those records damps as the old one would have.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 from tests.core.support import (
     TIMEOUTS,
     VM_A,
+    VM_B,
     add,
     boot,
     delete,
@@ -22,7 +25,7 @@ from tests.core.support import (
     table,
 )  # fmt: skip
 from vportd.core.errors import MigrationSuppressed
-from vportd.core.flaps import FlapLimit
+from vportd.core.flaps import FlapLimit, Moves, MoveTimes
 from vportd.core.messages import NotifyRequest
 from vportd_lab.sim.cluster import SimCluster
 
@@ -174,3 +177,72 @@ def test_without_a_limit_a_vm_moves_as_often_as_it_is_told() -> None:
     for _ in range(8):
         hopper.hop()
     assert sim.leader.vport(VM_A).loc.ovs == hopper.here
+
+
+# -- across a leader change: the moves as the store holds them ----------------
+
+
+def test_each_move_gives_the_vms_record_of_moves_for_the_store(sim: SimCluster) -> None:
+    boot(sim, VM_B, "hv0", 2)  # a VM that never moves has no record
+    hopper = five_moves_ten_seconds_apart(sim)
+    assert sim.moves == {VM_A: MoveTimes(VM_A, (10.0, 20.0, 30.0, 40.0, 50.0))}
+
+    sim.advance(10 + WINDOW - 50)  # t = 190: the first leaves the window
+    hopper.hop()
+
+    # The newest five only: an older move can decide no refusal.
+    assert sim.moves[VM_A].times == (20.0, 30.0, 40.0, 50.0, 190.0)
+
+
+def test_a_new_leader_refuses_what_the_old_one_would_until_the_window_clears(
+    sim: SimCluster,
+) -> None:
+    hopper = five_moves_ten_seconds_apart(sim)
+    sim.advance(10)  # t = 60
+    sim.hand_over("c1")
+    assert sim.leader.me == "c1"
+
+    refused = hopper.refusal()
+
+    assert (refused.moves, refused.retry_after) == (5, 10 + WINDOW - 60)
+    sim.advance(129)  # t = 189: the move at t = 10 is still in the window
+    assert hopper.refusal().retry_after == 1
+    sim.advance(1)  # t = 190: it left
+    hopper.hop()
+    assert sim.leader.vport(VM_A).loc.ovs == hopper.here
+
+
+def test_a_new_leader_admits_a_vm_whose_moves_left_the_window_and_deletes_their_record(
+    sim: SimCluster,
+) -> None:
+    hopper = five_moves_ten_seconds_apart(sim)
+    sim.hand_over("c1")  # t = 50
+    sim.advance(WINDOW)  # t = 230: the move at t = 50 left the window
+
+    assert sim.moves == {}
+    hopper.hop()
+    assert sim.moves == {VM_A: MoveTimes(VM_A, (230.0,))}
+
+
+def test_a_record_is_deleted_once_its_last_move_leaves_the_window(sim: SimCluster) -> None:
+    hopper = Hopper(sim)
+    sim.advance(10)
+    hopper.hop()  # t = 10
+    sim.advance(WINDOW - 1)
+    assert VM_A in sim.moves
+    sim.advance(1)  # t = 190
+
+    assert sim.moves == {}
+
+
+def test_a_leader_restored_from_records_refuses_at_the_windows_edge() -> None:
+    moves = Moves(FlapLimit(moves=2, window=100.0))
+    moves.restore([MoveTimes(VM_A, (30.0, 10.0)), MoveTimes(VM_B, (5.0,))])
+
+    with pytest.raises(MigrationSuppressed) as refused:
+        moves.check(VM_A, 109.5)
+    assert refused.value.retry_after == 0.5
+    moves.check(VM_A, 110.0)  # the move at t = 10 left the window: admitted
+    moves.check(VM_B, 0.0)
+    assert moves.forget(110.0) == [MoveTimes(VM_B, ())]  # VM_B's window is empty: delete
+    assert moves.moved(VM_A, 110.0) == MoveTimes(VM_A, (30.0, 110.0))

@@ -14,10 +14,10 @@ One task (`_supervise`) owns everything in one TaskGroup, so that the rig
 can be started and stopped from different tasks (a fixture's setup and
 teardown). `crash` cancels one controller's task (a kill -9: its lease stays
 until it expires, unless `expire`d); `partition` / `heal` cut a controller
-off from the store and back. With `Options(tls=True)` the rig makes its CA
-and certificates (`tests.pki`) first: the API is https (`client` checks it
-against the CA) and the switches connect over TLS with a certificate the CA
-signed.
+off from the store and back; `clocks.ahead` moves every controller's time
+on. With `Options(tls=True)` the rig makes its CA and certificates
+(`tests.pki`) first: the API is https (`client` checks it against the CA)
+and the switches connect over TLS with a certificate the CA signed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tests.pki import Certs
 from tests.rig import settled
 from tests.rig.fabric import Fabric, VmPort
 from tests.rig.http import AUTH, client, token_files
-from tests.rig.member import Member, Options, config, member
+from tests.rig.member import Clocks, Member, Options, config, member
 from vportd.cluster.memory import MemoryServer
 from vportd.core.controller import Controller
 from vportd.core.messages import MigrationView
@@ -56,6 +56,7 @@ class Rig:
     certs: Certs | None = field(init=False, default=None)  # with Options(tls=True)
     fabric: Fabric = field(init=False)
     members: dict[str, Member] = field(init=False, default_factory=dict)
+    clocks: Clocks = field(init=False, default_factory=Clocks)
     _clients: list[httpx.AsyncClient] = field(init=False, default_factory=list)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _started: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -79,7 +80,7 @@ class Rig:
             section = None if self.certs is None else self.certs.section()
             for n in range(self.options.controllers):
                 made = config(f"c{n}", self.options, self.fabric.db.remote, tokens, section)
-                self.members[made.controller.id] = m = member(made, self.server)
+                self.members[made.controller.id] = m = member(made, self.server, self.clocks, n)
                 m.task = tg.create_task(m.run(), name=f"controller {m.id}")
             for m in self.members.values():
                 await m.listening()

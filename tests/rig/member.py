@@ -8,13 +8,16 @@ and `create_app`'s API, served by `serve` as one of the runtime's tasks. With
 `Options(tls=True)` the config has a `[tls]` section (the rig's CA and the
 controllers' certificate, `tests.pki`) and the contexts the daemon would make
 from it go where the daemon puts them: https API, OpenFlow over TLS, the
-peers' client checking the CA.
+peers' client checking the CA. Its clocks are the rig's (`Clocks`): its
+monotonic clock apart from the others', as on hosts of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,7 +62,24 @@ class Options:
     max_body: int = 1024 * 1024
     sync_timeout: float = SYNC_TIMEOUT  # migration.sync_timeout
     flap_moves: int = 5  # migration.flap_moves (the controller's default)
+    flap_window: float = 180.0  # migration.flap_window (the controller's default)
     tls: bool = False  # [tls]: the API https only, OpenFlow over TLS
+
+
+@dataclass
+class Clocks:
+    """The rig's time: each controller's monotonic clock is a host's of its own (`apart`
+    seconds from the next one's), and a test may move every clock, unix time too, on by
+    `ahead` seconds (past a window, say) without waiting for them."""
+
+    apart: float = 86_400.0
+    ahead: float = 0.0
+
+    def monotonic(self, n: int) -> Callable[[], float]:
+        return lambda: time.monotonic() + n * self.apart + self.ahead
+
+    def unix(self) -> float:
+        return time.time() + self.ahead
 
 
 @dataclass
@@ -139,17 +159,27 @@ def config(
         "ovsdb": {"remotes": [ovsdb]},
         "api": api,
         "store": {"kind": options.store, "lease_ttl": LEASE_TTL},
-        "migration": {"sync_timeout": options.sync_timeout, "flap_moves": options.flap_moves},
+        "migration": {
+            "sync_timeout": options.sync_timeout,
+            "flap_moves": options.flap_moves,
+            "flap_window": options.flap_window,
+        },
         "topology": {"lldp": False},
     })  # fmt: skip
 
 
-def member(config: Config, server: MemoryServer | None) -> Member:
-    """A controller wired as the daemon wires one, its store a client of `server`."""
+def member(
+    config: Config, server: MemoryServer | None, clocks: Clocks | None = None, n: int = 0
+) -> Member:
+    """A controller wired as the daemon wires one, its store a client of `server`, its
+    clocks the `n`th of `clocks` (the host's own without)."""
     api = config.api
     token, peer_token = read_tokens(api)
     contexts = None if config.tls is None else tls.load(config.tls)
-    runtime = Runtime(config, tls=contexts)
+    if clocks is None:
+        runtime = Runtime(config, tls=contexts)
+    else:
+        runtime = Runtime(config, clocks.monotonic(n), wall=clocks.unix, tls=contexts)
     me = Peer(config.controller.id, api.url)
     # one session for the peer messages and the relayed requests
     http = PeerHttp(tls=None if contexts is None else contexts.peers)

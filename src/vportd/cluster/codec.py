@@ -1,4 +1,5 @@
-"""The one codec for what controllers exchange: vPort records and the vPort sync.
+"""The one codec for what controllers exchange: vPort records and the vPort sync
+(and the leader's records of VMs' moves, `MovesWire`).
 
 A record is stored in etcd and carried by the leader's vPort sync in the same
 JSON form. The models validate what they read (unknown fields and wrong types
@@ -14,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from vportd.core.errors import InvalidMac, InvalidRequest
+from vportd.core.flaps import MoveTimes
 from vportd.core.messages import SyncAnswer, SyncComplete, SyncRefused, VPortSync
 from vportd.core.model import Location, MigrationMark, Phase, VPortRecord, parse_mac
 
@@ -157,6 +159,42 @@ class SyncAnswerWire(BaseModel):
         if self.status == "sync-complete":
             return SyncComplete(self.migration_id, self.vm, self.controller)
         return SyncRefused(self.migration_id, self.vm, self.controller, self.reason or "refused")
+
+
+# Unix seconds, finite: a move's time as stored (`MovesWire`).
+UnixTime = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class MovesWire(Strict):
+    """A VM's recent moves (flap damping), `moves/{mac}`: when it moved, in unix seconds.
+
+    Unix time, not the controller's clock: that one (monotonic) counts from each
+    host's boot, so its times mean nothing to the next leader, on another host.
+    A cluster's wall clocks agree to NTP's accuracy, far finer than a window of
+    minutes, and a skew between two leaders shifts the damping by that skew
+    only. (Ages relative to a wall time stored alongside would lean on the same
+    wall clocks.)
+    """
+
+    vm: Mac
+    moves: Annotated[list[UnixTime], Field(max_length=1_000_000)]  # oldest first
+
+
+def encode_moves(moves: MoveTimes, to_unix: float) -> bytes | None:
+    """A VM's record of moves as stored, its times plus `to_unix` (None: delete it)."""
+    if not moves.times:
+        return None
+    unix = [t + to_unix for t in moves.times]
+    return MovesWire.model_construct(vm=moves.vm, moves=unix).model_dump_json().encode()
+
+
+def decode_moves(value: bytes, to_unix: float) -> MoveTimes:
+    """A stored record of moves, its times minus `to_unix`; InvalidRequest if it is not one."""
+    try:
+        wire = MovesWire.model_validate_json(value)
+    except ValidationError as err:
+        raise InvalidRequest(f"malformed record of moves: {err.error_count()} errors") from None
+    return MoveTimes(wire.vm, tuple(sorted(t - to_unix for t in wire.moves)))
 
 
 def encode_record(rec: VPortRecord) -> bytes:

@@ -6,6 +6,8 @@ Keyspace under the prefix P:
   P/members/{id}     {"id", "api", "openflow"} on the member's lease
   P/masters/{switch} {"id"} on the master's lease; its create_revision is the
                      mastership's generation id (monotonic)
+  P/moves/{mac}      a VM's recent moves (JSON, flap damping); put or deleted by
+                     the leader, fenced by its leadership
 
 A role is held as long as its key lives; a `Fence` names the key and its
 create_revision, and a fenced write only applies while that key is the same
@@ -21,7 +23,7 @@ import ipaddress
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
@@ -409,6 +411,25 @@ class EtcdStore(Store):
                 compare.append(modified_at(key, kvs[0].mod_revision))
                 puts.append(put_op(key, encode_record(joined)))
         return compare, puts
+
+    async def put(self, items: Mapping[str, bytes | None], fences: Sequence[Fence]) -> None:
+        """Put or delete keys, fenced, in as many transactions as etcd's op limit needs."""
+        ops = [
+            delete_op(self.key(rel)) if value is None else put_op(self.key(rel), value)
+            for rel, value in items.items()
+        ]
+        size = MAX_TXN_OPS - len(fences)
+        fence_cmp = [created_at(self.key(f.key), f.revision) for f in fences]
+        for start in range(0, len(ops), size):
+            resp = await self._txn(f"put {len(items)} keys", fence_cmp, ops[start : start + size])
+            self._check_fences(resp, fences, offset=None)
+
+    async def read(self, sub: str) -> dict[str, bytes]:
+        prefix = self.key(sub)
+        kvs, _ = await retrying(
+            f"read {sub}", lambda: self.stubs.range_prefix(prefix), self._patience
+        )
+        return {self._rel(kv.key): bytes(kv.value) for kv in kvs}
 
     async def records(self) -> tuple[dict[str, VPortRecord], int]:
         """Every stored vPort record by MAC, and the revision they were read at."""

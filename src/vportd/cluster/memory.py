@@ -218,8 +218,7 @@ class MemoryServer:
         return True
 
     # -- records --------------------------------------------------------------
-    def merge(self, records: dict[str, VPortRecord], fences: Sequence[Fence]) -> None:
-        """Join `records` (by VM) into the stored ones in one transaction, if every fence holds."""
+    def _check_fences(self, fences: Sequence[Fence]) -> None:
         for fence in fences:
             held = self._keys.get(fence.key)
             now = 0 if held is None else held.create_revision
@@ -227,6 +226,16 @@ class MemoryServer:
                 raise store.Fenced(
                     f"fenced out: {fence.key} is generation {now}, not {fence.revision}"
                 )
+
+    def put(self, items: Mapping[str, bytes | None], fences: Sequence[Fence]) -> None:
+        """Put or delete (None) keys in one transaction, if every fence holds."""
+        self._check_fences(fences)
+        puts = {key: (value, 0) for key, value in items.items() if value is not None}
+        self.commit(puts, [key for key, value in items.items() if value is None])
+
+    def merge(self, records: dict[str, VPortRecord], fences: Sequence[Fence]) -> None:
+        """Join `records` (by VM) into the stored ones in one transaction, if every fence holds."""
+        self._check_fences(fences)
         puts = {}
         for vm, rec in records.items():
             joined = self._joined(f"vports/{vm}", rec)
@@ -392,6 +401,14 @@ class MemoryStore(Store):
 
     async def records(self) -> tuple[dict[str, VPortRecord], int]:
         return (await self._call("read vports")).records()
+
+    async def put(self, items: Mapping[str, bytes | None], fences: Sequence[Fence]) -> None:
+        if items:  # (as etcd's: no transaction, so no fence check)
+            (await self._call(f"put {len(items)} keys")).put(items, fences)
+
+    async def read(self, sub: str) -> dict[str, bytes]:
+        kvs = (await self._call(f"read {sub}")).range(sub)
+        return {key: kv.value for key, kv in kvs.items() if kv.value is not None}
 
     # -- the watch ------------------------------------------------------------
     async def follow(self, sub: str, on_reset: OnReset, on_change: OnChange) -> NoReturn:

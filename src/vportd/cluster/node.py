@@ -8,6 +8,9 @@ the session ends: the controller stops leading, lets go of its switches (their
 flows stay in OVS, forwarding goes on) and starts a new session. A controller
 that stops revokes its lease: its roles move on at once, not a TTL later.
 
+A new leader reads the VMs' recent moves (`moves/`, flap damping) before it
+takes a notify; the leader writes them as its other records, fenced.
+
 The table's copy (claims 1 and 5) does not depend on the session: a watch on
 the records keeps it, resuming from its last revision after any reconnect and
 reloading everything when that revision was compacted. Leading waits for the
@@ -36,12 +39,13 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from vportd.cluster.board import Board
-from vportd.cluster.codec import decode_record
+from vportd.cluster.codec import decode_moves, decode_record, encode_moves
 from vportd.cluster.members import Peer
 from vportd.cluster.peers import PeerClient, PeerUnreachable
 from vportd.cluster.store import KV, Fence, Fenced, LeaseLost, Store, StoreError
 from vportd.cluster.writer import RecordWriter, Waiter
 from vportd.core.errors import InvalidRequest
+from vportd.core.flaps import MoveTimes
 from vportd.core.messages import EventKind, Reason, Send, SyncAnswer, Write
 from vportd.core.model import VPortRecord
 
@@ -61,8 +65,11 @@ class NodeEvents(Protocol):
 
     def leader_is(self, leader: str | None) -> None: ...
 
-    def lead(self) -> None:
-        """This controller leads now."""
+    def lead(self, moves: Sequence[MoveTimes]) -> None:
+        """This controller leads now; `moves`: the VMs' recent moves, as the store holds them."""
+
+    def unix_offset(self) -> float:
+        """Seconds from the core's clock to unix time, now (the store's times are unix)."""
 
     def step_down(self) -> None: ...
 
@@ -145,6 +152,12 @@ class ClusterNode:
     def persist(self, writes: Sequence[Write]) -> Waiter:
         """Write records to the store; the future resolves once they are durable."""
         return self.writer.persist(writes)
+
+    def save_moves(self, moves: Sequence[MoveTimes]) -> None:
+        """Write the leader's records of VMs' moves (an empty one is deleted), fenced by its
+        leadership; nobody waits for them."""
+        to_unix = self.events.unix_offset()
+        self.writer.save({f"moves/{m.vm}": encode_moves(m, to_unix) for m in moves})
 
     async def write_now(self, writes: Sequence[Write]) -> None:
         """Write records at once (a message waits for them); NotDurable if they were not."""
@@ -239,7 +252,21 @@ class ClusterNode:
         await self._synced.wait()
         info = {"id": self.me.id, "api": self.me.api}
         self._leading = await self.store.campaign(self.me.id, info, lease)
-        self.events.lead()
+        # Read once we lead: the previous leader is fenced out, its last moves are in.
+        self.events.lead(await self._moves())
+
+    async def _moves(self) -> list[MoveTimes]:
+        """The VMs' recent moves as the previous leaders stored them (flap damping)."""
+        stored = await self.store.read("moves/")
+        to_unix = self.events.unix_offset()
+        moves = []
+        for key, value in stored.items():
+            try:
+                moves.append(decode_moves(value, to_unix))
+            except InvalidRequest as err:
+                log.error("store record %s unreadable, ignored: %s", key, err.detail)
+        log.info("%d VMs moved lately (flap damping), as the store holds it", len(moves))
+        return moves
 
     def _leader_reset(self, kvs: dict[str, KV], revision: int) -> None:
         self._leader_changed(list(kvs.values()), revision)

@@ -10,6 +10,8 @@ for the fast tests). Keys are relative to the store's prefix:
   masters/{switch}  {"id"} on the master's lease
   conflicts/{mac}/{switch}/{port}  a duplicate MAC (`cluster.board`), on the lease
                     of the controller that masters the second port's switch
+  moves/{mac}       a VM's recent moves (`cluster.codec`, flap damping): written by
+                    `put`, fenced by the leadership; deleted once the window passed them
 
 Every write gets the next revision of one global counter. A key's
 create_revision names its incarnation: a role key's is the role's generation
@@ -19,7 +21,7 @@ the lease expires or is revoked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NoReturn, Protocol, Self
@@ -158,6 +160,16 @@ class Store(Protocol):
 
     async def records(self) -> tuple[dict[str, VPortRecord], int]:
         """Every stored vPort record by MAC, and the revision they were read at."""
+        ...
+
+    async def put(self, items: Mapping[str, bytes | None], fences: Sequence[Fence]) -> None:
+        """Put each key's value, or delete it (None), if every fence holds (else nothing is
+        written and the call raises `Fenced`). A batch too large for one transaction goes in
+        several, each fenced: a failure may leave the earlier ones written."""
+        ...
+
+    async def read(self, sub: str) -> dict[str, bytes]:
+        """Every key under `sub` with its value, read after every write acknowledged so far."""
         ...
 
     # -- the watch ------------------------------------------------------------

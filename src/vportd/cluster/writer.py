@@ -9,14 +9,16 @@ batch; losing the session keeps the plain records for the next session, while
 the leader's are dropped with `NotDurable`: they belonged to a leadership
 that is gone, and the new leader decides again. The controller has applied
 them to its own table already: `dropped` is told which, so that it can read
-those entries back from the store.
+those entries back from the store. The leader's other keys (its records of
+VMs' moves, `save`) go with its records, fenced the same way; nobody waits
+for them, and the newest value of a key queued is the one written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vportd.cluster.store import Fence, Fenced, LeaseLost, Store, StoreError
@@ -40,6 +42,7 @@ class _Part:
 
     records: dict[str, VPortRecord] = field(default_factory=dict)
     waiters: list[Waiter] = field(default_factory=list)
+    keys: dict[str, bytes | None] = field(default_factory=dict)  # to put (None: delete)
 
     def add(self, rec: VPortRecord) -> None:
         have = self.records.get(rec.vm)
@@ -49,6 +52,7 @@ class _Part:
         for rec in other.records.values():
             self.add(rec)
         self.waiters += other.waiters
+        self.keys.update(other.keys)  # (other's are the newer)
 
     def settle(self, error: Exception | None = None) -> None:
         for waiter in self.waiters:
@@ -95,6 +99,11 @@ class RecordWriter:
         (self._pending.led if led else self._pending.plain).waiters.append(waiter)
         self._queued.set()
         return waiter
+
+    def save(self, keys: Mapping[str, bytes | None]) -> None:
+        """Queue keys of the leader's to put (None: delete), fenced by its leadership."""
+        self._pending.led.keys.update(keys)
+        self._queued.set()
 
     async def write_now(self, writes: Sequence[Write]) -> None:
         """Write `writes` at once, in the caller's task (a message waits for them): no
@@ -144,12 +153,17 @@ class RecordWriter:
             await self.store.merge(list(batch.plain.records.values()), [member])
         batch.plain.records = {}  # written: a retry of the rest must not write them again
         batch.plain.settle()
-        if batch.led.records or batch.led.waiters:
+        led = batch.led
+        if led.records or led.waiters or led.keys:
             if leader is None:
                 raise Fenced("no longer leading")
-            if batch.led.records:
-                await self.store.merge(list(batch.led.records.values()), [member, leader])
-            batch.led.settle()
+            if led.records:
+                await self.store.merge(list(led.records.values()), [member, leader])
+            led.records = {}
+            if led.keys:
+                await self.store.put(led.keys, [member, leader])
+            led.keys = {}
+            led.settle()
 
     def _give_back(self, batch: _Batch, err: BaseException) -> None:
         """No plain record may be lost: it waits for the next try or session. The leader's
@@ -167,9 +181,9 @@ class RecordWriter:
 
     def _drop(self, led: _Part, why: str) -> None:
         records = list(led.records.values())
-        if records:
-            log.warning("dropping %d leader writes: %s", len(records), why)
-        led.records = {}
+        if records or led.keys:
+            log.warning("dropping %d leader writes: %s", len(records) + len(led.keys), why)
+        led.records, led.keys = {}, {}
         led.settle(NotDurable(why))
         if records:
             self.dropped(records)

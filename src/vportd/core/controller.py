@@ -22,6 +22,7 @@ from vportd.core.coordinator import (
     decided,
 )
 from vportd.core.errors import MigrationConflict, UnknownSwitch
+from vportd.core.flaps import MoveTimes
 from vportd.core.flow import Flow
 from vportd.core.messages import (
     DowntimeReport,
@@ -81,11 +82,13 @@ class Controller(ControllerState):
         if leader != self.me:
             self._coordinator = None
 
-    def lead(self, now: float) -> None:
-        """Become the leader; take over the migrations the table shows as open."""
+    def lead(self, now: float, moves: Iterable[MoveTimes] = ()) -> None:
+        """Become the leader; take over the migrations the table shows as open, and
+        the VMs' recent moves (`moves`, from the store: flap damping goes on)."""
         if self._coordinator is None:
             self._coordinator = Coordinator(self.me, self._timeouts, self._history, self._flaps)
             self._coordinator.adopt(self._table, now)
+            self._coordinator.restore_moves(moves)
         self._cluster.leader = self.me
 
     def step_down(self) -> None:
@@ -325,7 +328,9 @@ class Controller(ControllerState):
 
     def _decide(self, decision: Decision, now: float) -> Output[None]:
         """The leader's decision: its records written and applied here first."""
-        out: Output[None] = Output(writes=list(decision.writes), answers=list(decision.answers))
+        out: Output[None] = Output(
+            writes=list(decision.writes), answers=list(decision.answers), moves=decision.moves
+        )
         for write in decision.writes:
             out.absorb(self._merged(write.record, now))
         return out

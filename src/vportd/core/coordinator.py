@@ -18,6 +18,7 @@ keep their packets' arrivals).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -30,7 +31,7 @@ from vportd.core.errors import (
     NotOnSource,
     UnknownMigration,
 )
-from vportd.core.flaps import FlapLimit, Moves
+from vportd.core.flaps import FlapLimit, Moves, MoveTimes
 from vportd.core.membership import Membership
 from vportd.core.messages import (
     DowntimeReport,
@@ -314,8 +315,10 @@ class Coordinator:
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return None
+        decision = Decision()
         if state in _MOVED and m.state is not Status.ACTIVATED and self._moves is not None:
-            self._moves.moved(m.vm, now)  # (a migration moves its VM once)
+            # (a migration moves its VM once); the VM's moves go to the store
+            decision.moves += (self._moves.moved(m.vm, now),)
         if state.finished:
             self._finish(m, state, now)
         else:
@@ -326,8 +329,8 @@ class Coordinator:
         if state.finished and not m.answered:
             m.answered = True
             error = None if state is Status.COMPLETED else MigrationConflict(f"migration {state}")
-            return Decision(answers=[NotifyAnswer(m.view(), error)])
-        return None
+            decision.answers.append(NotifyAnswer(m.view(), error))
+        return decision or None
 
     # -- what was measured outside ----------------------------------------
     def downtime(self, migration_id: str, report: DowntimeReport) -> Migration:
@@ -368,7 +371,7 @@ class Coordinator:
                 decision.absorb(self._expire(m, table, now))
         self._forget(now)
         if self._moves is not None:
-            self._moves.forget(now)
+            decision.moves += tuple(self._moves.forget(now))  # (records to delete)
         return decision
 
     def _expire(self, m: Migration, table: VPortTable, now: float) -> Decision:
@@ -409,6 +412,11 @@ class Coordinator:
         return decision
 
     # -- leader change ---------------------------------------------------
+    def restore_moves(self, records: Iterable[MoveTimes]) -> None:
+        """A new leader takes the VMs' moves its predecessors stored (flap damping)."""
+        if self._moves is not None:
+            self._moves.restore(records)
+
     def adopt(self, table: VPortTable, now: float) -> None:
         """A new leader takes over the migrations its table shows as open."""
         for rec in table:

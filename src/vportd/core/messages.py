@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from vportd.core.errors import CoreError
+from vportd.core.flaps import MoveTimes
 from vportd.core.flow import FlowMod
 from vportd.core.model import VPortRecord, slot_setters
 
@@ -223,9 +224,12 @@ class Output(Generic[R]):
     messages: list[Send] = field(default_factory=list)
     answers: list[NotifyAnswer] = field(default_factory=list)
     reply: R | None = None
+    # The leader's records of VMs' moves (flap damping), fenced by its leadership. (A
+    # tuple: most outputs have none, and an empty tuple costs no allocation.)
+    moves: tuple[MoveTimes, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.flow_mods or self.writes or self.messages or self.answers)
+        return bool(self.flow_mods or self.writes or self.messages or self.answers or self.moves)
 
     def absorb(self, other: Output[Any]) -> None:
         """Add what `other` asks to this output (its reply is not ours)."""
@@ -237,6 +241,8 @@ class Output(Generic[R]):
             self.messages += other.messages
         if other.answers:
             self.answers += other.answers
+        if other.moves:
+            self.moves += other.moves
 
 
 _WRITE_RECORD, _WRITE_KIND, _WRITE_REASON, _WRITE_LEADER = slot_setters(

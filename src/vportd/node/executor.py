@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vportd.core.flaps import MoveTimes
 from vportd.core.flow import FlowMod
 from vportd.core.messages import NotifyAnswer, Output, Send, Write
 
@@ -59,6 +60,9 @@ class Cluster(Protocol):
     """The store of record and the peers (absent for a controller that runs alone)."""
 
     def persist(self, writes: Sequence[Write]) -> Waiter: ...
+
+    def save_moves(self, moves: Sequence[MoveTimes]) -> None:
+        """Write the leader's records of VMs' moves (flap damping); nobody waits for them."""
 
     async def write_now(self, writes: Sequence[Write]) -> None:
         """Write at once, in the caller's task; NotDurable if the records were not written."""
@@ -113,6 +117,8 @@ class Executor:
 
         `urgent`: the handshake's, ahead of the bulk outputs queued (module doc)."""
         persisted = None
+        if out.moves and self.cluster is not None:
+            self.cluster.save_moves(out.moves)
         if out.messages:
             persisted = self._send_when_durable(out.writes, out.messages)
         elif out.writes and self.cluster is not None:

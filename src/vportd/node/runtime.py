@@ -23,7 +23,7 @@ from vportd.cluster.writer import NotDurable
 from vportd.core.controller import Controller
 from vportd.core.coordinator import History, Timeouts
 from vportd.core.errors import CoreError, NoController
-from vportd.core.flaps import FlapLimit
+from vportd.core.flaps import FlapLimit, MoveTimes
 from vportd.core.flow import Flow, FlowMod
 from vportd.core.messages import (
     DowntimeReport,
@@ -74,10 +74,12 @@ class Runtime:
         config: Config,
         clock: Callable[[], float] = time.monotonic,
         *,
+        wall: Callable[[], float] = time.time,  # unix time: what the store's times are in
         tls: Contexts | None = None,  # [tls]: OpenFlow and ssl: OVSDB remotes with these
     ) -> None:
         self.config = config
         self.clock = clock
+        self.wall = wall  # (the store's times of moves: converted when written and read)
         # The core's times are this clock's; wall-clock (unix) time is a core time plus
         # this, taken once so that a timeline's steps keep their order and spacing.
         self.wall_offset = time.time() - clock()
@@ -406,10 +408,13 @@ class Runtime:
         self.core.leader_is(leader)
         self.metrics.leader_changed()
 
-    def lead(self) -> None:
-        self.core.lead(self.clock())
+    def lead(self, moves: Sequence[MoveTimes]) -> None:
+        self.core.lead(self.clock(), moves)
         log.info("%s leads the cluster (adopted %d open migrations)",
                  self.core.me, self.core.open_migrations())  # fmt: skip
+
+    def unix_offset(self) -> float:
+        return self.wall() - self.clock()
 
     def step_down(self) -> None:
         self.core.step_down()

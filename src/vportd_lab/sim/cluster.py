@@ -3,7 +3,8 @@
 Each controller's writes are joined into the store (as etcd's compare-and-swap
 merge does) and the stored record is queued for every controller, as its
 watch would bring it; a vPort sync is queued for its receiver, and the answer
-for the leader. The queue is explicit so that a test decides the order:
+for the leader; the leader's records of VMs' moves are kept too (`hand_over`
+starts a new leader from them). The queue is explicit so that a test decides the order:
 `deliver_all` is FIFO, `deliver(i)` takes any pending item, `deliver(i,
 keep=True)` delivers one twice. Flow mods go straight to the fabric (the
 adapter would barrier them first).
@@ -17,7 +18,7 @@ from typing import Any
 
 from vportd.core.controller import Controller
 from vportd.core.coordinator import History, Timeouts
-from vportd.core.flaps import FlapLimit
+from vportd.core.flaps import FlapLimit, MoveTimes
 from vportd.core.messages import (
     NotifyAnswer,
     NotifyRequest,
@@ -59,6 +60,7 @@ class SimCluster:
     store: dict[str, VPortRecord] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
     flow_mods: int = 0
+    moves: dict[str, MoveTimes] = field(default_factory=dict)  # the leader's, by VM
 
     @classmethod
     def build(
@@ -114,6 +116,12 @@ class SimCluster:
     def abort(self, migration_id: str) -> None:
         self.run(self.leader.abort(migration_id, self.now))
 
+    def hand_over(self, to: str) -> None:
+        """The leader is gone (died or resigned); `to` leads, from what the store holds."""
+        for ctl in self.controllers.values():
+            ctl.leader_is(to)
+        self.controllers[to].lead(self.now, list(self.moves.values()))
+
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for ctl in self.controllers.values():
@@ -127,6 +135,11 @@ class SimCluster:
         self.queue += [InFlight(send.to, send.message) for send in out.messages]
         self.answers += out.answers
         self.flow_mods += len(out.flow_mods)
+        for moved in out.moves:
+            if moved.times:
+                self.moves[moved.vm] = moved
+            else:
+                self.moves.pop(moved.vm, None)
         if self.fabric is not None:
             self.fabric.apply(out.flow_mods)
 
