@@ -231,6 +231,10 @@ def test_overlay_tunnel_carries_vm_traffic(lab_dir: Path, encap: str) -> None:
         ofctl(hv, "add-flow", f"in_port={TUNNEL_PORT},tun_id={vni},actions=output:{vm['port']}")
     out = ping(vm0, vm1)
     assert " 0% packet loss" in out, out
+    # a full-size frame too (1500 bytes, not fragmented): the underlay has room for the headers
+    full = in_ns(vm0["netns"], "ping", "-n", "-c", "2", "-W", "1", "-s", "1472", "-M", "do",
+                 vm1["ip"], check=False)  # fmt: skip
+    assert full.returncode == 0, full.stdout
     # frames came in through the tunnel port with the VNI: its flow counted some (the
     # datapath reports its counts with a lag)
     for hv in (hv0, hv1):
@@ -271,4 +275,11 @@ def test_overlay_segments_and_migrate_standalone(lab_dir: Path) -> None:
     assert (moved["hypervisor"], moved["port_name"], moved["port"]) == ("hv1", "vm0h1", 1)
     # on hv1 it reaches vm3, of its segment there
     assert " 0% packet loss" in ping(moved, vms["vm3"])
+    down(lab_dir, doc)
+
+
+def test_overlay_down_without_a_state_file(lab_dir: Path) -> None:
+    """After a crash that lost the state file, `lab down` finds the lab by its names and marks."""
+    doc = up(lab_dir, "--hypervisors", "2", "--vms", "2", "--controllers", "1", "--wait", "3")
+    (lab_dir / "lab.json").unlink()
     down(lab_dir, doc)
