@@ -1,6 +1,9 @@
 """`vportctl lab up`: bring the test bed up.
 
-In this order, recording each step in the state file before taking it: with
+On the overlay fabric (`--fabric overlay`) the OVS, bridges and VMs are
+built by `hosts` instead (a namespace and an OVS per host, controllers and
+etcd in namespaces of their own); the rest is the same. On the patch fabric,
+in this order, recording each step in the state file before taking it: with
 `--tls`, a CA and the certificates it signs in DIR/tls (`plan.Tls`); a
 private Open vSwitch (userspace datapath) in DIR/ovs; the hypervisor bridges;
 the patch-port mesh between them; the VM namespaces with their veths (host

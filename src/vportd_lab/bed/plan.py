@@ -26,7 +26,15 @@ without asking. The conventions (DESIGN.md §5):
   sends no notify) or `standalone` (no controllers, bridges in
   fail_mode=standalone: OVS's NORMAL learning switch). Standalone links the
   bridges in a star from hv0 instead of the mesh: flooding NORMAL switches
-  around a loop would storm.
+  around a loop would storm;
+- the fabric (`FABRICS`): `patch` as above, or `overlay`: hypervisor i is
+  namespace `ov-hv{i}` (management address MGMT_NET.{100+i}, tunnel
+  endpoint UNDERLAY_NET.{i+1}, its OVS in DIR/hv{i}, bridge `br-int`), VM k
+  namespace `ov-vm{k}`, controller c namespace `ov-c{c}` at MGMT_NET.{10+c}
+  (the ports as given, without the +c), etcd `ov-etcd` at MGMT_NET.2:2379,
+  no patch links (`hosts` builds it);
+- segments: one untagged (tag 0, VNI 0), or N tagged 10, 20, ... (VNI =
+  tag), VM k in segment k mod N.
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ def add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
             "userspace datapath, one bridge per hypervisor joined by patch ports, VMs as network "
             "namespaces with a veth to their hypervisor's bridge, and a cluster of vportd "
             "controllers (with a private etcd as their store) that the bridges "
-            "(fail_mode=secure) connect to."
+            "(fail_mode=secure) connect to. With `lab up --fabric overlay`, every hypervisor "
+            "is a namespace with its own OVS, joined to the others by tunnels over an underlay, "
+            "and the controllers and etcd run in namespaces of their own."
         ),
         parents=[json_flag],
     )
