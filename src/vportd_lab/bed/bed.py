@@ -69,7 +69,7 @@ from vportd_lab.bed.plan import (
     STANDALONE,
     Controller,
     Plan,
-)  # fmt: skip
+)
 from vportd_lab.bed.report import describe, openflow_connections, summary
 from vportd_lab.bed.state import UP, Options, State, StateError, load
 from vportd_lab.bed.teardown import down, leftovers

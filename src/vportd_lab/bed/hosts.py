@@ -51,7 +51,7 @@ from vportd_lab.bed.plan import (
     VM,
     Hypervisor,
     Plan,
-)  # fmt: skip
+)
 from vportd_lab.bed.procs import tcp_peers
 from vportd_lab.bed.state import State
 

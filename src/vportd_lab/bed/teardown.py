@@ -47,7 +47,7 @@ from vportd_lab.bed.plan import (
     VM_HOST_IF,
     VM_NAMESPACE,
     marker,
-)  # fmt: skip
+)
 from vportd_lab.bed.state import State, StateError, load
 
 MARK_PREFIX = "vportd-lab:"
