@@ -7,7 +7,8 @@ touched) and takes it down, checking that nothing is left:
 - with two real controllers: `lab status --json`'s overlay fields, every
   host's OVSDB as a controller reads it (over TCP from the controller's
   namespace), every br-int as the controller contract wants it and
-  connected to every controller, the underlay between every pair of hosts;
+  connected to every controller, the underlay between every pair of hosts,
+  and a cut management link partitioning one controller;
 - without controllers, per encapsulation: a VM pings a VM on another host
   through the tunnel ports, with tunnel flows written here by hand (the
   fabric, independent of the controller);
@@ -125,6 +126,7 @@ def test_overlay_lab_with_controllers(lab_dir: Path) -> None:
         check_br_int(doc, hv)
     check_connected(doc)
     check_underlay(doc)
+    check_partition(doc)
     st = status(lab_dir)
     assert [(h["netns"], h["ovsdb"]) for h in st["hypervisors"]] == [
         (h["netns"], h["ovsdb"]) for h in doc["hypervisors"]
@@ -214,6 +216,23 @@ def check_underlay(doc: dict[str, Any]) -> None:
                 done = in_ns(a["netns"], "ping", "-n", "-c", "2", "-W", "1", b["encap_ip"],
                              check=False)  # fmt: skip
                 assert done.returncode == 0, done.stdout
+
+
+def check_partition(doc: dict[str, Any]) -> None:
+    """Cutting controller c1's link to the management network partitions it, and only it."""
+    hv = doc["hypervisors"][0]
+
+    def reads(ctrl: str) -> bool:
+        done = in_ns(ctrl, "ovs-vsctl", f"--db={hv['ovsdb']}", "--timeout=2", "get",
+                     "Open_vSwitch", ".", "external_ids:hostname", check=False)  # fmt: skip
+        return done.returncode == 0
+
+    sh("ip", "-n", "ov-fab", "link", "set", "dev", "c1-m", "down")
+    try:
+        assert not reads("ov-c1") and reads("ov-c0")
+    finally:
+        sh("ip", "-n", "ov-fab", "link", "set", "dev", "c1-m", "up")
+    assert wait_for(lambda: reads("ov-c1"))
 
 
 # -- the fabric alone: hand-written tunnel flows ------------------------------------------
