@@ -34,7 +34,7 @@ import pytest
 from tests.lab.test_lab import lab_processes, sh, vportctl
 from tests.lab.test_lab import pytestmark as lab_marks
 from tests.lab.test_lab_ping import ping
-from vportd_lab.bed import netns, store
+from vportd_lab.bed import netns, procs, store
 from vportd_lab.bed.plan import OVERLAY_NAMESPACE, ROOT_LEG, TUNNEL_NAME, TUNNEL_PORT
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
@@ -127,6 +127,9 @@ def test_overlay_lab_with_controllers(lab_dir: Path) -> None:
     check_connected(doc)
     check_underlay(doc)
     check_partition(doc)
+    # the hosts' datapaths are not this namespace's: a patch lab may still start here
+    held = set(procs.tap_holders().get("ovs-netdev", []))
+    assert not held & {hv["ovs_vswitchd"] for hv in doc["hypervisors"]}
     st = status(lab_dir)
     assert [(h["netns"], h["ovsdb"]) for h in st["hypervisors"]] == [
         (h["netns"], h["ovsdb"]) for h in doc["hypervisors"]

@@ -26,8 +26,8 @@ class View:
 
     source: str | None = None  # the controller that answered
     leader: str | None = None
-    masters: dict[str, str | None] = field(default_factory=dict)  # bridge -> controller id
-    connected: set[str] = field(default_factory=set)  # bridges `source` has a connection to
+    masters: dict[str, str | None] = field(default_factory=dict)  # hypervisor -> controller id
+    connected: set[str] = field(default_factory=set)  # hypervisors `source` is connected to
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
