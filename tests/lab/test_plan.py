@@ -160,6 +160,61 @@ def test_the_state_file_keeps_tls(tmp_path: Path) -> None:
     assert tls is not None and tls.ovsdb_port == 4002 and tls.dir == tmp_path / "tls"
 
 
+def test_the_overlay_layout() -> None:
+    plan = make_plan(Path("/run/lab"), hypervisors=3, vms=5, controllers=2, fabric="overlay",
+                     segments=2, encap="vxlan")  # fmt: skip
+    assert plan.overlay and plan.encap == "vxlan" and not plan.links
+    assert [(s.tag, s.vni, s.name) for s in plan.segments] == [(10, 10, "seg10"), (20, 20, "seg20")]
+    hv2 = plan.hypervisors[2]
+    assert (hv2.name, hv2.bridge, hv2.dpid, hv2.netns) == ("hv2", "br-int", 3, "ov-hv2")
+    assert (hv2.mgmt_ip, hv2.encap_ip) == ("172.30.0.102", "172.31.0.3")
+    assert plan.host_rundir(hv2) == Path("/run/lab/hv2")
+    assert [(vm.netns, vm.hypervisor, vm.segment, vm.port) for vm in plan.vms] == [
+        ("ov-vm0", "hv0", 10, 1), ("ov-vm1", "hv1", 20, 2), ("ov-vm2", "hv2", 10, 3),
+        ("ov-vm3", "hv0", 20, 4), ("ov-vm4", "hv1", 10, 5),
+    ]  # fmt: skip
+    c1 = plan.controllers[1]
+    assert (c1.netns, c1.target, c1.url) == ("ov-c1", "tcp:172.30.0.11:6653",
+                                             "http://172.30.0.11:8080")  # fmt: skip
+    assert plan.etcd is not None and plan.etcd.endpoint == "172.30.0.2:2379"
+    config = parse_config(ctl.config_text(plan, c1))
+    assert config.ovsdb.remotes == [f"tcp:172.30.0.{100 + i}:6640" for i in range(3)]
+    assert config.store.endpoints == ["172.30.0.2:2379"]
+    assert config.openflow.listen == "172.30.0.11:6653"
+
+
+def test_one_segment_is_untagged_and_the_patch_fabric_stays_the_default() -> None:
+    plan = make_plan(Path("/run/lab"), fabric="overlay")
+    assert [(s.tag, s.vni) for s in plan.segments] == [(0, 0)]
+    assert {vm.segment for vm in plan.vms} == {0}
+    patch = make_plan(Path("/run/lab"))
+    assert patch.fabric == "patch" and not patch.overlay
+    assert (patch.hypervisors[0].bridge, patch.vms[0].netns) == ("hv0", "vm0")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fabric": "mesh"}, "--fabric"),
+        ({"fabric": "overlay", "encap": "gre"}, "--encap"),
+        ({"segments": 10}, "--segments"),
+        ({"fabric": "overlay", "tls_ovsdb_port": 6641}, "--tls"),
+    ],
+)
+def test_bad_overlay_options_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(LabError, match=message):
+        make_plan(Path("/x"), **options)  # type: ignore[arg-type]
+
+
+def test_the_state_file_keeps_the_fabric(tmp_path: Path) -> None:
+    options = Options(2, 3, 1, 6653, 8080, fabric="overlay", segments=3, encap="vxlan")
+    State(str(tmp_path), options).save(tmp_path / "lab.json")
+    loaded = load(tmp_path / "lab.json")
+    assert loaded is not None
+    plan = loaded.plan()
+    assert (plan.fabric, len(plan.segments), plan.encap) == ("overlay", 3, "vxlan")
+
+
 @pytest.mark.parametrize("text", ["", "{", '{"version": 1}', '{"version": 99, "options": {}}'])
 def test_a_broken_state_file_is_reported(tmp_path: Path, text: str) -> None:
     (tmp_path / "lab.json").write_text(text)

@@ -1,6 +1,9 @@
 """`vportctl lab up`: bring the test bed up.
 
-In this order, recording each step in the state file before taking it: with
+On the overlay fabric (`--fabric overlay`) the OVS, bridges and VMs are
+built by `hosts` instead (a namespace and an OVS per host, controllers and
+etcd in namespaces of their own); the rest is the same. On the patch fabric,
+in this order, recording each step in the state file before taking it: with
 `--tls`, a CA and the certificates it signs in DIR/tls (`plan.Tls`); a
 private Open vSwitch (userspace datapath) in DIR/ovs; the hypervisor bridges;
 the patch-port mesh between them; the VM namespaces with their veths (host
@@ -41,11 +44,12 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vportd_lab.bed import controllers as ctl
-from vportd_lab.bed import netns, pki, procs, roles, store
+from vportd_lab.bed import hosts, netns, pki, procs, roles, store
 from vportd_lab.bed.commands import LabError, tool
 from vportd_lab.bed.etcd import EtcdError
 from vportd_lab.bed.messages import (
@@ -57,7 +61,15 @@ from vportd_lab.bed.messages import (
     say,
 )  # fmt: skip
 from vportd_lab.bed.ovs import OVSError, OvsTls, PrivateOVS
-from vportd_lab.bed.plan import AWARE, DATAPATH_TAP, STANDALONE, Controller, Plan
+from vportd_lab.bed.plan import (
+    AWARE,
+    DATAPATH_TAP,
+    GENEVE,
+    PATCH,
+    STANDALONE,
+    Controller,
+    Plan,
+)
 from vportd_lab.bed.report import describe, openflow_connections, summary
 from vportd_lab.bed.state import UP, Options, State, StateError, load
 from vportd_lab.bed.teardown import down, leftovers
@@ -83,6 +95,9 @@ class UpOptions:
     json: bool = False
     mode: str = AWARE  # plan.MODES
     tls: bool = False
+    fabric: str = PATCH  # plan.FABRICS
+    segments: int = 1
+    encap: str = GENEVE  # plan.ENCAPS (overlay)
 
 
 # -- up --------------------------------------------------------------------
@@ -141,7 +156,8 @@ def _options(opts: UpOptions) -> Options:
     return Options(
         opts.hypervisors, opts.vms, controllers, opts.openflow_port, opts.api_port,
         etcd_port=client, etcd_peer_port=peer, mode=opts.mode,
-        tls_ovsdb_port=ovsdb if opts.tls else None,
+        tls_ovsdb_port=ovsdb if opts.tls else None, fabric=opts.fabric, segments=opts.segments,
+        encap=opts.encap,
     )  # fmt: skip
 
 
@@ -191,6 +207,9 @@ def _preflight(plan: Plan) -> None:
             f"{plan.dir} holds the leftovers of an earlier lab (no state file): "
             f"run `vportctl lab down --dir {plan.dir}` first"
         )
+    if plan.overlay:  # its own namespaces: no datapath, name or port of this one is used
+        hosts.preflight(plan)
+        return
 
     holders = procs.tap_holders()
     for tap in (DATAPATH_TAP, *(hv.bridge for hv in plan.hypervisors)):
@@ -260,7 +279,23 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
     plan.dir.chmod(0o755)
     save()
     _certificates(plan)
+    if plan.overlay:
+        hosts.build(plan, state, save)
+    else:
+        _build_patch(plan, state, ovs, save)
+    _start_controllers(plan, state, vportd, wait, save)
+    if plan.overlay:
+        hosts.set_controllers(plan)
+    else:
+        targets = [c.target for c in plan.controllers]
+        for hv in plan.hypervisors:
+            ovs.set_controllers(hv.bridge, targets)
+    state.phase = UP
+    save()
 
+
+def _build_patch(plan: Plan, state: State, ovs: PrivateOVS, save: Callable[[], None]) -> None:
+    """The patch fabric: one OVS with a bridge per hypervisor, patch links, the VMs."""
     say(f"starting Open vSwitch (userspace datapath) in {plan.ovs_rundir}")
     state.ovs_started = True
     save()
@@ -301,6 +336,11 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
         say(f"VM {vm.name}: {vm.mac} {vm.cidr} on {vm.hypervisor} port {vm.port} ({vm.host_if})")
     _check_ports(plan, ovs)
 
+
+def _start_controllers(
+    plan: Plan, state: State, vportd: Path | None, wait: float, save: Callable[[], None]
+) -> None:
+    """The tokens, the etcd and the controllers; returns once these listen (or `wait` s)."""
     ctl.write_token(plan.token_file)
     ctl.write_token(plan.peer_token_file)
     if plan.etcd is not None:
@@ -322,11 +362,6 @@ def _build(plan: Plan, state: State, ovs: PrivateOVS, vportd: Path | None, wait:
     procs.wait_until(
         lambda: all(_listening(c, state) or not _running(c, state) for c in plan.controllers), wait
     )
-    targets = [c.target for c in plan.controllers]
-    for hv in plan.hypervisors:
-        ovs.set_controllers(hv.bridge, targets)
-    state.phase = UP
-    save()
 
 
 def _add_links(plan: Plan, ovs: PrivateOVS) -> None:

@@ -23,8 +23,8 @@ from collections import deque
 from pathlib import Path
 
 from vportd_lab.bed import procs
-from vportd_lab.bed.commands import LabError
-from vportd_lab.bed.plan import NAIVE, Controller, Plan
+from vportd_lab.bed.commands import LabError, tool
+from vportd_lab.bed.plan import NAIVE, OVSDB_TCP_PORT, Controller, Plan
 
 
 def default_vportd() -> Path:
@@ -48,6 +48,9 @@ def config_text(plan: Plan, ctrl: Controller) -> str:
     assert plan.etcd is not None, "a lab with controllers has an etcd"
     tls = plan.tls
     ovsdb = f"unix:{plan.ovs_rundir / 'db.sock'}" if tls is None else tls.ovsdb_remote
+    remotes = [ovsdb]
+    if plan.overlay:  # every host's OVSDB over the management network
+        remotes = [f"tcp:{hv.mgmt_ip}:{OVSDB_TCP_PORT}" for hv in plan.hypervisors]
     text = f"""\
 # vportd controller {ctrl.id} of the lab in {plan.dir}, written by `vportctl lab up`.
 [controller]
@@ -57,7 +60,7 @@ id = {q(ctrl.id)}
 listen = {q(ctrl.openflow)}
 
 [ovsdb]
-remotes = [{q(ovsdb)}]
+remotes = [{", ".join(q(r) for r in remotes)}]
 
 [api]
 listen = {q(ctrl.api)}
@@ -69,7 +72,8 @@ kind = "etcd"
 endpoints = [{q(plan.etcd.endpoint)}]
 
 [topology]
-# The inter-hypervisor links are patch ports: the controller reads options:peer from OVSDB.
+# No LLDP: on the patch fabric the controller reads the patch ports' options:peer from
+# OVSDB; on the overlay the hosts are joined by their tunnel ports.
 lldp = false
 
 [logging]
@@ -135,9 +139,10 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 def start(ctrl: Controller, vportd: Path, cwd: Path) -> int:
     """Start one controller, detached; return its pid."""
+    where = [] if ctrl.netns is None else [tool("ip"), "netns", "exec", ctrl.netns]
     with ctrl.log.open("ab") as log:
         proc = subprocess.Popen(
-            [str(vportd), "--config", str(ctrl.config)],
+            [*where, str(vportd), "--config", str(ctrl.config)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=cwd, start_new_session=True, close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vportd_lab.bed.commands import tool
 from vportd_lab.bed.ports import free_port
 
 ETCD = "etcd"
@@ -74,12 +75,14 @@ class PrivateEtcd:
     tls: EtcdCerts | None = None
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    netns: str | None = None  # run in this network namespace (listening on `host` there)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def url(self) -> str:
@@ -102,8 +105,10 @@ class PrivateEtcd:
 
     # -- life ------------------------------------------------------------
     def argv(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        where = [] if self.netns is None else [tool("ip"), "netns", "exec", self.netns]
         args = [
+            *where,
             ETCD, "--name", "vportd", "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,

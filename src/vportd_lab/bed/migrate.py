@@ -70,11 +70,12 @@ from vportd_lab.bed.announce import AnnounceError, Announcer
 from vportd_lab.bed.commands import LabError
 from vportd_lab.bed.endpoints import find_lab
 from vportd_lab.bed.messages import EXIT_FAILED, say
-from vportd_lab.bed.ovs import OVSError, PrivateOVS
+from vportd_lab.bed.ovs import OVSError
 from vportd_lab.bed.plan import AWARE, STANDALONE, VM, Plan
 from vportd_lab.bed.probe import Probe
 from vportd_lab.bed.probe_report import ProbeReport
 from vportd_lab.bed.state import Migration, Placement, State, StateError, load
+from vportd_lab.bed.taps import taps_for
 
 FAIL_PHASES = ("notify", "precopy", "switchover")
 # The moments at which `MigrateOptions.hook` is called (see the module's docstring).
@@ -152,17 +153,16 @@ class _Lab:
     dir: Path
     state: State
     plan: Plan
-    ovs: PrivateOVS
 
     def save(self) -> None:
         self.state.save(self.plan.state_file)
         self.plan = self.state.plan()
 
     def add_tap(self, vm: VM, rec: Migration) -> None:
-        guest.add_tap(self.ovs, self.plan.marker, vm, rec)
+        taps_for(self.plan).add_tap(vm, rec)
 
-    def remove_tap(self, bridge: str, host_if: str) -> None:
-        guest.remove_tap(self.ovs, bridge, host_if)
+    def remove_tap(self, host: str, host_if: str) -> None:
+        taps_for(self.plan).remove_tap(host, host_if)
 
 
 @contextmanager
@@ -189,7 +189,7 @@ def _open_lab(lab_dir: Path) -> _Lab:
         raise MigrateError("no-lab", str(err), EXIT_USAGE) from None
     if not plan.controllers and plan.mode != STANDALONE:
         raise MigrateError("no-controllers", "the lab has no controllers to migrate with", 2)
-    return _Lab(lab_dir, state, plan, PrivateOVS(plan.ovs_rundir, dummy=False))
+    return _Lab(lab_dir, state, plan)
 
 
 def find_vm(plan: Plan, name: str) -> VM:

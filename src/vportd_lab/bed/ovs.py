@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vportd_lab.bed import procs
+from vportd_lab.bed.commands import tool
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
@@ -50,6 +51,10 @@ class PrivateOVS:
     rundir: Path
     dummy: bool = True
     tls: OvsTls | None = None
+    # A host of the overlay lab: every command runs in its network namespace, and
+    # ovsdb-server also listens on `listen` (e.g. ptcp:6640:HOST).
+    netns: str | None = None
+    listen: tuple[str, ...] = ()
 
     @property
     def db_sock(self) -> Path:
@@ -91,6 +96,7 @@ class PrivateOVS:
         conf = self.rundir / "conf.db"
         self._run([
             "ovsdb-server", str(conf), f"--remote=punix:{self.db_sock}", *self._pssl(),
+            *(f"--remote={remote}" for remote in self.listen),
             f"--pidfile={self._pidfile('ovsdb-server')}", f"--unixctl={self._ctl('ovsdb-server')}",
             f"--log-file={self.rundir / 'ovsdb-server.log'}", "--detach",
         ])  # fmt: skip
@@ -174,6 +180,8 @@ class PrivateOVS:
 
     # -- commands ----------------------------------------------------------
     def _run(self, args: list[str], timeout: float = 30.0) -> str:
+        if self.netns is not None:
+            args = [tool("ip"), "netns", "exec", self.netns, *args]
         done = subprocess.run(
             args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )

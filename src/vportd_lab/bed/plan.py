@@ -26,7 +26,15 @@ without asking. The conventions (DESIGN.md §5):
   sends no notify) or `standalone` (no controllers, bridges in
   fail_mode=standalone: OVS's NORMAL learning switch). Standalone links the
   bridges in a star from hv0 instead of the mesh: flooding NORMAL switches
-  around a loop would storm.
+  around a loop would storm;
+- the fabric (`FABRICS`): `patch` as above, or `overlay`: hypervisor i is
+  namespace `ov-hv{i}` (management address MGMT_NET.{100+i}, tunnel
+  endpoint UNDERLAY_NET.{i+1}, its OVS in DIR/hv{i}, bridge `br-int`), VM k
+  namespace `ov-vm{k}`, controller c namespace `ov-c{c}` at MGMT_NET.{10+c}
+  (the ports as given, without the +c), etcd `ov-etcd` at MGMT_NET.2:2379,
+  no patch links (`hosts` builds it);
+- segments: one untagged (tag 0, VNI 0), or N tagged 10, 20, ... (VNI =
+  tag), VM k in segment k mod N.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vportd_lab.bed.commands import LabError
@@ -54,9 +62,25 @@ VM_NAMESPACE = re.compile(r"^vm(\d+)$")
 # `vm{k}h` from `lab up`; `vm{k}h{i}` for the tap `lab migrate` made on hv{i}
 VM_HOST_IF = re.compile(r"^vm(\d+)h(\d+)?$")
 BRIDGE = re.compile(r"^hv(\d+)$")
+# The overlay fabric's namespaces: the network itself, etcd, controllers, hosts, VMs.
+OVERLAY_NAMESPACE = re.compile(r"^ov-(fab|etcd|c\d+|hv\d+|vm\d+)$")
+FABRIC_NS, ETCD_NS = "ov-fab", "ov-etcd"
+MGMT_NET, UNDERLAY_NET = "172.30.0", "172.31.0"  # /24 each
+NET_PREFIX = 24
+ROOT_LEG = "ov-mgmt"  # the root namespace's veth on the management network (MGMT_NET.1)
+INTEGRATION, PHYSICAL = "br-int", "br-phy"
+TUNNEL_PORT, TUNNEL_NAME = 100, "vportd-tun"
+OVSDB_TCP_PORT = 6640
+ETCD_PORTS = (2379, 2380)
 DATAPATH_TAP = "ovs-netdev"  # the netdev datapath's own tap, one per network namespace
 AWARE, NAIVE, STANDALONE = "aware", "naive", "standalone"
 MODES = (AWARE, NAIVE, STANDALONE)
+PATCH, OVERLAY = "patch", "overlay"
+FABRICS = (PATCH, OVERLAY)
+GENEVE, VXLAN = "geneve", "vxlan"
+ENCAPS = (GENEVE, VXLAN)
+MAX_SEGMENTS = 9
+SEGMENT_STEP = 10  # segment s (of several) is VLAN tag 10*(s+1), its VNI the same number
 
 _VM_ID_NAMESPACE = uuid.UUID("8d5c6f0e-6a8e-5b7e-9d43-7f0c2a1b3c4d")
 
@@ -70,14 +94,37 @@ def default_dir(env: Mapping[str, str]) -> Path:
 class Hypervisor:
     name: str
     dpid: int
+    # On the overlay fabric (`underlay`): the host's namespace, its management and underlay
+    # (tunnel endpoint) addresses and its OVS's integration bridge.
+    netns: str | None = None
+    mgmt_ip: str | None = None
+    encap_ip: str | None = None
+    switch: str | None = None
 
     @property
     def bridge(self) -> str:
-        return self.name
+        return self.switch or self.name
 
     @property
     def dpid_hex(self) -> str:
         return f"{self.dpid:016x}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A tenant network: its VLAN tag on the VMs' ports (0: untagged) and its VNI."""
+
+    tag: int
+    vni: int
+    name: str
+
+
+def segments_of(count: int) -> tuple[Segment, ...]:
+    """One untagged segment, or `count` tagged ones (tags 10, 20, ...; VNI = tag)."""
+    if count == 1:
+        return (Segment(0, 0, "default"),)
+    tags = [SEGMENT_STEP * (s + 1) for s in range(count)]
+    return tuple(Segment(tag, tag, f"seg{tag}") for tag in tags)
 
 
 @dataclass(frozen=True)
@@ -105,6 +152,7 @@ class VM:
     guest_if: str
     iface_id: str
     vm_id: str
+    segment: int = 0  # its port's VLAN tag (0: untagged, the default segment)
 
     @property
     def cidr(self) -> str:
@@ -119,6 +167,7 @@ class Controller:
     config: Path
     log: Path
     tls: bool = False
+    netns: str | None = None  # on the overlay fabric: the controller's own namespace
 
     @property
     def target(self) -> str:
@@ -165,10 +214,12 @@ class Etcd:
     client_port: int
     peer_port: int
     workdir: Path
+    host: str = "127.0.0.1"
+    netns: str | None = None  # on the overlay fabric: etcd's own namespace
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -189,6 +240,13 @@ class Plan:
     etcd: Etcd | None = None  # only with controllers
     mode: str = AWARE  # one of MODES
     tls: Tls | None = None  # `lab up --tls`
+    fabric: str = PATCH  # one of FABRICS
+    encap: str = GENEVE  # the overlay's tunnel type (one of ENCAPS)
+    segments: tuple[Segment, ...] = (Segment(0, 0, "default"),)
+
+    @property
+    def overlay(self) -> bool:
+        return self.fabric == OVERLAY
 
     @property
     def ca(self) -> Path | None:
@@ -224,8 +282,15 @@ class Plan:
     def marker(self) -> str:
         return marker(self.dir)
 
+    def host_rundir(self, hv: Hypervisor) -> Path:
+        """The run directory of a host's own OVS (overlay fabric)."""
+        return self.dir / hv.name
+
     def sockets(self) -> list[Path]:
-        """Every unix socket the private OVS will create."""
+        """Every unix socket the private OVS (or, on the overlay, each host's) will create."""
+        if self.overlay:
+            names = ["db.sock", "ovs-vswitchd.ctl", f"{INTEGRATION}.mgmt", f"{PHYSICAL}.snoop"]
+            return [self.host_rundir(hv) / n for hv in self.hypervisors for n in names]
         run = self.ovs_rundir
         names = ["db.sock", "ovsdb-server.ctl", "ovs-vswitchd.ctl"]
         for hv in self.hypervisors:
@@ -293,10 +358,15 @@ def make_plan(
     etcd_peer_port: int = 2380,
     mode: str = AWARE,
     tls_ovsdb_port: int | None = None,
+    fabric: str = PATCH,
+    segments: int = 1,
+    encap: str = GENEVE,
 ) -> Plan:
     """The lab these options describe (with TLS when `tls_ovsdb_port` is given); LabError if
     an option is out of range."""
     _check_mode(mode, controllers)
+    _check_fabric(fabric, encap, tls_ovsdb_port)
+    _check("--segments", segments, 1, MAX_SEGMENTS)
     if tls_ovsdb_port is not None:
         _check_tls(mode, tls_ovsdb_port)
     _check("--hypervisors", hypervisors, 1, MAX_HYPERVISORS)
@@ -351,6 +421,8 @@ def make_plan(
     etcd = Etcd(etcd_port, etcd_peer_port, lab_dir / "etcd") if controllers else None
     tls = None if tls_ovsdb_port is None else Tls(lab_dir / "tls", tls_ovsdb_port)
     plan = Plan(lab_dir, hvs, links, guests, ctrls, etcd, mode, tls)
+    if fabric == OVERLAY:
+        plan = _overlay(plan, segments_of(segments), encap)
     longest = max(plan.sockets(), key=lambda p: len(str(p)))
     if len(str(longest)) > SUN_PATH_MAX:
         raise LabError(
@@ -358,3 +430,53 @@ def make_plan(
             f"{len(str(longest))} characters, unix sockets allow {SUN_PATH_MAX}"
         )
     return plan
+
+
+def _check_fabric(fabric: str, encap: str, tls_ovsdb_port: int | None) -> None:
+    if fabric not in FABRICS:
+        raise LabError(f"--fabric must be one of {', '.join(FABRICS)}, got {fabric!r}")
+    if encap not in ENCAPS:
+        raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, got {encap!r}")
+    if fabric == OVERLAY and tls_ovsdb_port is not None:
+        raise LabError("--tls is not supported on the overlay fabric yet")
+
+
+def _overlay(plan: Plan, segments: tuple[Segment, ...], encap: str) -> Plan:
+    """The patch plan moved onto the overlay: every host, controller and VM in a namespace of
+    its own, addresses on the management network, segments spread round-robin over the VMs."""
+    hvs = tuple(
+        replace(
+            hv,
+            netns=f"ov-{hv.name}",
+            mgmt_ip=f"{MGMT_NET}.{100 + i}",
+            encap_ip=f"{UNDERLAY_NET}.{i + 1}",
+            switch=INTEGRATION,
+        )
+        for i, hv in enumerate(plan.hypervisors)
+    )
+    vms = tuple(
+        replace(vm, netns=f"ov-{vm.name}", segment=segments[k % len(segments)].tag)
+        for k, vm in enumerate(plan.vms)
+    )
+    ctrls = tuple(
+        replace(
+            c,
+            netns=f"ov-{c.id}",
+            openflow=f"{MGMT_NET}.{10 + n}:{_port(c.openflow, n)}",
+            api=f"{MGMT_NET}.{10 + n}:{_port(c.api, n)}",
+        )
+        for n, c in enumerate(plan.controllers)
+    )
+    etcd = plan.etcd and replace(
+        plan.etcd, client_port=ETCD_PORTS[0], peer_port=ETCD_PORTS[1], host=f"{MGMT_NET}.2",
+        netns=ETCD_NS,
+    )  # fmt: skip
+    return replace(
+        plan, hypervisors=hvs, links=(), vms=vms, controllers=ctrls, etcd=etcd,
+        fabric=OVERLAY, encap=encap, segments=segments,
+    )  # fmt: skip
+
+
+def _port(address: str, n: int) -> int:
+    """Controller n's port on the patch fabric, less n: each has an address of its own."""
+    return int(address.rpartition(":")[2]) - n

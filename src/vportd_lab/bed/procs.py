@@ -102,10 +102,15 @@ def tap_holders() -> dict[str, list[int]]:
     """Which processes hold which tun/tap device open: {interface name: [pid, ...]}.
 
     The kernel shows the attached interface as `iff:` in the fdinfo of every
-    open /dev/net/tun file. A persistent tap that nobody holds is stale.
+    open /dev/net/tun file. A persistent tap that nobody holds is stale. Only
+    processes in this process's network namespace count: an OVS in another
+    namespace (the overlay lab's hosts) holds taps of the same names there.
     """
     holders: dict[str, list[int]] = {}
+    here = _netns(os.getpid())
     for pid in pids():
+        if _netns(pid) != here:
+            continue
         fd_dir = PROC / str(pid) / "fd"
         try:
             fds = list(fd_dir.iterdir())
@@ -123,6 +128,14 @@ def tap_holders() -> dict[str, list[int]]:
                 if key == "iff" and value.strip():
                     holders.setdefault(value.strip(), []).append(pid)
     return holders
+
+
+def _netns(pid: int) -> str | None:
+    """The network namespace of `pid` (as /proc names it), None if it is gone."""
+    try:
+        return os.readlink(PROC / str(pid) / "ns" / "net")
+    except OSError:
+        return None
 
 
 _ESTABLISHED, _LISTEN = "01", "0A"

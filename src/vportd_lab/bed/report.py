@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vportd_lab.bed import controllers as ctl
-from vportd_lab.bed import procs, roles, store
+from vportd_lab.bed import hosts, overlay_report, procs, roles, store
 from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
 from vportd_lab.bed.ovs import OVSError, PrivateOVS
 from vportd_lab.bed.plan import STANDALONE, Plan
@@ -26,8 +26,11 @@ from vportd_lab.bed.teardown import leftovers
 def openflow_connections(plan: Plan, ovs: PrivateOVS) -> dict[str, int]:
     """How many TCP connections the lab's ovs-vswitchd has to each controller (by id), now.
 
-    One per bridge when all is well. Read from /proc, so seen at once.
+    One per bridge when all is well. Read from /proc, so seen at once. On the
+    overlay fabric, the connections of every host's ovs-vswitchd.
     """
+    if plan.overlay:
+        return hosts.openflow_connections(plan)
     pid = ovs.running("ovs-vswitchd")
     peers = procs.tcp_peers(pid) if pid else []
     return {c.id: sum(f"{h}:{p}" == c.openflow for h, p in peers) for c in plan.controllers}
@@ -40,6 +43,8 @@ def connections(plan: Plan, ovs: PrivateOVS) -> dict[str, set[str]]:
     (every 5 s at least), so a new connection shows up there seconds later;
     `openflow_connections` sees it at once but cannot tell the bridges apart.
     """
+    if plan.overlay:
+        return overlay_report.connections(plan)
     by_target = {c.target: c.id for c in plan.controllers}
     try:
         ctrls = {r["_uuid"]: r for r in ovs.rows("Controller", "_uuid", "target", "is_connected")}
@@ -62,7 +67,7 @@ def describe(state: State) -> dict[str, Any]:
     plan = state.plan()
     ovs = PrivateOVS(plan.ovs_rundir, dummy=False)
     vswitchd = ovs.running("ovs-vswitchd")
-    connected = connections(plan, ovs) if vswitchd is not None else {}
+    connected = connections(plan, ovs) if vswitchd is not None or plan.overlay else {}
     sessions = openflow_connections(plan, ovs)
     running = [
         c for c in plan.controllers if procs.alive(state.controllers.get(c.id), ctl.owns(c.config))
@@ -83,6 +88,7 @@ def describe(state: State) -> dict[str, Any]:
                 "connections": sessions.get(c.id, 0),
                 "config": str(c.config),
                 "log": str(c.log),
+                **({"netns": c.netns} if plan.overlay else {}),
             }
             for c in plan.controllers
         ],
@@ -91,8 +97,9 @@ def describe(state: State) -> dict[str, Any]:
                 "name": hv.name,
                 "dpid": hv.dpid_hex,
                 "bridge": hv.bridge,
-                "connected": sorted(connected.get(hv.bridge, set())),
-                "master": seen.masters.get(hv.bridge) if seen else None,
+                "connected": sorted(connected.get(hv.name, set())),
+                "master": seen.masters.get(hv.name) if seen else None,
+                **(overlay_report.host(plan, hv) if plan.overlay else {}),
             }
             for hv in plan.hypervisors
         ],
@@ -119,10 +126,15 @@ def describe(state: State) -> dict[str, Any]:
                 "port_name": vm.host_if,
                 "iface_id": vm.iface_id,
                 "vm_id": vm.vm_id,
+                "segment": vm.segment,
             }
             for vm in plan.vms
         ],
-        "ovs": {
+        "fabric": plan.fabric,
+        "segments": [{"tag": g.tag, "vni": g.vni, "name": g.name} for g in plan.segments],
+        "ovs": None
+        if plan.overlay
+        else {
             "db": f"unix:{ovs.db_sock}",
             "rundir": str(ovs.rundir),
             "datapath": "netdev",
@@ -166,10 +178,12 @@ def summary(d: dict[str, Any]) -> str:
 
     o = d["ovs"]
     lines = [
-        f"lab in {d['dir']} ({d['phase']}, mode {d['mode']}, since "
+        f"lab in {d['dir']} ({d['phase']}, mode {d['mode']}, {d['fabric']} fabric, since "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['started_at']))})",
         f"Open vSwitch, userspace datapath: {o['db']} (ovsdb-server {running(o['ovsdb_server'])}, "
-        f"ovs-vswitchd {running(o['ovs_vswitchd'])})",
+        f"ovs-vswitchd {running(o['ovs_vswitchd'])})"
+        if o
+        else "Open vSwitch: one per host (userspace datapath), below",
         "controllers:" if d["controllers"] else "controllers: none",
     ]
     bridges = len(d["hypervisors"])
@@ -190,6 +204,8 @@ def summary(d: dict[str, Any]) -> str:
     for hv in d["hypervisors"]:
         master = f", master {hv['master']}" if hv.get("master") else ""
         lines.append(f"  {hv['name']:<4} dpid {hv['dpid']}{master}")
+        if "netns" in hv:
+            lines.append(overlay_report.host_line(hv))
     if d["links"]:
         lines.append("links:")
     for k in d["links"]:
@@ -200,6 +216,7 @@ def summary(d: dict[str, Any]) -> str:
         lines.append(
             f"  {vm['name']:<4} {vm['mac']}  {vm['cidr']:<14} on {vm['hypervisor']} "
             f"port {vm['port']} ({vm['port_name']})"
+            + (f" segment {vm['segment']}" if vm["segment"] else "")
         )
     lines.append(f"API token: {d['token_file']} (controllers' own: {d['peer_token_file']})")
     return "\n".join(lines)

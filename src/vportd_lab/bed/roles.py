@@ -15,7 +15,7 @@ from typing import Any
 
 from vportd.ctl.client import Client, ClientError
 from vportd.ctl.target import read_token
-from vportd_lab.bed.plan import Controller, Plan
+from vportd_lab.bed.plan import Controller, Hypervisor, Plan
 
 TIMEOUT = 2.0  # per request: a controller on loopback answers in milliseconds
 
@@ -26,8 +26,8 @@ class View:
 
     source: str | None = None  # the controller that answered
     leader: str | None = None
-    masters: dict[str, str | None] = field(default_factory=dict)  # bridge -> controller id
-    connected: set[str] = field(default_factory=set)  # bridges `source` has a connection to
+    masters: dict[str, str | None] = field(default_factory=dict)  # hypervisor -> controller id
+    connected: set[str] = field(default_factory=set)  # hypervisors `source` is connected to
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -47,10 +47,14 @@ def ask(plan: Plan, ctrl: Controller, timeout: float = TIMEOUT) -> View:
     except ClientError as err:
         return View(error=f"{ctrl.id}: {err.detail}")
     by_name = {str(s.get("name")): s for s in switches}
-    masters = {hv.bridge: _master(by_name.get(hv.bridge)) for hv in plan.hypervisors}
-    connected = {
-        hv.bridge for hv in plan.hypervisors if by_name.get(hv.bridge, {}).get("connected") is True
-    }
+    by_dpid = {str(s.get("dpid")): s for s in switches}
+
+    def switch(hv: Hypervisor) -> dict[str, Any]:
+        # by its name (the bridge's, or the host's on the overlay), else by datapath id
+        return by_name.get(hv.name) or by_dpid.get(hv.dpid_hex) or {}
+
+    masters = {hv.name: _master(switch(hv) or None) for hv in plan.hypervisors}
+    connected = {hv.name for hv in plan.hypervisors if switch(hv).get("connected") is True}
     leader = cluster.get("leader")
     return View(ctrl.id, None if leader is None else str(leader), masters, connected)
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vportd_lab.bed.plan import AWARE, Plan, make_plan
+from vportd_lab.bed.plan import AWARE, GENEVE, PATCH, Plan, make_plan
 
 VERSION = 1
 STARTING, UP = "starting", "up"
@@ -43,6 +43,9 @@ class Options:
     etcd_peer_port: int = 2380
     mode: str = AWARE  # plan.MODES; a state file without a mode is `aware`
     tls_ovsdb_port: int | None = None  # `up --tls`: the OVSDB's ssl: port (picked free)
+    fabric: str = PATCH  # plan.FABRICS; a state file without one is a patch lab
+    segments: int = 1
+    encap: str = GENEVE
 
 
 @dataclass
@@ -93,6 +96,7 @@ class State:
             Path(self.dir), hypervisors=o.hypervisors, vms=o.vms, controllers=o.controllers,
             openflow_port=o.openflow_port, api_port=o.api_port, etcd_port=o.etcd_port,
             etcd_peer_port=o.etcd_peer_port, mode=o.mode, tls_ovsdb_port=o.tls_ovsdb_port,
+            fabric=o.fabric, segments=o.segments, encap=o.encap,
         )  # fmt: skip
         return _placed(plan, self.placements) if self.placements else plan
 

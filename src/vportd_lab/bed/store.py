@@ -28,7 +28,8 @@ def start(etcd: Etcd) -> int:
     """Start the lab's etcd, detached, and wait until it is healthy; its pid."""
     member = PrivateEtcd(
         etcd.workdir, auto_compaction=RETENTION, detached=True,
-        client_port=etcd.client_port, peer_port=etcd.peer_port,
+        client_port=etcd.client_port, peer_port=etcd.peer_port, host=etcd.host,
+        netns=etcd.netns,
     )  # fmt: skip
     member.start(START_TIMEOUT)
     pid = member.pid

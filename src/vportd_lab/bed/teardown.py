@@ -6,15 +6,18 @@ the system shows, in this order:
 1. controllers: the recorded pids, and any `vportd` whose --config lies in DIR;
 2. etcd: the recorded pid, and any `etcd` whose --data-dir lies in DIR; once
    it is stopped, its data and log (DIR/etcd);
-3. Open vSwitch: the daemons whose pidfile lies in DIR/ovs (by pidfile or by
-   command line), ovs-vswitchd first with `exit --cleanup` so that it deletes
-   its datapath and tap devices itself;
+3. Open vSwitch: the daemons whose pidfile lies in DIR/ovs, or on the overlay
+   fabric in a host's DIR/hv{i} (by pidfile or by command line), ovs-vswitchd
+   first with `exit --cleanup` so that it deletes its datapath and tap devices
+   itself;
 4. the VMs' veths, by recorded name or by the lab's alias mark (deleting the
    host end removes `eth0` at once, whereas a namespace's own deletion is
    asynchronous), and the userspace datapath's tap devices (`ovs-netdev`, one
    per bridge) that no process holds any more: ovs-vswitchd makes them
    persistent and leaves them behind when it dies;
-5. the VM namespaces, recorded or carrying the mark (told apart before step 3),
+   and on the overlay the root namespace's leg on the management network;
+5. the VM namespaces (on the overlay also the fabric's, the hosts', etcd's and
+   the controllers'), recorded or carrying the mark (told apart before step 3),
    after stopping any process still running inside;
 6. DIR: only the files the lab writes there (DIR/tls's certificates and keys
    among them), then DIR itself if empty.
@@ -36,7 +39,15 @@ from vportd_lab.bed import netns, procs, store
 from vportd_lab.bed.commands import LabError
 from vportd_lab.bed.messages import EXIT_FAILED, EXIT_OK, say
 from vportd_lab.bed.ovs import OVSError, PrivateOVS
-from vportd_lab.bed.plan import BRIDGE, DATAPATH_TAP, VM_HOST_IF, VM_NAMESPACE, marker
+from vportd_lab.bed.plan import (
+    BRIDGE,
+    DATAPATH_TAP,
+    OVERLAY_NAMESPACE,
+    ROOT_LEG,
+    VM_HOST_IF,
+    VM_NAMESPACE,
+    marker,
+)
 from vportd_lab.bed.state import State, StateError, load
 
 MARK_PREFIX = "vportd-lab:"
@@ -59,7 +70,12 @@ def leftovers(lab_dir: Path) -> list[Path]:
     for pattern in LAB_PATTERNS:
         found += lab_dir.glob(pattern)
     found += [lab_dir / name for name in ("ovs", "etcd", "tls") if (lab_dir / name).is_dir()]
-    return found
+    return found + _host_dirs(lab_dir)
+
+
+def _host_dirs(lab_dir: Path) -> list[Path]:
+    """The run directories of the overlay's hosts' OVS (DIR/hv{i})."""
+    return [p for p in lab_dir.glob("hv*") if BRIDGE.match(p.name) and p.is_dir()]
 
 
 @dataclass
@@ -136,7 +152,13 @@ class Teardown:
                 self.done.append(f"process {pid} in {namespace} ({' '.join(argv)[:60]})")
 
     def ovs(self) -> None:
-        ovs = PrivateOVS(self.dir / "ovs", dummy=False)
+        for rundir in [self.dir / "ovs", *_host_dirs(self.dir)]:
+            self.ovs_in(rundir)
+
+    def ovs_in(self, rundir: Path) -> None:
+        """Stop the Open vSwitch whose run directory is `rundir` (the patch fabric's one,
+        or an overlay host's: its sockets and control files work from any namespace)."""
+        ovs = PrivateOVS(rundir, dummy=False)
         running = [*ovs.daemons("ovs-vswitchd"), *ovs.daemons("ovsdb-server")]
         for daemon in ("ovs-vswitchd", "ovsdb-server"):  # pidfile of a daemon not found above
             pid = ovs.running(daemon)
@@ -159,7 +181,8 @@ class Teardown:
         recorded = set(self.state.namespaces) if self.state else set()
         doomed = []
         for name in netns.namespaces():
-            if not VM_NAMESPACE.match(name) and name not in recorded:
+            ours = VM_NAMESPACE.match(name) or OVERLAY_NAMESPACE.match(name)
+            if not ours and name not in recorded:
                 continue
             aliases = netns.namespace_alias(name)
             if self.mark in aliases or (name in recorded and not aliases - {self.mark}):
@@ -175,7 +198,7 @@ class Teardown:
         holders = procs.tap_holders()
         for entry in netns.links():
             name, kind = str(entry["ifname"]), netns.kind(entry)
-            if kind == "veth" and (VM_HOST_IF.match(name) or name in recorded_ifs):
+            if kind == "veth" and (VM_HOST_IF.match(name) or name in {*recorded_ifs, ROOT_LEG}):
                 if entry.get("ifalias") == self.mark:
                     self.attempt(f"veth {name}", _bind(netns.delete_link, name))
             elif kind == "tun" and (BRIDGE.match(name) or name in recorded_taps):
@@ -188,7 +211,8 @@ class Teardown:
     def directory(self) -> None:
         if not self.dir.is_dir():
             return
-        for name, patterns in SUBDIRS.items():
+        subdirs = {**SUBDIRS, **{p.name: OVS_PATTERNS for p in _host_dirs(self.dir)}}
+        for name, patterns in subdirs.items():
             sub = self.dir / name
             if sub.is_dir():
                 for pattern in patterns:

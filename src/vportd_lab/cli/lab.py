@@ -74,6 +74,9 @@ def _up(args: argparse.Namespace, as_json: bool) -> int:
             json=as_json,
             mode=args.mode,
             tls=args.tls,
+            fabric=args.fabric,
+            segments=args.segments,
+            encap=args.encap,
         )
     )
 
@@ -109,7 +112,9 @@ def add_lab(sub: Any, json_flag: argparse.ArgumentParser) -> None:
             "userspace datapath, one bridge per hypervisor joined by patch ports, VMs as network "
             "namespaces with a veth to their hypervisor's bridge, and a cluster of vportd "
             "controllers (with a private etcd as their store) that the bridges "
-            "(fail_mode=secure) connect to."
+            "(fail_mode=secure) connect to. With `lab up --fabric overlay`, every hypervisor "
+            "is a namespace with its own OVS, joined to the others by tunnels over an underlay, "
+            "and the controllers and etcd run in namespaces of their own."
         ),
         parents=[json_flag],
     )
@@ -136,6 +141,20 @@ Start the lab. Layout (fixed, so tests and people can name things):
                  ports picked at start), data and log in DIR/etcd
   tokens         DIR/api.token (VMM, operators) and DIR/peer.token (between
                  controllers), random, mode 0600
+  --segments N   VM k's port gets VLAN tag 10*(k mod N + 1) (VNI the same);
+                 untagged (the default segment) when N is 1
+  --fabric overlay
+                 hypervisor i is namespace ov-hv{i} with its own ovsdb-server
+                 (tcp:172.30.0.{100+i}:6640) and userspace ovs-vswitchd:
+                 br-phy holds its uplink and underlay IP 172.31.0.{i+1} (its
+                 tunnel endpoint, external_ids:vportd-encap-ip), br-int (dpid
+                 i+1) its tunnel port vportd-tun (OpenFlow port 100, --encap,
+                 remote_ip and key from the flow) and its VMs' ports;
+                 VM k is namespace ov-vm{k} (veth vm{k}h in its host's
+                 namespace); controller c runs in ov-c{c} at 172.30.0.{10+c}
+                 (OpenFlow and API on OPENFLOW_PORT and API_PORT), etcd in
+                 ov-etcd at 172.30.0.2:2379; the networks are Linux bridges in
+                 ov-fab; this namespace reaches them as 172.30.0.1 (ov-mgmt)
   --tls          every channel encrypted with the lab's CA (DIR/tls/ca.pem):
                  the API https only, the bridges' controller targets ssl:,
                  the controllers' OVSDB over ssl: (a free port); a certificate
@@ -145,8 +164,8 @@ Start the lab. Layout (fixed, so tests and people can name things):
 `up` returns once the cluster has settled: a leader, and every bridge
 mastered by a controller connected to it (the cluster spreads mastership).
 A lab already up in DIR (or its leftovers) is an error: `lab down` first.
-Only one lab can run at a time: the userspace datapath allows one OVS per
-network namespace.
+Only one patch lab can run at a time: the userspace datapath allows one OVS
+per network namespace (an overlay lab runs beside it; one of each at most).
 Exit status: 0 up; 1 failed (nothing is left behind); 2 bad options;
 3 up, but a controller is not running (its log tail is printed) or the
 cluster did not settle within --wait (what is missing is printed);
@@ -193,6 +212,22 @@ cluster did not settle within --wait (what is missing is printed);
         "--tls", action="store_true",
         help="run every channel with TLS: make a CA and certificates in DIR/tls; the API is "
         "https only, OpenFlow and OVSDB use ssl:",
+    )  # fmt: skip
+    up.add_argument(
+        "--fabric", choices=("patch", "overlay"), default="patch",
+        help="patch: one OVS, a bridge per hypervisor, patch ports between them; overlay: "
+        "every hypervisor a network namespace with its own OVS (br-int, a geneve or vxlan "
+        "tunnel port, an underlay uplink), controllers and etcd in namespaces of their own "
+        "on a management network (default: %(default)s)",
+    )  # fmt: skip
+    up.add_argument(
+        "--segments", type=count(1, 9), default=1, metavar="N",
+        help="spread the VMs round-robin over N segments (VLAN tags 10, 20, ...; VNI = tag); "
+        "1: every VM untagged, in the default segment (default: %(default)s)",
+    )  # fmt: skip
+    up.add_argument(
+        "--encap", choices=("geneve", "vxlan"), default="geneve",
+        help="the overlay's tunnel type (default: %(default)s)",
     )  # fmt: skip
     up.add_argument(
         "--keep-on-error", action="store_true",
