@@ -82,7 +82,7 @@ class Runtime:
         self.wall = wall  # (the store's times of moves: converted when written and read)
         # The core's times are this clock's; wall-clock (unix) time is a core time plus
         # this, taken once so that a timeline's steps keep their order and spacing.
-        self.wall_offset = time.time() - clock()
+        self.wall_offset = wall() - clock()
         me, m = config.controller.id, config.migration
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
