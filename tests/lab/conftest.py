@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_lab import vportctl
+from tests.lab.test_lab import up, vportctl
 from vportd_lab.bed import netns, procs
 from vportd_lab.bed.plan import VM_NAMESPACE
 
@@ -40,3 +40,12 @@ def fresh_lab_dir() -> Iterator[Path]:
 def lab_dir() -> Iterator[Path]:
     with fresh_lab_dir() as lab:
         yield lab
+
+
+@contextlib.contextmanager
+def lab_up(*layout: str) -> Iterator[Path]:
+    """A new lab of `layout`, up (its directory) until the block ends, then down."""
+    with fresh_lab_dir() as lab_dir:
+        result, _ = up(lab_dir, *layout)
+        assert result.returncode == 0, result.stderr
+        yield lab_dir

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tests.cdp import Page, browser
-from tests.lab.conftest import fresh_lab_dir
+from tests.lab.conftest import lab_up
 from tests.lab.test_lab import pytestmark as lab_marks
-from tests.lab.test_lab import status, up
+from tests.lab.test_lab import status
 from vportd.ctl.target import read_token
 
 pytestmark = [*lab_marks, pytest.mark.browser]  # root, ovs, skipped unless root
@@ -36,9 +36,7 @@ PATIENCE = 30.0  # the lab's controllers on a busy 2-core machine
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Path]:
     """A 3-controller lab (its directory), up for the module."""
-    with fresh_lab_dir() as lab_dir:
-        result, _ = up(lab_dir, *LAYOUT)
-        assert result.returncode == 0, result.stderr
+    with lab_up(*LAYOUT) as lab_dir:
         yield lab_dir
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import fresh_lab_dir
+from tests.lab.conftest import lab_up
 from tests.lab.test_lab import assert_gone, status, up, vportctl
 from tests.lab.test_lab import pytestmark as lab_marks
 from tests.lab.test_lab_ping import ping
@@ -59,9 +59,7 @@ def test_with_tls_vm0_moves_under_the_probe(lab_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Path]:
     """One lab for the module (up takes seconds), with the checks of `lab_dir`."""
-    with fresh_lab_dir() as lab_dir:
-        result, _ = up(lab_dir, *LAYOUT)
-        assert result.returncode == 0, result.stderr
+    with lab_up(*LAYOUT) as lab_dir:
         yield lab_dir
 
 
