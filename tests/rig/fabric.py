@@ -38,6 +38,7 @@ class VmPort:
     mac: str
     switch: str
     port: int
+    tag: int | None = None  # its OVS port's VLAN tag: the VM's segment
 
     @property
     def name(self) -> str:
@@ -118,7 +119,7 @@ class Fabric:
             for vm in vms:
                 self.db.add_vm_port(
                     vm.switch, vm.name, vm.port, vm.mac, iface_id=f"iface-{vm.name}",
-                    vm_id=f"vm-{vm.mac}",
+                    vm_id=f"vm-{vm.mac}", tag=vm.tag,
                 )  # fmt: skip
         for vm in vms:
             self.ports[vm.switch, vm.port] = vm

@@ -165,6 +165,7 @@ def handing_over(rec: VPortRecord) -> bool:
         and mig.dest_port is not None
         and loc.ovs == mig.source
         and loc.port is not None
+        and not mig.segment_differs(loc.segment)
     )
 
 

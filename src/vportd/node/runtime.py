@@ -81,7 +81,10 @@ class Runtime:
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
         flaps = FlapLimit(m.flap_moves, m.flap_window)
-        self.core = Controller(me, timeouts, aware=m.aware, history=history, flaps=flaps)
+        self.core = Controller(
+            me, timeouts, aware=m.aware, history=history, flaps=flaps,
+            segments=config.segments.segment_map(),
+        )  # fmt: skip
         self.solo = config.store.kind == "memory"
         if self.solo:
             self.core.lead(clock())
