@@ -38,5 +38,5 @@ def test_config_segments() -> None:
     config = parse_config(base + '[[segments.map]]\ntag = 10\nvni = 5010\nname = "web"\n')
     assert config.segments.segment_map().vni(10) == 5010
     twice = "[[segments.map]]\ntag = 10\nvni = 5010\n[[segments.map]]\ntag = 11\nvni = 5010\n"
-    with pytest.raises(ConfigError, match="segments.map: segments 10 and 11 have the same VNI"):
+    with pytest.raises(ConfigError, match=r"segments\.map: segments 10 and 11 have the same VNI"):
         parse_config(base + twice)
