@@ -308,7 +308,7 @@ class Runtime:
             return
         assert row.mac is not None
         ev = PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
-                       port.link_up, (), row.iface_id, row.vm_id)  # fmt: skip
+                       port.link_up, (), row.iface_id, row.vm_id, row.segment)  # fmt: skip
         if self._unfed.hold(ev):
             return  # for after the port's OVSDB events
         self._submit(self.port_event(ev))
