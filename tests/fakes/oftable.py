@@ -18,13 +18,16 @@ apply-actions in order, then the action set (write/clear-actions) when the
 walk ends; a miss drops. An output to the input port is not delivered (as
 OpenFlow: OFPP_IN_PORT would be needed), an output to the controller is
 "controller", to another reserved port its name ("normal", "flood", ...). An
-action other than output (set_field, push_vlan...) raises `Unmodelled`: the
-fake does not guess what a rewritten frame would do. Flows never expire (there
+action other than output, push_vlan, pop_vlan and set_field of vlan_vid,
+tunnel_id or tun_ipv4_dst raises `Unmodelled`: the fake does not guess what
+another rewritten frame would do. `trace` reports each output's VLAN and
+tunnel headers as the frame left. Flows never expire (there
 is no clock) and keep no counters.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flow import Flow
+from vportd.core.flow import VID_PRESENT, Flow
 from vportd.southbound.openflow import flowcodec, incoming, wire
 
 Out = int | str  # a port number, or "controller" / a reserved port's name
@@ -164,6 +167,32 @@ class OutputAction:
 
 
 @dataclass(frozen=True)
+class PushVlanAction:
+    def __str__(self) -> str:
+        return "push_vlan:0x8100"
+
+
+@dataclass(frozen=True)
+class PopVlanAction:
+    def __str__(self) -> str:
+        return "pop_vlan"
+
+
+@dataclass(frozen=True)
+class SetFieldAction:
+    """set_field of `vlan_vid`, `tunnel_id` or `tun_ipv4_dst` (held as an integer)."""
+
+    name: str
+    value: int
+
+    def __str__(self) -> str:
+        shown = (
+            str(ipaddress.IPv4Address(self.value)) if self.name == "tun_ipv4_dst" else self.value
+        )
+        return f"set_field:{shown}->{self.name}"
+
+
+@dataclass(frozen=True)
 class OtherAction:
     """An action the fake keeps and reports but does not model (os-ken's text of it)."""
 
@@ -173,7 +202,8 @@ class OtherAction:
         return self.text
 
 
-Action = OutputAction | OtherAction
+Action = OutputAction | PushVlanAction | PopVlanAction | SetFieldAction | OtherAction
+_MODELLED_FIELDS = frozenset({"vlan_vid", "tunnel_id", "tun_ipv4_dst"})
 
 
 @dataclass(frozen=True)
@@ -212,6 +242,15 @@ def _action(action: Any) -> Action:
         if port in (0, ofp.OFPP_ANY) or (port > ofp.OFPP_MAX and port not in _RESERVED):
             raise _bad("BAD_ACTION", "OFPBAC_BAD_OUT_PORT", f"output to port {port:#x}")
         return OutputAction(port, int(action.max_len))
+    if isinstance(action, ofpp.OFPActionPushVlan) and int(action.ethertype) == 0x8100:
+        return PushVlanAction()
+    if isinstance(action, ofpp.OFPActionPopVlan):
+        return PopVlanAction()
+    if isinstance(action, ofpp.OFPActionSetField) and action.key in _MODELLED_FIELDS:
+        value = action.value
+        if action.key == "tun_ipv4_dst":
+            value = int(ipaddress.IPv4Address(value))
+        return SetFieldAction(action.key, int(value))
     return OtherAction(str(action))
 
 
@@ -310,11 +349,15 @@ class Punt:
     max_len: int
 
 
+Headers = tuple[tuple[str, int], ...]  # vlan_vid, tunnel_id, tun_ipv4_dst as the frame left
+
+
 @dataclass(frozen=True)
 class Trace:
     outputs: tuple[Out, ...]  # in the order they happen
     hits: tuple[FlowEntry, ...]  # the flow of each table the frame went through
     punts: tuple[Punt, ...]
+    headers: tuple[Headers, ...] = ()  # of each output, in the same order
 
 
 @dataclass(frozen=True)
@@ -478,15 +521,27 @@ class FakeOFTable:
         return set(self.trace(in_port, eth_src, eth_dst, eth_type=eth_type).outputs)
 
     def trace(
-        self, in_port: int, eth_src: str, eth_dst: str, *, eth_type: int | None = None
+        self,
+        in_port: int,
+        eth_src: str,
+        eth_dst: str,
+        *,
+        eth_type: int | None = None,
+        vlan_vid: int = 0,
+        tunnel_id: int = 0,
     ) -> Trace:
-        packet = {"in_port": in_port, "eth_src": _mac_int(eth_src), "eth_dst": _mac_int(eth_dst)}
+        """A frame's walk: `vlan_vid` OFPVID_PRESENT | its VID if tagged (0: untagged),
+        `tunnel_id` the VNI it came from a tunnel with (0: none)."""
+        packet = {
+            "in_port": in_port, "eth_src": _mac_int(eth_src), "eth_dst": _mac_int(eth_dst),
+            "vlan_vid": vlan_vid, "tunnel_id": tunnel_id, "tun_ipv4_dst": 0,
+        }  # fmt: skip
         if eth_type is not None:
             packet["eth_type"] = eth_type
-        walk = _Walk(in_port)
+        walk = _Walk(in_port, packet)
         table: int | None = 0
         while table is not None:
-            entry = self._best(table, packet)
+            entry = self._best(table, walk.packet)
             if entry is None:
                 return walk.result(with_action_set=False)  # a miss drops, action set and all
             table = walk.run(entry)
@@ -518,8 +573,11 @@ def _mac_int(mac: str) -> int:
 class _Walk:
     """One frame's way through the tables."""
 
-    def __init__(self, in_port: int) -> None:
+    def __init__(self, in_port: int, packet: dict[str, int]) -> None:
         self.in_port = in_port
+        self.packet = packet
+        self.vlans: list[int] = []  # the tags under the outer one (`packet["vlan_vid"]`)
+        self.headers: list[Headers] = []
         self.outputs: list[Out] = []
         self.hits: list[FlowEntry] = []
         self.punts: list[Punt] = []
@@ -535,7 +593,7 @@ class _Walk:
             match inst:
                 case ApplyActions(actions=actions):
                     for action in actions:
-                        self._output(self._checked(action))
+                        self._apply(action)
                 case ClearActions():
                     self.action_set = None
                 case WriteActions(actions=actions):
@@ -547,15 +605,36 @@ class _Walk:
                     raise Unmodelled(f"{entry}: instruction {text}")
         return goto
 
+    def _apply(self, action: Action) -> None:
+        """One apply-action: an output, or a change of the frame's headers."""
+        packet = self.packet
+        match action:
+            case PushVlanAction():
+                self.vlans.append(packet["vlan_vid"])
+                packet["vlan_vid"] = VID_PRESENT | packet["vlan_vid"] & 0xFFF
+            case PopVlanAction():
+                if not packet["vlan_vid"] & VID_PRESENT:
+                    raise Unmodelled(f"{self.entry}: pop_vlan of an untagged frame")
+                packet["vlan_vid"] = self.vlans.pop() if self.vlans else 0
+            case SetFieldAction(name=name, value=value):
+                if name == "vlan_vid" and not packet["vlan_vid"] & VID_PRESENT:
+                    raise Unmodelled(f"{self.entry}: set_field of the VID of an untagged frame")
+                packet[name] = value
+            case _:
+                self._output(self._checked(action))
+
     def _checked(self, action: Action) -> OutputAction:
-        if isinstance(action, OtherAction):
-            raise Unmodelled(f"{self.entry}: action {action.text}")
+        if not isinstance(action, OutputAction):
+            raise Unmodelled(f"{self.entry}: action {action}")
         return action
 
     def _output(self, action: OutputAction) -> None:
         port = action.port
         if port == self.in_port:
             return  # OpenFlow never sends a frame back where it came from (but by IN_PORT)
+        self.headers.append(
+            tuple((k, self.packet[k]) for k in ("vlan_vid", "tunnel_id", "tun_ipv4_dst"))
+        )
         if port == ofp.OFPP_IN_PORT:
             self.outputs.append(self.in_port)
             return
@@ -567,4 +646,4 @@ class _Walk:
     def result(self, *, with_action_set: bool) -> Trace:
         if with_action_set and self.action_set is not None:
             self._output(self.action_set)
-        return Trace(tuple(self.outputs), tuple(self.hits), tuple(self.punts))
+        return Trace(tuple(self.outputs), tuple(self.hits), tuple(self.punts), tuple(self.headers))

@@ -83,7 +83,7 @@ async def test_the_monitor_sees_bridges_vm_ports_and_links() -> None:
     assert snap.bridges == {"b1": 1, "b2": 2}
     assert snap.ifaces == {
         "b1": IfaceRow("b1", "b1", 65534, True), "b2": IfaceRow("b2", "b2", 65534, True),
-        "vnet0": IfaceRow("vnet0", "b1", 5, True, VM1, "i1", "m1"),
+        "vnet0": IfaceRow("vnet0", "b1", 5, True, VM1, "i1", "m1", segment=7),
         "p12": IfaceRow("p12", "b1", 10, True, peer="p21"),
         "p21": IfaceRow("p21", "b2", 20, True, peer="p12"),
         "tun": IfaceRow("tun", "b2", 30, True, peer="hv9/tun"),

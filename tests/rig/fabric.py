@@ -38,6 +38,7 @@ class VmPort:
     mac: str
     switch: str
     port: int
+    tag: int | None = None  # its OVS port's VLAN tag: the VM's segment
 
     @property
     def name(self) -> str:
@@ -118,7 +119,7 @@ class Fabric:
             for vm in vms:
                 self.db.add_vm_port(
                     vm.switch, vm.name, vm.port, vm.mac, iface_id=f"iface-{vm.name}",
-                    vm_id=f"vm-{vm.mac}",
+                    vm_id=f"vm-{vm.mac}", tag=vm.tag,
                 )  # fmt: skip
         for vm in vms:
             self.ports[vm.switch, vm.port] = vm
@@ -167,20 +168,23 @@ class Fabric:
         that are not patch ports. Copies to a controller are not deliveries."""
         ends: set[tuple[str, int]] = set()
         seen: set[tuple[str, int]] = set()
-        todo = [(switch, in_port)]
+        todo = [(switch, in_port, 0)]  # (and the frame's vlan_vid: a tagged segment's tag)
         while todo:
-            at = todo.pop()
-            if at in seen:
-                raise AssertionError(f"a frame for {mac} loops: it enters {at} twice")
-            seen.add(at)
-            for out in self.switches[at[0]].table.lookup(at[1], src, mac):
+            name, port, vid = todo.pop()
+            if (name, port) in seen:
+                raise AssertionError(f"a frame for {mac} loops: it enters {name, port} twice")
+            seen.add((name, port))
+            trace = self.switches[name].table.trace(port, src, mac, vlan_vid=vid)
+            for out, headers in zip(trace.outputs, trace.headers, strict=True):
                 if out == _TO_CONTROLLER:
                     continue
                 if not isinstance(out, int):
-                    raise AssertionError(f"a frame for {mac} goes to {out!r} on {at[0]}")
-                peer = self.links.get((at[0], out))
+                    raise AssertionError(f"a frame for {mac} goes to {out!r} on {name}")
+                peer = self.links.get((name, out))
+                tag = dict(headers)["vlan_vid"]
                 if peer is None:
-                    ends.add((at[0], out))
+                    assert not tag, f"a frame for {mac} leaves {name} port {out} tagged"
+                    ends.add((name, out))
                 else:
-                    todo.append(peer)
+                    todo.append((*peer, tag))
         return ends

@@ -12,7 +12,17 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from vportd.core.flow import Flow, FlowCommand, FlowMod, GotoTable, Output, ToController
+from vportd.core.flow import (
+    Flow,
+    FlowCommand,
+    FlowMod,
+    GotoTable,
+    Output,
+    PopVlan,
+    PushVlan,
+    SetField,
+    ToController,
+)
 from vportd.southbound.openflow import flowcodec, wire
 from vportd.southbound.openflow.connection import SwitchConnection
 from vportd.southbound.openflow.incoming import PortInfo, PortReason
@@ -89,7 +99,11 @@ def os_ken_flow_mod(mod: FlowMod) -> Any:
     """os-ken's own OFPFlowMod for a core flow mod: the oracle packed flow mods are held to."""
     flow, m = mod.flow, mod.flow.match
     eth_dst = m.eth_dst if m.eth_dst_mask is None else (m.eth_dst, m.eth_dst_mask)
-    fields = {"in_port": m.in_port, "eth_dst": eth_dst, "eth_src": m.eth_src}
+    vid = m.vlan_vid if m.vlan_vid_mask is None else (m.vlan_vid, m.vlan_vid_mask)
+    fields = {
+        "in_port": m.in_port, "eth_dst": eth_dst, "eth_src": m.eth_src, "vlan_vid": vid,
+        "tunnel_id": m.tunnel_id,
+    }  # fmt: skip
     match = ofpp.OFPMatch(**{k: v for k, v in fields.items() if v is not None})
     common = {"table_id": flow.table, "priority": flow.priority, "match": match,
               "buffer_id": ofp.OFP_NO_BUFFER, "out_port": ofp.OFPP_ANY,
@@ -106,6 +120,12 @@ def os_ken_flow_mod(mod: FlowMod) -> Any:
                 outputs.append(ofpp.OFPActionOutput(ofp.OFPP_CONTROLLER, max_len))
             case GotoTable(table=table):
                 goto.append(ofpp.OFPInstructionGotoTable(table))
+            case PushVlan(ethertype=ethertype):
+                outputs.append(ofpp.OFPActionPushVlan(ethertype))
+            case PopVlan():
+                outputs.append(ofpp.OFPActionPopVlan())
+            case SetField(field=name, value=value):
+                outputs.append(ofpp.OFPActionSetField(**{name: value}))
     apply = [ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, outputs)] if outputs else []
     return ofpp.OFPFlowMod(
         wire.DATAPATH,

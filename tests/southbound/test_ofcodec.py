@@ -94,7 +94,7 @@ def test_add_carries_cookie_table_priority_match_and_instructions() -> None:
     mod = read_flow_mod(packed)
     assert mod.command == ofp.OFPFC_ADD
     assert (mod.cookie, mod.table_id, mod.priority) == (flow.cookie, flow.table, flow.priority)
-    assert _wire_match(packed) == {"eth_src": MAC}
+    assert _wire_match(packed) == {"eth_src": MAC, "vlan_vid": 0}  # untagged frames only
     apply, goto = mod.instructions
     assert apply.type == ofp.OFPIT_APPLY_ACTIONS
     assert [(a.port, a.max_len) for a in apply.actions] == [(ofp.OFPP_CONTROLLER, 128)]

@@ -13,6 +13,7 @@ import pytest
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.southbound.support import WAIT, Event, Recorder, header, hello, running
+from vportd.core import segflows
 from vportd.core.flow import Flow, FlowCommand, FlowMod
 from vportd.core.pipeline import arrival_flow, base_flows, flood_flows, vm_flow
 from vportd.core.topology import Topology
@@ -113,6 +114,9 @@ def compiled(switch: str) -> list[Flow]:
     return [
         vm_flow(MAC_A, 5), arrival_flow(MAC_B),
         *base_flows(topo, "hv0"), *flood_flows(topo, "hv0", local),
+        segflows.port_flow(6, 10), segflows.gate(10),
+        segflows.vm_flow(MAC_B, 10, (6,), {10}), segflows.vm_flow(MAC_A, 10, (10, 6), {10}),
+        segflows.flood_flow(10, (6, 10), {10}),
     ]  # fmt: skip
 
 
@@ -122,6 +126,11 @@ def ofctl_line(flow: Flow) -> str:
     fields = [f"priority={flow.priority}"]
     if m.in_port is not None:
         fields.append(f"in_port={m.in_port}")
+    if m.vlan_vid is not None:
+        exact = m.vlan_vid_mask is None and m.vlan_vid & 0x1000
+        vid = m.vlan_vid & 0xFFF
+        bits = 0x1FFF if m.vlan_vid_mask is None else m.vlan_vid_mask
+        fields.append(f"dl_vlan={vid}" if exact else f"vlan_tci={m.vlan_vid:#06x}/{bits:#06x}")
     if m.eth_src is not None:
         fields.append(f"dl_src={m.eth_src}")
     if m.eth_dst is not None:
@@ -134,6 +143,12 @@ def ofctl_line(flow: Flow) -> str:
             actions.append(f"output:{a.port}")  # type: ignore[union-attr]
         elif kind == "ToController":
             actions.append(f"CONTROLLER:{a.max_len}")  # type: ignore[union-attr]
+        elif kind == "PushVlan":
+            actions.append(f"push_vlan:{a.ethertype:#x}")  # type: ignore[union-attr]
+        elif kind == "PopVlan":
+            actions.append("pop_vlan")
+        elif kind == "SetField":
+            actions.append(f"set_field:{a.value}->{a.field}")  # type: ignore[union-attr]
         else:
             actions.append(f"goto_table:{a.table}")  # type: ignore[union-attr]
     table = f" table={flow.table}," if flow.table else ""

@@ -159,6 +159,7 @@ class VPortOut(BaseModel):
     port_state: Literal["up", "down"]
     seq: int
     destination: str | None
+    segment: int = Field(0, description="the tenant segment: its port's VLAN tag (0: untagged)")
     conflicts: list[ConflictOut] = Field(
         default_factory=list,
         description="duplicate MACs: other ports up with this MAC while this one is up "
@@ -174,7 +175,8 @@ class VPortOut(BaseModel):
             vm=rec.vm, ips=list(loc.ips), ovs=loc.ovs, dpid=dpid, port=loc.port,
             port_name=loc.port_name, iface_id=loc.iface_id, vm_id=loc.vm_id,
             migration_state=rec.migration_state.value, port_state=rec.port_state.value,
-            seq=rec.seq, destination=rec.destination, conflicts=conflicts or [],
+            seq=rec.seq, destination=rec.destination, segment=loc.segment,
+            conflicts=conflicts or [],
         )  # fmt: skip
 
     @staticmethod

@@ -39,6 +39,7 @@ HTTP_CREATED = 201
 MAX_LIMIT = 10_000
 STATE_HELP = "only the migrations in this state"
 LIMIT_HELP = "only the newest this many (of those in `state`)"
+SEGMENT_HELP = "only the vPorts of this segment (a VLAN tag; 0: untagged)"
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -156,10 +157,14 @@ def _conflicts(service: Service) -> dict[str, list[ConflictOut]]:
     return by_vm
 
 
-def vports_out(service: Service, records: Sequence[VPortRecord] | None = None) -> list[VPortOut]:
+def vports_out(
+    service: Service, records: Sequence[VPortRecord] | None = None, segment: int | None = None
+) -> list[VPortOut]:
     """Every vPort (or those of `records`) as `GET /v1/vports` shows it (NotReady until the
-    table is loaded)."""
+    table is loaded); only those of `segment`, if given."""
     records = service.vports() if records is None else records
+    if segment is not None:
+        records = [r for r in records if r.loc.segment == segment]
     known, dup = _dpids(service), _conflicts(service)
     return [_vport(rec, known, dup) for rec in records]
 
@@ -192,8 +197,10 @@ def switches_out(service: Service) -> list[SwitchOut]:
 
 def _view_routes(router: APIRouter, service: Service) -> None:
     @router.get("/vports", tags=["vports"], responses=_errors())
-    async def vports() -> list[VPortOut]:
-        return vports_out(service)
+    async def vports(
+        segment: Annotated[int | None, Query(ge=0, le=4095, description=SEGMENT_HELP)] = None,
+    ) -> list[VPortOut]:
+        return vports_out(service, segment=segment)
 
     @router.get("/vports/{vm}", tags=["vports"], responses=_errors(400, 404))
     async def vport(vm: str) -> VPortOut:

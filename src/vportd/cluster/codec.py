@@ -24,6 +24,7 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OfPort = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Writer = Annotated[str, Field(max_length=256)]  # a version's writer ("": the oldest version)
+Segment = Annotated[int, Field(ge=0, le=4095)]  # a VLAN tag
 
 
 def _ip(text: str) -> str:
@@ -60,6 +61,7 @@ class LocationWire(Strict):
     ips: Annotated[list[IP], Field(max_length=64)] = []
     iface_id: Name | None = None
     vm_id: Name | None = None
+    segment: Segment = 0  # left out when 0 (untagged): most records
 
 
 class MarkWire(Strict):
@@ -72,6 +74,7 @@ class MarkWire(Strict):
     writer: Writer
     dest_port: OfPort | None = None
     dest_port_name: Name | None = None
+    dest_segment: Segment | None = None  # left out until the destination port is known
 
 
 class RecordWire(Strict):
@@ -86,16 +89,18 @@ class RecordWire(Strict):
         """The wire form of a record the core made (valid already: not checked again)."""
         loc, m = rec.loc, rec.mig
         wire_loc = LocationWire.model_construct(
+            _LOC_SET[bool(loc.segment)],
             ovs=loc.ovs, port=loc.port, port_name=loc.port_name, link_up=loc.link_up,
             seq=loc.seq, rev=loc.rev, writer=loc.writer, ips=list(loc.ips),
-            iface_id=loc.iface_id, vm_id=loc.vm_id,
+            iface_id=loc.iface_id, vm_id=loc.vm_id, segment=loc.segment,
         )  # fmt: skip
         mark = None
         if m is not None:
             mark = MarkWire.model_construct(
+                _MARK_SET[m.dest_segment is not None],
                 epoch=m.epoch, id=m.id, source=m.source, destination=m.destination, seq=m.seq,
                 phase=m.phase.name.lower(), writer=m.writer, dest_port=m.dest_port,
-                dest_port_name=m.dest_port_name,
+                dest_port_name=m.dest_port_name, dest_segment=m.dest_segment,
             )  # fmt: skip
         return cls.model_construct(vm=rec.vm, loc=wire_loc, mig=mark)
 
@@ -103,16 +108,22 @@ class RecordWire(Strict):
         w = self.loc
         loc = Location(
             w.ovs, w.port, w.port_name, w.link_up, w.seq, w.rev, w.writer,
-            tuple(w.ips), w.iface_id, w.vm_id,
+            tuple(w.ips), w.iface_id, w.vm_id, w.segment,
         )  # fmt: skip
         mark = None
         if self.mig is not None:
             m = self.mig
             mark = MigrationMark(
                 m.epoch, m.id, m.source, m.destination, m.seq, Phase[m.phase.upper()],
-                m.writer, m.dest_port, m.dest_port_name,
+                m.writer, m.dest_port, m.dest_port_name, m.dest_segment,
             )  # fmt: skip
         return VPortRecord(self.vm, loc, mark)
+
+
+# The fields a record's JSON holds: a segment only when it is not 0 (most are
+# untagged) and a destination's segment only once known, to keep records small.
+_LOC_SET = (set(LocationWire.model_fields) - {"segment"}, set(LocationWire.model_fields))
+_MARK_SET = (set(MarkWire.model_fields) - {"dest_segment"}, set(MarkWire.model_fields))
 
 
 class SyncWire(Strict):
@@ -199,7 +210,7 @@ def decode_moves(value: bytes, to_unix: float) -> MoveTimes:
 
 def encode_record(rec: VPortRecord) -> bytes:
     """A record as stored in etcd."""
-    return RecordWire.of(rec).model_dump_json().encode()
+    return RecordWire.of(rec).model_dump_json(exclude_unset=True).encode()
 
 
 def decode_record(value: bytes | str) -> VPortRecord:

@@ -80,7 +80,7 @@ class PeerClient:
 
     async def sync(self, peer: Peer, msg: VPortSync) -> SyncAnswer:
         """The leader's vPort sync (`PUT /v1/peer/vports/{vm}`); the peer's answer."""
-        body = SyncWire.of(msg).model_dump_json().encode()
+        body = SyncWire.of(msg).model_dump_json(exclude_unset=True).encode()
         reply = await self._send(peer, "PUT", f"/v1/peer/vports/{msg.record.vm}", body)
         if reply.status not in (HTTP_OK, HTTP_CONFLICT):
             raise PeerRejected(peer.id, reply.status, _detail(reply))

@@ -44,7 +44,10 @@ from vportd.core.pipeline import (
     vm_flows,
     vm_match,
 )
+from vportd.core.segcompiler import SegmentCompiler
 from vportd.core.topology import Topology
+
+_NOWHERE = Location(None, None, None, False, 0, 0, "")  # where a VM with no untagged flows is
 
 
 class _VmFlows:
@@ -97,6 +100,8 @@ class FlowCompiler:
         # recompiling an entry whose place did not change.
         self._vm_flows: dict[str, _VmFlows] = {}
         self._floods = Floods(topology, self.installed, self.switches)
+        # The tagged segments' VMs (all of their flows), and the VMs that were in one.
+        self._segments = SegmentCompiler(topology, self.installed, self.switches)
         # Bumped whatever changes which flows an unchanged entry needs here, or
         # changes `installed` behind the VMs' backs. (Of direct changes to
         # `switches`, only those that change its size are seen: use master and release.)
@@ -120,6 +125,7 @@ class FlowCompiler:
         self.switches.discard(switch)
         self.installed.pop(switch, None)
         self._floods.release(switch)
+        self._segments.release(switch)
         self._without(switch)
         self._bump()
 
@@ -147,6 +153,8 @@ class FlowCompiler:
 
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
+        if rec.loc.segment or rec.vm in self._segments.vms:
+            return self._update_segmented(rec)
         topology = self.topology
         seen = self._seen
         if topology is not seen[0] or topology.version != seen[1] or len(self.switches) != seen[2]:
@@ -175,12 +183,36 @@ class FlowCompiler:
                 mods += local
         return mods
 
+    def _update_segmented(self, rec: VPortRecord) -> list[FlowMod]:
+        """A VM in a tagged segment (`segcompiler`), or that was in one."""
+        self._refresh_seen()
+        mods = self._segments.update(rec)
+        if not rec.loc.segment:
+            return mods + self.update_vm(rec)  # (it is no longer among the segments' VMs)
+        vm = rec.vm
+        gone = VPortRecord(vm, _NOWHERE)  # its untagged flows, if it had any, go
+        entry = self._vm_flows.get(vm)
+        if entry is not None:
+            mods += self._compile(gone, entry)
+        before = self._floods.placed.get(vm)
+        if before is not None:
+            mods += self._floods.move(gone, before)
+        return mods
+
+    def _refresh_seen(self) -> None:
+        topology, seen = self.topology, self._seen
+        if topology is not seen[0] or topology.version != seen[1] or len(self.switches) != seen[2]:
+            self._seen = (topology, topology.version, len(self.switches))
+            self._bump()
+
     def held_for(self, vm: str) -> list[FlowMod]:
         """The VM's flows as the switches we master should hold them now, as adds.
 
         Sending them again is harmless, and what follows their barrier has them
         whatever was queued before (the readiness barrier of a vPort sync whose
         entry came through the store first)."""
+        if vm in self._segments.vms:
+            return self._segments.held_for(vm)
         entry = self._vm_flows.get(vm)
         if entry is None:
             return []
@@ -343,7 +375,12 @@ class FlowCompiler:
         placed: dict[str, Location] = {}
         self._bump()
         self._without(switch)
+        segments = self._segments
         for rec in records:
+            if rec.loc.segment or rec.vm in segments.vms:
+                segments.note(rec)
+                if rec.loc.segment:
+                    continue
             for _, flow in vm_flows(self.topology, rec, only):
                 desired[flow.key] = flow
                 self._held_here(rec, switch, flow)
@@ -355,6 +392,7 @@ class FlowCompiler:
         for flow in flood_flows(self.topology, switch, local.values()):
             desired[flow.key] = flow
         self._floods.synced(switch, local, placed, members)
+        desired.update(segments.sync_switch(switch))
         return self._replace(switch, desired)
 
     def _held_here(self, rec: VPortRecord, switch: str, flow: Flow) -> None:

@@ -312,6 +312,10 @@ class Coordinator:
             # outrank where the VM is, so it cannot happen. Fail it now.
             why = f"VM {m.vm} moved (seq {rec.loc.seq}) before migration {m.id} activated"
             return self._roll_back(m, Status.FAILED, MigrationConflict(why), table, now)
+        if mig.phase == Phase.ARRIVED and mig.segment_differs(rec.loc.segment):
+            return self._roll_back(
+                m, Status.FAILED, MigrationConflict(_tag_differs(rec)), table, now
+            )
         state = _STATUS_OF_PHASE.get(mig.phase)
         if state is None or state is m.state:
             return None
@@ -436,6 +440,17 @@ class Coordinator:
 def without_arrivals(report: DowntimeReport) -> DowntimeReport:
     """The report with each direction's gap and loss, without its arrivals."""
     return DowntimeReport(tuple(replace(d, arrivals=()) for d in report.directions))
+
+
+def _tag_differs(rec: VPortRecord) -> str:
+    """Why a migration whose destination port is in another segment fails."""
+    mig = rec.mig
+    assert mig is not None
+    port = mig.dest_port_name or f"port {mig.dest_port}"
+    return (
+        f"the destination port {port} on {mig.destination} has tag {mig.dest_segment}, "
+        f"but VM {rec.vm} is in segment {rec.loc.segment}: a VM keeps its segment"
+    )
 
 
 def decided(rec: VPortRecord) -> Write:

@@ -51,6 +51,7 @@ class PortEvent:
     ips: tuple[str, ...] = ()
     iface_id: str | None = None
     vm_id: str | None = None
+    segment: int = 0  # the port's VLAN tag (0: untagged)
 
 
 @dataclass(frozen=True, slots=True)

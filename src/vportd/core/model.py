@@ -113,6 +113,7 @@ class Location:
     ips: tuple[str, ...]
     iface_id: str | None
     vm_id: str | None
+    segment: int  # the VM port's VLAN tag (0: untagged, the default segment)
 
     def __init__(  # noqa: PLR0917 (positional like the generated __init__ it replaces)
         self,
@@ -126,6 +127,7 @@ class Location:
         ips: tuple[str, ...] = (),
         iface_id: str | None = None,
         vm_id: str | None = None,
+        segment: int = 0,
     ) -> None:
         # Frozen: the generated __init__ writes each field through
         # object.__setattr__; the slots written directly cost half as much, and
@@ -140,6 +142,7 @@ class Location:
         _LOC_IPS(self, ips)
         _LOC_IFACE_ID(self, iface_id)
         _LOC_VM_ID(self, vm_id)
+        _LOC_SEGMENT(self, segment)
 
     @property
     def version(self) -> tuple[int, int, str]:
@@ -152,7 +155,7 @@ class Location:
         """Same move, next revision, with this link state."""
         return Location(
             self.ovs, self.port, self.port_name, link_up, self.seq, self.rev + 1, writer,
-            self.ips, self.iface_id, self.vm_id,
+            self.ips, self.iface_id, self.vm_id, self.segment,
         )  # fmt: skip
 
     def gone(self, writer: str) -> Location:
@@ -167,10 +170,10 @@ class Location:
 
 (
     _LOC_OVS, _LOC_PORT, _LOC_PORT_NAME, _LOC_LINK_UP, _LOC_SEQ, _LOC_REV, _LOC_WRITER,
-    _LOC_IPS, _LOC_IFACE_ID, _LOC_VM_ID,
+    _LOC_IPS, _LOC_IFACE_ID, _LOC_VM_ID, _LOC_SEGMENT,
 ) = slot_setters(
     Location, "ovs", "port", "port_name", "link_up", "seq", "rev", "writer",
-    "ips", "iface_id", "vm_id",
+    "ips", "iface_id", "vm_id", "segment",
 )  # fmt: skip
 
 
@@ -185,6 +188,7 @@ class MigrationMark:
     writer: str
     dest_port: int | None
     dest_port_name: str | None
+    dest_segment: int | None  # the destination port's segment, once it is known
 
     def __init__(  # noqa: PLR0917 (as Location's)
         self,
@@ -197,6 +201,7 @@ class MigrationMark:
         writer: str,
         dest_port: int | None = None,
         dest_port_name: str | None = None,
+        dest_segment: int | None = None,
     ) -> None:
         _MIG_EPOCH(self, epoch)  # as in Location.__init__
         _MIG_ID(self, id)
@@ -207,6 +212,7 @@ class MigrationMark:
         _MIG_WRITER(self, writer)
         _MIG_DEST_PORT(self, dest_port)
         _MIG_DEST_PORT_NAME(self, dest_port_name)
+        _MIG_DEST_SEGMENT(self, dest_segment)
 
     @property
     def version(self) -> tuple[int, int, str, int, str]:
@@ -215,24 +221,33 @@ class MigrationMark:
 
     def advance(self, phase: Phase, writer: str) -> MigrationMark:
         """The same migration in a later phase."""
-        return self.at_port(phase, writer, self.dest_port, self.dest_port_name)
+        return self.at_port(phase, writer, self.dest_port, self.dest_port_name, self.dest_segment)
 
     def at_port(
-        self, phase: Phase, writer: str, dest_port: int | None, dest_port_name: str | None
+        self,
+        phase: Phase,
+        writer: str,
+        dest_port: int | None,
+        dest_port_name: str | None,
+        dest_segment: int | None,
     ) -> MigrationMark:
         """The same migration in a later phase, with the VM's port at the destination."""
         return MigrationMark(
             self.epoch, self.id, self.source, self.destination, self.seq, phase, writer,
-            dest_port, dest_port_name,
+            dest_port, dest_port_name, dest_segment,
         )  # fmt: skip
+
+    def segment_differs(self, segment: int) -> bool:
+        """Whether the destination port is known to be in another segment than `segment`."""
+        return self.dest_segment is not None and self.dest_segment != segment
 
 
 (
     _MIG_EPOCH, _MIG_ID, _MIG_SOURCE, _MIG_DESTINATION, _MIG_SEQ, _MIG_PHASE, _MIG_WRITER,
-    _MIG_DEST_PORT, _MIG_DEST_PORT_NAME,
+    _MIG_DEST_PORT, _MIG_DEST_PORT_NAME, _MIG_DEST_SEGMENT,
 ) = slot_setters(
     MigrationMark, "epoch", "id", "source", "destination", "seq", "phase", "writer",
-    "dest_port", "dest_port_name",
+    "dest_port", "dest_port_name", "dest_segment",
 )  # fmt: skip
 
 

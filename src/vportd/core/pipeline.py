@@ -3,9 +3,28 @@
 Pipeline on every switch (proactive L2, no learning, no NORMAL):
 
 * table 0, classifier. Priority 200 on the destination switch of a migration
-  that has not activated yet: frames *from* the VM's MAC are copied to the
-  controller (its RARP/GARP is the activation signal) and go on to table 1.
-  Priority 0: go to table 1.
+  that has not activated yet: untagged frames *from* the VM's MAC are copied
+  to the controller (its RARP/GARP is the activation signal) and go on to
+  table 1 (table 3, tagged, for a VM of a tagged segment). Priority 100: a
+  VM port of a tagged segment S (`segflows`): its frames get S's 802.1Q tag,
+  on to table 3. Priority 2: untagged frames, the default segment, go to
+  table 1. Priority 1: tagged frames from an inter-switch link go to table
+  3. Priority 0: dropped (a tag a VM sends on a port of no segment).
+* Segments (tenants). A VM port's segment is its OVS port's VLAN `tag`; 0,
+  untagged, is the default segment, forwarded by tables 1 and 2 below and
+  held by every switch as before. A frame of segment S != 0 carries the
+  802.1Q tag S inside a switch and on the links between switches: pushed
+  where it enters from a VM port, popped where it leaves to one. Tables 3
+  (forwarding) and 4 (flooding) are tables 1 and 2 for tagged frames, each
+  flow matching the tag (a VM's MAC and its tag, a flood and its tag), so no
+  frame of one segment reaches a port of another; table 3's default route
+  (priority 10) carries unknown tagged unicast towards the root, where it
+  meets no flow of another segment and is dropped. A switch holds a
+  segment's flows only while the segment has a VM there, or a migration
+  towards it, or it lies on a path (or the flood tree) between two such
+  switches, or on a hand-over path; a segment's floods go to its local VM
+  ports and to the tree links towards its other switches only
+  (`segcompiler`).
 * table 1, forwarding by destination MAC. Priority 100: a local VM's MAC to its
   port; a remote VM's MAC to the link towards its switch, only where that link
   is not the switch's default port (see topology). Priority 50, one flow per
@@ -43,6 +62,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Iterator
 from functools import lru_cache
 
+from vportd.core import segflows
 from vportd.core.flow import (
     CLASSIFY_TABLE,
     COOKIE_ARRIVAL,
@@ -56,8 +76,8 @@ from vportd.core.flow import (
     PRIO_ARRIVAL,
     PRIO_DEFAULT,
     PRIO_FLOOD,
-    PRIO_MISS,
     PRIO_VM,
+    VID_NONE,
     Action,
     Flow,
     FlowKey,
@@ -165,6 +185,7 @@ def handing_over(rec: VPortRecord) -> bool:
         and mig.dest_port is not None
         and loc.ovs == mig.source
         and loc.port is not None
+        and not mig.segment_differs(loc.segment)
     )
 
 
@@ -216,21 +237,23 @@ def vm_flow(mac: str, port: int) -> Flow:
 
 
 def arrival_flow(mac: str) -> Flow:
-    match = Match(eth_src=mac)
+    match = Match(eth_src=mac, vlan_vid=VID_NONE)
     return Flow(CLASSIFY_TABLE, PRIO_ARRIVAL, match, _ARRIVAL_ACTIONS, arrival_cookie(mac))
 
 
 def arrival_key(mac: str) -> FlowKey:
-    return (CLASSIFY_TABLE, PRIO_ARRIVAL, Match(eth_src=mac))
+    return (CLASSIFY_TABLE, PRIO_ARRIVAL, Match(eth_src=mac, vlan_vid=VID_NONE))
 
 
 def base_flows(topology: Topology, switch: str) -> list[Flow]:
-    """Flows that depend on the topology only: table miss and default route."""
-    flows = [Flow(CLASSIFY_TABLE, PRIO_MISS, Match(), _TO_TABLE_1, COOKIE_BASE)]
+    """Flows that depend on the topology only: table miss, default routes, classification."""
+    flows = [segflows.MISS]
     default = topology.default_port(switch)
     if default is not None:
         unicast = Match(eth_dst="00:00:00:00:00:00", eth_dst_mask=MULTICAST_BIT)
         flows.append(Flow(FORWARD_TABLE, PRIO_DEFAULT, unicast, to_port(default), COOKIE_BASE))
+    flows += segflows.classification_flows(topology, switch)
+    flows += segflows.segment_default(topology, switch)
     return flows
 
 

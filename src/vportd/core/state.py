@@ -17,6 +17,7 @@ from vportd.core.flow import Flow
 from vportd.core.membership import Membership
 from vportd.core.messages import MigrationView
 from vportd.core.model import VPortRecord, parse_mac
+from vportd.core.segments import SegmentMap
 from vportd.core.table import Conflict, VPortTable
 from vportd.core.topology import Link, Topology
 
@@ -42,8 +43,10 @@ class ControllerState:
         aware: bool = True,
         history: History | None = None,
         flaps: FlapLimit | None = None,
+        segments: SegmentMap | None = None,
     ) -> None:
         self.me = me
+        self.segments = segments or SegmentMap()
         self._history = history
         self._flaps = flaps  # None: no flap damping
         self._aware = aware

@@ -270,8 +270,20 @@ class VPortTable:
                 known.add(mig.dest_port)
             if known and port not in known:
                 return None
-        ev = PortEvent(EventKind.MODIFY, ovs, port, mac, link_up=True)
+        ev = PortEvent(
+            EventKind.MODIFY, ovs, port, mac, link_up=True, segment=self._segment_of(rec, ovs, port)
+        )
         return self._arrive(rec, ev, activate=True)
+
+    def _segment_of(self, rec: VPortRecord, ovs: str, port: int) -> int:
+        """The segment of port `port` of `ovs`, as our OVS or the mark says, else the VM's."""
+        for fact in self._facts(rec.vm):
+            if fact.ovs == ovs and fact.port == port:
+                return fact.segment
+        mig = rec.mig
+        if mig is not None and mig.dest_port == port and mig.dest_segment is not None:
+            return mig.dest_segment
+        return rec.loc.segment
 
     def switch_down(self, ovs: str) -> list[Change]:
         """Our switch `ovs` is unreachable: its ports count as down until it is back.
@@ -366,7 +378,7 @@ class VPortTable:
     def _location(self, ev: PortEvent, *, link_up: bool, seq: int, rev: int) -> Location:
         return Location(
             ev.ovs, ev.port, ev.port_name, link_up, seq, rev, self.me,
-            ev.ips, ev.iface_id, ev.vm_id,
+            ev.ips, ev.iface_id, ev.vm_id, ev.segment,
         )  # fmt: skip
 
     def _refresh(
@@ -375,12 +387,18 @@ class VPortTable:
         loc = rec.loc
         port_name = ev.port_name or loc.port_name
         ips = ev.ips or loc.ips
-        same = (loc.port, loc.port_name, loc.link_up, loc.ips) == (ev.port, port_name, link_up, ips)
+        same = (loc.port, loc.port_name, loc.link_up, loc.ips, loc.segment) == (
+            ev.port,
+            port_name,
+            link_up,
+            ips,
+            ev.segment,
+        )
         if same:
             return None
         new = Location(
             loc.ovs, ev.port, port_name, link_up, loc.seq, loc.rev + 1, self.me,
-            ips, loc.iface_id, loc.vm_id,
+            ips, loc.iface_id, loc.vm_id, ev.segment,
         )  # fmt: skip
         return self._write(VPortRecord(rec.vm, new, rec.mig), kind, Reason.PORT)
 
@@ -396,22 +414,27 @@ class VPortTable:
         assert mig is not None
         if ev.ovs != mig.destination or mig.phase >= _ACTIVATED:
             return None
+        if ev.segment != rec.loc.segment:
+            activate = False  # another segment's port: the leader fails the migration
         if activate:
             return self._activate(rec, mig, ev)
-        if mig.phase == Phase.ARRIVED and mig.dest_port == ev.port:
+        if mig.phase == Phase.ARRIVED and (mig.dest_port, mig.dest_segment) == (
+            ev.port,
+            ev.segment,
+        ):
             return None
-        arrived = mig.at_port(Phase.ARRIVED, self.me, ev.port, ev.port_name)
+        arrived = mig.at_port(Phase.ARRIVED, self.me, ev.port, ev.port_name, ev.segment)
         return self._write(VPortRecord(rec.vm, rec.loc, arrived), EventKind.ADD, Reason.PORT)
 
     def _activate(self, rec: VPortRecord, mig: MigrationMark, ev: PortEvent) -> Change:
         """Make-before-break: the VM is live at the destination, point traffic there."""
         name = ev.port_name or mig.dest_port_name
-        done = mig.at_port(Phase.ACTIVATED, self.me, ev.port, name)
+        done = mig.at_port(Phase.ACTIVATED, self.me, ev.port, name, ev.segment)
         # rev 1: the destination's own report outranks the source's guess (rev 0).
         old = rec.loc
         loc = Location(
             ev.ovs, ev.port, name, True, mig.seq, 1, self.me,
-            ev.ips or old.ips, old.iface_id, old.vm_id,
+            ev.ips or old.ips, old.iface_id, old.vm_id, ev.segment,
         )  # fmt: skip
         return self._write(VPortRecord(rec.vm, loc, done), EventKind.MODIFY, Reason.VM_ACTIVATED)
 
@@ -419,9 +442,10 @@ class VPortTable:
         """Claim 2: the source port is gone; the VM stays up, the migration ends."""
         loc = rec.loc
         if mig.phase < _ACTIVATED:
+            segment = loc.segment if mig.dest_segment is None else mig.dest_segment
             loc = Location(
                 mig.destination, mig.dest_port, mig.dest_port_name, True, mig.seq, 0, self.me,
-                loc.ips, loc.iface_id, loc.vm_id,
+                loc.ips, loc.iface_id, loc.vm_id, segment,
             )  # fmt: skip
         done = mig.advance(Phase.COMPLETED, self.me)
         return self._write(VPortRecord(rec.vm, loc, done), EventKind.DELETE, Reason.VM_MIGRATION)

@@ -60,6 +60,7 @@ class Topology:
         self._defaults: dict[str, int | None] | None = None
         self._exceptions: dict[str, dict[str, int]] = {}
         self._tree: dict[str, frozenset[int]] | None = None
+        self._beyond: dict[tuple[str, int], frozenset[str]] = {}
         self._ends: dict[str, list[LinkEnd]] | None = None
         self._paths: dict[tuple[str, str], tuple[Hop, ...]] = {}
 
@@ -253,6 +254,24 @@ class Topology:
         if self._tree is None:
             self._tree = self._spanning_tree()
         return self._tree.get(switch, frozenset())
+
+    def tree_beyond(self, switch: str, port: int) -> frozenset[str]:
+        """The switches a flood leaving `switch` by tree port `port` reaches."""
+        cached = self._beyond.get((switch, port))
+        if cached is None:
+            end = self._links.get(switch, {}).get(port)
+            reached: set[str] = set()
+            if end is not None and port in self.tree_ports(switch):
+                reached.add(end.switch)
+                stack = [(end.switch, end.port)]
+                while stack:
+                    here, entered = stack.pop()
+                    for out in self.tree_ports(here) - {entered}:
+                        far = self._links[here][out]
+                        reached.add(far.switch)
+                        stack.append((far.switch, far.port))
+            cached = self._beyond[switch, port] = frozenset(reached)
+        return cached
 
     def _spanning_tree(self) -> dict[str, frozenset[int]]:
         ports: dict[str, set[int]] = {s: set() for s in self._dpids}

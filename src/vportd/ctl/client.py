@@ -223,8 +223,10 @@ class Client:
     def health(self) -> Json:
         return self._get("/v1/healthz")
 
-    def vports(self) -> list[Json]:
-        return _items(self._get("/v1/vports"), "vports")
+    def vports(self, segment: int | None = None) -> list[Json]:
+        """Every vPort; those of `segment` only, if given."""
+        query = "" if segment is None else f"?{urlencode({'segment': segment})}"
+        return _items(self._get("/v1/vports" + query), "vports")
 
     def vport(self, vm: str) -> Json:
         return self._get(f"/v1/vports/{_segment(vm)}")

@@ -159,13 +159,19 @@ VPORT_COLUMNS = ("vm", "ovs", "port", "port_name", "migration_state", "port_stat
 
 
 def vports(conn: Client, args: argparse.Namespace) -> Output:
-    found = conn.vports()
-    headers = ["VM", "OVS", "PORT", "PORT NAME", "MIGRATION", "STATE", "SEQ", "TO", "IPS"]
+    found = conn.vports(args.segment)
+    headers = ["VM", "OVS", "PORT", "PORT NAME", "SEG", "MIGRATION", "STATE", "SEQ", "TO", "IPS"]
     rows = [
-        [*(v.get(k) for k in VPORT_COLUMNS), v.get("destination"), cell(v.get("ips", []))]
+        [
+            *(v.get(k) for k in VPORT_COLUMNS[:4]), v.get("segment", 0),
+            *(v.get(k) for k in VPORT_COLUMNS[4:]), v.get("destination"),
+            cell(v.get("ips", [])),
+        ]
         for v in found
-    ]
-    return Output(found, table(headers, rows) if found else "no vPorts")
+    ]  # fmt: skip
+    if found:
+        return Output(found, table(headers, rows))
+    return Output(found, "no vPorts" if args.segment is None else "no vPorts in that segment")
 
 
 def vport(conn: Client, args: argparse.Namespace) -> Output:
@@ -251,7 +257,14 @@ def add_cluster_commands(sub: Any, parents: list[argparse.ArgumentParser]) -> No
         "controller's role towards each (master, adopting, slave, equal, disconnected)",
         switches, "vportctl switches",
     )  # fmt: skip
-    add("vports", "list every vPort entry (VM port) the cluster knows", vports, "vportctl vports")
+    p = add(
+        "vports", "list every vPort entry (VM port) the cluster knows", vports,
+        "vportctl vports --segment 10",
+    )  # fmt: skip
+    p.add_argument(
+        "--segment", type=count(0, 4095), metavar="TAG",
+        help="only the vPorts of this tenant segment (its ports' VLAN tag; 0: untagged)",
+    )  # fmt: skip
     p = add(
         "vport", "show one VM's vPort entry: location, migration and port state, sequence",
         vport, "vportctl --json vport 02:00:00:00:00:01",

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from vportd.core.errors import InvalidRequest
+from vportd.core.segments import Segment, SegmentMap
 from vportd.node.addresses import (
     check_endpoint,
     check_ovsdb_remote,
@@ -259,6 +261,36 @@ class TopologySection(_Section):
     """Links declared by hand, as [[topology.links]] tables."""
 
 
+class SegmentEntry(_Section):
+    """A tenant segment: the VLAN tag of its VM ports, its VNI on the overlay, its name."""
+
+    tag: Annotated[int, Field(ge=0, le=4095)]
+    """The VLAN tag of its VM ports (`ovs-vsctl set port P tag=N`; 0: untagged)."""
+    vni: Annotated[int, Field(ge=0, le=0xFFFFFF)]
+    """The VNI (`tun_id`) the segment's frames carry between hypervisors."""
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """A name for people (shown with the segment's vPorts)."""
+
+
+class SegmentsSection(_Section):
+    """Tenant segments. A segment not listed here is carried with its tag as its VNI."""
+
+    map: list[SegmentEntry] = Field(default_factory=list)
+    """Segments mapped to their own VNIs and names, as [[segments.map]] tables."""
+
+    @model_validator(mode="after")
+    def _one_each(self) -> SegmentsSection:
+        """Each tag once, each VNI once, no VNI that is another tag's default."""
+        try:
+            self.segment_map()
+        except InvalidRequest as err:
+            raise ValueError(f"segments.map: {err.detail}") from None
+        return self
+
+    def segment_map(self) -> SegmentMap:
+        return SegmentMap(Segment(e.tag, e.vni, e.name) for e in self.map)
+
+
 class TLSSection(_Section):
     """One CA for every channel: with it, REST is https only, OpenFlow and OVSDB use ssl:.
 
@@ -290,6 +322,7 @@ class Config(_Section):
     store: StoreSection = StoreSection()
     migration: MigrationSection = MigrationSection()
     topology: TopologySection = TopologySection()
+    segments: SegmentsSection = SegmentsSection()
     logging: LoggingSection = LoggingSection()
     tls: TLSSection | None = None
 

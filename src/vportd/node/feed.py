@@ -37,7 +37,7 @@ def port_events(change: Change, row: IfaceRow) -> list[PortEvent]:
     assert row.mac is not None and row.ofport is not None
     ev = PortEvent(
         _KIND[change], row.bridge, row.ofport, row.mac, row.name, row.link_up,
-        (), row.iface_id, row.vm_id,
+        (), row.iface_id, row.vm_id, row.segment,
     )  # fmt: skip
     if change is Change.ADD and row.link_up:
         return [ev, replace(ev, kind=EventKind.MODIFY)]

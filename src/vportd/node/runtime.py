@@ -87,7 +87,10 @@ class Runtime:
         timeouts = Timeouts(m.sync_timeout, m.activation_timeout, m.completion_timeout)
         history = History(m.history_size, m.history_age)
         flaps = FlapLimit(m.flap_moves, m.flap_window)
-        self.core = Controller(me, timeouts, aware=m.aware, history=history, flaps=flaps)
+        self.core = Controller(
+            me, timeouts, aware=m.aware, history=history, flaps=flaps,
+            segments=config.segments.segment_map(),
+        )  # fmt: skip
         self.solo = config.store.kind == "memory"
         if self.solo:
             self.core.lead(clock())
@@ -319,7 +322,7 @@ class Runtime:
             return
         assert row.mac is not None
         ev = PortEvent(EventKind.MODIFY, name, port.port_no, row.mac, row.name,
-                       port.link_up, (), row.iface_id, row.vm_id)  # fmt: skip
+                       port.link_up, (), row.iface_id, row.vm_id, row.segment)  # fmt: skip
         if self._unfed.hold(ev):
             return  # for after the port's OVSDB events
         self._submit(self.port_event(ev))

@@ -27,9 +27,10 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
@@ -43,6 +44,9 @@ from vportd.core.flow import (
     GotoTable,
     Match,
     Output,
+    PopVlan,
+    PushVlan,
+    SetField,
     ToController,
 )
 from vportd.southbound.openflow.wire import (
@@ -55,12 +59,15 @@ from vportd.southbound.openflow.wire import (
 )
 
 _EXACT_MAC = "ff:ff:ff:ff:ff:ff"
-_MATCHABLE = frozenset({"in_port", "eth_dst", "eth_src"})
+_MATCHABLE = frozenset({"in_port", "eth_dst", "eth_src", "vlan_vid", "tunnel_id"})
 _MAX_TABLE = 254
 _MAX_PRIORITY = 0xFFFF
 _MAX_COOKIE = 0xFFFF_FFFF_FFFF_FFFE  # all ones is reserved
 _MAX_U32 = 0xFFFF_FFFF
 _MAX_U16 = 0xFFFF
+_MAX_VID = 0x1FFF  # OFPVID_PRESENT | a 12-bit VID
+_NXM_1 = 0x0001 << 16  # the Nicira extension class (OVS's NXM_NX_* fields)
+_NXM_NX_TUN_IPV4_DST = 32
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,24 @@ def _oxm_match(match: Match) -> bytes:
         _check(match.eth_dst_mask is None, "an eth_dst mask without an eth_dst")
     if match.eth_src is not None:
         tlvs += _oxm(ofp.OFPXMT_OFB_ETH_SRC, _mac_bytes(match.eth_src))
+    if match.vlan_vid is not None:
+        tlvs += _vlan_vid(match.vlan_vid, match.vlan_vid_mask)
+    else:
+        _check(match.vlan_vid_mask is None, "a vlan_vid mask without a vlan_vid")
+    if match.tunnel_id is not None:
+        _check(0 <= match.tunnel_id < 1 << 64, f"tunnel_id {match.tunnel_id} out of range")
+        tlvs += _oxm(ofp.OFPXMT_OFB_TUNNEL_ID, struct.pack("!Q", match.tunnel_id))
     length = 4 + len(tlvs)
     return struct.pack("!HH", ofp.OFPMT_OXM, length) + tlvs + bytes(-length % 8)
+
+
+def _vlan_vid(vid: int, mask: int | None) -> bytes:
+    _check(0 <= vid <= _MAX_VID, f"vlan_vid {vid:#x} out of range")
+    value = struct.pack("!H", vid)
+    if mask is None:
+        return _oxm(ofp.OFPXMT_OFB_VLAN_VID, value)
+    _check(0 <= mask <= _MAX_VID, f"vlan_vid mask {mask:#x} out of range")
+    return _oxm(ofp.OFPXMT_OFB_VLAN_VID, value, struct.pack("!H", mask))
 
 
 def _oxm(field: int, value: bytes, mask: bytes | None = None) -> bytes:
@@ -145,43 +168,70 @@ def _mac_bytes(mac: str) -> bytes:
     return raw
 
 
-class _Actions(NamedTuple):
-    outputs: list[tuple[int, int]]  # (port, max_len) in order
-    goto: int | None
-
-
-def _checked_actions(actions: tuple[Action, ...]) -> _Actions:
-    """Outputs (one apply-actions instruction), then the goto, which must come last."""
-    outputs: list[tuple[int, int]] = []
-    goto: int | None = None
-    for action in actions:
-        _check(goto is None, f"{action} after GotoTable: a goto is the last action")
-        match action:
-            case Output(port=port):
-                _check(port != OFPP_CONTROLLER, "output to the controller is ToController")
-                _check(0 < port <= OFPP_MAX, f"output to port {port:#x}: not a switch port")
-                outputs.append((port, ofp.OFPCML_MAX))
-            case ToController(max_len=max_len):
-                _check(0 <= max_len <= _MAX_U16, f"max_len {max_len} out of range")
-                outputs.append((OFPP_CONTROLLER, max_len))
-            case GotoTable(table=table):
-                _check(0 <= table <= _MAX_TABLE, f"goto table {table} out of range")
-                goto = table
-    return _Actions(outputs, goto)
-
-
 _APPLY = struct.Struct("!HH4x")  # ofp_instruction_actions
 _OUTPUT = struct.Struct("!HHIH6x")  # ofp_action_output
 _GOTO = struct.Struct("!HHB3x")  # ofp_instruction_goto_table
+_PUSH = struct.Struct("!HHH2x")  # ofp_action_push
+_POP = struct.Struct("!HH4x")  # ofp_action_header (pop_vlan)
+
+
+def _set_field(field: str, value: int | str) -> bytes:
+    """ofp_action_set_field: one OXM TLV, padded to 8 bytes (OpenFlow 1.3, 7.2.5)."""
+    if field == "vlan_vid" and isinstance(value, int):
+        tlv = _vlan_vid(value, None)
+    elif field == "tunnel_id" and isinstance(value, int):
+        _check(0 <= value < 1 << 64, f"tunnel_id {value} out of range")
+        tlv = _oxm(ofp.OFPXMT_OFB_TUNNEL_ID, struct.pack("!Q", value))
+    elif field == "tun_ipv4_dst" and isinstance(value, str):
+        try:
+            raw = ipaddress.IPv4Address(value).packed
+        except ValueError:
+            raise CodecError(f"tun_ipv4_dst {value!r} is not an IPv4 address") from None
+        tlv = struct.pack("!I", _NXM_1 | _NXM_NX_TUN_IPV4_DST << 9 | len(raw)) + raw
+    else:
+        raise CodecError(f"set_field {field}={value!r}: not a field the core sets")
+    length = 4 + len(tlv)
+    length += -length % 8
+    return struct.pack("!HH", ofp.OFPAT_SET_FIELD, length) + tlv + bytes(length - 4 - len(tlv))
+
+
+def _action_wire(action: Action) -> bytes:
+    """One apply-action packed (never a goto: that is an instruction)."""
+    match action:
+        case Output(port=port):
+            _check(port != OFPP_CONTROLLER, "output to the controller is ToController")
+            _check(0 < port <= OFPP_MAX, f"output to port {port:#x}: not a switch port")
+            return _OUTPUT.pack(ofp.OFPAT_OUTPUT, _OUTPUT.size, port, ofp.OFPCML_MAX)
+        case ToController(max_len=max_len):
+            _check(0 <= max_len <= _MAX_U16, f"max_len {max_len} out of range")
+            return _OUTPUT.pack(ofp.OFPAT_OUTPUT, _OUTPUT.size, OFPP_CONTROLLER, max_len)
+        case PushVlan(ethertype=ethertype):
+            _check(ethertype in (0x8100, 0x88A8), f"push_vlan of ethertype {ethertype:#x}")
+            return _PUSH.pack(ofp.OFPAT_PUSH_VLAN, _PUSH.size, ethertype)
+        case PopVlan():
+            return _POP.pack(ofp.OFPAT_POP_VLAN, _POP.size)
+        case SetField(field=field, value=value):
+            return _set_field(field, value)
+    raise CodecError(f"{action} is no apply-action")
 
 
 @functools.lru_cache(maxsize=1 << 12)
 def _instructions_wire(actions: tuple[Action, ...]) -> bytes:
-    """The instructions packed, cached: a flood flow's outputs recur on every rewrite."""
-    outputs, goto = _checked_actions(actions)
+    """The instructions packed, cached: a flood flow's outputs recur on every rewrite.
+
+    The actions but a final `GotoTable` become one apply-actions instruction, in order.
+    """
+    goto: int | None = None
+    packed = b""
+    for action in actions:
+        _check(goto is None, f"{action} after GotoTable: a goto is the last action")
+        if isinstance(action, GotoTable):
+            _check(0 <= action.table <= _MAX_TABLE, f"goto table {action.table} out of range")
+            goto = action.table
+        else:
+            packed += _action_wire(action)
     wire = b""
-    if outputs:
-        packed = b"".join(_OUTPUT.pack(ofp.OFPAT_OUTPUT, _OUTPUT.size, *o) for o in outputs)
+    if packed:
         wire += _APPLY.pack(ofp.OFPIT_APPLY_ACTIONS, _APPLY.size + len(packed)) + packed
     if goto is not None:
         wire += _GOTO.pack(ofp.OFPIT_GOTO_TABLE, _GOTO.size, goto)
@@ -253,10 +303,37 @@ def decode_match(match: Any) -> Match:
     in_port = fields.get("in_port")
     if in_port is not None and not isinstance(in_port, int):
         raise CodecError(f"unreadable in_port {in_port!r}")
-    return Match(in_port=in_port, eth_dst=eth_dst, eth_dst_mask=dst_mask, eth_src=eth_src)
+    vid, vid_mask = _vid(fields.get("vlan_vid"))
+    tunnel_id = fields.get("tunnel_id")
+    if tunnel_id is not None and not isinstance(tunnel_id, int):
+        raise CodecError(f"matches on a masked tunnel_id {tunnel_id!r}")
+    return Match(
+        in_port=in_port, eth_dst=eth_dst, eth_dst_mask=dst_mask, eth_src=eth_src,
+        vlan_vid=vid, vlan_vid_mask=vid_mask, tunnel_id=tunnel_id,
+    )  # fmt: skip
+
+
+def _vid(value: object) -> tuple[int | None, int | None]:
+    """A `vlan_vid` match as (value, mask); a full mask reads back as an exact match."""
+    if value is None or isinstance(value, int):
+        return value, None
+    if isinstance(value, tuple) and len(value) == 2:  # noqa: PLR2004
+        vid, mask = int(value[0]), int(value[1])
+        return (vid, None) if mask == _MAX_VID else (vid, mask)
+    raise CodecError(f"unreadable vlan_vid {value!r}")
+
+
+_SETTABLE = frozenset({"vlan_vid", "tunnel_id", "tun_ipv4_dst"})
 
 
 def _decode_action(action: Any) -> Action:
+    if isinstance(action, ofpp.OFPActionPushVlan):
+        return PushVlan(int(action.ethertype))
+    if isinstance(action, ofpp.OFPActionPopVlan):
+        return PopVlan()
+    if isinstance(action, ofpp.OFPActionSetField) and action.key in _SETTABLE:
+        value = action.value
+        return SetField(action.key, str(value) if action.key == "tun_ipv4_dst" else int(value))
     if not isinstance(action, ofpp.OFPActionOutput):
         raise CodecError(f"has action {type(action).__name__}")
     port = int(action.port)

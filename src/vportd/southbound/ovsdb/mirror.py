@@ -35,7 +35,7 @@ def _single(value: frozenset[Any]) -> Any:
     return next(iter(value)) if value else None
 
 
-def _iface_row(row: Row, bridge: str) -> IfaceRow:
+def _iface_row(row: Row, bridge: str, segment: int = 0) -> IfaceRow:
     ext: dict[str, str] = row["external_ids"]
     options: dict[str, str] = row["options"]
     ofport, pending = _ofport(_single(row["ofport"]), _single(row["ofport_request"]))
@@ -44,7 +44,7 @@ def _iface_row(row: Row, bridge: str) -> IfaceRow:
         name=row["name"], bridge=bridge, ofport=ofport,
         link_up=_single(row["link_state"]) == "up", mac=_mac_or_none(ext.get("attached-mac")),
         iface_id=ext.get("iface-id"), vm_id=ext.get("vm-id"), peer=peer, pending=pending,
-        error=_single(row["error"]),
+        error=_single(row["error"]), segment=segment,
     )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ class Mirror:
         self._bridge_of_port: dict[UUID, UUID] = {}
         self._port_ifaces: dict[UUID, tuple[UUID, ...]] = {}
         self._port_of_iface: dict[UUID, UUID] = {}
+        self._port_tags: dict[UUID, int] = {}  # of the ports that have a VLAN tag
         self._rows: dict[UUID, IfaceRow] = {}  # interface -> its row in the snapshot
         self._dpids: dict[str, int] = {}  # what the snapshot shows
         self._by_name: dict[str, IfaceRow] = {}
@@ -162,8 +163,12 @@ class Mirror:
         for iface in old:
             if self._port_of_iface.get(iface) == uuid:
                 del self._port_of_iface[iface]
+        self._port_tags.pop(uuid, None)
         new: tuple[UUID, ...] = ()
         if row is not None:
+            tag = _single(row["tag"])
+            if tag:
+                self._port_tags[uuid] = tag
             new = self._port_ifaces[uuid] = tuple(row["interfaces"])
             for iface in new:
                 self._port_of_iface[iface] = uuid
@@ -184,8 +189,9 @@ class Mirror:
         if row is None or bridge is None:
             return names
         new = old
-        if new is None or reread or new.bridge != bridge.name:
-            new = _iface_row(row, bridge.name)
+        segment = 0 if port is None else self._port_tags.get(port, 0)
+        if new is None or reread or new.bridge != bridge.name or new.segment != segment:
+            new = _iface_row(row, bridge.name, segment)
             if new.error and (old is None or old.error != new.error):
                 log.warning("ovs-vswitchd failed port %s: %s", new.name, new.error)
         new = self._claimed(uuid, new)

@@ -25,6 +25,7 @@ class IfaceRow:
     # Not compared: the confirmation of the same number is no change of the port.
     pending: bool = field(default=False, compare=False)
     error: str | None = field(default=None, compare=False)  # why ovs-vswitchd failed the port
+    segment: int = 0  # its port's VLAN `tag` (0: untagged)
 
     @property
     def is_vm(self) -> bool:

@@ -87,7 +87,7 @@ class Kind(StrEnum):
 # (statistics, status, mac_in_use...) is never sent to us.
 COLUMNS: dict[str, dict[str, Kind]] = {
     "Bridge": {"name": Kind.ATOM, "datapath_id": Kind.OPTIONAL, "ports": Kind.SET},
-    "Port": {"name": Kind.ATOM, "interfaces": Kind.SET},
+    "Port": {"name": Kind.ATOM, "interfaces": Kind.SET, "tag": Kind.OPTIONAL},
     "Interface": {
         "name": Kind.ATOM, "ofport": Kind.OPTIONAL, "ofport_request": Kind.OPTIONAL,
         "error": Kind.OPTIONAL, "external_ids": Kind.MAP, "link_state": Kind.OPTIONAL,
@@ -102,7 +102,7 @@ Rows = dict[UUID, Row]  # a table's rows
 
 # The columns whose atoms are integers; every other atom we read is a string (a name, a
 # uuid, a map's key or value), as vswitch.ovsschema has them.
-_INTEGERS = frozenset({("Interface", "ofport"), ("Interface", "ofport_request")})
+_INTEGERS = frozenset({("Interface", "ofport"), ("Interface", "ofport_request"), ("Port", "tag")})
 
 
 def _atom(value: Any, want: type) -> Any:

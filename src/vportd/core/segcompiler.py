@@ -1,0 +1,263 @@
+"""The flows of the tagged segments on the switches a flow compiler masters.
+
+The `FlowCompiler` hands every entry of a segment other than 0 (and every
+entry that was in one) to a `SegmentCompiler`, which keeps, cluster-wide,
+where each segment has VMs (its *sites*: the VMs' switches, and the
+destinations of their open migrations), and, on the switches we master, the
+flows `segflows` makes:
+
+* a VM's forwarding flow on its own switch, and on a switch that lies on a
+  path from one of its segment's sites to it where that path leaves by
+  another port than the switch's default (the other switches' default route
+  reaches it); its hand-over flows on the path of its migration; its arrival
+  flow at the destination of one;
+* per switch and segment: a classification flow per local VM port, and the
+  flood flow (to the local VM ports and the tree links towards the
+  segment's other sites, when those are two or more ports), with a gate for
+  each port a flood flow holds.
+
+A switch that is no site of a segment and lies on no path between two of its
+sites holds no flow of it. Flows are kept per VM and per (switch, segment)
+as installed; each change re-makes only what it touches, and a segment whose
+sites change re-makes its VMs and floods. What `installed` holds is the
+truth: a flow still desired is added again if it is not there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from vportd.core import segflows
+from vportd.core.floods import install, uninstall
+from vportd.core.flow import ADD, Flow, FlowKey, FlowMod
+from vportd.core.installed import SwitchFlows
+from vportd.core.model import Phase, VPortRecord
+from vportd.core.pipeline import handing_over, handover_outs
+from vportd.core.topology import Topology
+
+Flows = dict[str, dict[FlowKey, Flow]]  # per switch, by key
+
+
+def _segment(rec: VPortRecord) -> int:
+    """The segment whose flows the entry needs (0: none here)."""
+    return rec.loc.segment if rec.present else 0
+
+
+def sites_of(rec: VPortRecord) -> frozenset[str]:
+    """Where the VM makes its segment present: its switch, and its migration's destination."""
+    here = {rec.loc.ovs} if rec.loc.ovs is not None else set()
+    mig = rec.mig
+    if mig is not None and mig.phase < Phase.ACTIVATED:
+        here.add(mig.destination)
+    return frozenset(here)
+
+
+class SegmentCompiler:
+    """The tagged segments' flows, as diffs (module doc); `installed` and `switches`
+    are the flow compiler's own, shared."""
+
+    def __init__(
+        self, topology: Topology, installed: dict[str, SwitchFlows], switches: set[str]
+    ) -> None:
+        self.topology = topology
+        self.installed = installed
+        self.switches = switches
+        self.vms: dict[str, VPortRecord] = {}  # the entries with a segment, by VM
+        self._members: dict[int, set[str]] = {}  # per segment, its VMs
+        self._sites: dict[int, Counter[str]] = {}  # per segment, its sites (with how many VMs)
+        self._vm_sites: dict[str, tuple[int, frozenset[str]]] = {}
+        self._local: dict[tuple[str, int], dict[str, int]] = {}  # (switch, segment): VM -> port
+        self._held_vm: dict[str, Flows] = {}  # per VM, its flows on our switches
+        self._held_seg: dict[tuple[str, int], dict[FlowKey, Flow]] = {}
+        self._floods: dict[tuple[str, int], tuple[int, ...]] = {}  # flood members held
+        self._gates: dict[str, frozenset[int]] = {}  # per switch, the gates held
+
+    # -- what the table says ------------------------------------------------
+    def note(self, rec: VPortRecord) -> set[int]:
+        """Take the VM's entry; the segments whose sites changed."""
+        vm, seg = rec.vm, _segment(rec)
+        old = self.vms.get(vm)
+        if seg:
+            self.vms[vm] = rec
+            self._members.setdefault(seg, set()).add(vm)
+        else:
+            self.vms.pop(vm, None)
+        if old is not None and _segment(old) != seg:
+            self._members[_segment(old)].discard(vm)
+        self._place(vm, old, rec if seg else None)
+        return self._resite(vm, (seg, sites_of(rec)) if seg else None)
+
+    def _place(self, vm: str, old: VPortRecord | None, new: VPortRecord | None) -> None:
+        """Keep the VM's port among the local ports of its switch and segment."""
+        if old is not None and old.loc.ovs is not None:
+            self._local.get((old.loc.ovs, _segment(old)), {}).pop(vm, None)
+        if new is not None and new.loc.ovs is not None and new.loc.port is not None:
+            self._local.setdefault((new.loc.ovs, new.loc.segment), {})[vm] = new.loc.port
+
+    def _resite(self, vm: str, now: tuple[int, frozenset[str]] | None) -> set[int]:
+        before = self._vm_sites.get(vm)
+        if before == now:
+            return set()
+        changed: set[int] = set()
+        if before is not None:
+            count = self._sites[before[0]]
+            for switch in before[1]:
+                count[switch] -= 1
+                if not count[switch]:
+                    del count[switch]
+                    changed.add(before[0])
+            del self._vm_sites[vm]
+        if now is not None:
+            count = self._sites.setdefault(now[0], Counter())
+            for switch in now[1]:
+                count[switch] += 1
+                if count[switch] == 1:
+                    changed.add(now[0])
+            self._vm_sites[vm] = now
+        return changed
+
+    # -- inputs -------------------------------------------------------------
+    def update(self, rec: VPortRecord) -> list[FlowMod]:
+        """The flow mods that bring our switches in line with the VM's entry."""
+        old = self.vms.get(rec.vm)
+        resited = self.note(rec)
+        mods = self._sync_vm(rec.vm)
+        touched: set[tuple[str, int]] = set()
+        for seg in resited:
+            for vm in sorted(self._members.get(seg, ())):
+                if vm != rec.vm:
+                    mods += self._sync_vm(vm)
+            touched |= {(s, seg) for s in self.switches}
+        for r in (old, rec):
+            if r is not None and r.loc.ovs in self.switches and _segment(r):
+                touched.add((r.loc.ovs, _segment(r)))
+        for key in sorted(touched):
+            mods += self._sync_segment(*key)
+        for switch in sorted({s for s, _ in touched}):
+            mods += self._sync_gates(switch)
+        return mods
+
+    def held_for(self, vm: str) -> list[FlowMod]:
+        """The VM's flows on our switches, as adds (`FlowCompiler.held_for`)."""
+        held = self._held_vm.get(vm, {})
+        return [FlowMod(s, ADD, f) for s, flows in held.items() for f in flows.values()]
+
+    def release(self, switch: str) -> None:
+        """Forget what we held on a switch we no longer master."""
+        for flows in self._held_vm.values():
+            flows.pop(switch, None)
+        for key in [k for k in self._held_seg if k[0] == switch]:
+            del self._held_seg[key]
+            self._floods.pop(key, None)
+        self._gates.pop(switch, None)
+
+    def sync_switch(self, switch: str) -> dict[FlowKey, Flow]:
+        """Every segment flow `switch` needs, from scratch (the compiler installs them)."""
+        self.release(switch)
+        desired: dict[FlowKey, Flow] = {}
+        for rec in self.vms.values():
+            flows = self._vm_flows(rec).get(switch)
+            if flows:
+                self._held_vm.setdefault(rec.vm, {})[switch] = flows
+                desired.update(flows)
+        for seg in sorted(self._members):
+            flows = self._segment_flows(switch, seg)
+            if flows:
+                self._held_seg[switch, seg] = flows
+                desired.update(flows)
+        gates = self._gate_ports(switch)
+        self._gates[switch] = gates
+        desired.update({segflows.gate(p).key: segflows.gate(p) for p in gates})
+        return desired
+
+    # -- a VM's flows ---------------------------------------------------------
+    def _vm_flows(self, rec: VPortRecord) -> Flows:
+        """Per switch of ours, the VM's flows (module doc)."""
+        seg, loc = _segment(rec), rec.loc
+        here = loc.ovs
+        if not seg or here is None:
+            return {}
+        topology, switches = self.topology, self.switches
+        outs: dict[str, tuple[int, ...]] = {}
+        exceptions = topology.exceptions(here)
+        for site in self._sites.get(seg, ()):
+            for switch, _, _ in topology.path(site, here):
+                if switch != here and switch in switches and switch in exceptions:
+                    outs[switch] = (exceptions[switch],)
+        if here in switches and loc.port is not None:
+            outs[here] = (loc.port,)
+        if handing_over(rec):
+            outs.update(handover_outs(topology, rec, switches))
+        flows: Flows = {}
+        for switch, ports in outs.items():
+            flow = segflows.vm_flow(rec.vm, seg, ports, topology.link_ports(switch))
+            flows[switch] = {flow.key: flow}
+        mig = rec.mig
+        if mig is not None and mig.phase < Phase.ACTIVATED and mig.destination in switches:
+            flow = segflows.arrival_flow(rec.vm, seg)
+            flows.setdefault(mig.destination, {})[flow.key] = flow
+        return flows
+
+    def _sync_vm(self, vm: str) -> list[FlowMod]:
+        rec = self.vms.get(vm)
+        desired = {} if rec is None else self._vm_flows(rec)
+        held = self._held_vm.pop(vm, {})
+        mods = _diff(self.installed, held, desired)
+        if desired:
+            self._held_vm[vm] = desired
+        return mods
+
+    # -- a segment's flows on a switch -------------------------------------------
+    def _flood_members(self, switch: str, seg: int) -> tuple[int, ...]:
+        topology = self.topology
+        local = self._local.get((switch, seg), {})
+        others = {s for s in self._sites.get(seg, ()) if s != switch}
+        links = {p for p in topology.tree_ports(switch) if topology.tree_beyond(switch, p) & others}
+        members = tuple(sorted({*local.values(), *links}))
+        return members if len(members) > 1 else ()
+
+    def _segment_flows(self, switch: str, seg: int) -> dict[FlowKey, Flow]:
+        flows = [segflows.port_flow(p, seg) for p in self._local.get((switch, seg), {}).values()]
+        members = self._flood_members(switch, seg)
+        self._floods[switch, seg] = members
+        if members:
+            links = self.topology.link_ports(switch)
+            flows.append(segflows.flood_flow(seg, members, links))
+        return {f.key: f for f in flows}
+
+    def _sync_segment(self, switch: str, seg: int) -> list[FlowMod]:
+        desired = self._segment_flows(switch, seg)
+        held = self._held_seg.pop((switch, seg), {})
+        if desired:
+            self._held_seg[switch, seg] = desired
+        return _diff(self.installed, {switch: held}, {switch: desired})
+
+    def _gate_ports(self, switch: str) -> frozenset[int]:
+        return frozenset(p for (s, _), ports in self._floods.items() if s == switch for p in ports)
+
+    def _sync_gates(self, switch: str) -> list[FlowMod]:
+        gates = self._gate_ports(switch)
+        held = self._gates.get(switch, frozenset())
+        self._gates[switch] = gates
+        mods: list[FlowMod] = []
+        for port in sorted(held - gates):
+            mods += uninstall(self.installed, switch, segflows.gate(port).key)
+        for port in sorted(gates):
+            flow = segflows.gate(port)
+            mods += install(self.installed, switch, flow.key, flow)
+        return mods
+
+
+def _diff(installed: dict[str, SwitchFlows], held: Flows, desired: Flows) -> list[FlowMod]:
+    """Delete the `held` flows not `desired`, add the `desired` ones `installed` lacks."""
+    mods: list[FlowMod] = []
+    for switch, flows in held.items():
+        want = desired.get(switch, {})
+        if switch in installed:
+            for key in flows:
+                if key not in want:
+                    mods += uninstall(installed, switch, key)
+    for switch, flows in desired.items():
+        for key, flow in flows.items():
+            mods += install(installed, switch, key, flow)
+    return mods
