@@ -180,6 +180,7 @@ def check_vms(doc: dict[str, Any]) -> None:
             "name": f"vm{k}", "mac": f"02:00:00:00:00:{k + 1:02x}", "ip": f"10.0.0.{k + 1}",
             "cidr": f"10.0.0.{k + 1}/24", "hypervisor": f"hv{k % 2}", "netns": f"vm{k}",
             "port": k + 1, "port_name": f"vm{k}h", "iface_id": f"vm{k}-eth0", "vm_id": vm_id(k),
+            "segment": 0,
         }  # fmt: skip
         assert vm["netns"] in netns.namespaces()
         eth0 = netns.link("eth0", netns=vm["netns"])
