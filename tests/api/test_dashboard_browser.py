@@ -73,7 +73,7 @@ async def test_the_page_shows_the_vports_and_a_migration_live(rig: Rig, tmp_path
         await page.until(f"{row} !== null", "the migration to show as open")
         assert await page.evaluate(f"{row}.dataset.state") == "ready"
         assert await page.evaluate("window.loadedOnce") is True
-        cell = f"document.querySelector('#vports tr[data-vm=\"{VM_A.mac}\"]').cells[5].textContent"
+        cell = f"document.querySelector('#vports tr[data-vm=\"{VM_A.mac}\"]').cells[6].textContent"
         await page.until(f"{cell} === 'to hv1'", "VM_A to show as migrating to hv1")
 
 

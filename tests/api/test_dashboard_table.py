@@ -1,4 +1,4 @@
-"""The dashboard's vPort table in the feed: `GET /v1/events?ovs=&state=&find=&page=&size=`
+"""The dashboard's vPort table in the feed: `GET /v1/events?ovs=&segment=&state=&find=&page=&size=`
 sends one page of it, filtered by the controller, with the counts and the hypervisors; a
 bad parameter is refused before a stream starts. On the rig's controllers over real HTTP,
 with more vPorts than a page holds."""
@@ -19,10 +19,14 @@ from tests.rig.http import notify_body
 from vportd.api.dashboard import MAX_STREAMS
 from vportd.api.vport_page import PAGE_SIZE
 
-# 250 VMs, hv0..hv2 in turn: pages of 100, 100 and 50.
+# 250 VMs, hv0..hv2 in turn: pages of 100, 100 and 50; every fifth in segment 10.
 VMS = [
-    VmPort(f"52:54:00:00:{k >> 8:02x}:{k & 255:02x}", f"hv{k % 3}", 1 + k // 3) for k in range(250)
-]
+    VmPort(
+        f"52:54:00:00:{k >> 8:02x}:{k & 255:02x}", f"hv{k % 3}", 1 + k // 3,
+        tag=10 if k % 5 == 0 else None,
+    )
+    for k in range(250)
+]  # fmt: skip
 MACS = sorted(vm.mac for vm in VMS)
 
 
@@ -84,6 +88,17 @@ async def test_filters_apply_before_paging(rig: Rig) -> None:
     assert shown(await one(rig, f"find={vm.mac}&ovs=hv9")) == []
 
 
+async def test_the_segment_filter(rig: Rig) -> None:
+    tagged = sorted(vm.mac for vm in VMS if vm.tag == 10)
+    snap = await one(rig, "segment=10")
+    assert (table(snap)["matched"], shown(snap)) == (len(tagged), tagged)
+    assert table(snap)["segments"] == [0, 10]
+    assert {row["segment"] for row in table(snap)["rows"]} == {10}  # type: ignore[attr-defined]
+    untagged = await one(rig, "segment=0&size=500")
+    assert table(untagged)["matched"] == 250 - len(tagged)
+    assert shown(await one(rig, "segment=20")) == []
+
+
 async def test_the_state_filter(rig: Rig) -> None:
     down, moving = VMS[5], VMS[6]
     rig.fabric.set_link(down, up=False)
@@ -102,7 +117,7 @@ async def test_the_state_filter(rig: Rig) -> None:
 
 BAD = [
     "page=-1", "page=x", "size=0", "size=501", "state=nope", "state=UP", f"ovs={'h' * 65}",
-    f"find={'x' * 65}",
+    f"find={'x' * 65}", "segment=-1", "segment=4096", "segment=ten",
 ]  # fmt: skip
 
 

@@ -85,6 +85,16 @@ async def test_paging_through_a_big_table(rig: Rig, tmp_path: Path) -> None:
         await find(page, "")
         await choose(page, "filter-ovs", "")
         await page.until(f"{ROWS}.length === 100", "the whole table again")
+
+        # The segment filter offers the table's segments; segment 10's VMs are a page.
+        options = "[...document.getElementById('filter-segment').options].map(o => o.value)"
+        assert await page.evaluate(options) == ["", "0", "10"]
+        await choose(page, "filter-segment", "10")
+        tagged = sorted(vm.mac for vm in VMS if vm.tag == 10)
+        await page.until(f"{ROWS}.length === {len(tagged)}", "segment 10's VMs")
+        assert await shown(page) == tagged
+        await choose(page, "filter-segment", "")
+        await page.until(f"{ROWS}.length === 100", "every segment again")
         assert await page.evaluate("window.loadedOnce") is True
 
 

@@ -1,5 +1,5 @@
 """The dashboard's vPort table as one page: the filters and the page a stream asks for
-(`GET /v1/events?ovs=&state=&find=&page=&size=`), applied to the whole table on every
+(`GET /v1/events?ovs=&segment=&state=&find=&page=&size=`), applied to the whole table on every
 snapshot.
 
 A big table (thousands of vPorts) is filtered and counted here, and only the page's rows
@@ -29,10 +29,12 @@ RowState = Literal["up", "down", "migrating", "conflict"]
 
 @dataclass(frozen=True)
 class TableView:
-    """Which rows a stream shows: those on hypervisor `ovs`, in `state`, whose MAC, IPs,
-    port name, iface-id or vm-id contain `find`; page `page` (from 0) of `size` rows."""
+    """Which rows a stream shows: those on hypervisor `ovs`, of `segment`, in `state`, whose
+    MAC, IPs, port name, iface-id or vm-id contain `find`; page `page` (from 0) of `size`
+    rows."""
 
     ovs: str | None = None
+    segment: int | None = None
     state: RowState | None = None
     find: str | None = None
     page: int = 0
@@ -40,8 +42,12 @@ class TableView:
 
 
 def table_view(
+    *,
     ovs: Annotated[
         str | None, Query(max_length=MAX_TEXT, description="only this hypervisor's")
+    ] = None,
+    segment: Annotated[
+        int | None, Query(ge=0, le=4095, description="only this segment's (0: untagged)")
     ] = None,
     state: Annotated[RowState | None, Query(description="only the vPorts in this state")] = None,
     find: Annotated[str | None, Query(max_length=MAX_TEXT, description="text to look for")] = None,
@@ -49,7 +55,8 @@ def table_view(
     size: Annotated[int, Query(ge=1, le=MAX_SIZE, description="rows a page")] = PAGE_SIZE,
 ) -> TableView:
     """The stream's query parameters (FastAPI checks them: a bad one is a 422)."""
-    return TableView(ovs or None, state, (find or "").strip().lower() or None, page, size)
+    text = (find or "").strip().lower() or None
+    return TableView(ovs or None, segment, state, text, page, size)
 
 
 def table_page(service: Service, view: TableView) -> dict[str, object]:
@@ -57,7 +64,8 @@ def table_page(service: Service, view: TableView) -> dict[str, object]:
     try:
         records = service.vports()
     except ApiError as err:  # not ready yet
-        return {"error": err.code, "detail": err.detail, **_counts(view, 0, 0, []), "rows": []}
+        empty = {**_counts(view, 0, 0, []), "segments": [], "rows": []}
+        return {"error": err.code, "detail": err.detail, **empty}
     conflicted = {c.vm for c in service.conflicts()}
     matched = sorted((r for r in records if _matches(r, view, conflicted)), key=_by_mac)
     page = min(view.page, max(0, (len(matched) - 1) // view.size))
@@ -65,6 +73,7 @@ def table_page(service: Service, view: TableView) -> dict[str, object]:
     hypervisors = sorted({r.loc.ovs for r in records if r.loc.ovs})
     return {
         **_counts(view, len(records), len(matched), hypervisors),
+        "segments": sorted({r.loc.segment for r in records}),
         "page": page,
         "rows": [v.model_dump(mode="json") for v in vports_out(service, shown)],
     }
@@ -83,6 +92,8 @@ def _by_mac(rec: VPortRecord) -> str:
 
 def _matches(rec: VPortRecord, view: TableView, conflicted: set[str]) -> bool:
     if view.ovs is not None and rec.loc.ovs != view.ovs:
+        return False
+    if view.segment is not None and rec.loc.segment != view.segment:
         return False
     if view.state is not None and not _in_state(rec, view.state, conflicted):
         return False

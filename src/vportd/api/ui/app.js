@@ -17,7 +17,7 @@ const VMS_KEPT = 20000; // VMs whose moves the page remembers
 let latest = null;
 let stream = null; // the AbortController of the running read, if any
 // The vPort table the feed sends: the controller filters and pages it (one page of rows).
-const view = { ovs: "", state: "", find: "", page: 0 };
+const view = { ovs: "", segment: "", state: "", find: "", page: 0 };
 // Each VM's moves this page has seen in the feed's migrations: vm -> Map(id -> move).
 const moves = new Map();
 let fedOnce = false; // a snapshot's migrations were remembered already
@@ -95,7 +95,7 @@ function start() {
 
 function eventsUrl() {
   const query = new URLSearchParams();
-  for (const key of ["ovs", "state", "find"]) if (view[key]) query.set(key, view[key]);
+  for (const key of ["ovs", "segment", "state", "find"]) if (view[key]) query.set(key, view[key]);
   if (view.page) query.set("page", String(view.page));
   const text = query.toString();
   return "/v1/events" + (text ? "?" + text : "");
@@ -265,6 +265,7 @@ function vportRow(v) {
   const migrating = v.migration_state === "migrating";
   return row([
     el("td", v.vm, "mono"), el("td", v.ips.join(", "), "mono"), el("td", v.ovs || "-"),
+    el("td", String(v.segment)),
     el("td", v.port_name ? v.port_name + " (" + v.port + ")" : (v.port ?? "-")),
     el("td", v.port_state, v.port_state === "up" ? "ok" : "bad"),
     el("td", migrating ? "to " + v.destination : "-", migrating ? "warn" : ""),
@@ -281,6 +282,9 @@ function renderVports(vports) {
   // The chosen hypervisor stays a choice while it has no vPorts (0 matching).
   const hypervisors = new Set([...vports.hypervisors, view.ovs]);
   syncOptions($("filter-ovs"), [...hypervisors].filter(Boolean).sort());
+  // Segments as tags (0: untagged); the chosen one stays a choice, as the hypervisor.
+  const segments = new Set([...vports.segments.map(String), view.segment]);
+  syncOptions($("filter-segment"), [...segments].filter((s) => s !== "").sort((a, b) => a - b));
   view.page = vports.page; // the controller's, if the table shrank under this page
   const rows = vports.rows;
   fill("vports", rows.map(vportRow), "no vPorts match");
@@ -312,6 +316,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", signIn);
   $("logout").addEventListener("click", () => signOut());
   $("filter-ovs").addEventListener("change", () => reshow({ ovs: $("filter-ovs").value, page: 0 }));
+  $("filter-segment").addEventListener(
+    "change", () => reshow({ segment: $("filter-segment").value, page: 0 }));
   $("filter-state").addEventListener(
     "change", () => reshow({ state: $("filter-state").value, page: 0 }));
   $("filter-find").addEventListener("input", onFind);
