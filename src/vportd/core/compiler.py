@@ -32,6 +32,7 @@ from vportd.core.pipeline import (
     arrival_flow,
     arrival_key,
     base_flows,
+    base_key,
     flood_flows,
     flood_members,
     forwarding_changed,
@@ -381,7 +382,7 @@ class FlowCompiler:
         if switch not in self.switches:
             return []
         only = {switch}
-        desired: dict[FlowKey, Flow] = {f.key: f for f in base_flows(self.topology, switch)}
+        desired: dict[FlowKey, Flow] = {base_key(f): f for f in base_flows(self.topology, switch)}
         local: dict[str, int] = {}
         placed: dict[str, Location] = {}
         self._bump()

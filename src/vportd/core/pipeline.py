@@ -109,7 +109,6 @@ def flood_match(in_port: int) -> Match:
     return Match(in_port=in_port, eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
 
 
-_TO_TABLE_1: tuple[Action, ...] = (GotoTable(FORWARD_TABLE),)
 _TO_FLOOD: tuple[Action, ...] = (GotoTable(FLOOD_TABLE),)
 _ARRIVAL_ACTIONS: tuple[Action, ...] = (ToController(), GotoTable(FORWARD_TABLE))
 _FLOOD_MATCH = Match(eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
@@ -250,11 +249,23 @@ def base_flows(topology: Topology, switch: str) -> list[Flow]:
     flows = [segflows.MISS]
     default = topology.default_port(switch)
     if default is not None:
-        unicast = Match(eth_dst="00:00:00:00:00:00", eth_dst_mask=MULTICAST_BIT)
-        flows.append(Flow(FORWARD_TABLE, PRIO_DEFAULT, unicast, to_port(default), COOKIE_BASE))
+        flows.append(default_route(default))
     flows += segflows.classification_flows(topology, switch)
     flows += segflows.segment_default(topology, switch)
     return flows
+
+
+@lru_cache(maxsize=4096)
+def default_route(port: int) -> Flow:
+    """Unicast for a MAC with no flow here goes to the default port (one object per port)."""
+    unicast = Match(eth_dst="00:00:00:00:00:00", eth_dst_mask=MULTICAST_BIT)
+    return Flow(FORWARD_TABLE, PRIO_DEFAULT, unicast, to_port(port), COOKIE_BASE)
+
+
+@lru_cache(maxsize=4096)
+def base_key(flow: Flow) -> FlowKey:
+    """A base flow's key, one object per flow: every switch holds its base flows' keys."""
+    return flow.key
 
 
 def flood_members(topology: Topology, switch: str, local_ports: Iterable[int]) -> tuple[int, ...]:

@@ -63,24 +63,33 @@ def vid(tag: int) -> int:
 MISS = Flow(CLASSIFY_TABLE, PRIO_MISS, Match(), (), COOKIE_BASE)
 
 
+UNTAGGED = Flow(CLASSIFY_TABLE, PRIO_UNTAGGED, _UNTAGGED, (GotoTable(FORWARD_TABLE),), COOKIE_BASE)
+
+# Every switch holds these (the same few on most): one object each, shared.
+
+
+@lru_cache(maxsize=4096)
+def tagged_from(port: int) -> Flow:
+    """Tagged frames from link `port` go to table 3."""
+    match = Match(in_port=port, vlan_vid=VID_PRESENT, vlan_vid_mask=VID_PRESENT)
+    return Flow(CLASSIFY_TABLE, PRIO_TAGGED, match, _TO_SEGMENT, COOKIE_BASE)
+
+
+@lru_cache(maxsize=4096)
+def default_route(port: int) -> Flow:
+    """Table 3's default route: tagged unicast for a MAC with no flow here, towards the root."""
+    return Flow(SEGMENT_TABLE, PRIO_DEFAULT, _UNICAST, (Output(port),), COOKIE_BASE)
+
+
 def classification_flows(topology: Topology, switch: str) -> list[Flow]:
     """Table 0 without the VMs (but `MISS`): untagged frames to table 1, tagged frames
     from links to table 3; anything else (a VM's own tag on an untagged port) is dropped."""
-    flows = [
-        Flow(CLASSIFY_TABLE, PRIO_UNTAGGED, _UNTAGGED, (GotoTable(FORWARD_TABLE),), COOKIE_BASE),
-    ]
-    for port in sorted(topology.link_ports(switch)):
-        match = Match(in_port=port, vlan_vid=VID_PRESENT, vlan_vid_mask=VID_PRESENT)
-        flows.append(Flow(CLASSIFY_TABLE, PRIO_TAGGED, match, _TO_SEGMENT, COOKIE_BASE))
-    return flows
+    return [UNTAGGED, *map(tagged_from, sorted(topology.link_ports(switch)))]
 
 
 def segment_default(topology: Topology, switch: str) -> list[Flow]:
-    """Table 3's default route: tagged unicast for a MAC with no flow here, towards the root."""
     default = topology.default_port(switch)
-    if default is None:
-        return []
-    return [Flow(SEGMENT_TABLE, PRIO_DEFAULT, _UNICAST, (Output(default),), COOKIE_BASE)]
+    return [] if default is None else [default_route(default)]
 
 
 @lru_cache(maxsize=4096)
