@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tests.core.support import TIMEOUTS, add, delete, link, ready_migration
+from tests.core.support import (
+    TIMEOUTS,
+    add,
+    delete,
+    first,
+    link,
+    ready_migration,
+    start_migration,
+)
 from tests.core.tagged_fabric import TaggedFabric, mentions
 from vportd.core.flow import Output, SetField
+from vportd.core.messages import SyncComplete, VPortSync
 from vportd.core.topology import Topology
 from vportd.core.tunnels import TunnelEndpoint
-from vportd_lab.sim.cluster import SimCluster
+from vportd_lab.sim.cluster import SimCluster, Stored
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 A, B, C, D, E = (f"02:00:00:00:00:b{i}" for i in range(5))
@@ -26,7 +35,8 @@ def overlay() -> tuple[SimCluster, TaggedFabric]:
     topo = Topology()
     for i, host in enumerate(HOSTS):
         topo.add_switch(host, i + 1)
-    sim = SimCluster.build(topo, 3, timeouts=TIMEOUTS)
+    masters = {"hv0": "c0", "hv1": "c1", "hv2": "c2", "hv3": "c1"}  # (the leader, c0: hv0)
+    sim = SimCluster.build(topo, 3, timeouts=TIMEOUTS, masters=masters)
     for ctl in sim.controllers.values():
         sim.run(ctl.tunnels_are(ENDS))
     return sim, TaggedFabric.watch(sim, ENDS)
@@ -115,3 +125,21 @@ def test_a_migration_across_hosts_hands_over_through_the_tunnels() -> None:
     assert fabric.reach("hv1", 2, A, B) == {("hv3", 7, 0)}
     assert fabric.reach("hv3", 7, BCAST, A) == {("hv1", 2, 0), ("hv2", 3, 0)}
     assert holding(sim, 10) == {"hv1", "hv2", "hv3"}
+
+
+def test_sync_complete_covers_the_segments_flows_at_the_destination() -> None:
+    """The vPort sync's own output holds the segment's flows on the destination even when
+    the migration's record reached its controller through the store first."""
+    sim, _ = tenants()
+    start_migration(sim, A, "hv0", "hv3")
+    dest = sim.master_of("hv3")
+    stored = first(sim, lambda i: i.to == dest.me and isinstance(i.message, Stored))
+    sim.deliver(stored)  # the record first: the flows go out with this output
+    sync = first(sim, lambda i: i.to == dest.me and isinstance(i.message, VPortSync))
+    message = sim.queue.pop(sync).message
+    assert isinstance(message, VPortSync)
+    out = dest.vport_sync(message, sim.now)
+    assert isinstance(out.reply, SyncComplete)
+    promised = {m.flow for m in out.flow_mods if m.switch == "hv3"}
+    assert {f for f in dest.installed("hv3") if mentions(f, 10)} <= promised
+    assert any(f.match.tunnel_id == 10 for f in promised)  # it takes segment 10 in

@@ -25,6 +25,15 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   switches, or on a hand-over path; a segment's floods go to its local VM
   ports and to the tree links towards its other switches only
   (`segcompiler`).
+* The overlay (`tunnels`): hypervisors joined only by one flow-based tunnel
+  port each. A tagged segment's frame for a VM on another host leaves with
+  the tag popped, `tun_id` = the segment's VNI and `tun_dst` = that host's
+  endpoint; one from the tunnel is taken into segment S only by a host of S
+  (table 0, priority 100: `in_port` = the tunnel, `tun_id` = S's VNI;
+  priority 3 drops the rest), and is never output to the tunnel again
+  (OpenFlow skips the input port: split horizon). A broadcast goes to the
+  local ports of S and once to each other host of S (head-end replication).
+  The default segment does not cross the tunnels.
 * table 1, forwarding by destination MAC. Priority 100: a local VM's MAC to its
   port; a remote VM's MAC to the link towards its switch, only where that link
   is not the switch's default port (see topology). Priority 50, one flow per

@@ -147,9 +147,24 @@ class SegmentCompiler:
         return mods
 
     def held_for(self, vm: str) -> list[FlowMod]:
-        """The VM's flows on our switches, as adds (`FlowCompiler.held_for`)."""
+        """The VM's flows on our switches, as adds (`FlowCompiler.held_for`), and on the
+        destination of its migration, if ours, its segment's flows there: what the VM needs
+        on arrival, which "sync complete" promises."""
         held = self._held_vm.get(vm, {})
-        return [FlowMod(s, ADD, f) for s, flows in held.items() for f in flows.values()]
+        mods = [FlowMod(s, ADD, f) for s, flows in held.items() for f in flows.values()]
+        rec = self.vms.get(vm)
+        mig = None if rec is None else rec.mig
+        if rec is None or mig is None or mig.destination not in self.switches:
+            return mods
+        dest, seg = mig.destination, rec.loc.segment
+        for flow in self._held_seg.get((dest, seg), {}).values():
+            mods.append(FlowMod(dest, ADD, flow))
+        for other in sorted(self._members.get(seg, ())):
+            if other != vm:
+                for flow in self._held_vm.get(other, {}).get(dest, {}).values():
+                    mods.append(FlowMod(dest, ADD, flow))
+        mods += [FlowMod(dest, ADD, segflows.gate(p)) for p in sorted(self._gates.get(dest, ()))]
+        return mods
 
     def release(self, switch: str) -> None:
         """Forget what we held on a switch we no longer master."""
