@@ -207,13 +207,16 @@ async def rows(remote: str) -> dict[tuple[str, str], Any]:
     finally:
         writer.close()
     result = replies[0]["result"]
-    names = {u: row["initial"]["name"] for t in result.values() for u, row in t.items()}
+    # (The one Open_vSwitch row has no name: it is named after its table.)
+    names = {u: row["initial"].get("name", t) for t, rs in result.items() for u, row in rs.items()}
     text = json.dumps(result)
     for uuid, name in names.items():
         text = text.replace(uuid, f"<{name}>")
     named = _sorted_sets(json.loads(text))
     return {
-        (t, row["initial"]["name"]): row for t, rows_ in named.items() for row in rows_.values()
+        (t, row["initial"].get("name", t)): row
+        for t, rows_ in named.items()
+        for row in rows_.values()
     }
 
 

@@ -32,6 +32,7 @@ from vportd.core.pipeline import (
     arrival_flow,
     arrival_key,
     base_flows,
+    base_key,
     flood_flows,
     flood_members,
     forwarding_changed,
@@ -45,7 +46,9 @@ from vportd.core.pipeline import (
     vm_match,
 )
 from vportd.core.segcompiler import SegmentCompiler
+from vportd.core.segments import SegmentMap
 from vportd.core.topology import Topology
+from vportd.core.tunnels import Tunnels
 
 _NOWHERE = Location(None, None, None, False, 0, 0, "")  # where a VM with no untagged flows is
 
@@ -92,7 +95,14 @@ class FlowCompiler:
     bumps the epoch); a VM with no flows here is skipped at once.
     """
 
-    def __init__(self, topology: Topology, switches: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        switches: Iterable[str] = (),
+        *,
+        tunnels: Tunnels | None = None,
+        segments: SegmentMap | None = None,
+    ) -> None:
         self.topology = topology
         self.switches: set[str] = set(switches)
         self.installed: dict[str, SwitchFlows] = {s: SwitchFlows() for s in self.switches}
@@ -101,7 +111,9 @@ class FlowCompiler:
         self._vm_flows: dict[str, _VmFlows] = {}
         self._floods = Floods(topology, self.installed, self.switches)
         # The tagged segments' VMs (all of their flows), and the VMs that were in one.
-        self._segments = SegmentCompiler(topology, self.installed, self.switches)
+        self._segments = SegmentCompiler(
+            topology, self.installed, self.switches, tunnels or Tunnels(), segments or SegmentMap()
+        )
         # Bumped whatever changes which flows an unchanged entry needs here, or
         # changes `installed` behind the VMs' backs. (Of direct changes to
         # `switches`, only those that change its size are seen: use master and release.)
@@ -370,7 +382,7 @@ class FlowCompiler:
         if switch not in self.switches:
             return []
         only = {switch}
-        desired: dict[FlowKey, Flow] = {f.key: f for f in base_flows(self.topology, switch)}
+        desired: dict[FlowKey, Flow] = {base_key(f): f for f in base_flows(self.topology, switch)}
         local: dict[str, int] = {}
         placed: dict[str, Location] = {}
         self._bump()

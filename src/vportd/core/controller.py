@@ -42,6 +42,7 @@ from vportd.core.messages import (
 from vportd.core.model import Phase, VPortRecord, parse_mac
 from vportd.core.state import ControllerState
 from vportd.core.topology import Link
+from vportd.core.tunnels import TunnelEndpoint
 
 
 class Controller(ControllerState):
@@ -67,6 +68,16 @@ class Controller(ControllerState):
         for link in wanted - self._links:
             self._topology.add_link(link.a, link.a_port, link.b, link.b_port)
         self._links = wanted
+        out: Output[None] = Output()
+        for switch in sorted(self._read):
+            out.flow_mods += self._flows.sync_switch(switch, self._table.all_records())
+        return out
+
+    def tunnels_are(self, ends: Iterable[TunnelEndpoint]) -> Output[None]:
+        """The overlay hosts' tunnel endpoints known now (`core.tunnels`)."""
+        known = [e for e in ends if e.host in self._topology]
+        if not self._tunnels.set(known):
+            return Output()
         out: Output[None] = Output()
         for switch in sorted(self._read):
             out.flow_mods += self._flows.sync_switch(switch, self._table.all_records())

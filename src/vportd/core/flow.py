@@ -13,6 +13,7 @@ SEGMENT_TABLE = 3  # forwarding of the tagged segments (module `segflows`)
 SEGMENT_FLOOD_TABLE = 4
 
 PRIO_CLASSIFY = 100  # table 0: a tagged segment's VM port, its frames into the segment
+PRIO_TUNNEL = 3  # table 0: a frame from the tunnel of no segment held here is dropped
 PRIO_UNTAGGED = 2  # table 0: an untagged frame, into the default segment (table 1)
 PRIO_TAGGED = 1  # table 0: a tagged frame from a link, into its segment (table 3)
 

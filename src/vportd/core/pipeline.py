@@ -25,6 +25,15 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   switches, or on a hand-over path; a segment's floods go to its local VM
   ports and to the tree links towards its other switches only
   (`segcompiler`).
+* The overlay (`tunnels`): hypervisors joined only by one flow-based tunnel
+  port each. A tagged segment's frame for a VM on another host leaves with
+  the tag popped, `tun_id` = the segment's VNI and `tun_dst` = that host's
+  endpoint; one from the tunnel is taken into segment S only by a host of S
+  (table 0, priority 100: `in_port` = the tunnel, `tun_id` = S's VNI;
+  priority 3 drops the rest), and is never output to the tunnel again
+  (OpenFlow skips the input port: split horizon). A broadcast goes to the
+  local ports of S and once to each other host of S (head-end replication).
+  The default segment does not cross the tunnels.
 * table 1, forwarding by destination MAC. Priority 100: a local VM's MAC to its
   port; a remote VM's MAC to the link towards its switch, only where that link
   is not the switch's default port (see topology). Priority 50, one flow per
@@ -109,7 +118,6 @@ def flood_match(in_port: int) -> Match:
     return Match(in_port=in_port, eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
 
 
-_TO_TABLE_1: tuple[Action, ...] = (GotoTable(FORWARD_TABLE),)
 _TO_FLOOD: tuple[Action, ...] = (GotoTable(FLOOD_TABLE),)
 _ARRIVAL_ACTIONS: tuple[Action, ...] = (ToController(), GotoTable(FORWARD_TABLE))
 _FLOOD_MATCH = Match(eth_dst=MULTICAST_BIT, eth_dst_mask=MULTICAST_BIT)
@@ -250,11 +258,23 @@ def base_flows(topology: Topology, switch: str) -> list[Flow]:
     flows = [segflows.MISS]
     default = topology.default_port(switch)
     if default is not None:
-        unicast = Match(eth_dst="00:00:00:00:00:00", eth_dst_mask=MULTICAST_BIT)
-        flows.append(Flow(FORWARD_TABLE, PRIO_DEFAULT, unicast, to_port(default), COOKIE_BASE))
+        flows.append(default_route(default))
     flows += segflows.classification_flows(topology, switch)
     flows += segflows.segment_default(topology, switch)
     return flows
+
+
+@lru_cache(maxsize=4096)
+def default_route(port: int) -> Flow:
+    """Unicast for a MAC with no flow here goes to the default port (one object per port)."""
+    unicast = Match(eth_dst="00:00:00:00:00:00", eth_dst_mask=MULTICAST_BIT)
+    return Flow(FORWARD_TABLE, PRIO_DEFAULT, unicast, to_port(port), COOKIE_BASE)
+
+
+@lru_cache(maxsize=4096)
+def base_key(flow: Flow) -> FlowKey:
+    """A base flow's key, one object per flow: every switch holds its base flows' keys."""
+    return flow.key
 
 
 def flood_members(topology: Topology, switch: str, local_ports: Iterable[int]) -> tuple[int, ...]:

@@ -33,7 +33,9 @@ from vportd.core.flow import ADD, Flow, FlowKey, FlowMod
 from vportd.core.installed import SwitchFlows
 from vportd.core.model import Phase, VPortRecord
 from vportd.core.pipeline import handing_over, handover_outs
+from vportd.core.segments import SegmentMap
 from vportd.core.topology import Topology
+from vportd.core.tunnels import Tunnels
 
 Flows = dict[str, dict[FlowKey, Flow]]  # per switch, by key
 
@@ -57,11 +59,18 @@ class SegmentCompiler:
     are the flow compiler's own, shared."""
 
     def __init__(
-        self, topology: Topology, installed: dict[str, SwitchFlows], switches: set[str]
+        self,
+        topology: Topology,
+        installed: dict[str, SwitchFlows],
+        switches: set[str],
+        tunnels: Tunnels,
+        segments: SegmentMap,
     ) -> None:
         self.topology = topology
         self.installed = installed
         self.switches = switches
+        self.tunnels = tunnels
+        self.segment_map = segments
         self.vms: dict[str, VPortRecord] = {}  # the entries with a segment, by VM
         self._members: dict[int, set[str]] = {}  # per segment, its VMs
         self._sites: dict[int, Counter[str]] = {}  # per segment, its sites (with how many VMs)
@@ -69,7 +78,7 @@ class SegmentCompiler:
         self._local: dict[tuple[str, int], dict[str, int]] = {}  # (switch, segment): VM -> port
         self._held_vm: dict[str, Flows] = {}  # per VM, its flows on our switches
         self._held_seg: dict[tuple[str, int], dict[FlowKey, Flow]] = {}
-        self._floods: dict[tuple[str, int], tuple[int, ...]] = {}  # flood members held
+        self._floods: dict[tuple[str, int], tuple[segflows.Target, ...]] = {}  # flood members held
         self._gates: dict[str, frozenset[int]] = {}  # per switch, the gates held
 
     # -- what the table says ------------------------------------------------
@@ -138,9 +147,24 @@ class SegmentCompiler:
         return mods
 
     def held_for(self, vm: str) -> list[FlowMod]:
-        """The VM's flows on our switches, as adds (`FlowCompiler.held_for`)."""
+        """The VM's flows on our switches, as adds (`FlowCompiler.held_for`), and on the
+        destination of its migration, if ours, its segment's flows there: what the VM needs
+        on arrival, which "sync complete" promises."""
         held = self._held_vm.get(vm, {})
-        return [FlowMod(s, ADD, f) for s, flows in held.items() for f in flows.values()]
+        mods = [FlowMod(s, ADD, f) for s, flows in held.items() for f in flows.values()]
+        rec = self.vms.get(vm)
+        mig = None if rec is None else rec.mig
+        if rec is None or mig is None or mig.destination not in self.switches:
+            return mods
+        dest, seg = mig.destination, rec.loc.segment
+        for flow in self._held_seg.get((dest, seg), {}).values():
+            mods.append(FlowMod(dest, ADD, flow))
+        for other in sorted(self._members.get(seg, ())):
+            if other != vm:
+                for flow in self._held_vm.get(other, {}).get(dest, {}).values():
+                    mods.append(FlowMod(dest, ADD, flow))
+        mods += [FlowMod(dest, ADD, segflows.gate(p)) for p in sorted(self._gates.get(dest, ()))]
+        return mods
 
     def release(self, switch: str) -> None:
         """Forget what we held on a switch we no longer master."""
@@ -168,7 +192,21 @@ class SegmentCompiler:
         gates = self._gate_ports(switch)
         self._gates[switch] = gates
         desired.update({segflows.gate(p).key: segflows.gate(p) for p in gates})
+        port = self.tunnels.port(switch)
+        if port is not None:
+            miss = segflows.tunnel_miss(port)
+            desired[miss.key] = miss
         return desired
+
+    def _tunnel(self, switch: str, seg: int) -> segflows.Tunnel | None:
+        """`switch`'s tunnel port and the segment's VNI, on an overlay host."""
+        port = self.tunnels.port(switch)
+        return None if port is None else (port, self.segment_map.vni(seg))
+
+    def _remote(self, host: str) -> segflows.Remote:
+        end = self.tunnels.get(host)
+        assert end is not None
+        return segflows.Remote(end.ip)
 
     # -- a VM's flows ---------------------------------------------------------
     def _vm_flows(self, rec: VPortRecord) -> Flows:
@@ -177,10 +215,13 @@ class SegmentCompiler:
         here = loc.ovs
         if not seg or here is None:
             return {}
-        topology, switches = self.topology, self.switches
-        outs: dict[str, tuple[int, ...]] = {}
+        topology, switches, tunnels = self.topology, self.switches, self.tunnels
+        outs: dict[str, tuple[segflows.Target, ...]] = {}
         exceptions = topology.exceptions(here)
         for site in self._sites.get(seg, ()):
+            if site in switches and tunnels.joined(site, here):
+                outs[site] = (self._remote(here),)  # through the tunnel, with the VNI
+                continue
             for switch, _, _ in topology.path(site, here):
                 if switch != here and switch in switches and switch in exceptions:
                     outs[switch] = (exceptions[switch],)
@@ -188,15 +229,37 @@ class SegmentCompiler:
             outs[here] = (loc.port,)
         if handing_over(rec):
             outs.update(handover_outs(topology, rec, switches))
+            outs.update(self._handover_tunnels(rec))
         flows: Flows = {}
-        for switch, ports in outs.items():
-            flow = segflows.vm_flow(rec.vm, seg, ports, topology.link_ports(switch))
+        for switch, targets in outs.items():
+            tunnel = self._tunnel(switch, seg)
+            flow = segflows.vm_flow(rec.vm, seg, targets, topology.link_ports(switch), tunnel)
             flows[switch] = {flow.key: flow}
         mig = rec.mig
         if mig is not None and mig.phase < Phase.ACTIVATED and mig.destination in switches:
             flow = segflows.arrival_flow(rec.vm, seg)
             flows.setdefault(mig.destination, {})[flow.key] = flow
         return flows
+
+    def _handover_tunnels(self, rec: VPortRecord) -> dict[str, tuple[segflows.Target, ...]]:
+        """Hand-over across the overlay: the source sends the VM's frames to its port and
+        through the tunnel to the destination, the destination to its new port and back to
+        the source, every other host of the segment to both (a frame from the tunnel is
+        never sent back into it: split horizon)."""
+        mig, loc = rec.mig, rec.loc
+        assert mig is not None and mig.dest_port is not None and loc.port is not None
+        src, dst, tunnels = mig.source, mig.destination, self.tunnels
+        if not (tunnels.joined(src, dst) and tunnels.joined(dst, src)):
+            return {}
+        outs: dict[str, tuple[segflows.Target, ...]] = {}
+        if src in self.switches:
+            outs[src] = (loc.port, self._remote(dst))
+        if dst in self.switches:
+            outs[dst] = (mig.dest_port, self._remote(src))
+        for site in self._sites.get(loc.segment, ()):
+            if site in self.switches and site not in (src, dst) and tunnels.joined(site, src):
+                outs[site] = (self._remote(src), self._remote(dst))
+        return outs
 
     def _sync_vm(self, vm: str) -> list[FlowMod]:
         rec = self.vms.get(vm)
@@ -208,21 +271,29 @@ class SegmentCompiler:
         return mods
 
     # -- a segment's flows on a switch -------------------------------------------
-    def _flood_members(self, switch: str, seg: int) -> tuple[int, ...]:
-        topology = self.topology
+    def _flood_members(self, switch: str, seg: int) -> tuple[segflows.Target, ...]:
+        """Local VM ports, tree links towards the segment's other sites, and those sites
+        that are overlay hosts (one copy each through the tunnel); none if fewer than two."""
+        topology, tunnels = self.topology, self.tunnels
         local = self._local.get((switch, seg), {})
         others = {s for s in self._sites.get(seg, ()) if s != switch}
         links = {p for p in topology.tree_ports(switch) if topology.tree_beyond(switch, p) & others}
-        members = tuple(sorted({*local.values(), *links}))
+        remote = []  # (a host that is no site of the segment never has its frames)
+        if switch in self._sites.get(seg, ()):
+            remote = [self._remote(s) for s in sorted(others) if tunnels.joined(switch, s)]
+        members: tuple[segflows.Target, ...] = (*sorted({*local.values(), *links}), *remote)
         return members if len(members) > 1 else ()
 
     def _segment_flows(self, switch: str, seg: int) -> dict[FlowKey, Flow]:
         flows = [segflows.port_flow(p, seg) for p in self._local.get((switch, seg), {}).values()]
+        tunnel = self._tunnel(switch, seg)
+        if tunnel is not None and switch in self._sites.get(seg, ()):
+            flows.append(segflows.tunnel_flow(tunnel, seg))  # a site: takes the VNI in
         members = self._flood_members(switch, seg)
         self._floods[switch, seg] = members
         if members:
             links = self.topology.link_ports(switch)
-            flows.append(segflows.flood_flow(seg, members, links))
+            flows.append(segflows.flood_flow(seg, members, links, tunnel))
         return {f.key: f for f in flows}
 
     def _sync_segment(self, switch: str, seg: int) -> list[FlowMod]:
@@ -233,7 +304,14 @@ class SegmentCompiler:
         return _diff(self.installed, {switch: held}, {switch: desired})
 
     def _gate_ports(self, switch: str) -> frozenset[int]:
-        return frozenset(p for (s, _), ports in self._floods.items() if s == switch for p in ports)
+        """The ports floods may enter by: the members (the tunnel port for overlay hosts)."""
+        tunnel = self.tunnels.port(switch)
+        gates = set()
+        for (s, _), members in self._floods.items():
+            if s == switch:
+                gates |= {p if isinstance(p, int) else tunnel for p in members}
+        gates.discard(None)
+        return frozenset(p for p in gates if p is not None)
 
     def _sync_gates(self, switch: str) -> list[FlowMod]:
         gates = self._gate_ports(switch)

@@ -20,6 +20,7 @@ from vportd.core.model import VPortRecord, parse_mac
 from vportd.core.segments import SegmentMap
 from vportd.core.table import Conflict, VPortTable
 from vportd.core.topology import Link, Topology
+from vportd.core.tunnels import TunnelEndpoint, Tunnels
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class ControllerState:
         self._timeouts = timeouts or Timeouts()
         self._table = VPortTable(me)
         self._table.aware = aware
-        self._flows = FlowCompiler(self._topology)
+        self._tunnels = Tunnels()
+        self._flows = FlowCompiler(self._topology, tunnels=self._tunnels, segments=self.segments)
         self._coordinator: Coordinator | None = None
         # Mastered switches whose flows were read back: the compiler knows what they hold.
         self._read: set[str] = set()
@@ -113,6 +115,10 @@ class ControllerState:
 
     def is_link(self, switch: str, port: int) -> bool:
         return self._topology.is_link(switch, port)
+
+    def tunnels(self) -> list[TunnelEndpoint]:
+        """The overlay hosts' tunnel endpoints in use."""
+        return list(self._tunnels)
 
     def links(self) -> frozenset[Link]:
         """The inter-switch links in use (of the switches known)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.topology import Link
+from vportd.core.tunnels import TunnelEndpoint
 from vportd.southbound.ovsdb.snapshot import (
     EMPTY,
     Change,
@@ -51,6 +52,7 @@ class Fed:
     bridges: dict[str, int] = field(default_factory=dict)  # every named bridge, name -> dpid
     events: list[PortEvent] = field(default_factory=list)  # of the wanted bridges
     links_changed: bool = False
+    tunnels_changed: bool = False
 
 
 class OvsdbFeed:
@@ -62,6 +64,7 @@ class OvsdbFeed:
         self._vm_ports: dict[tuple[str, int], IfaceRow] = {}
         self._link_names: set[str] = set()  # interfaces that declare a link or are named by one
         self._declared: set[Link] = set()
+        self._tunnels: dict[str, TunnelEndpoint] = {}  # per OVSDB server of an overlay host
 
     def snapshot(self, remote: str, snap: Snapshot, wanted: Callable[[str], bool]) -> Fed:
         """Take a server's snapshot; port events only for bridges `wanted` (mastered)."""
@@ -78,12 +81,24 @@ class OvsdbFeed:
             self._index(change.change, change.row)
             if wanted(change.row.bridge):  # (skip making the events of others' switches)
                 fed.events += port_events(change.change, change.row)
+        tunnel = _tunnel(new)
+        if self._tunnels.get(remote) != tunnel:
+            fed.tunnels_changed = True
+            if tunnel is None:
+                del self._tunnels[remote]
+            else:
+                self._tunnels[remote] = tunnel
         if self._links_may_change(new):
             declared = {_link(x) for x in declared_links(self._snapshots.values())}
             fed.links_changed = declared != self._declared
             self._declared = declared
             self._link_names = _link_names(self._snapshots.values())
         return fed
+
+    @property
+    def tunnels(self) -> list[TunnelEndpoint]:
+        """The overlay hosts' tunnel endpoints, as their OVSDB servers show them."""
+        return sorted(self._tunnels.values(), key=lambda e: e.host)
 
     @property
     def declared(self) -> set[Link]:
@@ -134,7 +149,17 @@ def _named_only(snap: Snapshot) -> Snapshot:
     if snap.named or all(row.bridge in snap.bridges for row in snap.ifaces.values()):
         return snap
     ifaces = {n: r for n, r in snap.ifaces.items() if r.bridge in snap.bridges}
-    return Snapshot(snap.bridges, ifaces)
+    return Snapshot(snap.bridges, ifaces, host=snap.host)
+
+
+def _tunnel(snap: Snapshot) -> TunnelEndpoint | None:
+    """An overlay host's tunnel endpoint (its port's number, once it has one)."""
+    host = snap.host
+    if host is None or host.name not in snap.bridges:
+        return None
+    port = snap.tunnel_port()
+    kind = next((r.tunnel for r in snap.ifaces.values() if r.ofport == port and r.tunnel), None)
+    return TunnelEndpoint(host.name, host.encap_ip, port, kind or "geneve")
 
 
 def _link_names(snaps: Iterable[Snapshot]) -> set[str]:

@@ -245,6 +245,8 @@ class Runtime:
         async with self.pacer.turn():
             fed = self.feed.snapshot(remote, snap, self.core.mastered)
             learnt = self._learn(fed.bridges)
+            if fed.tunnels_changed or (learnt and self.feed.tunnels):
+                self._submit(self.core.tunnels_are(self.feed.tunnels))
         events = fed.events
         self._unfed.expect(events)
         try:

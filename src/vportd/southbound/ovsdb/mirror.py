@@ -17,6 +17,7 @@ the port (`diff_ports`: delete + add), -1 (it failed the port, see the
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -24,10 +25,14 @@ from typing import Any
 
 from vportd.core.errors import InvalidMac
 from vportd.core.model import parse_mac
-from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
+from vportd.southbound.ovsdb.snapshot import Host, IfaceRow, Snapshot
 from vportd.southbound.ovsdb.wire import TABLES, UUID, Row, Rows
 
 log = logging.getLogger("vportd.ovsdb")
+
+# An overlay hypervisor's one bridge for VMs (as OpenStack's and OVN's), named after its host.
+INTEGRATION_BRIDGE = "br-int"
+TUNNEL_TYPES = ("geneve", "vxlan")
 
 
 def _single(value: frozenset[Any]) -> Any:
@@ -40,11 +45,13 @@ def _iface_row(row: Row, bridge: str, segment: int = 0) -> IfaceRow:
     options: dict[str, str] = row["options"]
     ofport, pending = _ofport(_single(row["ofport"]), _single(row["ofport_request"]))
     peer = ext.get("vportd-peer") or (options.get("peer") if row["type"] == "patch" else None)
+    flow_based = row["type"] in TUNNEL_TYPES and options.get("remote_ip") == "flow"
     return IfaceRow(
         name=row["name"], bridge=bridge, ofport=ofport,
         link_up=_single(row["link_state"]) == "up", mac=_mac_or_none(ext.get("attached-mac")),
         iface_id=ext.get("iface-id"), vm_id=ext.get("vm-id"), peer=peer, pending=pending,
         error=_single(row["error"]), segment=segment,
+        tunnel=row["type"] if flow_based else None,
     )  # fmt: skip
 
 
@@ -59,6 +66,15 @@ def _ofport(assigned: int | None, requested: int | None) -> tuple[int | None, bo
     if requested is not None and requested > 0:
         return requested, True
     return None, False
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        log.warning("ignoring external_ids:vportd-encap-ip=%r: not an IPv4 address", text)
+        return False
+    return True
 
 
 def _mac_or_none(text: str | None) -> str | None:
@@ -105,6 +121,8 @@ class Mirror:
         self._dpids: dict[str, int] = {}  # what the snapshot shows
         self._by_name: dict[str, IfaceRow] = {}
         self._holders: dict[tuple[str, int], UUID] = {}  # (bridge, ofport) -> interface
+        self._system: dict[UUID, dict[str, str]] = {}  # the Open_vSwitch row's external_ids
+        self._host: Host | None = None
 
     def notice(self, uuid: UUID, table: str) -> None:
         self._changed[uuid] = table
@@ -112,12 +130,15 @@ class Mirror:
     def snapshot(self, rows: dict[str, Rows]) -> Snapshot:
         changed, self._changed = self._changed, {}
         known: dict[str, dict[UUID, Any]] = {
-            "Bridge": self._bridges, "Port": self._port_ifaces, "Interface": self._rows,
+            "Open_vSwitch": self._system, "Bridge": self._bridges, "Port": self._port_ifaces,
+            "Interface": self._rows,
         }  # fmt: skip
         for table in TABLES:  # C-speed set operations, not a walk
             for uuid in known[table].keys() ^ rows[table].keys():
                 changed.setdefault(uuid, table)
         touched: set[UUID] = set()  # interfaces to place again
+        if any(table == "Open_vSwitch" for table in changed.values()) and self._rehost(rows):
+            touched |= rows["Interface"].keys() | self._rows.keys()
         for uuid, table in changed.items():
             if table == "Bridge":
                 touched |= self._bridge(uuid, rows["Bridge"].get(uuid))
@@ -130,8 +151,34 @@ class Mirror:
             names |= self._place(uuid, rows["Interface"].get(uuid), reread=uuid in changed)
         named = all(b.dpid is not None for b in self._bridges.values())
         return Snapshot(
-            dict(self._dpids), dict(self._by_name), time.monotonic(), frozenset(names), named
-        )
+            dict(self._dpids), dict(self._by_name), time.monotonic(), frozenset(names), named,
+            self._host,
+        )  # fmt: skip
+
+    def _rehost(self, rows: dict[str, Rows]) -> bool:
+        """Read the Open_vSwitch row again; whether the host's facts changed (then every
+        bridge's name may have: an overlay host's integration bridge is named after it)."""
+        self._system = {u: dict(r["external_ids"]) for u, r in rows["Open_vSwitch"].items()}
+        ids = next(iter(self._system.values()), {})
+        name, ip = ids.get("hostname"), ids.get("vportd-encap-ip")
+        host = Host(name, ip) if name and ip and _ipv4(ip) else None
+        if host == self._host:
+            return False
+        self._host = host
+        self._dpids = {}
+        for bridge in self._bridges.values():
+            alias = self._alias(bridge.name)
+            if alias is not None and bridge.dpid is not None:
+                self._dpids[alias] = bridge.dpid
+        return True
+
+    def _alias(self, bridge: str) -> str | None:
+        """The switch a bridge is: itself, or on an overlay host its integration bridge
+        is the host (and its other bridges, the underlay's, are none)."""
+        host = self._host
+        if host is None:
+            return bridge
+        return host.name if bridge == INTEGRATION_BRIDGE else None
 
     def _bridge(self, uuid: UUID, row: Row | None) -> set[UUID]:
         """Read a bridge again; the interfaces of the ports that joined or left it."""
@@ -142,10 +189,10 @@ class Mirror:
             new = self._bridges[uuid] = _BridgeFacts(
                 row["name"], int(dpid, 16) if dpid else None, row["ports"]
             )
-        if old is not None:
-            self._dpids.pop(old.name, None)
-        if new is not None and new.dpid is not None:
-            self._dpids[new.name] = new.dpid
+        if old is not None and (alias := self._alias(old.name)) is not None:
+            self._dpids.pop(alias, None)
+        if new is not None and new.dpid is not None and (alias := self._alias(new.name)):
+            self._dpids[alias] = new.dpid
         before = old.ports if old is not None else frozenset()
         after = new.ports if new is not None else frozenset()
         renamed = old is not None and new is not None and old.name != new.name
@@ -186,12 +233,13 @@ class Mirror:
         port = self._port_of_iface.get(uuid)
         bridge_uuid = None if port is None else self._bridge_of_port.get(port)
         bridge = None if bridge_uuid is None else self._bridges.get(bridge_uuid)
-        if row is None or bridge is None:
+        switch = None if bridge is None else self._alias(bridge.name)
+        if row is None or switch is None:
             return names
         new = old
         segment = 0 if port is None else self._port_tags.get(port, 0)
-        if new is None or reread or new.bridge != bridge.name or new.segment != segment:
-            new = _iface_row(row, bridge.name, segment)
+        if new is None or reread or new.bridge != switch or new.segment != segment:
+            new = _iface_row(row, switch, segment)
             if new.error and (old is None or old.error != new.error):
                 log.warning("ovs-vswitchd failed port %s: %s", new.name, new.error)
         new = self._claimed(uuid, new)

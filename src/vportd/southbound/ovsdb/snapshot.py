@@ -26,10 +26,20 @@ class IfaceRow:
     pending: bool = field(default=False, compare=False)
     error: str | None = field(default=None, compare=False)  # why ovs-vswitchd failed the port
     segment: int = 0  # its port's VLAN `tag` (0: untagged)
+    tunnel: str | None = None  # "geneve" or "vxlan" for a flow-based tunnel port
 
     @property
     def is_vm(self) -> bool:
         return self.mac is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """An overlay hypervisor as its OVSDB says (`Open_vSwitch external_ids`): its name
+    (`hostname`), which names its integration bridge, and its tunnel endpoint."""
+
+    name: str
+    encap_ip: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,14 @@ class Snapshot:
     # storm hands over thousands of snapshots, each must cost what changed, not all rows.
     changed: frozenset[str] | None = None
     named: bool = False
+    host: Host | None = None  # an overlay hypervisor: its one bridge is named after it
+
+    def tunnel_port(self) -> int | None:
+        """The OpenFlow number of the host's flow-based tunnel port, if it has one."""
+        if self.host is None:
+            return None
+        ports = sorted(r.ofport for r in self.ifaces.values() if r.tunnel and r.ofport)
+        return ports[0] if ports else None
 
 
 EMPTY = Snapshot({}, {})

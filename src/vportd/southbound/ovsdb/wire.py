@@ -86,6 +86,7 @@ class Kind(StrEnum):
 # The columns vportd reads, and nothing else: every other column ovs-vswitchd writes
 # (statistics, status, mac_in_use...) is never sent to us.
 COLUMNS: dict[str, dict[str, Kind]] = {
+    "Open_vSwitch": {"external_ids": Kind.MAP},
     "Bridge": {"name": Kind.ATOM, "datapath_id": Kind.OPTIONAL, "ports": Kind.SET},
     "Port": {"name": Kind.ATOM, "interfaces": Kind.SET, "tag": Kind.OPTIONAL},
     "Interface": {
@@ -94,7 +95,7 @@ COLUMNS: dict[str, dict[str, Kind]] = {
         "type": Kind.ATOM, "options": Kind.MAP,
     },
 }  # fmt: skip
-TABLES = ("Bridge", "Port", "Interface")
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 UUID = str  # a row's uuid, as OVSDB spells it
 Row = dict[str, Any]  # column -> value: atoms, frozensets, dicts
 Rows = dict[UUID, Row]  # a table's rows

@@ -1,0 +1,145 @@
+"""The overlay: hypervisors joined by flow-based tunnels only (no links). A frame to a VM on
+another host leaves with tun_dst = that host's endpoint and tun_id = the segment's VNI and
+is delivered there to that VM's port only; broadcast is replicated to the segment's hosts
+only; a host without a VM of a segment holds no flow of it; migrations hand over across
+the tunnels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tests.core.support import (
+    TIMEOUTS,
+    add,
+    delete,
+    first,
+    link,
+    ready_migration,
+    start_migration,
+)
+from tests.core.tagged_fabric import TaggedFabric, mentions
+from vportd.core.flow import Output, SetField
+from vportd.core.messages import SyncComplete, VPortSync
+from vportd.core.topology import Topology
+from vportd.core.tunnels import TunnelEndpoint
+from vportd_lab.sim.cluster import SimCluster, Stored
+
+BCAST = "ff:ff:ff:ff:ff:ff"
+A, B, C, D, E = (f"02:00:00:00:00:b{i}" for i in range(5))
+TUN = 9  # every host's tunnel port
+HOSTS = ("hv0", "hv1", "hv2", "hv3")
+ENDS = [TunnelEndpoint(h, f"192.0.2.{i + 1}", TUN) for i, h in enumerate(HOSTS)]
+
+
+def overlay() -> tuple[SimCluster, TaggedFabric]:
+    topo = Topology()
+    for i, host in enumerate(HOSTS):
+        topo.add_switch(host, i + 1)
+    masters = {"hv0": "c0", "hv1": "c1", "hv2": "c2", "hv3": "c1"}  # (the leader, c0: hv0)
+    sim = SimCluster.build(topo, 3, timeouts=TIMEOUTS, masters=masters)
+    for ctl in sim.controllers.values():
+        sim.run(ctl.tunnels_are(ENDS))
+    return sim, TaggedFabric.watch(sim, ENDS)
+
+
+def boot(sim: SimCluster, mac: str, ovs: str, port: int, tag: int) -> None:
+    sim.port_event(replace(add(ovs, port, mac), segment=tag))
+    sim.port_event(replace(link(ovs, port, mac, up=True), segment=tag))
+    sim.deliver_all()
+
+
+def tenants() -> tuple[SimCluster, TaggedFabric]:
+    """Segment 10: A hv0:1, B hv1:2, C hv2:3. Segment 20: D hv0:4, E hv1:5. hv3: none."""
+    sim, fabric = overlay()
+    for mac, host, port, tag in [
+        (A, "hv0", 1, 10), (B, "hv1", 2, 10), (C, "hv2", 3, 10), (D, "hv0", 4, 20),
+        (E, "hv1", 5, 20),
+    ]:  # fmt: skip
+        boot(sim, mac, host, port, tag)
+    return sim, fabric
+
+
+def holding(sim: SimCluster, tag: int) -> set[str]:
+    return {h for h in HOSTS if any(mentions(f, tag) for f in sim.master_of(h).installed(h))}
+
+
+def test_unicast_crosses_the_tunnel_to_the_vms_port_only() -> None:
+    sim, fabric = tenants()
+    assert fabric.reach("hv0", 1, B, A) == {("hv1", 2, 0)}
+    assert fabric.reach("hv0", 4, E, D) == {("hv1", 5, 0)}
+    for host, port, dst in [("hv0", 1, E), ("hv0", 4, B), ("hv1", 5, A), ("hv2", 3, D)]:
+        assert fabric.reach(host, port, dst, C) == set(), (host, port, dst)
+    assert fabric.sent_tagged == []  # the VNI carries the segment, not a VLAN tag
+    # The flow: tun_dst = hv1's endpoint, tun_id = the VNI, out of the tunnel port.
+    (flow,) = [f for f in sim.master_of("hv0").installed("hv0") if f.match.eth_dst == B]
+    assert flow.actions[1:] == (
+        SetField("tunnel_id", 10), SetField("tun_ipv4_dst", "192.0.2.2"), Output(TUN),
+    )  # fmt: skip
+
+
+def test_broadcast_goes_to_the_segments_hosts_only() -> None:
+    _, fabric = tenants()
+    assert fabric.reach("hv0", 1, BCAST, A) == {("hv1", 2, 0), ("hv2", 3, 0)}
+    assert fabric.reach("hv1", 5, BCAST, E) == {("hv0", 4, 0)}
+    assert fabric.reach("hv2", 3, "02:00:00:00:99:99", C) == set()  # unknown unicast
+
+
+def test_a_frame_from_the_tunnel_is_never_sent_back_into_it() -> None:
+    _, fabric = tenants()
+    # A frame for C that arrives at hv1 (not C's host) from the tunnel goes nowhere.
+    assert fabric.tables["hv1"].lookup(TUN, A, C) == set()
+    trace = fabric.tables["hv1"].trace(TUN, A, BCAST, tunnel_id=10)
+    assert set(trace.outputs) == {2}  # the local port only, no copy back into the tunnel
+    # A VNI the host holds no segment for is dropped.
+    assert fabric.tables["hv1"].lookup(TUN, A, B) == set()  # (tunnel_id 0)
+
+
+def test_a_host_without_a_segments_vms_holds_no_flow_of_it() -> None:
+    sim, fabric = tenants()
+    assert (holding(sim, 10), holding(sim, 20)) == ({"hv0", "hv1", "hv2"}, {"hv0", "hv1"})
+    boot(sim, "02:00:00:00:00:c1", "hv3", 6, 20)
+    assert holding(sim, 20) == {"hv0", "hv1", "hv3"}
+    assert fabric.reach("hv3", 6, BCAST, "02:00:00:00:00:c1") == {("hv0", 4, 0), ("hv1", 5, 0)}
+    sim.port_event(replace(delete("hv3", 6, "02:00:00:00:00:c1"), segment=20))
+    sim.deliver_all()
+    assert holding(sim, 20) == {"hv0", "hv1"}
+    assert "hv2" not in holding(sim, 20) and "hv3" not in holding(sim, 10)
+    for host, table in fabric.tables.items():
+        assert table.core_flows() == set(sim.master_of(host).installed(host))
+
+
+def test_a_migration_across_hosts_hands_over_through_the_tunnels() -> None:
+    sim, fabric = tenants()
+    assert "hv3" not in holding(sim, 10)
+    mid = ready_migration(sim, A, "hv0", "hv3")
+    assert "hv3" in holding(sim, 10)  # before sync complete was answered
+    sim.port_event(replace(add("hv3", 7, A), segment=10))
+    sim.deliver_all()
+    both = {("hv0", 1, 0), ("hv3", 7, 0)}
+    assert fabric.reach("hv1", 2, A, B) == both  # from another host: a copy to each
+    assert fabric.reach("hv0", 4, A, D) == set()  # not from another segment
+    sim.port_event(replace(link("hv3", 7, A, up=True), segment=10))
+    sim.port_event(replace(delete("hv0", 1, A), segment=10))
+    sim.deliver_all()
+    assert sim.leader.migration(mid).state == "completed"
+    assert fabric.reach("hv1", 2, A, B) == {("hv3", 7, 0)}
+    assert fabric.reach("hv3", 7, BCAST, A) == {("hv1", 2, 0), ("hv2", 3, 0)}
+    assert holding(sim, 10) == {"hv1", "hv2", "hv3"}
+
+
+def test_sync_complete_covers_the_segments_flows_at_the_destination() -> None:
+    """The vPort sync's own output holds the segment's flows on the destination even when
+    the migration's record reached its controller through the store first."""
+    sim, _ = tenants()
+    start_migration(sim, A, "hv0", "hv3")
+    dest = sim.master_of("hv3")
+    stored = first(sim, lambda i: i.to == dest.me and isinstance(i.message, Stored))
+    sim.deliver(stored)  # the record first: the flows go out with this output
+    sync = first(sim, lambda i: i.to == dest.me and isinstance(i.message, VPortSync))
+    message = sim.queue.pop(sync).message
+    assert isinstance(message, VPortSync)
+    out = dest.vport_sync(message, sim.now)
+    assert isinstance(out.reply, SyncComplete)
+    promised = {m.flow for m in out.flow_mods if m.switch == "hv3"}
+    assert {f for f in dest.installed("hv3") if mentions(f, 10)} <= promised
+    assert any(f.match.tunnel_id == 10 for f in promised)  # it takes segment 10 in
