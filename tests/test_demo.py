@@ -82,7 +82,7 @@ def test_refuses_when_a_lab_holds_the_datapath(
     pidfile = f"--pidfile={tmp_path}/ovs/ovs-vswitchd.pid"
     monkeypatch.setattr(procs, "tap_holders", lambda: {"ovs-netdev": [4242]})
     monkeypatch.setattr(procs, "cmdline", lambda pid: ["ovs-vswitchd", pidfile])
-    assert cli.main(["demo"]) == 1
+    assert cli.main(["demo", "--fabric", "patch"]) == 1
     err = capsys.readouterr().err
     assert "pid 4242" in err and f"vportctl lab down --dir {tmp_path}" in err
 
@@ -92,8 +92,17 @@ def test_refuses_the_namespaces_of_another_lab(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(netns, "namespaces", lambda: ["vm0", "other"])
-    assert cli.main(["demo"]) == 1
+    assert cli.main(["demo", "--fabric", "patch"]) == 1
     assert "VM namespaces of another lab exist (vm0)" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_lab_built", "as_root_without_lab")
+def test_refuses_while_an_overlay_lab_is_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(netns, "namespaces", lambda: ["ov-hv0", "ov-fab", "vm0"])
+    assert cli.main(["demo"]) == 1
+    assert "namespaces of another overlay lab exist (ov-fab, ov-hv0)" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("no_lab_built", "as_root_without_lab")

@@ -1,8 +1,9 @@
 """`vportctl demo` on the real lab: it migrates, reports, ends with JSON and leaves nothing.
 
-Each test builds the demo's own lab (3 controllers, 3 hypervisors, 3 VMs) in
-a temp directory, so it cannot share the machine with another lab: when the
-one userspace datapath is taken, it skips. Bounds are relations, not timings.
+Each test builds the demo's own lab in a temp directory: the overlay (3
+hosts, 6 VMs in 2 segments; the default) or the patch fabric (3 bridges of
+one OVS, 3 VMs), so it cannot share the machine with another lab of its
+fabric: when one is up, it skips. Bounds are relations, not timings.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.lab.test_lab import pytestmark as lab_marks
 from vportd.ctl import cli
 from vportd_lab.bed import netns, procs, teardown
 from vportd_lab.bed.commands import LabError
-from vportd_lab.bed.plan import DATAPATH_TAP, VM_HOST_IF, VM_NAMESPACE
+from vportd_lab.bed.plan import DATAPATH_TAP, OVERLAY_NAMESPACE, VM_HOST_IF, VM_NAMESPACE
 from vportd_lab.demo import live as demo_lab
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
@@ -39,7 +40,8 @@ BUSY = ("runs in this network namespace already", "is held by pid", "VM namespac
 def datapath_free() -> None:
     """Skip while another lab holds the one userspace datapath (or its VM names)."""
     holders = procs.tap_holders().get(DATAPATH_TAP)
-    taken = [n for n in netns.namespaces() if VM_NAMESPACE.match(n)]
+    names = netns.namespaces()
+    taken = [n for n in names if VM_NAMESPACE.match(n) or OVERLAY_NAMESPACE.match(n)]
     if holders or taken:
         pytest.skip(f"another lab is up (datapath held by {holders}, namespaces {taken})")
 
@@ -58,24 +60,31 @@ def last_json(stdout: str) -> dict[str, Any]:
 def assert_nothing_left(doc: dict[str, Any]) -> None:
     lab = Path(doc["lab"]["dir"])
     assert doc["lab"]["left"] == [] and doc["lab"]["kept"] is False
+    assert not [n for n in netns.namespaces() if OVERLAY_NAMESPACE.match(n)]
+    if doc["lab"]["fabric"] == "overlay":
+        assert not lab.exists()
+        return
     assert_gone(lab, NAMES)
     assert not [e["ifname"] for e in netns.links() if VM_HOST_IF.match(e["ifname"])]
     assert DATAPATH_TAP not in procs.tap_holders()
 
 
 def test_demo_migrates_reports_and_leaves_nothing(tmp_path: Path) -> None:
+    """The default demo: the overlay, a migration of a VM of each segment across hosts."""
     plots = tmp_path / "plots"
     result = subprocess.run(
-        [str(BIN / "vportctl"), "demo", "--hops", "2", "--precopy", "0.3", "--plots", str(plots)],
+        [str(BIN / "vportctl"), "demo", "--hops", "1", "--precopy", "0.3", "--plots", str(plots)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     skip_if_raced(result.stderr)
     assert result.returncode == 0, result.stderr
     doc = last_json(result.stdout)
+    assert (doc["lab"]["fabric"], doc["lab"]["segments"], doc["lab"]["vms"]) == ("overlay", 2, 6)
     hops = doc["migrations"]
     assert [(m["vm"], m["from"], m["to"]) for m in hops] == [
-        ("vm0", "hv0", "hv1"), ("vm0", "hv1", "hv2"),
+        ("vm0", "hv0", "hv1"), ("vm1", "hv1", "hv2"),
     ]  # fmt: skip
+    assert [m["peer"] for m in hops] == ["vm2", "vm3"]  # a probe peer of its own segment
     for m in hops:
         assert 0 < m["handshake_ms"] < 1000
         assert m["switchover_gap_ms"] >= 50  # the default stop-and-copy pause is inside it
@@ -87,8 +96,9 @@ def test_demo_migrates_reports_and_leaves_nothing(tmp_path: Path) -> None:
     assert doc["cluster"]["leader"] in ("c0", "c1", "c2")
     assert set(doc["cluster"]["masters"]) == {"hv0", "hv1", "hv2"}
     # the report for people, before the JSON line; progress on stderr
-    assert "migration 2: vm0 hv1 -> hv2" in result.stdout and "leader" in result.stdout
-    assert "demo: migration 1/2" in result.stderr and "lab: handshake:" in result.stderr
+    assert "migration 2: vm1 hv1 -> hv2" in result.stdout and "leader" in result.stdout
+    assert "segment 10" in result.stderr and "segment 20" in result.stderr
+    assert "demo: migration 1/1" in result.stderr and "lab: handshake:" in result.stderr
     assert_nothing_left(doc)
     # one plot per migration, named on stderr
     assert doc["plots"] == [str(plots / "migration-1-hv0-hv1.png"),
@@ -99,7 +109,8 @@ def test_demo_migrates_reports_and_leaves_nothing(tmp_path: Path) -> None:
 
 def test_json_prints_only_the_json_line() -> None:
     result = subprocess.run(
-        [str(BIN / "vportctl"), "demo", "--json", "--hops", "1", "--precopy", "0"],
+        [str(BIN / "vportctl"), "demo", "--fabric", "patch", "--json", "--hops", "1",
+         "--precopy", "0"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     skip_if_raced(result.stderr)
@@ -112,7 +123,7 @@ def test_json_prints_only_the_json_line() -> None:
 
 def test_ctrl_c_tears_the_lab_down() -> None:
     demo = subprocess.Popen(
-        [str(BIN / "vportctl"), "demo", "--hops", "3", "--precopy", "5"],
+        [str(BIN / "vportctl"), "demo", "--fabric", "patch", "--hops", "3", "--precopy", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert demo.stderr is not None
@@ -139,7 +150,7 @@ def test_a_failing_step_tears_the_lab_down(
         raise LabError("simulated failure of the migration")
 
     monkeypatch.setattr(demo_lab, "migrate", broken)
-    rc = cli.main(["demo", "--hops", "1", "--json"])
+    rc = cli.main(["demo", "--fabric", "patch", "--hops", "1", "--json"])
     out, err = capsys.readouterr()
     skip_if_raced(err)
     assert rc == 1
@@ -152,7 +163,9 @@ def test_a_failing_step_tears_the_lab_down(
 def test_keep_leaves_the_lab_up_and_says_how_to_remove_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rc = cli.main(["demo", "--hops", "1", "--precopy", "0", "--keep", "--json"])
+    rc = cli.main(
+        ["demo", "--fabric", "patch", "--hops", "1", "--precopy", "0", "--keep", "--json"]
+    )
     out, err = capsys.readouterr()
     skip_if_raced(err)
     doc = last_json(out)

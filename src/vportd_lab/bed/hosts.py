@@ -119,6 +119,7 @@ def build(plan: Plan, state: State, save: Callable[[], None]) -> None:
         _attach(plan, str(c.netns), c.id, f"{MGMT_NET}.{10 + n}")
     for hv in plan.hypervisors:
         _host(plan, hv)
+    _tunnel_neighbours(plan)
     for vm in plan.vms:
         add_vm(plan, vm)
     check_ports(plan)
@@ -204,6 +205,26 @@ def _host(plan: Plan, hv: Hypervisor) -> None:
     )  # fmt: skip
     say(f"host {hv.name} in {ns}: OVSDB {ovsdb_remote(hv)}, {INTEGRATION} dpid {hv.dpid_hex}, "
         f"{plan.encap} endpoint {hv.encap_ip}")  # fmt: skip
+
+
+def _tunnel_neighbours(plan: Plan) -> None:
+    """Every host's OVS told every other endpoint's MAC (`tnl/neigh/set`): OVS's userspace
+    tunnels drop a frame whose endpoint is not resolved yet (and ARP for it), so the
+    first broadcast after `lab up` (a VM's ARP request) would be lost and the VM retry
+    after a second; a host in service has long had its neighbours."""
+    macs = {hv.name: _mac(str(hv.netns), PHYSICAL) for hv in plan.hypervisors}
+    for hv in plan.hypervisors:
+        ovs = host_ovs(plan, hv)
+        for other in plan.hypervisors:
+            if other.name != hv.name:
+                ovs.appctl("tnl/neigh/set", PHYSICAL, str(other.encap_ip), macs[other.name])
+
+
+def _mac(ns: str, dev: str) -> str:
+    found = netns.link(dev, netns=ns)
+    if found is None:
+        raise LabError(f"no {dev} in {ns}")
+    return str(found["address"])
 
 
 def add_vm(plan: Plan, vm: VM) -> None:

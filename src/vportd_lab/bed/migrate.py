@@ -202,13 +202,14 @@ def find_vm(plan: Plan, name: str) -> VM:
 
 
 def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -> VM:
-    """The probe's other VM: `wanted`, else one on neither the source nor the destination,
-    else one on the destination, else one on the source (any VM but the migrating one)."""
-    others = [v for v in plan.vms if v.name != vm.name]
+    """The probe's other VM, of the VM's segment: `wanted`, else one on neither the source
+    nor the destination, else one on the destination, else one on the source."""
+    others = [v for v in plan.vms if v.name != vm.name and v.segment == vm.segment]
     if wanted is not None:
         peer = find_vm(plan, wanted)
-        if peer.name == vm.name:
-            raise MigrateError("bad-peer", "the probe's peer must be another VM", EXIT_USAGE)
+        if peer not in others:
+            why = f"the probe's peer must be another VM of {vm.name}'s segment ({vm.segment})"
+            raise MigrateError("bad-peer", why, EXIT_USAGE)
         return peer
     for keep in (
         lambda v: v.hypervisor not in (vm.hypervisor, destination),
@@ -218,7 +219,7 @@ def pick_peer(plan: Plan, vm: VM, destination: str, wanted: str | None = None) -
         found = [v for v in others if keep(v)]
         if found:
             return found[0]
-    raise MigrateError("no-peer", "the probe needs a second VM (lab up --vms 2 or more)", 2)
+    raise MigrateError("no-peer", f"the probe needs a second VM in segment {vm.segment}", 2)
 
 
 # -- the cluster -----------------------------------------------------------------

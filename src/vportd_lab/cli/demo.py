@@ -13,12 +13,17 @@ from typing import Any
 from vportd.ctl.argtypes import non_negative_float, positive_int
 
 _DEMO = """\
-Run the migration demo on a real lab (as root): a private Open vSwitch with the
-userspace datapath, an etcd, 3 vportd controllers, 3 hypervisors and 3 VMs,
-built in a new directory under /tmp with free ports (an operator's lab in
-/run/vportd-lab is never touched; refused if another lab's datapath is up).
-The VM then live-migrates around the hypervisors (hv0 -> hv1 -> hv2 -> hv0
-for --hops 3) as `vportctl lab migrate --probe` does it, progress on stderr.
+Run the migration demo on a real lab (as root), built in a new directory
+under /tmp with free ports (an operator's lab in /run/vportd-lab is never
+touched; refused if another lab of the same fabric is up). By default the
+overlay: 3 hypervisor hosts, each a network namespace with its own
+userspace-datapath Open vSwitch, joined by Geneve tunnels over an underlay;
+an etcd and 3 vportd controllers in namespaces of their own; 6 VMs in 2
+segments (VLAN tags 10 and 20). --fabric patch: one Open vSwitch with a
+bridge per hypervisor, 3 VMs. The first VM of each segment (or each --vm)
+then live-migrates around the hypervisors (hv0 -> hv1 -> hv2 -> hv0 for
+--hops 3) as `vportctl lab migrate --probe` does it (the probe's peer in its
+segment), progress on stderr.
 stdout: a table per migration (handshake, switchover gap, longest gap,
 excess, lost each way), the cluster's leader and masters, then one JSON line
 ({"migrations": [{"vm", "from", "to", "handshake_ms", "switchover_gap_ms",
@@ -49,7 +54,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return live.run(
         live.DemoOptions(
             hops=args.hops,
-            vm=args.vm,
+            vms=tuple(args.vm or ()),
+            fabric=args.fabric,
             precopy=args.precopy,
             pause_ms=args.pause,
             keep=args.keep,
@@ -75,9 +81,18 @@ def add_demo(sub: Any, json_flag: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--hops", type=positive_int, default=3, metavar="N",
-        help="migrations, each to the next hypervisor (default: %(default)s)",
+        help="migrations of each VM, each to the next hypervisor (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--vm", default="vm0", help="the VM to migrate (default: %(default)s)")
+    p.add_argument(
+        "--vm", action="append", metavar="NAME",
+        help="a VM to migrate (repeatable; default: the first VM of each segment: vm0 and vm1 "
+        "on the overlay, vm0 on the patch fabric)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fabric", choices=("overlay", "patch"), default="overlay",
+        help="overlay: 3 hypervisor hosts (namespaces, an OVS each, Geneve tunnels), 6 VMs in "
+        "2 segments; patch: one OVS with a bridge per hypervisor, 3 VMs (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--precopy", type=non_negative_float, default=1.0, metavar="S",
         help="pre-copy phase of each migration, seconds (default: %(default)s)",

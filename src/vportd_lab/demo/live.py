@@ -1,11 +1,15 @@
 """`vportctl demo` (= `make demo`): live migrations on the real lab, measured, then torn down.
 
-As root, in-process with the lab's own code: `bed.up` builds a private lab (a
-userspace-datapath Open vSwitch, an etcd, 3 vportd controllers, 3
-hypervisors, 3 VMs) in a fresh directory under /tmp with free ports, so an
-operator's lab in /run/vportd-lab is never touched; `migrate.migrate` moves
-one VM around the hypervisors (hv0 -> hv1 -> hv2 -> hv0 for 3 hops) as its
-VMM, under the traffic probe; the lab's teardown removes everything.
+As root, in-process with the lab's own code: `bed.up` builds a private lab in
+a fresh directory under /tmp with free ports, so an operator's lab in
+/run/vportd-lab is never touched: by default the overlay (3 hypervisor hosts,
+each a namespace with its own userspace-datapath Open vSwitch, joined by
+Geneve tunnels; an etcd and 3 vportd controllers in namespaces of their own;
+6 VMs in 2 segments), or with `--fabric patch` one Open vSwitch with a bridge
+per hypervisor and 3 VMs. `migrate.migrate` moves one VM of each segment
+around the hypervisors (hv0 -> hv1 -> hv2 -> hv0 for 3 hops) as its VMM,
+under the traffic probe (with a peer of its segment); the lab's teardown
+removes everything.
 
 Progress goes to stderr (the lab's own `lab: ...` lines, with ms, and the
 demo's `demo: ...` lines); stdout gets the report (a table per migration, the
@@ -42,13 +46,23 @@ from vportd_lab.bed.commands import LabError
 from vportd_lab.bed.downtime import report_downtime
 from vportd_lab.bed.migrate import MigrateError, MigrateOptions, MigrationReport, find_vm, migrate
 from vportd_lab.bed.ovs import OVSError
-from vportd_lab.bed.plan import DATAPATH_TAP, VM_NAMESPACE, Plan, make_plan
+from vportd_lab.bed.plan import (
+    DATAPATH_TAP,
+    OVERLAY,
+    OVERLAY_NAMESPACE,
+    PATCH,
+    VM_NAMESPACE,
+    Plan,
+    make_plan,
+)
 from vportd_lab.bed.ports import free_block
 from vportd_lab.bed.probe import ProbeError
 from vportd_lab.bed.probe_plot import plot_report
 from vportd_lab.bed.state import StateError, load
 
-CONTROLLERS = HYPERVISORS = VMS = 3
+CONTROLLERS = HYPERVISORS = 3
+VMS = {PATCH: 3, OVERLAY: 6}  # on the overlay, each host has a VM of each of 2 segments
+SEGMENTS = 2  # on the overlay
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 UP_WAIT = 30.0  # s per `lab up` step: 3 controllers settling on 2 cores can take a while
 # Controller ports are picked below the kernel's ephemeral range (32768+), where an
@@ -68,8 +82,9 @@ class DemoError(RuntimeError):
 
 @dataclass
 class DemoOptions:
-    hops: int = 3
-    vm: str = "vm0"
+    hops: int = 3  # per VM
+    vms: tuple[str, ...] = ()  # the VMs to migrate; none: the first of each segment
+    fabric: str = OVERLAY
     precopy: float = 1.0  # s
     pause_ms: float = 50.0  # stop-and-copy
     keep: bool = False
@@ -98,8 +113,8 @@ def say(message: str) -> None:
 
 
 # -- before anything is built ------------------------------------------------------
-def preflight(opts: DemoOptions) -> str:
-    """Refuse what cannot work (not root, a lab up, bad options); the VM's name if all is well."""
+def preflight(opts: DemoOptions) -> list[str]:
+    """Refuse what cannot work (not root, a lab up, bad options); the VMs to migrate."""
     if os.geteuid() != 0:
         raise DemoError(
             "vportctl demo needs root: it builds a lab of network namespaces, veths, a private "
@@ -108,17 +123,42 @@ def preflight(opts: DemoOptions) -> str:
         )
     if opts.hops < 1:
         raise DemoError("--hops must be at least 1", EXIT_USAGE)
+    plan = _layout(Path("/tmp/vportd-demo"), opts.fabric)
     try:
-        vm = find_vm(_layout(Path("/tmp/vportd-demo")), opts.vm).name
+        vms = [find_vm(plan, name).name for name in opts.vms] or _first_of_each_segment(plan)
     except MigrateError as err:
         raise DemoError(f"--vm: {err.detail}", EXIT_USAGE) from None
-    _check_datapath_free()
-    return vm
+    if opts.fabric == OVERLAY:
+        _check_overlay_free()
+    else:
+        _check_datapath_free()
+    return vms
 
 
-def _layout(lab_dir: Path) -> Plan:
+def _layout(lab_dir: Path, fabric: str) -> Plan:
     """The demo lab's layout (names only: ports do not matter for it)."""
-    return make_plan(lab_dir, hypervisors=HYPERVISORS, vms=VMS, controllers=CONTROLLERS)
+    segments = SEGMENTS if fabric == OVERLAY else 1
+    return make_plan(
+        lab_dir, hypervisors=HYPERVISORS, vms=VMS[fabric], controllers=CONTROLLERS,
+        fabric=fabric, segments=segments,
+    )  # fmt: skip
+
+
+def _first_of_each_segment(plan: Plan) -> list[str]:
+    first: dict[int, str] = {}
+    for vm in plan.vms:
+        first.setdefault(vm.segment, vm.name)
+    return list(first.values())
+
+
+def _check_overlay_free() -> None:
+    """The overlay lab's namespace names are fixed: one overlay lab at a time."""
+    taken = sorted(n for n in netns.namespaces() if OVERLAY_NAMESPACE.match(n))
+    if taken:
+        raise DemoError(
+            f"the namespaces of another overlay lab exist ({', '.join(taken)}): `vportctl lab "
+            "down --dir DIR` removes that lab; then run the demo again (or `--fabric patch`)"
+        )
 
 
 def _check_datapath_free() -> None:
@@ -154,7 +194,7 @@ def run(opts: DemoOptions, out: TextIO | None = None) -> int:
     """The demo (see the module's docstring); its exit status."""
     stream = out or sys.stdout
     try:
-        vm = preflight(opts)
+        vms = preflight(opts)
     except DemoError as err:
         print(f"vportctl demo: {err}", file=sys.stderr)
         return err.exit_code
@@ -162,21 +202,23 @@ def run(opts: DemoOptions, out: TextIO | None = None) -> int:
     started = time.monotonic()
     with _signals_interrupt():
         try:
-            _attempt(opts, vm, outcome)
+            _attempt(opts, vms, outcome)
         finally:
             with _shielded():
                 _finish_lab(opts, outcome)
     if not opts.json:
-        print(report(outcome, time.monotonic() - started), file=stream)
-    print(json.dumps(summary_json(outcome, time.monotonic() - started)), file=stream, flush=True)
+        print(report(outcome, time.monotonic() - started, opts.fabric), file=stream)
+    doc = summary_json(outcome, time.monotonic() - started, opts.fabric)
+    print(json.dumps(doc), file=stream, flush=True)
     return _conclude(outcome)
 
 
-def _attempt(opts: DemoOptions, vm: str, outcome: Outcome) -> None:
+def _attempt(opts: DemoOptions, vms: list[str], outcome: Outcome) -> None:
     """Build the lab and migrate; what went wrong, if anything, goes into `outcome`."""
     try:
-        _build(outcome)
-        _tour(opts, vm, outcome)
+        _build(opts, outcome)
+        for vm in vms:
+            _tour(opts, vm, outcome)
     except DemoError as err:
         outcome.error, outcome.exit_code = str(err), err.exit_code
     except _STEP_ERRORS as err:
@@ -195,18 +237,17 @@ def _port_block(avoid: set[int]) -> int:
     return first
 
 
-def _build(outcome: Outcome) -> None:
+def _build(opts: DemoOptions, outcome: Outcome) -> None:
     """`lab up` in the demo's directory, with free ports; the cluster's view once settled."""
     of_port = _port_block(set())
     api_port = _port_block(set(range(of_port, of_port + CONTROLLERS)))
-    say(
-        f"building a lab in {outcome.dir}: Open vSwitch (userspace datapath), etcd, "
-        f"{CONTROLLERS} controllers, {HYPERVISORS} hypervisors, {VMS} VMs"
-    )
+    say(f"building a lab in {outcome.dir}: {lab_words(opts.fabric)}")
     t = time.monotonic()
+    segments = SEGMENTS if opts.fabric == OVERLAY else 1
     up = bed.UpOptions(
-        dir=outcome.dir, hypervisors=HYPERVISORS, vms=VMS, controllers=CONTROLLERS,
-        openflow_port=of_port, api_port=api_port, wait=UP_WAIT,
+        dir=outcome.dir, hypervisors=HYPERVISORS, vms=VMS[opts.fabric], controllers=CONTROLLERS,
+        openflow_port=of_port, api_port=api_port, wait=UP_WAIT, fabric=opts.fabric,
+        segments=segments,
     )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):  # its summary: the report has what matters
         rc = bed.up(up)
@@ -239,8 +280,9 @@ def _tour(opts: DemoOptions, vm_name: str, outcome: Outcome) -> None:
         here = int(vm.hypervisor.removeprefix("hv"))
         to = f"hv{(here + 1) % HYPERVISORS}"
         say(
-            f"migration {hop}/{opts.hops}: {vm.name} ({vm.mac}, {vm.ip}) {vm.hypervisor} -> "
-            f"{to}, pre-copy {opts.precopy:g} s, pause {opts.pause_ms:g} ms, under the probe"
+            f"migration {hop}/{opts.hops}: {vm.name} ({vm.mac}, {vm.ip}, segment {vm.segment}) "
+            f"{vm.hypervisor} -> {to}, pre-copy {opts.precopy:g} s, pause {opts.pause_ms:g} ms, "
+            "under the probe"
         )
         done = migrate(MigrateOptions(
             outcome.dir, vm.name, to, precopy=opts.precopy, pause_ms=opts.pause_ms, probe=True,
@@ -398,11 +440,23 @@ def _cluster_line(view: roles.View | None) -> str:
     return f"cluster: leader {view.leader}; masters {masters} (as {view.source} sees it)"
 
 
-def report(outcome: Outcome, elapsed_s: float) -> str:
+def lab_words(fabric: str) -> str:
+    if fabric == OVERLAY:
+        return (
+            f"{HYPERVISORS} hypervisor hosts (a namespace and a userspace OVS each, Geneve "
+            f"tunnels), etcd and {CONTROLLERS} controllers, {VMS[OVERLAY]} VMs in {SEGMENTS} "
+            "segments"
+        )
+    return (
+        f"{CONTROLLERS} controllers on etcd, {HYPERVISORS} hypervisors (bridges of one "
+        f"userspace OVS), {VMS[PATCH]} VMs"
+    )
+
+
+def report(outcome: Outcome, elapsed_s: float, fabric: str = OVERLAY) -> str:
     """The report for people: a table per migration, the cluster, how it ended."""
     lab = (
-        f"{CONTROLLERS} controllers on etcd, {HYPERVISORS} hypervisors (userspace OVS), "
-        f"{VMS} VMs; up in {outcome.up_s:.1f} s"
+        f"{lab_words(fabric)}; up in {outcome.up_s:.1f} s"
         if outcome.up_s is not None
         else "the lab did not come up"
     )
@@ -428,21 +482,23 @@ def hop_json(r: MigrationReport) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _lab_json(outcome: Outcome) -> dict[str, Any]:
+def _lab_json(outcome: Outcome, fabric: str) -> dict[str, Any]:
     up_s = None if outcome.up_s is None else round(outcome.up_s, 3)
     return {
-        "dir": str(outcome.dir), "controllers": CONTROLLERS, "hypervisors": HYPERVISORS,
-        "vms": VMS, "up_s": up_s, "kept": outcome.kept, "left": outcome.left,
+        "dir": str(outcome.dir), "fabric": fabric, "controllers": CONTROLLERS,
+        "hypervisors": HYPERVISORS, "vms": VMS[fabric],
+        "segments": SEGMENTS if fabric == OVERLAY else 1, "up_s": up_s, "kept": outcome.kept,
+        "left": outcome.left,
     }  # fmt: skip
 
 
-def summary_json(outcome: Outcome, elapsed_s: float) -> dict[str, Any]:
+def summary_json(outcome: Outcome, elapsed_s: float, fabric: str = OVERLAY) -> dict[str, Any]:
     """The final JSON line: the migrations, the cluster, the lab, how it ended."""
     view = outcome.cluster
     return {
         "migrations": [hop_json(r) for r in outcome.hops],
         "cluster": None if view is None else {"leader": view.leader, "masters": view.masters},
-        "lab": _lab_json(outcome),
+        "lab": _lab_json(outcome, fabric),
         "elapsed_s": round(elapsed_s, 3),
         "ok": outcome.error is None and not outcome.left,
         "error": outcome.error,
