@@ -1,7 +1,7 @@
-"""The migration downtime suite, smoke-tested: one run per mode, tiny phases, in a tmp dir.
+"""The migration downtime suite, smoke-tested: one run per case, tiny phases, in a tmp dir.
 
 It checks what the suite writes (the BENCHMARKS.md section, the JSON, the PNG)
-has the three modes with sane values (relations only, never timings) and
+has the six cases (both fabrics, silent VMs) with sane values (relations only, never timings) and
 that nothing of its labs is left. A benchmark is measured, not a timed test.
 """
 
@@ -18,8 +18,7 @@ import pytest
 from tests.lab.conftest import fresh_lab_dir
 from tests.lab.test_lab import pytestmark as lab_marks
 from vportd_lab.bed import netns, procs
-from vportd_lab.bed.plan import MODES
-from vportd_lab.bench.migration import HEADING, PLOT, RESULTS
+from vportd_lab.bench.migration_results import CASES, HEADING, PLOT, RESULTS
 
 pytestmark = lab_marks  # root, ovs, skipped unless root
 
@@ -41,14 +40,14 @@ def _run_suite(out: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _check_run(mode: str, run: dict[str, Any]) -> None:
+def _check_run(notifies: bool, run: dict[str, Any]) -> None:
     assert run["switchover_gap_ms"] >= PAUSE_MS  # the stop-and-copy pause is inside it
     assert run["longest_gap_ms"] == max(run["longest_gap_ab_ms"], run["longest_gap_ba_ms"])
     assert run["excess_ms"] == pytest.approx(
         run["longest_gap_ms"] - run["switchover_gap_ms"], abs=0.01
     )
     assert run["lost_ab"] >= 0 and run["lost_ba"] >= 0
-    assert (run["handshake_ms"] > 0) == (mode == "aware")  # only aware notifies
+    assert (run["handshake_ms"] > 0) == notifies  # only aware notifies
     # the probe saw traffic before and after the switchover
     assert sum(run["series_ab"]) > 0 and sum(run["series_ba"]) > 0
 
@@ -60,16 +59,17 @@ def test_migration_suite_smoke(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
     doc = json.loads((tmp_path / RESULTS).read_text())
-    assert [m["mode"] for m in doc["modes"]] == list(MODES)
-    for m in doc["modes"]:
+    assert [m["mode"] for m in doc["modes"]] == [case.name for case in CASES]
+    for m, case in zip(doc["modes"], CASES, strict=True):
         assert len(m["runs"]) == 1
-        _check_run(m["mode"], m["runs"][0])
+        assert (m["fabric"], m["silent"]) == (case.fabric, case.silent)
+        _check_run(case.notifies, m["runs"][0])
     assert {g["met"] for g in doc["goals"]} <= {True, False}
 
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.count(HEADING) == 1
-    for mode in MODES:
-        assert f"`{mode}`" in text
+    for case in CASES:
+        assert f"`{case.name}`" in text
     assert PLOT.as_posix() in text
     assert (tmp_path / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

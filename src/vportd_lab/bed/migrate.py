@@ -421,9 +421,10 @@ def _prepare(run: _Run) -> None:
 def _precopy(run: _Run) -> bool:
     """Pre-copy: traffic still at the source; the announcer starts meanwhile. True: fail."""
     t = run.mark("precopy")
-    run.announcer = Announcer(run.vm.netns, run.rec.new_guest_if, run.vm.mac, run.vm.ip,
-                              rounds=run.opts.announce_rounds)  # fmt: skip
-    run.announcer.wait_ready()
+    if run.opts.announce_rounds:  # 0: a silent VM (no GARP, no RARP)
+        run.announcer = Announcer(run.vm.netns, run.rec.new_guest_if, run.vm.mac, run.vm.ip,
+                                  rounds=run.opts.announce_rounds)  # fmt: skip
+        run.announcer.wait_ready()
     _moment(run, "precopy")
     length = run.opts.precopy / 2 if run.opts.fail_at == "precopy" else run.opts.precopy
     time.sleep(max(0.0, length - (time.monotonic_ns() - t) / 1e9))
@@ -451,8 +452,8 @@ def _switchover(run: _Run) -> bool:
     guest.switch_up(vm, rec.new_guest_if, run.neighbours)
     run.mark("switchover_end")
     _split(run)
-    assert run.announcer is not None
-    run.announcer.go()
+    if run.announcer is not None:
+        run.announcer.go()
     run.mark("announce")
     run.switched = True
     # The VM lives at the destination now: record it before anything else can fail.

@@ -1,17 +1,24 @@
-"""The migration downtime benchmark: one lab, one emulation, three modes.
+"""The migration downtime benchmark: one emulation, six cases on the two fabrics.
 
-Measured, never asserted. For each mode in turn (`plan.MODES`) a fresh lab
+Measured, never asserted. For each case in turn (`CASES`) a fresh lab
 (`vportctl lab up --mode M`: 3 hypervisors, 3 VMs, 3 controllers; none in
 `standalone`) runs `runs` live migrations of vm0 back and forth between hv0
 and hv1 (`lab.migrate.migrate`, the same emulation as `vportctl lab migrate`:
 destination tap, pre-copy, old down, stop-and-copy pause, new up, GARP+RARP,
 source delete) under the traffic probe against vm2 on hv2, after one
-unmeasured warm-up migration; then `lab down`. The modes differ only in what
-the network side is:
+unmeasured warm-up migration; then `lab down`. The cases differ only in what
+the network side is, and in whether the VM announces itself:
 
 - `aware`: vportd as it is; the VMM notifies, waits for notify complete, migrates;
 - `naive`: vportd with `migration.aware = false`, and the VMM sends no notify;
-- `standalone`: no controller, bridges in fail_mode=standalone (OVS NORMAL).
+- `standalone`: no controller, bridges in fail_mode=standalone (OVS NORMAL);
+- `aware, silent`: as `aware`, but the VM sends no GARP or RARP after the
+  switchover (only its own traffic, the probe's, reaches the network);
+- `overlay aware` (and `, silent`): the overlay fabric (`lab up --fabric
+  overlay --segments 2`: a host per hypervisor, Geneve tunnels; vm0 and vm2
+  in segment 10, vm1 in segment 20 on hv1), so that every migration goes to a
+  host with no VM of vm0's segment: the destination joins the segment during
+  the pre-copy.
 
 Per run: the probe's longest gap (max over both directions), the switchover
 gap (old interface down -> new one up), the excess (longest - switchover, DESIGN
@@ -33,109 +40,46 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vportd_lab.bed import netns, procs
 from vportd_lab.bed.migrate import MigrateOptions, MigrationReport, migrate
-from vportd_lab.bed.plan import AWARE, DATAPATH_TAP, MODES, STANDALONE, VM_NAMESPACE
+from vportd_lab.bed.plan import (
+    DATAPATH_TAP,
+    OVERLAY,
+    OVERLAY_NAMESPACE,
+    STANDALONE,
+    VM_NAMESPACE,
+)
 from vportd_lab.bed.ports import free_block
 from vportd_lab.bench.doc import write_markdown
 from vportd_lab.bench.machine import machine
+from vportd_lab.bench.migration_report import goals, markdown, plot, summary
+from vportd_lab.bench.migration_results import (
+    CASES,
+    PLOT,
+    RESULTS,
+    RUNS,
+    WINDOW_MS,
+    Case,
+    ModeResult,
+    Phases,
+    Result,
+    Run,
+)
 
-RESULTS = Path("bench-results") / "migration.json"
-PLOT = Path("docs") / "bench" / "migration-downtime.png"
-HEADING = "## Migration downtime: aware, naive, standalone"
-RUNS = 10
 VM, PEER, HOMES = "vm0", "vm2", ("hv1", "hv0")  # vm0 goes hv0 -> hv1 -> hv0 ...; vm2 on hv2
-WINDOW_MS = (-100, 500)  # the plot and the stored series, ms from the switchover start
-PLOT_BIN_MS = 5
 FREE_WAIT = 900.0  # s to wait for another lab to give the datapath back
 TELL_EVERY = 60.0  # s between "waiting" lines
 UP_ATTEMPTS = 3
-GOAL_EXCESS_MS = 5.0
-GOAL_HANDSHAKE_P99_MS = 25.0
-
-
-@dataclass(frozen=True)
-class Phases:
-    """The emulation's knobs, the same in every mode (lab migrate's defaults)."""
-
-    precopy: float = 1.0  # s
-    pause_ms: float = 50.0  # stop-and-copy
-    settle: float = 0.3  # s the probe runs on after the source delete
-    warmup: int = 1  # unmeasured migrations per mode first
-
-
-@dataclass
-class Run:
-    """One measured migration; ms. The series: received packets per 1 ms, WINDOW_MS around
-    the switchover start (bin 0 = the ms in which the switchover started)."""
-
-    mode: str
-    n: int
-    source: str
-    destination: str
-    handshake_ms: float
-    switchover_gap_ms: float
-    longest_gap_ms: float
-    longest_gap_ab_ms: float
-    longest_gap_ba_ms: float
-    excess_ms: float
-    lost_ab: int
-    lost_ba: int
-    converged_ms: float
-    source_delete_ms: float  # the end of the source delete, from the switchover start (approx.)
-    gap_ab: tuple[float, float] | None  # the longest gap's start and end, from the switchover
-    gap_ba: tuple[float, float] | None  # start (None: fewer than two packets arrived)
-    series_ab: list[int] = field(default_factory=list)
-    series_ba: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Spread:
-    min: float
-    median: float
-    max: float
-
-    @staticmethod
-    def of(values: list[float]) -> Spread:
-        return Spread(min(values), statistics.median(values), max(values))
-
-
-@dataclass
-class ModeResult:
-    mode: str
-    runs: list[Run]
-    seconds: float  # wall time: lab up, warm-up, runs, lab down
-
-    def spread(self, metric: Callable[[Run], float]) -> Spread:
-        return Spread.of([metric(r) for r in self.runs])
-
-    @property
-    def representative(self) -> Run:
-        """The run with the median longest gap (the lower one of two)."""
-        ranked = sorted(self.runs, key=lambda r: r.longest_gap_ms)
-        return ranked[(len(ranked) - 1) // 2]
-
-
-@dataclass
-class Result:
-    date: str
-    command: str
-    machine: dict[str, str]
-    phases: Phases
-    runs: int
-    modes: list[ModeResult]
-    seconds: float
 
 
 # -- running ------------------------------------------------------------------------
@@ -146,17 +90,21 @@ def _vportctl(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
-def _datapath_free() -> bool:
-    """No other lab here: nobody holds the userspace datapath, no lab VM namespaces."""
+def _datapath_free(fabric: str) -> bool:
+    """No other lab of `fabric` here: on the patch fabric nobody holds the userspace
+    datapath and no lab VM namespaces exist; on the overlay, no overlay lab's namespaces."""
+    if fabric == OVERLAY:
+        return not any(OVERLAY_NAMESPACE.match(n) for n in netns.namespaces())
     if DATAPATH_TAP in procs.tap_holders():
         return False
     return not any(VM_NAMESPACE.match(n) for n in netns.namespaces())
 
 
-def _await_datapath() -> None:
-    """Only one userspace-datapath OVS per network namespace: wait for another lab to end."""
+def _await_datapath(fabric: str) -> None:
+    """Only one userspace-datapath OVS per network namespace (and one overlay lab, its
+    namespace names fixed): wait for another lab to end."""
     deadline, told = time.monotonic() + FREE_WAIT, 0.0
-    while not _datapath_free():
+    while not _datapath_free(fabric):
         if time.monotonic() > deadline:
             raise RuntimeError(f"another lab held the datapath for {FREE_WAIT:g} s")
         if time.monotonic() - told > TELL_EVERY:
@@ -166,11 +114,11 @@ def _await_datapath() -> None:
 
 
 @contextlib.contextmanager
-def _lab(lab_dir: Path, mode: str) -> Iterator[None]:
-    """A lab in `mode` in `lab_dir` (waiting for the datapath first), always taken down:
+def _lab(lab_dir: Path, case: Case) -> Iterator[None]:
+    """A lab for `case` in `lab_dir` (waiting for the datapath first), always taken down:
     also after an interrupted `up` (its leftovers)."""
     try:
-        _up(lab_dir, mode)
+        _up(lab_dir, case)
         yield
     finally:
         down = _vportctl("lab", "down", "--dir", str(lab_dir))
@@ -178,31 +126,32 @@ def _lab(lab_dir: Path, mode: str) -> Iterator[None]:
             print(f"  lab down failed ({down.returncode}): {down.stderr.strip()}")
 
 
-def _up(lab_dir: Path, mode: str) -> None:
-    controllers = 0 if mode == STANDALONE else 3
+def _up(lab_dir: Path, case: Case) -> None:
+    controllers = 0 if case.mode == STANDALONE else 3
+    fabric = ["--fabric", OVERLAY, "--segments", "2"] if case.fabric == OVERLAY else []
     for attempt in range(1, UP_ATTEMPTS + 1):
-        _await_datapath()
+        _await_datapath(case.fabric)
         base = free_block(2 * max(controllers, 1))
         if base is None:
             raise RuntimeError("no free port range for the lab's controllers")
         up = _vportctl(
-            "lab", "up", "--dir", str(lab_dir), "--mode", mode, "--controllers", str(controllers),
-            "--hypervisors", "3", "--vms", "3", "--openflow-port", str(base),
-            "--api-port", str(base + max(controllers, 1)), "--json",
+            "lab", "up", "--dir", str(lab_dir), "--mode", case.mode, "--controllers",
+            str(controllers), "--hypervisors", "3", "--vms", "3", "--openflow-port", str(base),
+            "--api-port", str(base + max(controllers, 1)), "--json", *fabric,
         )  # fmt: skip
         if up.returncode == 0:
             return
         _vportctl("lab", "down", "--dir", str(lab_dir))
         # a lab that started meanwhile took the datapath (exit 1): wait for it, retry
         if up.returncode != 1 or attempt == UP_ATTEMPTS:
-            raise RuntimeError(f"lab up --mode {mode} failed ({up.returncode}): {up.stderr}")
+            raise RuntimeError(f"lab up for {case.name} failed ({up.returncode}): {up.stderr}")
 
 
-def _migrate(lab_dir: Path, to: str, phases: Phases) -> MigrationReport:
+def _migrate(lab_dir: Path, to: str, phases: Phases, silent: bool) -> MigrationReport:
     """One migration, its progress lines kept quiet (shown only if it fails)."""
     opts = MigrateOptions(
         dir=lab_dir, vm=VM, to=to, precopy=phases.precopy, pause_ms=phases.pause_ms,
-        probe=True, peer=PEER, settle=phases.settle,
+        probe=True, peer=PEER, settle=phases.settle, announce_rounds=0 if silent else 1,
     )  # fmt: skip
     lines = io.StringIO()
     try:
@@ -244,25 +193,26 @@ def _run(mode: str, n: int, r: MigrationReport) -> Run:
     )  # fmt: skip
 
 
-def bench_mode(mode: str, runs: int, phases: Phases, base: Path) -> ModeResult:
+def bench_mode(case: Case, runs: int, phases: Phases, base: Path) -> ModeResult:
     started = time.monotonic()
-    lab_dir = base / mode[:2]  # short: OVS's unix socket paths are limited
+    lab_dir = base / str(CASES.index(case))  # short: OVS's unix socket paths are limited
     measured: list[Run] = []
-    with _lab(lab_dir, mode):
+    with _lab(lab_dir, case):
         for k in range(phases.warmup + runs):
-            report = _migrate(lab_dir, HOMES[k % 2], phases)
+            report = _migrate(lab_dir, HOMES[k % 2], phases, case.silent)
             if k < phases.warmup:
                 continue
-            run = _run(mode, len(measured), report)
+            run = _run(case.name, len(measured), report)
             measured.append(run)
             print(
-                f"  {mode:<10} run {run.n + 1:>2}/{runs}: longest gap {run.longest_gap_ms:6.1f} "
-                f"ms, switchover {run.switchover_gap_ms:5.1f} ms, excess {run.excess_ms:6.1f} ms, "
-                f"lost {run.lost_ab}/{run.lost_ba}"
-                + (f", handshake {run.handshake_ms:.1f} ms" if mode == AWARE else ""),
+                f"  {case.name:<21} run {run.n + 1:>2}/{runs}: longest gap "
+                f"{run.longest_gap_ms:6.1f} ms, switchover {run.switchover_gap_ms:5.1f} ms, "
+                f"excess {run.excess_ms:6.1f} ms, lost {run.lost_ab}/{run.lost_ba}"
+                + (f", handshake {run.handshake_ms:.1f} ms" if case.notifies else ""),
                 flush=True,
             )
-    return ModeResult(mode, measured, round(time.monotonic() - started, 1))
+    seconds = round(time.monotonic() - started, 1)
+    return ModeResult(case.name, measured, seconds, case.fabric, case.silent)
 
 
 def bench(runs: int = RUNS, phases: Phases | None = None) -> Result:
@@ -272,7 +222,7 @@ def bench(runs: int = RUNS, phases: Phases | None = None) -> Result:
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     base = Path(tempfile.mkdtemp(prefix="vbm-", dir="/tmp"))  # short: unix socket paths
     try:
-        modes = [bench_mode(mode, runs, phases, base) for mode in MODES]
+        modes = [bench_mode(case, runs, phases, base) for case in CASES]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     mach["load_average_end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -289,207 +239,10 @@ def command(runs: int, phases: Phases) -> str:
     )
 
 
-# -- goals --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Goal:
-    what: str
-    target: str
-    measured: str
-    met: bool
-
-
-def p99(values: list[float]) -> float:
-    """Nearest rank: with fewer than 100 runs, the largest."""
-    ranked = sorted(values)
-    return ranked[max(0, math.ceil(0.99 * len(ranked)) - 1)]
-
-
-def goals(r: Result) -> list[Goal]:
-    """The goals for `aware`, as measured."""
-    by = {m.mode: m for m in r.modes}
-    aware, alone = by[AWARE], by[STANDALONE]
-    longest = aware.spread(lambda x: x.longest_gap_ms)
-    switch = aware.spread(lambda x: x.switchover_gap_ms)
-    alone_longest = alone.spread(lambda x: x.longest_gap_ms)
-    hs = p99([x.handshake_ms for x in aware.runs])
-    return [
-        Goal("aware: median longest gap ≤ median switchover gap + 5 ms",
-             f"≤ {switch.median + GOAL_EXCESS_MS:.1f} ms", f"{longest.median:.1f} ms",
-             longest.median <= switch.median + GOAL_EXCESS_MS),
-        Goal("aware never worse than standalone: median longest gap",
-             f"≤ {alone_longest.median:.1f} ms", f"{longest.median:.1f} ms",
-             longest.median <= alone_longest.median),
-        Goal("aware never worse than standalone: worst longest gap",
-             f"≤ {alone_longest.max:.1f} ms", f"{longest.max:.1f} ms",
-             longest.max <= alone_longest.max),
-        Goal(f"aware: handshake p99 (nearest rank over {len(aware.runs)} runs)",
-             f"≤ {GOAL_HANDSHAKE_P99_MS:g} ms", f"{hs:.1f} ms", hs <= GOAL_HANDSHAKE_P99_MS),
-    ]  # fmt: skip
-
-
-# -- the report ---------------------------------------------------------------------
-METRICS: list[tuple[str, Callable[[Run], float], bool]] = [
-    ("longest gap, ms (max of both directions)", lambda r: r.longest_gap_ms, False),
-    ("switchover gap, ms (old down → new up)", lambda r: r.switchover_gap_ms, False),
-    ("excess, ms (longest - switchover)", lambda r: r.excess_ms, False),
-    ("longest gap VM → peer, ms", lambda r: r.longest_gap_ab_ms, False),
-    ("longest gap peer → VM, ms", lambda r: r.longest_gap_ba_ms, False),
-    ("lost VM → peer, packets", lambda r: r.lost_ab, True),
-    ("lost peer → VM, packets", lambda r: r.lost_ba, True),
-]
-
-
-def _cell(s: Spread, integer: bool) -> str:
-    if integer:
-        return f"{s.min:.0f} / {s.median:g} / {s.max:.0f}"
-    return f"{s.min:.1f} / {s.median:.1f} / {s.max:.1f}"
-
-
-def table(r: Result) -> list[str]:
-    names = [m.mode for m in r.modes]
-    lines = [
-        "| min / median / max | " + " | ".join(f"`{n}`" for n in names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for label, metric, integer in METRICS:
-        cells = [_cell(m.spread(metric), integer) for m in r.modes]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    aware = next(m for m in r.modes if m.mode == AWARE)
-    hs = [x.handshake_ms for x in aware.runs]
-    blank = " | -" * (len(names) - 1)
-    lines.append(
-        f"| handshake, ms (notify → notify complete; p50 / p99) | "
-        f"{statistics.median(hs):.1f} / {p99(hs):.1f}{blank} |"
-    )
-    return lines
-
-
-def _where(r: Result) -> list[str]:
-    """Where each mode's longest gaps lie, relative to the switchover start (median run)."""
-    lines = []
-    for m in r.modes:
-        x = m.representative
-        lines.append(
-            f"`{m.mode}` run {x.n + 1} ({x.source} → {x.destination}): switchover 0 .. "
-            f"{x.switchover_gap_ms:.1f} ms, source port deleted at ≈ {x.source_delete_ms:.0f} "
-            f"ms; longest gap VM → peer {_span(x.gap_ab)}, peer → VM {_span(x.gap_ba)}."
-        )
-    return lines
-
-
-def _span(gap: tuple[float, float] | None) -> str:
-    return (
-        "none (fewer than two packets arrived)"
-        if gap is None
-        else f"{gap[0]:.1f} .. {gap[1]:.1f} ms"
-    )
-
-
-def markdown(r: Result) -> str:
-    m, ph = r.machine, r.phases
-    per_mode = ", ".join(f"{x.mode} {x.seconds:.0f} s" for x in r.modes)
-    out = [
-        HEADING,
-        "",
-        f"Command: {r.command}  ",
-        f"Date: {r.date}, commit `{m['commit']}`  ",
-        f"Machine: {m['platform']}; {m['cpu']}, {m['cores']} cores; {m['python']}; {m['ovs']}, "
-        f"userspace (netdev) datapath; load average {m['load_average']} at the start, "
-        f"{m['load_average_end']} at the end (1 / 5 / 15 min)",
-        "",
-        "Goals (issue 5), as measured:",
-        "",
-        "| goal | target | measured | result |",
-        "|---|---:|---:|---|",
-        *(
-            f"| {g.what} | {g.target} | {g.measured} | {'met' if g.met else '**missed**'} |"
-            for g in goals(r)
-        ),
-        "",
-        f"**Method.** The same lab for each mode (`vportctl lab up --mode MODE --hypervisors 3 "
-        f"--vms 3`, 3 controllers on a private etcd; none in `standalone`), brought up fresh "
-        f"per mode, and the same emulation (`vportctl lab migrate`'s code acting as the VMM): "
-        f"vm0 migrates between hv0 and hv1, alternately, {r.runs} measured runs per mode after "
-        f"{ph.warmup} unmeasured warm-up; the traffic probe sends sequence-numbered UDP every "
-        f"1 ms each way between vm0 and vm2 (on hv2). Per run: destination tap added, pre-copy "
-        f"{ph.precopy:g} s, switchover (old interface down, stop-and-copy pause "
-        f"{ph.pause_ms:g} ms, new interface up with the same MAC and IP), GARP + RARP, source "
-        f"port deleted, probe kept running {ph.settle:g} s. `aware`: vportd as it is, the VMM "
-        f"notifies and waits for notify complete first. `naive`: vportd with "
-        f"`migration.aware = false`, no notify (the controllers see the port events and the "
-        f"announcements; the source delete is the VM leaving). `standalone`: no controller, "
-        f"bridges in `fail_mode=standalone` (OVS NORMAL learning), linked in a star from hv0 "
-        f"instead of the mesh (NORMAL flooding around a loop would storm); in the userspace "
-        f"datapath patch ports cost no extra hop. Longest gap: the longest time between two "
-        f"packets received in one direction (kernel receive timestamps), max over both; the "
-        f"switchover gap is itself part of it, which is why the issue compares by the excess "
-        f"(DESIGN §5). Lost: sequence numbers never received (those the VM could not send "
-        f"while its interface was down count too).",
-        "",
-        *table(r),
-        "",
-        f"![received packets around the switchover]({PLOT.as_posix()})",
-        "",
-        f"The plot ([{PLOT.as_posix()}]({PLOT.as_posix()})): packets received per "
-        f"{PLOT_BIN_MS} ms in each direction, x = ms from the switchover start, for each mode's "
-        f"median run (the run with the median longest gap):",
-        "",
-        *(f"- {line}" for line in _where(r)),
-        "",
-        f"The suite took {r.seconds:.0f} s ({per_mode}: lab up, warm-up, runs, lab down). "
-        f"Raw runs (with the 1 ms series): `{RESULTS.as_posix()}`.",
-    ]
-    return "\n".join(out) + "\n"
-
-
-def summary(r: Result) -> str:
-    lines = [f"migration downtime ({r.runs} runs per mode, {r.seconds:.0f} s):", *table(r)]
-    lines += [f"  {'met' if g.met else 'MISSED'}: {g.what} ({g.measured}, {g.target})"
-              for g in goals(r)]  # fmt: skip
-    return "\n".join(lines)
-
-
-# -- the plot -----------------------------------------------------------------------
-def plot(r: Result, path: Path) -> None:
-    """Received packets per PLOT_BIN_MS around the switchover, one line per mode, a panel
-    per direction (matplotlib, Agg: no display needed)."""
-    import matplotlib  # noqa: PLC0415 (dev extra: only the benchmark needs it)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    x = list(range(WINDOW_MS[0], WINDOW_MS[1], PLOT_BIN_MS))  # each bin's left edge
-    panels: list[tuple[str, Callable[[Run], list[int]]]] = [
-        ("VM → peer", lambda run: run.series_ab),
-        ("peer → VM", lambda run: run.series_ba),
-    ]
-    for ax, (label, pick) in zip(axes, panels, strict=True):
-        for m in r.modes:
-            run = m.representative
-            ax.step(x, _rebin(pick(run)), where="post", label=f"{m.mode} (run {run.n + 1})")
-        aware = next(m for m in r.modes if m.mode == AWARE).representative
-        ax.axvspan(0, aware.switchover_gap_ms, color="grey", alpha=0.2, label="switchover (aware)")
-        ax.set_ylabel(f"packets / {PLOT_BIN_MS} ms\n{label}")
-        ax.set_ylim(-0.3, PLOT_BIN_MS * 1.6)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper right", fontsize="small", ncol=2)
-    axes[1].set_xlabel("ms from the switchover start (old interface down)")
-    fig.suptitle(f"Live migration under a 1 ms UDP probe: median run of {r.runs} per mode")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _rebin(series: list[int]) -> list[int]:
-    return [sum(series[i : i + PLOT_BIN_MS]) for i in range(0, len(series), PLOT_BIN_MS)]
-
-
 # -- entry points -------------------------------------------------------------------
 def run_migration_bench(output: Path, runs: int = RUNS, phases: Phases | None = None) -> int:
     """Run, print a summary, write `output`'s section, the raw JSON and the plot next to it."""
-    print(f"migration downtime: {len(MODES)} modes x {runs} runs (root, OVS, etcd)", flush=True)
+    print(f"migration downtime: {len(CASES)} cases x {runs} runs (root, OVS, etcd)", flush=True)
     result = bench(runs, phases)
     print(summary(result))
     plot(result, output.parent / PLOT)
@@ -506,7 +259,8 @@ def run_migration_bench(output: Path, runs: int = RUNS, phases: Phases | None = 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vportd_lab.bench.migration",
-        description="Migration downtime in three modes (aware, naive, standalone); root.",
+        description="Migration downtime in six cases (aware, naive, standalone; aware with a "
+        "silent VM; the overlay, aware, with an announcing and a silent VM); root.",
     )
     d = Phases()
     p.add_argument("--runs", type=int, default=RUNS, help="measured migrations per mode")

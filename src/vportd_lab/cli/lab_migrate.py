@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vportd.ctl.argtypes import non_negative_float, positive_float, positive_int
+from vportd.ctl.argtypes import count, non_negative_float, positive_float
 from vportd_lab.bed.announce import AnnounceError
 from vportd_lab.bed.commands import LabError
 from vportd_lab.bed.downtime import report_downtime
@@ -108,8 +108,10 @@ def add_lab_migrate(lab_sub: Any, parents: list[argparse.ArgumentParser]) -> Any
         help="notify retries and waiting for the cluster, seconds (default: %(default)s)",
     )  # fmt: skip
     lp.add_argument(
-        "--announce-rounds", type=positive_int, default=1, metavar="N",
-        help="GARP+RARP rounds after the switchover (default: %(default)s)",
+        "--announce-rounds", type=count(0, 100), default=1, metavar="N",
+        help="GARP+RARP rounds after the switchover; 0: a silent VM, which announces "
+        "nothing (its first frame at the destination is all the network sees) "
+        "(default: %(default)s)",
     )  # fmt: skip
     return lp
 
