@@ -263,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "silent VM; the overlay, aware, with an announcing and a silent VM); root.",
     )
     d = Phases()
-    p.add_argument("--runs", type=int, default=RUNS, help="measured migrations per mode")
+    p.add_argument("--runs", type=int, default=RUNS, help="measured migrations per case")
     p.add_argument("--precopy", type=float, default=d.precopy, help="pre-copy, s")
     p.add_argument("--pause", type=float, default=d.pause_ms, help="stop-and-copy pause, ms")
     p.add_argument("--settle", type=float, default=d.settle, help="probe after the delete, s")

@@ -124,7 +124,7 @@ def _handshakes(m: ModeResult) -> str:
 
 
 def _where(r: Result) -> list[str]:
-    """Where each mode's longest gaps lie, relative to the switchover start (median run)."""
+    """Where each case's longest gaps lie, relative to the switchover start (median run)."""
     lines = []
     for m in r.modes:
         x = m.representative
@@ -171,7 +171,7 @@ def markdown(r: Result) -> str:
         f"vm2 in segment 10, vm1 in segment 20 on hv1, so that each migration's destination "
         f"joins vm0's segment during the pre-copy), brought up fresh per case, and the same "
         f"emulation (`vportctl lab migrate`'s code acting as the VMM): "
-        f"vm0 migrates between hv0 and hv1, alternately, {r.runs} measured runs per mode after "
+        f"vm0 migrates between hv0 and hv1, alternately, {r.runs} measured runs per case after "
         f"{ph.warmup} unmeasured warm-up; the traffic probe sends sequence-numbered UDP every "
         f"1 ms each way between vm0 and vm2 (on hv2). Per run: destination tap added, pre-copy "
         f"{ph.precopy:g} s, switchover (old interface down, stop-and-copy pause "
@@ -194,7 +194,7 @@ def markdown(r: Result) -> str:
         f"![received packets around the switchover]({PLOT.as_posix()})",
         "",
         f"The plot ([{PLOT.as_posix()}]({PLOT.as_posix()})): packets received per "
-        f"{PLOT_BIN_MS} ms in each direction, x = ms from the switchover start, for each mode's "
+        f"{PLOT_BIN_MS} ms in each direction, x = ms from the switchover start, for each case's "
         f"median run (the run with the median longest gap):",
         "",
         *(f"- {line}" for line in _where(r)),
@@ -206,7 +206,7 @@ def markdown(r: Result) -> str:
 
 
 def summary(r: Result) -> str:
-    lines = [f"migration downtime ({r.runs} runs per mode, {r.seconds:.0f} s):", *table(r)]
+    lines = [f"migration downtime ({r.runs} runs per case, {r.seconds:.0f} s):", *table(r)]
     lines += [f"  {'met' if g.met else 'MISSED'}: {g.what} ({g.measured}, {g.target})"
               for g in goals(r)]  # fmt: skip
     return "\n".join(lines)
@@ -214,7 +214,7 @@ def summary(r: Result) -> str:
 
 # -- the plot -----------------------------------------------------------------------
 def plot(r: Result, path: Path) -> None:
-    """Received packets per PLOT_BIN_MS around the switchover, one line per mode, a panel
+    """Received packets per PLOT_BIN_MS around the switchover, one line per case, a panel
     per direction (matplotlib, Agg: no display needed)."""
     import matplotlib  # noqa: PLC0415 (dev extra: only the benchmark needs it)
 
@@ -238,7 +238,7 @@ def plot(r: Result, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right", fontsize="small", ncol=2)
     axes[1].set_xlabel("ms from the switchover start (old interface down)")
-    fig.suptitle(f"Live migration under a 1 ms UDP probe: median run of {r.runs} per mode")
+    fig.suptitle(f"Live migration under a 1 ms UDP probe: median run of {r.runs} per case")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
