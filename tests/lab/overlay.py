@@ -128,16 +128,23 @@ def entries(vports: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 # -- etcd -----------------------------------------------------------------------------------
 def etcd_range(doc: Doc, sub: str) -> dict[str, bytes]:
-    """The keys under PREFIX+sub (relative to PREFIX) and their values, through etcd's
-    JSON gateway."""
+    """The keys under PREFIX+sub (relative to PREFIX) and their values."""
+    return {key: value for key, (value, _) in etcd_read(doc, sub)[0].items()}
+
+
+def etcd_read(doc: Doc, sub: str) -> tuple[dict[str, tuple[bytes, int]], int]:
+    """The keys under PREFIX+sub (relative to PREFIX) with their values and mod revisions,
+    and etcd's revision, through etcd's JSON gateway."""
     key = (PREFIX + sub).encode()
     end = key[:-1] + bytes([key[-1] + 1])
     body = {"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(end).decode()}
     url = f"http://{doc['etcd']['endpoint']}/v3/kv/range"
     with urllib.request.urlopen(url, json.dumps(body).encode(), timeout=5) as answer:
-        kvs = json.load(answer).get("kvs", [])
-    return {base64.b64decode(kv["key"]).decode()[len(PREFIX) :]: base64.b64decode(kv["value"])
-            for kv in kvs}  # fmt: skip
+        reply = json.load(answer)
+    kvs = {base64.b64decode(kv["key"]).decode()[len(PREFIX) :]:
+           (base64.b64decode(kv["value"]), int(kv["mod_revision"]))
+           for kv in reply.get("kvs", [])}  # fmt: skip
+    return kvs, int(reply["header"]["revision"])
 
 
 def etcd_entries(doc: Doc) -> list[tuple[Any, ...]]:
