@@ -22,15 +22,13 @@ controller OVS gives the master role to.
   (2 s), with a reason naming the cut master, and the VM's entry stays as it
   was; after the heal the same migration succeeds.
 - Cut from its switches (blackhole routes to the hosts' management addresses):
-  its OpenFlow channels and OVSDB sessions drop (10 s without echo), but it keeps
-  its etcd session and so the mastership of its switches: OVS then has no master
-  for them. Their flows stay, so forwarding goes on. This is a gap: nothing moves
-  the mastership of a switch its master cannot reach to a controller that can;
-  after `openflow.unreachable_after` (30 s) the cut master even counts the
-  switch's VM ports as down and writes that to etcd, though the VMs run and
-  forward (the others' tables follow). The test checks what must hold (forwarding,
-  no second master, the others' tables equal etcd) for a cut shorter than that,
-  and the heal.
+  its OpenFlow channels and OVSDB sessions drop (10 s without echo); it keeps its
+  etcd session. Their flows stay, so forwarding goes on. After
+  `openflow.unreachable_after` (30 s) without a channel it posts that it cannot
+  reach them (`unreachable/{switch}/{id}`), and their mastership moves to a
+  controller that reaches them (OVS gives it the master role); nobody counts
+  their VM ports as down. After the heal the notice goes and the mastership
+  returns to where rendezvous hashing puts it.
 """
 
 from __future__ import annotations
@@ -301,13 +299,19 @@ def test_a_master_cut_from_its_switches(lab: Doc) -> None:
         print(f"{me} lost its switches {gone} s after the cut; etcd: {overlay.etcd_masters(lab)}")
         # forwarding goes on: the switch's flows stay
         assert " 0% packet loss" in ping(here, mate)
-        # no switch has two masters; the others keep theirs
-        assert one_master_each(lab, skip=frozenset({switch})) == ""
-        roles = overlay.ovs_roles(next(h for h in lab["hypervisors"] if h["name"] == switch))
-        assert list(roles.values()).count("master") <= 1, roles
+        # its mastership moves to a controller that reaches it (after unreachable_after)
+        others = {ids(lab)[k] for k in live}
+        moved = timed(lambda: overlay.etcd_masters(lab).get(switch) in others, 90)
+        assert moved is not None, overlay.etcd_masters(lab)
+        print(f"{switch}: mastered by {overlay.etcd_masters(lab)[switch]} {moved} s later")
+        # every switch has one master, the moved one included, and nobody took the cut
+        # switch's VMs for down
+        assert wait_for(lambda: one_master_each(lab) == "", 20), one_master_each(lab)
         stored = overlay.etcd_entries(lab)
         for k in live:
             assert overlay.entries(get(lab, k, "/v1/vports")) == stored
+        assert {v["port_state"] for v in get(lab, live[0], "/v1/vports")} == {"up"}
+        assert " 0% packet loss" in ping(here, mate)
     finally:
         blackhole(lab, c, hosts, on=False)
     print(f"consistent {timed(lambda: consistent(lab) == '', HEAL)} s after the heal")

@@ -64,6 +64,7 @@ class Options:
     flap_moves: int = 5  # migration.flap_moves (the controller's default)
     flap_window: float = 180.0  # migration.flap_window (the controller's default)
     tls: bool = False  # [tls]: the API https only, OpenFlow over TLS
+    unreachable_after: float = 30.0  # openflow.unreachable_after (the controller's default)
 
 
 @dataclass
@@ -155,7 +156,7 @@ def config(
     return Config.model_validate({
         **extra,
         "controller": {"id": me},
-        "openflow": {"listen": "127.0.0.1:0"},
+        "openflow": {"listen": "127.0.0.1:0", "unreachable_after": options.unreachable_after},
         "ovsdb": {"remotes": [ovsdb]},
         "api": api,
         "store": {"kind": options.store, "lease_ttl": LEASE_TTL},

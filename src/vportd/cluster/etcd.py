@@ -8,6 +8,8 @@ Keyspace under the prefix P:
                      mastership's generation id (monotonic)
   P/moves/{mac}      a VM's recent moves (JSON, flap damping); put or deleted by
                      the leader, fenced by its leadership
+  P/conflicts/..., P/unreachable/{switch}/{id}  notices on their poster's lease
+                     (`cluster.board`)
 
 A role is held as long as its key lives; a `Fence` names the key and its
 create_revision, and a fenced write only applies while that key is the same

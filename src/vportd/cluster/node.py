@@ -35,7 +35,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from vportd.cluster.board import Board
@@ -127,6 +127,9 @@ class ClusterNode:
         self.masters: dict[str, tuple[str, int]] = {}  # switch -> (controller, generation)
         self.writer = RecordWriter(store, gather, self._dropped)
         self.conflicts = Board(store, "conflicts/")
+        # unreachable/{switch}/{controller}: the switches each controller has not reached
+        # for a while; mastership goes to the controllers that still reach a switch.
+        self.unreachable = Board(store, "unreachable/")
         self._unwritten: set[str] = set()  # VMs whose entries to read back from the store
         self._reread = asyncio.Event()
         self._mine: dict[str, Fence] = {}
@@ -146,6 +149,8 @@ class ClusterNode:
             tg.create_task(follow("masters/", self._masters_reset, self._masters_changed))
             tg.create_task(follow("leader", self._leader_reset, self._leader_changed))
             tg.create_task(follow("conflicts/", self.conflicts.reset, self.conflicts.changed))
+            reach = (self._unreachable_reset, self._unreachable_changed)
+            tg.create_task(follow("unreachable/", *reach))
             tg.create_task(self._sessions())
             tg.create_task(self._reread_unwritten())
 
@@ -162,6 +167,25 @@ class ClusterNode:
     async def write_now(self, writes: Sequence[Write]) -> None:
         """Write records at once (a message waits for them); NotDurable if they were not."""
         await self.writer.write_now(writes)
+
+    def unreachable_are(self, switches: Iterable[str]) -> None:
+        """The switches this controller has not reached for a while (`node.reach`)."""
+        self.unreachable.post({f"unreachable/{s}/{self.me.id}": b"{}" for s in switches})
+
+    def reachable_elsewhere(self, switch: str) -> bool:
+        """Whether another live controller still reaches `switch` (by what they posted)."""
+        return any(m != self.me.id for m in self._reaching(switch, sorted(self.members)))
+
+    def _reaching(self, switch: str, live: Sequence[str]) -> list[str]:
+        return [m for m in live if f"unreachable/{switch}/{m}" not in self.unreachable.read]
+
+    def _unreachable_reset(self, kvs: dict[str, KV], revision: int) -> None:
+        self.unreachable.reset(kvs, revision)
+        self._dirty.set()
+
+    def _unreachable_changed(self, kvs: list[KV], revision: int) -> None:
+        self.unreachable.changed(kvs, revision)
+        self._dirty.set()
 
     def switches_changed(self) -> None:
         """The runtime learnt or lost a switch: reconsider who masters what."""
@@ -226,6 +250,7 @@ class ClusterNode:
             parts = [
                 self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
                 self.writer.run(member, lambda: self._leading), self.conflicts.run(lease),
+                self.unreachable.run(lease),
             ]  # fmt: skip
             tasks = [tg.create_task(_until_lost(part, ended)) for part in parts]
             why = await ended
@@ -352,13 +377,16 @@ class ClusterNode:
         live = sorted(self.members)
         now = asyncio.get_running_loop().time()
         for switch in sorted(self.events.switch_names()):
-            chosen = chosen_master(switch, live)
+            # Among the controllers that reach it; if none does (the switch is gone), any.
+            candidates = self._reaching(switch, live) or live
+            chosen = chosen_master(switch, candidates)
             holder = self.masters.get(switch, (None, 0))[0]
             if switch in self._mine and chosen not in (None, self.me.id):
                 await self._hand_over(switch, chosen)
             elif holder is None:
                 since = self._unmastered_since.setdefault(switch, now)
-                if chosen == self.me.id or now - since > 2 * self.ttl:
+                orphan = now - since > 2 * self.ttl and self.me.id in candidates
+                if chosen == self.me.id or orphan:
                     await self._claim(switch, lease)
             else:
                 self._unmastered_since.pop(switch, None)

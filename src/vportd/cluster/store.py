@@ -12,6 +12,8 @@ for the fast tests). Keys are relative to the store's prefix:
                     of the controller that masters the second port's switch
   moves/{mac}       a VM's recent moves (`cluster.codec`, flap damping): written by
                     `put`, fenced by the leadership; deleted once the window passed them
+  unreachable/{switch}/{id}  a switch controller `id` has had no OpenFlow channel to
+                    for a while (`cluster.board`), on that controller's lease
 
 Every write gets the next revision of one global counter. A key's
 create_revision names its incarnation: a role key's is the role's generation

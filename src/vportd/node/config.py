@@ -94,12 +94,14 @@ class OpenFlowSection(_Section):
     reply_timeout: Seconds = 10.0
     """Seconds a barrier, flow dump or role request may go unanswered before the switch is
     closed."""
-    # A switch we master with no OpenFlow channel this long (its hypervisor died or
-    # lost its management network): its VM ports count as down until it is back,
-    # so that a VM restarted elsewhere takes its MAC over. Longer than a restart.
+    # A switch with no OpenFlow channel to us this long is unreachable from here: its
+    # mastership goes to a controller that reaches it; if none does (its hypervisor
+    # died or lost its management network) its VM ports count as down until it is
+    # back, so that a VM restarted elsewhere takes its MAC over. Longer than a restart.
     unreachable_after: Seconds = 30.0
-    """Seconds a switch we master may be without its OpenFlow channel before its VM ports
-    count as down."""
+    """Seconds a switch may be without its OpenFlow channel to this controller before it
+    counts as unreachable from here: its mastership then moves to a controller that
+    reaches it, or, if none does, its VM ports count as down."""
 
 
 class OVSDBSection(_Section):

@@ -101,6 +101,7 @@ class Runtime:
         self.feed = OvsdbFeed()
         self.discovery = LinkDiscovery(config.topology.lldp_interval)
         self.reach = Reachability(config.openflow.unreachable_after)
+        self._handing: set[str] = set()  # mastered, unreachable from here, reached elsewhere
         self.pacer = Pacer()
         self._unfed = Unfed()
         self.conflicts = ConflictWatch(me)
@@ -163,10 +164,22 @@ class Runtime:
             self._look_for_conflicts()
 
     def _look_at_switches(self, now: float) -> None:
-        me = self.core.me
+        me, known = self.core.me, [s.name for s in self.core.switches()]
         mastered = [s.name for s in self.core.switches() if s.master == me]
-        went, back = self.reach.look(mastered, self.switches.connected, now)
+        went, back = self.reach.look(known, mastered, self.switches.connected, now)
+        if self.cluster is not None:
+            self.cluster.unreachable_are(self.reach.unreachable(now))
         for switch in went:
+            if self.cluster is not None and self.cluster.reachable_elsewhere(switch):
+                # Not down: its master-to-be reaches it (looked at again next tick, as the
+                # others may not have said yet that they lost it too).
+                self.reach.down.discard(switch)
+                if switch not in self._handing:
+                    why = "%s: no OpenFlow channel for %g s, another controller reaches it"
+                    log.warning(why + ": handing it over", switch, self.reach.after)
+                self._handing.add(switch)
+                continue
+            self._handing.discard(switch)
             log.warning("%s: no OpenFlow channel for %g s: its VM ports count as down until "
                         "it is back", switch, self.reach.after)  # fmt: skip
             self._submit(self.core.switch_down(switch, now))
