@@ -51,6 +51,9 @@ EXIT_UNAVAILABLE: Final = 3
 EXIT_AUTH: Final = 4  # 401/403, or the token file cannot be read: fix the token, not retry
 
 DEFAULT_TIMEOUT: Final = 10.0  # per request; a notify waits for both controllers' sync complete
+# A controller that does not even accept the connection this fast is cut off or gone: the
+# next one is asked (a data centre's management network connects in milliseconds).
+CONNECT_TIMEOUT: Final = 2.0
 DEFAULT_WAIT: Final = 10.0  # how long `migrate` keeps retrying through a failover
 
 # A gateway or a cluster without a leader answers these; the request did not take effect
@@ -189,7 +192,8 @@ class Client:
         # httpx sends a request's headers and its body in separate writes: with Nagle's
         # algorithm on, the body waits for the peer's delayed ACK of the headers.
         transport = httpx.HTTPTransport(socket_options=NODELAY, verify=verify)
-        self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        limits = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        self._http = httpx.Client(headers=headers, timeout=limits, transport=transport)
 
     def close(self) -> None:
         self._http.close()
