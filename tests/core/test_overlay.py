@@ -6,6 +6,7 @@ the tunnels."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from tests.core.support import (
@@ -18,10 +19,13 @@ from tests.core.support import (
     start_migration,
 )
 from tests.core.tagged_fabric import TaggedFabric, mentions
-from vportd.core.flow import Output, SetField
+from vportd.core.compiler import FlowCompiler
+from vportd.core.flow import FlowMod, Output, SetField
 from vportd.core.messages import SyncComplete, VPortSync
+from vportd.core.model import Location, VPortRecord
+from vportd.core.segments import Segment, SegmentMap
 from vportd.core.topology import Topology
-from vportd.core.tunnels import TunnelEndpoint
+from vportd.core.tunnels import TunnelEndpoint, Tunnels
 from vportd_lab.sim.cluster import SimCluster, Stored
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -143,3 +147,46 @@ def test_sync_complete_covers_the_segments_flows_at_the_destination() -> None:
     promised = {m.flow for m in out.flow_mods if m.switch == "hv3"}
     assert {f for f in dest.installed("hv3") if mentions(f, 10)} <= promised
     assert any(f.match.tunnel_id == 10 for f in promised)  # it takes segment 10 in
+
+
+def test_a_moved_endpoint_repoints_the_tunnel_flows() -> None:
+    sim, fabric = tenants()
+    moved = [replace(e, ip="198.51.100.2") if e.host == "hv1" else e for e in ENDS]
+    for ctl in sim.controllers.values():
+        sim.run(ctl.tunnels_are(moved))
+    fabric.tunnels = {e.host: e for e in moved}
+    fabric.by_ip = {int(ipaddress.IPv4Address(e.ip)): e for e in moved}
+    assert fabric.reach("hv0", 1, B, A) == {("hv1", 2, 0)}
+    held = sim.master_of("hv0").installed("hv0")
+    assert (
+        SetField("tun_ipv4_dst", "198.51.100.2")
+        in next(f for f in held if f.match.eth_dst == B).actions
+    )
+    assert not any(SetField("tun_ipv4_dst", "192.0.2.2") in f.actions for f in held)
+
+
+def test_a_tag_change_moves_the_vm_to_the_other_segment() -> None:
+    sim, fabric = tenants()
+    sim.port_event(replace(link("hv2", 3, C, up=True), segment=20))  # C: segment 10 -> 20
+    sim.deliver_all()
+    assert fabric.reach("hv0", 4, C, D) == {("hv2", 3, 0)}
+    assert fabric.reach("hv0", 1, C, A) == set()
+    assert holding(sim, 10) == {"hv0", "hv1"} and holding(sim, 20) == {"hv0", "hv1", "hv2"}
+
+
+def test_a_segments_vni_is_what_the_configuration_maps_it_to() -> None:
+    topo = Topology()
+    for i, host in enumerate(HOSTS[:2]):
+        topo.add_switch(host, i + 1)
+    tunnels = Tunnels()
+    tunnels.set(ENDS[:2])
+    flows = FlowCompiler(topo, ["hv0"], tunnels=tunnels, segments=SegmentMap([Segment(10, 5010)]))
+    mods: list[FlowMod] = []
+    for mac, host, port in [(A, "hv0", 1), (B, "hv1", 2)]:
+        loc = Location(host, port, None, True, 0, 0, "c1", segment=10)
+        mods += flows.update_vm(VPortRecord(mac, loc))
+    made = {m.flow for m in mods}
+    assert any(f.match.tunnel_id == 5010 for f in made)  # from the tunnel: VNI 5010 is 10
+    to_b = next(f for f in made if f.match.eth_dst == B)
+    assert SetField("tunnel_id", 5010) in to_b.actions
+    assert not any(f.match.tunnel_id == 10 or SetField("tunnel_id", 10) in f.actions for f in made)

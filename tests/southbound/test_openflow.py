@@ -117,6 +117,10 @@ def compiled(switch: str) -> list[Flow]:
         segflows.port_flow(6, 10), segflows.gate(10),
         segflows.vm_flow(MAC_B, 10, (6,), {10}), segflows.vm_flow(MAC_A, 10, (10, 6), {10}),
         segflows.flood_flow(10, (6, 10), {10}),
+        segflows.tunnel_flow((9, 5010), 10), segflows.tunnel_miss(9),
+        segflows.vm_flow(MAC_A, 11, (segflows.Remote("192.0.2.7"),), {10}, (9, 5011)),
+        segflows.flood_flow(11, (7, segflows.Remote("192.0.2.7"), segflows.Remote("192.0.2.8")),
+                            {10}, (9, 5011)),
     ]  # fmt: skip
 
 
@@ -124,6 +128,8 @@ def ofctl_line(flow: Flow) -> str:
     """How `ovs-ofctl -O OpenFlow13 dump-flows --no-stats` shows a core flow."""
     m = flow.match
     fields = [f"priority={flow.priority}"]
+    if m.tunnel_id is not None:
+        fields.append(f"tun_id={m.tunnel_id:#x}")
     if m.in_port is not None:
         fields.append(f"in_port={m.in_port}")
     if m.vlan_vid is not None:
@@ -148,7 +154,10 @@ def ofctl_line(flow: Flow) -> str:
         elif kind == "PopVlan":
             actions.append("pop_vlan")
         elif kind == "SetField":
-            actions.append(f"set_field:{a.value}->{a.field}")  # type: ignore[union-attr]
+            name = {"tunnel_id": "tun_id", "tun_ipv4_dst": "tun_dst"}.get(a.field, a.field)  # type: ignore[union-attr]
+            value = a.value  # type: ignore[union-attr]
+            shown = f"{value:#x}" if name == "tun_id" else value
+            actions.append(f"set_field:{shown}->{name}")
         else:
             actions.append(f"goto_table:{a.table}")  # type: ignore[union-attr]
     table = f" table={flow.table}," if flow.table else ""

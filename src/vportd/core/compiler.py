@@ -114,6 +114,7 @@ class FlowCompiler:
         self._segments = SegmentCompiler(
             topology, self.installed, self.switches, tunnels or Tunnels(), segments or SegmentMap()
         )
+        self._segment_vms = self._segments.vms  # (the same dict: every update asks it)
         # Bumped whatever changes which flows an unchanged entry needs here, or
         # changes `installed` behind the VMs' backs. (Of direct changes to
         # `switches`, only those that change its size are seen: use master and release.)
@@ -165,7 +166,7 @@ class FlowCompiler:
 
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
-        if rec.loc.segment or rec.vm in self._segments.vms:
+        if rec.loc.segment or rec.vm in self._segment_vms:
             return self._update_segmented(rec)
         topology = self.topology
         seen = self._seen

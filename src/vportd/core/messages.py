@@ -38,7 +38,7 @@ class Reason(StrEnum):
     MIGRATION = "migration"  # the leader's: a sync, rollback or forced completion
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PortEvent:
     """A port add, modify or delete seen on one of this controller's OVS."""
 
@@ -46,12 +46,46 @@ class PortEvent:
     ovs: str
     port: int
     mac: str
-    port_name: str | None = None
-    link_up: bool = False
-    ips: tuple[str, ...] = ()
-    iface_id: str | None = None
-    vm_id: str | None = None
-    segment: int = 0  # the port's VLAN tag (0: untagged)
+    port_name: str | None
+    link_up: bool
+    ips: tuple[str, ...]
+    iface_id: str | None
+    vm_id: str | None
+    segment: int  # the port's VLAN tag (0: untagged)
+
+    def __init__(  # noqa: PLR0917 (positional like the generated __init__ it replaces)
+        self,
+        kind: EventKind,
+        ovs: str,
+        port: int,
+        mac: str,
+        port_name: str | None = None,
+        link_up: bool = False,
+        ips: tuple[str, ...] = (),
+        iface_id: str | None = None,
+        vm_id: str | None = None,
+        segment: int = 0,
+    ) -> None:
+        # Every port event makes one: the slots written directly (see `slot_setters`).
+        _EV_KIND(self, kind)
+        _EV_OVS(self, ovs)
+        _EV_PORT(self, port)
+        _EV_MAC(self, mac)
+        _EV_PORT_NAME(self, port_name)
+        _EV_LINK_UP(self, link_up)
+        _EV_IPS(self, ips)
+        _EV_IFACE_ID(self, iface_id)
+        _EV_VM_ID(self, vm_id)
+        _EV_SEGMENT(self, segment)
+
+
+(
+    _EV_KIND, _EV_OVS, _EV_PORT, _EV_MAC, _EV_PORT_NAME, _EV_LINK_UP, _EV_IPS, _EV_IFACE_ID,
+    _EV_VM_ID, _EV_SEGMENT,
+) = slot_setters(
+    PortEvent, "kind", "ovs", "port", "mac", "port_name", "link_up", "ips", "iface_id",
+    "vm_id", "segment",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -389,7 +389,9 @@ class Runtime:
     async def _lldp(self) -> None:
         while True:
             for name, conn in list(self.switches.adopted.items()):
-                await probe(conn, self.feed.vm_ports(name).__contains__)
+                # Not to VM ports, nor to an overlay host's tunnel (it has no one to reach).
+                tunnel = {e.port for e in self.core.tunnels() if e.host == name}
+                await probe(conn, (self.feed.vm_ports(name) | tunnel).__contains__)
             if self.discovery.expire(self.clock()):
                 self._sync_links()
             await asyncio.sleep(self.config.topology.lldp_interval)
