@@ -4,7 +4,9 @@ A server is followed while the controller masters a switch it serves, or
 while it does not know yet which switches it serves (its first snapshot says
 so). Each followed server's monitor is a task of `run`'s TaskGroup; one that
 is no longer wanted is cancelled, and `closed` tells the runtime, which then
-forgets that server's snapshot.
+forgets that server's snapshot. At most `ADMIT` monitors connect and read
+their server's first dump at once (a controller starts by reading every
+server); one that cannot connect waits its backoff without holding a place.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from typing import Any, NoReturn
 
 from vportd.southbound.ovsdb.monitor import OvsdbMonitor
 
+ADMIT = 8  # monitors connecting and reading their first dump at once
+
 
 class Sessions:
     """The monitors of every configured remote, run while they are `wanted`."""
 
-    def __init__(self, monitors: Sequence[OvsdbMonitor], closed: Callable[[str], None]) -> None:
+    def __init__(
+        self, monitors: Sequence[OvsdbMonitor], closed: Callable[[str], None], admit: int = ADMIT
+    ) -> None:
         self.monitors = {m.remote: m for m in monitors}
+        self._admit = asyncio.Semaphore(admit)
+        for monitor in monitors:
+            monitor.admit = self._admit
         self.served: dict[str, frozenset[str]] = {}  # remote -> its bridges, as last read
         self.wanted: set[str] = set(self.monitors)  # (at first: every one, to read it)
         self._tasks: dict[str, asyncio.Task[Any]] = {}

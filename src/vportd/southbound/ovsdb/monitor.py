@@ -138,6 +138,10 @@ class OvsdbMonitor:
         self._backoff = Backoff() if backoff is None else backoff
         self._outage = _Outage(remote)
         self.live = False  # a session is open and monitoring (for `vportd_ovsdb_sessions`)
+        # Shared by monitors that may not all connect at once: held from an attempt's
+        # connect until the server's first dump is in (or the attempt failed).
+        self.admit: asyncio.Semaphore | None = None
+        self._admitted: asyncio.Semaphore | None = None
 
     async def run(self) -> NoReturn:
         """Sessions one after the other until cancelled; the mirror outlives them."""
@@ -150,6 +154,21 @@ class OvsdbMonitor:
             await self._sleep(delay)
 
     async def _session(self, mirror: Mirror) -> str:
+        """An attempt, admitted by `admit` (if shared) for its connect and first dump."""
+        if self.admit is not None:
+            await self.admit.acquire()
+            self._admitted = self.admit
+        try:
+            return await self._attempt(mirror)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._admitted is not None:
+            self._admitted.release()
+            self._admitted = None
+
+    async def _attempt(self, mirror: Mirror) -> str:
         """Connect and follow the server until the session fails; why it did."""
         try:
             reader, writer = await _open(self.remote, self.tls)
@@ -165,6 +184,7 @@ class OvsdbMonitor:
 
     def _monitoring(self) -> None:
         """A session got its monitor reply: the server is back."""
+        self._let_go()
         self.live = True
         self._backoff.reset()
         self._outage.ended()
