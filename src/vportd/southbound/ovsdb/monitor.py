@@ -7,8 +7,9 @@ columns vportd reads with `monitor_cond` (update2 diffs), and hands on a
 ovs library's IDL: the IDL parses JSON in pure Python and turns every column
 of every row into `Datum` objects, where this one decodes with the C `json`
 and keeps plain values (`wire`). It runs on the event loop rather than a
-thread per server: a controller follows every hypervisor's server, and
-threads would fight the loop for the GIL.
+thread per server: a controller follows many hypervisors' servers, and
+threads would fight the loop for the GIL. Monitors that share an `admit`
+semaphore connect and read their first dump a few at a time.
 
 When the server cannot be reached or a session ends, the monitor tries again
 after a `Backoff`: exponential with jitter, from `RETRY_FIRST` up to
