@@ -82,3 +82,36 @@ async def test_sessions_move_to_the_survivors_of_a_crash(rig: Rig) -> None:
         lambda: rig.leader.core.migration(got.json()["id"]).state == "completed", "completion"
     )
     assert rig.fabric.deliveries(to.mac, VMS[1].switch, VMS[1].port) == {(to.switch, to.port)}
+
+
+async def test_a_source_port_deleted_while_its_master_is_cut_off_completes_the_migration(
+    rig: Rig,
+) -> None:
+    """The source's master, cut off from the store, sees its port go but cannot say so;
+    the new master reads the source's server on gaining, finds the port gone and
+    completes the migration."""
+    leader, names = rig.leader, rig.fabric.names
+    source = next(s for s in names if rig.master(s) is not leader)
+    victim = rig.master(source)
+    destination = next(s for s in names if rig.master(s) is not victim)
+    mac = "02:00:00:00:08:01"
+    vm, there = VmPort(mac, source, 10), VmPort(mac, destination, 11)
+    other = VmPort("02:00:00:00:08:02", destination, 12)
+    await rig.boot(vm, other)
+    got = await rig.client(leader.id).post(
+        "/v1/migrations", json={"vm": mac, "source": source, "destination": destination}
+    )
+    assert got.status_code == 201
+    await rig.arrive(there)
+    rig.partition(victim.id)
+    rig.fabric.leave(vm)
+    await rig.until(
+        lambda: leader.core.migration(got.json()["id"]).state == "completed", "completion"
+    )
+    new = leader.core.master_of(source)
+    assert new not in (None, victim.id)
+    assert rig.stored()[mac].loc.ovs == destination
+    rig.heal(victim.id)
+    await rig.settle()
+    await rig.until_none(lambda: sessions_unlike_mastership(rig))
+    assert rig.fabric.deliveries(mac, other.switch, other.port) == {(there.switch, there.port)}
