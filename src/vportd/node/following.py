@@ -3,7 +3,8 @@ of the switches of the others from etcd.
 
 In a cluster (`ovsdb.follow = "mastered"`) a controller follows a hypervisor's
 OVSDB server while it masters a switch that server serves, or while it does
-not know yet which switches the server serves (`sessions`). A switch gained
+not know yet which switches the server serves, or one of them has no master
+(`sessions`). A switch gained
 on a server not followed is adopted once that server's first snapshot is in:
 the reconcile needs every port of it. The master of a switch publishes what
 the others need of it (`facts`: `switches/{name}` on its lease); the others
@@ -74,9 +75,11 @@ class Following:
         self.publish()
 
     def refollow(self) -> None:
-        """Follow the servers of the switches we master (or are about to)."""
+        """Follow the servers of the switches we master (or are about to), and of those
+        nobody masters yet: whoever gains one then has its server read already (at
+        start, and while a dead master's lease lapses), not read twice."""
         me = self.core.me
-        mine = {s.name for s in self.core.switches() if s.master == me}
+        mine = {s.name for s in self.core.switches() if s.master in (me, None)}
         self.sessions.want(mine | self.gaining)
 
     def masterable(self, names: Iterable[str]) -> list[str]:
