@@ -50,8 +50,10 @@ def test_the_last_line_names_every_figure(report: Path) -> None:
         "handshake_in_storm_p99_ms", "propagation_p99_ms", "failover_s", "bytes_per_vport",
     ]  # fmt: skip
     assert figures["hypervisors"] == SIZES.switches
-    # Every controller follows every hypervisor's OVSDB server (one per hypervisor).
-    assert figures["ovsdb_sessions"] == {c: SIZES.switches for c in ("c0", "c1", "c2")}
+    # A controller follows the OVSDB servers (one per hypervisor) of what it masters:
+    # each server is followed by one controller, its master.
+    sessions = figures["ovsdb_sessions"]
+    assert set(sessions) == {"c0", "c1", "c2"} and sum(sessions.values()) == SIZES.switches
     measured = {k: v for k, v in figures.items() if k not in ("hypervisors", "ovsdb_sessions")}
     # (A 60-port storm's memory growth and OVS floor round to anything, zero included.)
     assert all(isinstance(v, (int, float)) for v in measured.values()), measured

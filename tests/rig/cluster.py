@@ -67,7 +67,10 @@ class Rig:
         if self.options.tls:
             self.certs = Certs.make(self.tmp_path / "pki")
             switch_tls = self.certs.switch_context()
-        self.fabric = Fabric(self.options.hypervisors, tls=switch_tls)
+        self.fabric = Fabric(
+            self.options.hypervisors, tls=switch_tls,
+            per_hypervisor=self.options.ovsdb_per_hypervisor,
+        )  # fmt: skip
         if self.options.store == "etcd":
             self.server = MemoryServer()
         elif self.options.controllers != 1:
@@ -79,7 +82,7 @@ class Rig:
             tokens = token_files(self.tmp_path / "tokens")
             section = None if self.certs is None else self.certs.section()
             for n in range(self.options.controllers):
-                made = config(f"c{n}", self.options, self.fabric.db.remote, tokens, section)
+                made = config(f"c{n}", self.options, self.fabric.remotes, tokens, section)
                 self.members[made.controller.id] = m = member(made, self.server, self.clocks, n)
                 m.task = tg.create_task(m.run(), name=f"controller {m.id}")
             for m in self.members.values():

@@ -1,5 +1,9 @@
 """The rig's fake fabric: one `FakeOvsdb`, one `FakeSwitch` per bridge, patch ports between them.
 
+With `per_hypervisor`, each bridge has an OVSDB server of its own (`dbs`), as
+each hypervisor has in production, and the ports between two bridges declare
+their link with `external_ids:vportd-peer` instead of being patch ports.
+
 Laid out as the lab's patch fabric (`vportd_lab.bed.plan`): bridge `hv{i}` is
 datapath i+1; every pair of bridges is joined by a patch pair, `p{i}-{j}` on
 hv{i} with OpenFlow port 100+j; VM ports are numbered below 100. The OVSDB
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -53,12 +57,21 @@ def patch_mac(i: int, j: int) -> str:
 class Fabric:
     """Bridges hv0..hv{H-1} (module docstring). `async with Fabric(3) as fabric`."""
 
-    def __init__(self, hypervisors: int = 3, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        hypervisors: int = 3,
+        *,
+        tls: ssl.SSLContext | None = None,
+        per_hypervisor: bool = False,
+    ) -> None:
         if not 1 <= hypervisors < PATCH_BASE:
             raise ValueError(f"{hypervisors} hypervisors: 1 to {PATCH_BASE - 1}")
         self.names = [f"hv{i}" for i in range(hypervisors)]
         self.tls = tls
-        self.db = FakeOvsdb()
+        self.db = FakeOvsdb()  # every bridge's, or (per_hypervisor) hv0's
+        self.dbs = {name: self.db for name in self.names}  # each bridge's OVSDB server
+        if per_hypervisor:
+            self.dbs |= {name: FakeOvsdb() for name in self.names[1:]}
         self.switches: dict[str, FakeSwitch] = {}
         # (switch, port) -> (switch, port) at the other end of a patch pair, both ways.
         self.links: dict[tuple[str, int], tuple[str, int]] = {}
@@ -69,7 +82,8 @@ class Fabric:
     async def __aenter__(self) -> Fabric:
         await self._stack.__aenter__()
         try:
-            await self._stack.enter_async_context(self.db)
+            for db in self.servers:
+                await self._stack.enter_async_context(db)
             await self._build()
         except BaseException:
             await self._stack.aclose()
@@ -81,20 +95,46 @@ class Fabric:
     ) -> None:
         await self._stack.__aexit__(kind, exc, tb)
 
+    @property
+    def servers(self) -> list[FakeOvsdb]:
+        """The OVSDB servers, one per hypervisor or one for all."""
+        return list({id(db): db for db in self.dbs.values()}.values())
+
+    @property
+    def remotes(self) -> list[str]:
+        return [db.remote for db in self.servers]
+
     async def _build(self) -> None:
         count = len(self.names)
-        with self.db.transaction():
+        with self._transaction(self.names):
             for i, name in enumerate(self.names):
-                self.db.add_bridge(name, i + 1)
+                self.dbs[name].add_bridge(name, i + 1)
             for i in range(count):
                 for j in range(i + 1, count):
-                    self.db.add_patch(self._end(i, j), self._end(j, i))
+                    self._join(self._end(i, j), self._end(j, i))
         for i, name in enumerate(self.names):
             patches = [
                 Port(PATCH_BASE + j, f"p{i}-{j}", patch_mac(i, j)) for j in range(count) if j != i
             ]
             switch = FakeSwitch(i + 1, patches, name=name, tls=self.tls)
             self.switches[name] = await self._stack.enter_async_context(switch)
+
+    def _join(self, a: tuple[str, str, int], b: tuple[str, str, int]) -> None:
+        """A patch pair, or between two servers, two ports that name each other."""
+        if self.dbs[a[0]] is self.dbs[b[0]]:
+            self.dbs[a[0]].add_patch(a, b)
+            return
+        for (bridge, name, ofport), (peer, iface, _) in ((a, b), (b, a)):
+            hint = {"vportd-peer": f"{peer}/{iface}"}
+            self.dbs[bridge].add_port(bridge, name, ofport, ofport_request=ofport,
+                                      external_ids=hint)  # fmt: skip
+
+    def _transaction(self, switches: Iterable[str]) -> ExitStack:
+        """One transaction on each server of `switches`."""
+        stack = ExitStack()
+        for db in {id(self.dbs[s]): self.dbs[s] for s in switches}.values():
+            stack.enter_context(db.transaction())
+        return stack
 
     def _end(self, i: int, j: int) -> tuple[str, str, int]:
         """hv{i}'s end of its patch pair with hv{j}: (bridge, interface, OpenFlow port)."""
@@ -115,9 +155,9 @@ class Fabric:
         """VMs' taps appear, up: their OVSDB rows in one transaction, then their switch ports."""
         for n, vm in enumerate(vms):
             self._check_free(vm, vms[:n])
-        with self.db.transaction():
+        with self._transaction(vm.switch for vm in vms):
             for vm in vms:
-                self.db.add_vm_port(
+                self.dbs[vm.switch].add_vm_port(
                     vm.switch, vm.name, vm.port, vm.mac, iface_id=f"iface-{vm.name}",
                     vm_id=f"vm-{vm.mac}", tag=vm.tag,
                 )  # fmt: skip
@@ -135,7 +175,7 @@ class Fabric:
         if self.ports.pop((vm.switch, vm.port), None) != vm:
             raise ValueError(f"{vm} is not on the fabric")
         del self.up[vm.switch, vm.port]
-        self.db.delete_port(vm.name)
+        self.dbs[vm.switch].delete_port(vm.name)
         self.switches[vm.switch].delete_port(vm.port)
 
     def migrate(self, vm: VmPort, to: VmPort) -> None:
@@ -148,7 +188,7 @@ class Fabric:
     def set_link(self, vm: VmPort, up: bool) -> None:
         """The tap's link goes down or up (OVSDB and the switch's port status)."""
         self.up[vm.switch, vm.port] = up
-        self.db.set_link(vm.name, up)
+        self.dbs[vm.switch].set_link(vm.name, up)
         self.switches[vm.switch].set_link(vm.port, up)
 
     def _check_free(self, vm: VmPort, also: Iterable[VmPort]) -> None:

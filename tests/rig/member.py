@@ -65,6 +65,7 @@ class Options:
     flap_window: float = 180.0  # migration.flap_window (the controller's default)
     tls: bool = False  # [tls]: the API https only, OpenFlow over TLS
     unreachable_after: float = 30.0  # openflow.unreachable_after (the controller's default)
+    ovsdb_per_hypervisor: bool = False  # an OVSDB server per hypervisor (`Fabric`)
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Member:
 def config(
     me: str,
     options: Options,
-    ovsdb: str,
+    ovsdb: str | list[str],  # the OVSDB remote(s)
     tokens: tuple[Path, Path],
     tls_section: TLSSection | None = None,
 ) -> Config:
@@ -157,7 +158,7 @@ def config(
         **extra,
         "controller": {"id": me},
         "openflow": {"listen": "127.0.0.1:0", "unreachable_after": options.unreachable_after},
-        "ovsdb": {"remotes": [ovsdb]},
+        "ovsdb": {"remotes": [ovsdb] if isinstance(ovsdb, str) else ovsdb},
         "api": api,
         "store": {"kind": options.store, "lease_ttl": LEASE_TTL},
         "migration": {

@@ -91,10 +91,13 @@ def _connections(live: Sequence[Member], fabric: Fabric) -> str | None:
 
 
 def _feeds(live: Sequence[Member], fabric: Fabric) -> str | None:
-    """Every controller has read the fabric's VM ports (and their links) from OVSDB."""
+    """Each switch's master has read its VM ports (and their links) from OVSDB (the
+    others may not follow its server)."""
     for m in live:
         feed = m.runtime.feed
         for switch in fabric.names:
+            if not m.core.mastered(switch):
+                continue
             held = {port: feed.vm_row(switch, port) for port in feed.vm_ports(switch)}
             seen = {port: row.link_up for port, row in held.items() if row is not None}
             there = {port: up for (s, port), up in fabric.up.items() if s == switch}

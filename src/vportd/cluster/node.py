@@ -94,6 +94,9 @@ class NodeEvents(Protocol):
     def peer_outcome(self, peer: str, outcome: str) -> None:
         """How an east-west request ended ("ok" or "unreachable"), for the metrics."""
 
+    def switch_facts(self, published: dict[str, bytes]) -> None:
+        """What the masters publish of their switches (`switches/{name}`), all of it."""
+
 
 def chosen_master(switch: str, members: Sequence[str]) -> str | None:
     """Rendezvous hashing: the member that should master `switch`."""
@@ -130,6 +133,8 @@ class ClusterNode:
         # unreachable/{switch}/{controller}: the switches each controller has not reached
         # for a while; mastership goes to the controllers that still reach a switch.
         self.unreachable = Board(store, "unreachable/")
+        # switches/{name}: what its master publishes of a switch for the others (node.facts).
+        self.facts = Board(store, "switches/")
         self._unwritten: set[str] = set()  # VMs whose entries to read back from the store
         self._reread = asyncio.Event()
         self._mine: dict[str, Fence] = {}
@@ -151,6 +156,7 @@ class ClusterNode:
             tg.create_task(follow("conflicts/", self.conflicts.reset, self.conflicts.changed))
             reach = (self._unreachable_reset, self._unreachable_changed)
             tg.create_task(follow("unreachable/", *reach))
+            tg.create_task(follow("switches/", self._facts_reset, self._facts_changed))
             tg.create_task(self._sessions())
             tg.create_task(self._reread_unwritten())
 
@@ -186,6 +192,14 @@ class ClusterNode:
     def _unreachable_changed(self, kvs: list[KV], revision: int) -> None:
         self.unreachable.changed(kvs, revision)
         self._dirty.set()
+
+    def _facts_reset(self, kvs: dict[str, KV], revision: int) -> None:
+        self.facts.reset(kvs, revision)
+        self.events.switch_facts(self.facts.read)
+
+    def _facts_changed(self, kvs: list[KV], revision: int) -> None:
+        self.facts.changed(kvs, revision)
+        self.events.switch_facts(self.facts.read)
 
     def switches_changed(self) -> None:
         """The runtime learnt or lost a switch: reconsider who masters what."""
@@ -250,7 +264,7 @@ class ClusterNode:
             parts = [
                 self.store.keep_alive(lease), self._lead(lease), self._mastership(lease),
                 self.writer.run(member, lambda: self._leading), self.conflicts.run(lease),
-                self.unreachable.run(lease),
+                self.unreachable.run(lease), self.facts.run(lease),
             ]  # fmt: skip
             tasks = [tg.create_task(_until_lost(part, ended)) for part in parts]
             why = await ended

@@ -112,6 +112,10 @@ class OVSDBSection(_Section):
     )
     """`unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT` (IPv6 as [ADDR]), one per hypervisor."""
 
+    follow: Literal["mastered", "all"] = "mastered"
+    """In a cluster, which servers a controller follows: those of the switches it masters
+    (the others' facts come from etcd, `switches/`), or every one. Alone: every one."""
+
     @field_validator("remotes")
     @classmethod
     def _remotes(cls, value: list[str]) -> list[str]:

@@ -5,7 +5,9 @@ diffed on their own, so that an update costs what changed on it, not every
 row of every server. A bridge counts once it has a datapath id; its VM ports
 then show up as adds. The feed follows every bridge whether or not its
 OpenFlow channel is up, so that a controller that (re)starts knows every VM
-before it reconciles the first switch.
+before it reconciles the first switch. A server the controller stops following
+is `forget`-ten; what its masters publish of the switches of servers not
+followed (`published`) counts for the links and tunnel endpoints.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from vportd.core.messages import EventKind, PortEvent
 from vportd.core.topology import Link
 from vportd.core.tunnels import TunnelEndpoint
+from vportd.node.facts import SwitchFacts, of_snapshot
 from vportd.southbound.ovsdb.snapshot import (
     EMPTY,
     Change,
@@ -53,6 +56,7 @@ class Fed:
     events: list[PortEvent] = field(default_factory=list)  # of the wanted bridges
     links_changed: bool = False
     tunnels_changed: bool = False
+    fabric_changed: bool = False  # a bridge or a non-VM interface (what `facts` publishes)
 
 
 class OvsdbFeed:
@@ -65,6 +69,9 @@ class OvsdbFeed:
         self._link_names: set[str] = set()  # interfaces that declare a link or are named by one
         self._declared: set[Link] = set()
         self._tunnels: dict[str, TunnelEndpoint] = {}  # per OVSDB server of an overlay host
+        # The servers not followed, as their switches' masters publish them (`facts`).
+        self._published: dict[str, Snapshot] = {}
+        self._published_tunnels: dict[str, TunnelEndpoint] = {}  # by host
 
     def snapshot(self, remote: str, snap: Snapshot, wanted: Callable[[str], bool]) -> Fed:
         """Take a server's snapshot; port events only for bridges `wanted` (mastered)."""
@@ -76,7 +83,7 @@ class OvsdbFeed:
             new = replace(new, changed=None)
         self._whole[remote] = whole
         self._snapshots[remote] = new
-        fed = Fed(dict(new.bridges))
+        fed = Fed(dict(new.bridges), fabric_changed=_fabric_changed(old, new))
         for change in diff_ports(old, new):
             self._index(change.change, change.row)
             if wanted(change.row.bridge):  # (skip making the events of others' switches)
@@ -89,16 +96,54 @@ class OvsdbFeed:
             else:
                 self._tunnels[remote] = tunnel
         if self._links_may_change(new):
-            declared = {_link(x) for x in declared_links(self._snapshots.values())}
-            fed.links_changed = declared != self._declared
-            self._declared = declared
-            self._link_names = _link_names(self._snapshots.values())
+            fed.links_changed = self._relink()
         return fed
+
+    def forget(self, remote: str) -> Fed:
+        """Stop following `remote`: its snapshot, VM ports, tunnel and links go."""
+        old = self._snapshots.pop(remote, None)
+        self._whole.pop(remote, None)
+        for row in () if old is None else old.ifaces.values():
+            if row.is_vm and row.ofport:
+                self._index(Change.DELETE, row)
+        fed = Fed(tunnels_changed=self._tunnels.pop(remote, None) is not None)
+        fed.links_changed = self._relink()
+        return fed
+
+    def following(self, remote: str) -> bool:
+        """Whether a snapshot of `remote` is in (since it was last forgotten)."""
+        return remote in self._snapshots
+
+    def published(self, snaps: dict[str, Snapshot], tunnels: list[TunnelEndpoint]) -> Fed:
+        """What the masters publish of their switches (`node.facts`), by remote."""
+        old = self.tunnels
+        self._published = snaps
+        self._published_tunnels = {e.host: e for e in tunnels}
+        return Fed(links_changed=self._relink(), tunnels_changed=self.tunnels != old)
+
+    def facts(self, switch: str) -> SwitchFacts | None:
+        """What others need of `switch`, if a followed server serves it."""
+        for remote, snap in self._snapshots.items():
+            if switch in snap.bridges:
+                return of_snapshot(switch, remote, snap, self._tunnels.get(remote))
+        return None
+
+    def _relink(self) -> bool:
+        snaps = [*self._snapshots.values()]
+        snaps += [s for r, s in self._published.items() if r not in self._snapshots]
+        declared = {_link(x) for x in declared_links(snaps)}
+        changed = declared != self._declared
+        self._declared = declared
+        self._link_names = _link_names(self._snapshots.values())
+        return changed
 
     @property
     def tunnels(self) -> list[TunnelEndpoint]:
-        """The overlay hosts' tunnel endpoints, as their OVSDB servers show them."""
-        return sorted(self._tunnels.values(), key=lambda e: e.host)
+        """The overlay hosts' tunnel endpoints, as their OVSDB servers (or, for servers
+        not followed, their masters) show them."""
+        ends = dict(self._published_tunnels)
+        ends.update((e.host, e) for e in self._tunnels.values())
+        return sorted(ends.values(), key=lambda e: e.host)
 
     @property
     def declared(self) -> set[Link]:
@@ -150,6 +195,18 @@ def _named_only(snap: Snapshot) -> Snapshot:
         return snap
     ifaces = {n: r for n, r in snap.ifaces.items() if r.bridge in snap.bridges}
     return Snapshot(snap.bridges, ifaces, host=snap.host)
+
+
+def _fabric_changed(old: Snapshot, new: Snapshot) -> bool:
+    """Whether a bridge or a non-VM interface differs (cheap when `changed` is known)."""
+    if new.bridges != old.bridges:
+        return True
+    names = new.ifaces.keys() | old.ifaces.keys() if new.changed is None else new.changed
+    for name in names:
+        was, now = old.ifaces.get(name), new.ifaces.get(name)
+        if was != now and not (was is not None and was.is_vm) and not (now and now.is_vm):
+            return True
+    return False
 
 
 def _tunnel(snap: Snapshot) -> TunnelEndpoint | None:

@@ -1,11 +1,13 @@
 """The controller process: the sealed core wired to OpenFlow, OVSDB, the cluster and the clock.
 
 Everything long-lived runs in one `asyncio.TaskGroup` (`Runtime.run`): the
-OpenFlow server, one OVSDB monitor per remote, the cluster node, the
+OpenFlow server, the OVSDB monitors (in a cluster, only those of the
+hypervisors this controller masters: `following`), the cluster node, the
 executor, the timer, LLDP and the loop watchdog. Every input reaches the core
 here, on the loop, with the time; each `Output` goes to the executor
 (`executor`), which writes, sends and confirms it in order. The parts:
-`feed` (OVSDB snapshots), `switches` (OpenFlow connections and adoption),
+`feed` (OVSDB snapshots), `following` (which servers, and what the masters
+publish of the others), `switches` (OpenFlow connections and adoption),
 `discovery` (LLDP), `cluster.node` (etcd and the peers).
 """
 
@@ -44,7 +46,8 @@ from vportd.node.config import Config
 from vportd.node.conflicts import ConflictWatch
 from vportd.node.discovery import LinkDiscovery, probe
 from vportd.node.executor import Executor
-from vportd.node.feed import OvsdbFeed
+from vportd.node.feed import Fed, OvsdbFeed
+from vportd.node.following import Following
 from vportd.node.metrics import Metrics
 from vportd.node.migrations import MigrationWatch
 from vportd.node.pacing import Pacer, Unfed
@@ -121,6 +124,7 @@ class Runtime:
             OvsdbMonitor(r, partial(self._on_snapshot, r), pace=self.pacer.turn, tls=ovsdb_tls)
             for r in config.ovsdb.remotes
         ]
+        self.following: Following | None = None  # in a cluster: sessions by mastership
 
     def attach(self, cluster: ClusterNode) -> None:
         """Run as a member of a cluster (store.kind = "etcd")."""
@@ -137,8 +141,15 @@ class Runtime:
             if self.cluster is not None:
                 tg.create_task(self.cluster.run())
             tg.create_task(self.openflow.serve())
-            for monitor in self.monitors:
-                tg.create_task(monitor.run())
+            if self.cluster is not None and self.config.ovsdb.follow == "mastered":
+                self.following = Following(
+                    self.monitors, self.core, self.feed, self.cluster,
+                    gain=self._gain, learn=self._learn, apply=self._apply_fed,
+                )  # fmt: skip
+                tg.create_task(self.following.sessions.run())
+            else:
+                for monitor in self.monitors:
+                    tg.create_task(monitor.run())
             tg.create_task(self._tick())
             tg.create_task(watch_loop(self._lagged))
             if self.config.topology.lldp:
@@ -260,6 +271,8 @@ class Runtime:
             learnt = self._learn(fed.bridges)
             if fed.tunnels_changed or (learnt and self.feed.tunnels):
                 self._submit(self.core.tunnels_are(self.feed.tunnels))
+            if self.following is not None:
+                self.following.snapshot_in(remote, fed, learnt)
         events = fed.events
         self._unfed.expect(events)
         try:
@@ -269,6 +282,13 @@ class Runtime:
         finally:
             self._unfed.forget(events)  # (all fed, unless the runtime is stopping)
         if learnt or fed.links_changed:
+            self._sync_links()
+
+    def _apply_fed(self, fed: Fed) -> None:
+        """Tunnel endpoints or links changed (a server followed or not, published facts)."""
+        if fed.tunnels_changed:
+            self._submit(self.core.tunnels_are(self.feed.tunnels))
+        if fed.links_changed:
             self._sync_links()
 
     def _feed_slice(self, events: list[PortEvent]) -> Output[None]:
@@ -440,7 +460,12 @@ class Runtime:
         self.core.step_down()
 
     def gained(self, switch: str) -> None:
-        """We master `switch` now: take its ports as ours, then adopt its flows."""
+        """We master `switch` now: take its ports as ours (once its OVSDB server's first
+        snapshot is in: the reconcile needs every port), then adopt its flows."""
+        if self.following is None or self.following.gained(switch):
+            self._gain(switch)
+
+    def _gain(self, switch: str) -> None:
         try:
             out = self.core.gain_switch(switch, self.feed.ports_of(switch), self.clock())
         except CoreError as err:
@@ -450,10 +475,14 @@ class Runtime:
         conn = self.switches.connected.get(switch)
         if conn is not None and not conn.closed:
             self.executor.step(partial(self.switches.take_role, switch, conn, Role.MASTER))
+        if self.following is not None:
+            self.following.changed(switch)
 
     def master_is(self, switch: str, master: str | None) -> None:
         """Another controller (or none yet) masters `switch`: leave its flows to it."""
         self.core.master_is(switch, master)
+        if self.following is not None:
+            self.following.changed(switch)
         conn = self.switches.released(switch)
         if conn is not None:
             self.executor.step(partial(self.switches.take_role, switch, conn, Role.SLAVE))
@@ -463,7 +492,14 @@ class Runtime:
         self._submit(self.core.sync_answered(answer, self.clock()), urgent=True)
 
     def switch_names(self) -> list[str]:
-        return [s.name for s in self.core.switches()]
+        """The switches to master: with sessions by mastership, those a configured
+        OVSDB server serves (as read), not those only published."""
+        names = [s.name for s in self.core.switches()]
+        return names if self.following is None else self.following.masterable(names)
+
+    def switch_facts(self, published: dict[str, bytes]) -> None:
+        if self.following is not None:
+            self.following.published(published)
 
     def records_on(self, switch: str) -> list[VPortRecord]:
         return [rec for rec in self.core.vports() if rec.loc.ovs == switch]

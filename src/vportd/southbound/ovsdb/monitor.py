@@ -7,8 +7,9 @@ columns vportd reads with `monitor_cond` (update2 diffs), and hands on a
 ovs library's IDL: the IDL parses JSON in pure Python and turns every column
 of every row into `Datum` objects, where this one decodes with the C `json`
 and keeps plain values (`wire`). It runs on the event loop rather than a
-thread per server: a controller follows every hypervisor's server, and
-threads would fight the loop for the GIL.
+thread per server: a controller follows many hypervisors' servers, and
+threads would fight the loop for the GIL. Monitors that share an `admit`
+semaphore connect and read their first dump a few at a time.
 
 When the server cannot be reached or a session ends, the monitor tries again
 after a `Backoff`: exponential with jitter, from `RETRY_FIRST` up to
@@ -138,6 +139,10 @@ class OvsdbMonitor:
         self._backoff = Backoff() if backoff is None else backoff
         self._outage = _Outage(remote)
         self.live = False  # a session is open and monitoring (for `vportd_ovsdb_sessions`)
+        # Shared by monitors that may not all connect at once: held from an attempt's
+        # connect until the server's first dump is in (or the attempt failed).
+        self.admit: asyncio.Semaphore | None = None
+        self._admitted: asyncio.Semaphore | None = None
 
     async def run(self) -> NoReturn:
         """Sessions one after the other until cancelled; the mirror outlives them."""
@@ -150,6 +155,21 @@ class OvsdbMonitor:
             await self._sleep(delay)
 
     async def _session(self, mirror: Mirror) -> str:
+        """An attempt, admitted by `admit` (if shared) for its connect and first dump."""
+        if self.admit is not None:
+            await self.admit.acquire()
+            self._admitted = self.admit
+        try:
+            return await self._attempt(mirror)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._admitted is not None:
+            self._admitted.release()
+            self._admitted = None
+
+    async def _attempt(self, mirror: Mirror) -> str:
         """Connect and follow the server until the session fails; why it did."""
         try:
             reader, writer = await _open(self.remote, self.tls)
@@ -165,6 +185,7 @@ class OvsdbMonitor:
 
     def _monitoring(self) -> None:
         """A session got its monitor reply: the server is back."""
+        self._let_go()
         self.live = True
         self._backoff.reset()
         self._outage.ended()
