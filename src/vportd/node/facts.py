@@ -10,10 +10,13 @@ OVSDB reads would be (`as_snapshots`, `tunnels`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from pydantic import Field, ValidationError
+
+from vportd.cluster.codec import IP, Name, OfPort, Strict
 from vportd.core.tunnels import TunnelEndpoint
 from vportd.southbound.ovsdb.snapshot import IfaceRow, Snapshot
 
@@ -45,33 +48,40 @@ def of_snapshot(
     return SwitchFacts(switch, dpid, remote, tuple(ifaces), own)
 
 
+class FactsWire(Strict):
+    """`switches/{name}` as stored."""
+
+    bridge: Name
+    dpid: Annotated[int, Field(ge=0, le=2**64 - 1)]
+    remote: Name
+    links: Annotated[list[tuple[Name, OfPort, Name | None]], Field(max_length=65_536)]
+    encap_ip: IP | None = None
+    tunnel_port: OfPort | None = None
+    tunnel_kind: Literal["geneve", "vxlan"] = "geneve"
+
+
 def encode(facts: SwitchFacts) -> bytes:
-    data: dict[str, object] = {
-        "dpid": facts.dpid, "remote": facts.remote, "bridge": facts.name,
-        "links": [list(x) for x in facts.ifaces],
-    }  # fmt: skip
-    if facts.tunnel is not None:
-        t = facts.tunnel
-        data |= {"encap_ip": t.ip, "tunnel_port": t.port, "tunnel_kind": t.kind}
-    return json.dumps(data, sort_keys=True).encode()
+    wire = FactsWire.model_construct(
+        bridge=facts.name, dpid=facts.dpid, remote=facts.remote, links=list(facts.ifaces)
+    )
+    t = facts.tunnel
+    if t is not None:
+        wire = wire.model_copy(
+            update={"encap_ip": t.ip, "tunnel_port": t.port, "tunnel_kind": t.kind}
+        )
+    return wire.model_dump_json(exclude_none=True).encode()
 
 
 def decode(value: bytes) -> SwitchFacts:
     """ValueError if `value` is not a switch's facts."""
     try:
-        data = json.loads(value)
-        ifaces = tuple((str(n), int(p), None if x is None else str(x)) for n, p, x in data["links"])
-        tunnel = None
-        if data.get("encap_ip") is not None:
-            port = data.get("tunnel_port")
-            tunnel = TunnelEndpoint(
-                str(data["bridge"]), str(data["encap_ip"]), None if port is None else int(port),
-                str(data.get("tunnel_kind", "geneve")),
-            )  # fmt: skip
-        return SwitchFacts(str(data["bridge"]), int(data["dpid"]), str(data["remote"]),
-                           ifaces, tunnel)  # fmt: skip
-    except (LookupError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(f"not a switch's facts: {err!r}") from None
+        w = FactsWire.model_validate_json(value)
+    except ValidationError as err:
+        raise ValueError(f"not a switch's facts: {err.error_count()} errors") from None
+    tunnel = None
+    if w.encap_ip is not None:
+        tunnel = TunnelEndpoint(w.bridge, w.encap_ip, w.tunnel_port, w.tunnel_kind)
+    return SwitchFacts(w.bridge, w.dpid, w.remote, tuple(w.links), tunnel)
 
 
 def as_snapshots(facts: Iterable[SwitchFacts]) -> dict[str, Snapshot]:

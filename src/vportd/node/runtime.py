@@ -175,11 +175,15 @@ class Runtime:
             self._look_for_conflicts()
 
     def _look_at_switches(self, now: float) -> None:
-        me, known = self.core.me, [s.name for s in self.core.switches()]
-        mastered = [s.name for s in self.core.switches() if s.master == me]
-        went, back = self.reach.look(known, mastered, self.switches.connected, now)
+        me, switches = self.core.me, self.core.switches()
+        mastered = [s.name for s in switches if s.master == me]
+        went, back = self.reach.look(
+            [s.name for s in switches], mastered, self.switches.connected, now
+        )
+        unreachable = self.reach.unreachable(now)
+        self._handing &= unreachable.intersection(mastered)  # (said again if it happens again)
         if self.cluster is not None:
-            self.cluster.unreachable_are(self.reach.unreachable(now))
+            self.cluster.unreachable_are(unreachable)
         for switch in went:
             if self.cluster is not None and self.cluster.reachable_elsewhere(switch):
                 # Not down: its master-to-be reaches it (looked at again next tick, as the
