@@ -26,6 +26,7 @@ truth: a flow still desired is added again if it is not there.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from vportd.core import segflows
 from vportd.core.floods import install, uninstall
@@ -38,6 +39,7 @@ from vportd.core.topology import Topology
 from vportd.core.tunnels import Tunnels
 
 Flows = dict[str, dict[FlowKey, Flow]]  # per switch, by key
+Outs = dict[str, tuple[segflows.Target, ...]]  # per switch, where a VM's flow there outputs
 
 
 def _segment(rec: VPortRecord) -> int:
@@ -78,12 +80,18 @@ class SegmentCompiler:
         self._local: dict[tuple[str, int], dict[str, int]] = {}  # (switch, segment): VM -> port
         self._held_vm: dict[str, Flows] = {}  # per VM, its flows on our switches
         self._held_seg: dict[tuple[str, int], dict[FlowKey, Flow]] = {}
-        self._floods: dict[tuple[str, int], tuple[segflows.Target, ...]] = {}  # flood members held
+        # Per switch and segment, the flood members held; per segment, the switches flooding it.
+        self._floods: dict[str, dict[int, tuple[segflows.Target, ...]]] = {}
+        self._flooding: dict[int, set[str]] = {}
+        # Per segment and switch, `_reach_of`; made again when the paths may have changed.
+        self._reach: dict[int, dict[str, Outs]] = {}
+        self._reach_seen = (-1, -1, -1)
         self._gates: dict[str, frozenset[int]] = {}  # per switch, the gates held
 
     # -- what the table says ------------------------------------------------
-    def note(self, rec: VPortRecord) -> set[int]:
-        """Take the VM's entry; the segments whose sites changed."""
+    def note(self, rec: VPortRecord) -> dict[int, set[str]]:
+        """Take the VM's entry; the segments whose sites changed, with the switches that
+        became or stopped being one."""
         vm, seg = rec.vm, _segment(rec)
         old = self.vms.get(vm)
         if seg:
@@ -103,40 +111,50 @@ class SegmentCompiler:
         if new is not None and new.loc.ovs is not None and new.loc.port is not None:
             self._local.setdefault((new.loc.ovs, new.loc.segment), {})[vm] = new.loc.port
 
-    def _resite(self, vm: str, now: tuple[int, frozenset[str]] | None) -> set[int]:
+    def _resite(self, vm: str, now: tuple[int, frozenset[str]] | None) -> dict[int, set[str]]:
         before = self._vm_sites.get(vm)
         if before == now:
-            return set()
-        changed: set[int] = set()
+            return {}
+        changed: dict[int, set[str]] = {}
         if before is not None:
             count = self._sites[before[0]]
             for switch in before[1]:
                 count[switch] -= 1
                 if not count[switch]:
                     del count[switch]
-                    changed.add(before[0])
+                    changed.setdefault(before[0], set()).add(switch)
             del self._vm_sites[vm]
         if now is not None:
             count = self._sites.setdefault(now[0], Counter())
             for switch in now[1]:
                 count[switch] += 1
                 if count[switch] == 1:
-                    changed.add(now[0])
+                    changed.setdefault(now[0], set()).add(switch)
             self._vm_sites[vm] = now
         return changed
 
     # -- inputs -------------------------------------------------------------
     def update(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring our switches in line with the VM's entry."""
+        seen = (self.topology.version, self.tunnels.version, len(self.switches))
+        if seen != self._reach_seen:
+            self._reach_seen = seen
+            self._reach.clear()
         old = self.vms.get(rec.vm)
         resited = self.note(rec)
         mods = self._sync_vm(rec.vm)
         touched: set[tuple[str, int]] = set()
-        for seg in resited:
+        for seg, switches in resited.items():
+            dirty = self._rereach(seg, switches)
             for vm in sorted(self._members.get(seg, ())):
-                if vm != rec.vm:
-                    mods += self._sync_vm(vm)
-            touched |= {(s, seg) for s in self.switches}
+                other = self.vms[vm]
+                if vm == rec.vm:
+                    continue
+                if other.migrating:
+                    mods += self._sync_vm(vm)  # (a migration's flows follow the sites too)
+                elif other.loc.ovs in dirty:
+                    mods += self._sync_vm(vm, dirty[other.loc.ovs])
+            touched |= {(s, seg) for s in self._floods_around(seg, switches)}
         for r in (old, rec):
             if r is not None and r.loc.ovs in self.switches and _segment(r):
                 touched.add((r.loc.ovs, _segment(r)))
@@ -145,6 +163,15 @@ class SegmentCompiler:
         for switch in sorted({s for s, _ in touched}):
             mods += self._sync_gates(switch)
         return mods
+
+    def _floods_around(self, seg: int, changed: set[str]) -> set[str]:
+        """Our switches whose floods of `seg` may change as `changed` join or leave its
+        sites: its sites, those that flood it now, and the flood tree's path from each
+        changed switch to the root (where the tree meets the segment's)."""
+        around = {*changed, *self._sites.get(seg, ()), *self._flooding.get(seg, ())}
+        for switch in changed:
+            around.update(self.topology.towards_root(switch))
+        return around & self.switches
 
     def held_for(self, vm: str) -> list[FlowMod]:
         """The VM's flows on our switches, as adds (`FlowCompiler.held_for`), and on the
@@ -172,12 +199,14 @@ class SegmentCompiler:
             flows.pop(switch, None)
         for key in [k for k in self._held_seg if k[0] == switch]:
             del self._held_seg[key]
-            self._floods.pop(key, None)
+        for seg in self._floods.pop(switch, {}):
+            self._flooding.get(seg, set()).discard(switch)
         self._gates.pop(switch, None)
 
     def sync_switch(self, switch: str) -> dict[FlowKey, Flow]:
         """Every segment flow `switch` needs, from scratch (the compiler installs them)."""
         self.release(switch)
+        self._reach.clear()
         desired: dict[FlowKey, Flow] = {}
         for rec in self.vms.values():
             flows = self._vm_flows(rec).get(switch)
@@ -209,37 +238,83 @@ class SegmentCompiler:
         return segflows.Remote(end.ip)
 
     # -- a VM's flows ---------------------------------------------------------
-    def _vm_flows(self, rec: VPortRecord) -> Flows:
-        """Per switch of ours, the VM's flows (module doc)."""
+    def _vm_flows(self, rec: VPortRecord, only: set[str] | None = None) -> Flows:
+        """Per switch of ours (of `only`, if given), the VM's flows (module doc)."""
         seg, loc = _segment(rec), rec.loc
         here = loc.ovs
         if not seg or here is None:
             return {}
+        topology, switches = self.topology, self.switches
+        outs = dict(self._reach_of(seg, here))
+        if here in switches and loc.port is not None:
+            outs[here] = (loc.port,)
+        if handing_over(rec):
+            outs.update(handover_outs(topology, rec, switches))
+            outs.update(self._handover_tunnels(rec))
+        if only is not None:
+            outs = {s: t for s, t in outs.items() if s in only}
+        flows: Flows = {}
+        made: dict[object, Flow] = {}  # (the overlay's hosts share one flow per VM)
+        for switch, targets in outs.items():
+            tunnel = self._tunnel(switch, seg)
+            links = topology.link_ports(switch)
+            shared = None if links else (targets, tunnel)
+            flow = made.get(shared) if shared is not None else None
+            if flow is None:
+                flow = segflows.vm_flow(rec.vm, seg, targets, links, tunnel)
+                if shared is not None:
+                    made[shared] = flow
+            flows[switch] = {flow.key: flow}
+        mig = rec.mig
+        if (
+            mig is not None
+            and mig.phase < Phase.ACTIVATED
+            and mig.destination in switches
+            and (only is None or mig.destination in only)
+        ):
+            flow = segflows.arrival_flow(rec.vm, seg)
+            flows.setdefault(mig.destination, {})[flow.key] = flow
+        return flows
+
+    def _reach_of(self, seg: int, here: str) -> Outs:
+        """Where, on our switches but `here`, a VM of `seg` on `here` needs its forwarding
+        flow, and its targets there (kept per segment and switch: its VMs share it)."""
+        reach = self._reach.setdefault(seg, {})
+        outs = reach.get(here)
+        if outs is None:
+            outs = reach[here] = self._reach_from(here, self._sites.get(seg, ()))
+        return outs
+
+    def _reach_from(self, here: str, sites: Iterable[str]) -> Outs:
+        """`_reach_of` for the paths from `sites` only."""
         topology, switches, tunnels = self.topology, self.switches, self.tunnels
-        outs: dict[str, tuple[segflows.Target, ...]] = {}
+        outs: Outs = {}
         exceptions = topology.exceptions(here)
-        for site in self._sites.get(seg, ()):
+        for site in sites:
             if site in switches and tunnels.joined(site, here):
                 outs[site] = (self._remote(here),)  # through the tunnel, with the VNI
                 continue
             for switch, _, _ in topology.path(site, here):
                 if switch != here and switch in switches and switch in exceptions:
                     outs[switch] = (exceptions[switch],)
-        if here in switches and loc.port is not None:
-            outs[here] = (loc.port,)
-        if handing_over(rec):
-            outs.update(handover_outs(topology, rec, switches))
-            outs.update(self._handover_tunnels(rec))
-        flows: Flows = {}
-        for switch, targets in outs.items():
-            tunnel = self._tunnel(switch, seg)
-            flow = segflows.vm_flow(rec.vm, seg, targets, topology.link_ports(switch), tunnel)
-            flows[switch] = {flow.key: flow}
-        mig = rec.mig
-        if mig is not None and mig.phase < Phase.ACTIVATED and mig.destination in switches:
-            flow = segflows.arrival_flow(rec.vm, seg)
-            flows.setdefault(mig.destination, {})[flow.key] = flow
-        return flows
+        return outs
+
+    def _rereach(self, seg: int, changed: set[str]) -> dict[str, set[str]]:
+        """Bring the segment's reach in line with its sites; per switch whose VMs' flows
+        it changed, the switches where. Sites that joined add their paths; one that
+        left: all again."""
+        reach = self._reach.get(seg, {})
+        sites: Counter[str] = self._sites.get(seg, Counter())
+        joined = all(s in sites for s in changed)
+        dirty: dict[str, set[str]] = {}
+        for here, old in reach.items():
+            new = {**old, **self._reach_from(here, changed)} if joined else None
+            if new is None:
+                new = self._reach_from(here, sites)
+            if new != old:
+                reach[here] = new
+                dirty[here] = {s for s in old.keys() | new.keys() if old.get(s) != new.get(s)}
+        return dirty
 
     def _handover_tunnels(self, rec: VPortRecord) -> dict[str, tuple[segflows.Target, ...]]:
         """Hand-over across the overlay: the source sends the VM's frames to its port and
@@ -261,13 +336,22 @@ class SegmentCompiler:
                 outs[site] = (self._remote(src), self._remote(dst))
         return outs
 
-    def _sync_vm(self, vm: str) -> list[FlowMod]:
+    def _sync_vm(self, vm: str, only: set[str] | None = None) -> list[FlowMod]:
+        """Bring the VM's flows in line (on `only` those switches, if given)."""
         rec = self.vms.get(vm)
-        desired = {} if rec is None else self._vm_flows(rec)
-        held = self._held_vm.pop(vm, {})
+        desired = {} if rec is None else self._vm_flows(rec, only)
+        if only is None:
+            held = self._held_vm.pop(vm, {})
+            mods = _diff(self.installed, held, desired)
+            if desired:
+                self._held_vm[vm] = desired
+            return mods
+        every = self._held_vm.pop(vm, {})
+        held = {s: every.pop(s) for s in only if s in every}
         mods = _diff(self.installed, held, desired)
-        if desired:
-            self._held_vm[vm] = desired
+        every.update(desired)
+        if every:
+            self._held_vm[vm] = every
         return mods
 
     # -- a segment's flows on a switch -------------------------------------------
@@ -290,7 +374,12 @@ class SegmentCompiler:
         if tunnel is not None and switch in self._sites.get(seg, ()):
             flows.append(segflows.tunnel_flow(tunnel, seg))  # a site: takes the VNI in
         members = self._flood_members(switch, seg)
-        self._floods[switch, seg] = members
+        self._floods.setdefault(switch, {})[seg] = members
+        flooding = self._flooding.setdefault(seg, set())
+        if members:
+            flooding.add(switch)
+        else:
+            flooding.discard(switch)
         if members:
             links = self.topology.link_ports(switch)
             flows.append(segflows.flood_flow(seg, members, links, tunnel))
@@ -306,12 +395,14 @@ class SegmentCompiler:
     def _gate_ports(self, switch: str) -> frozenset[int]:
         """The ports floods may enter by: the members (the tunnel port for overlay hosts)."""
         tunnel = self.tunnels.port(switch)
-        gates = set()
-        for (s, _), members in self._floods.items():
-            if s == switch:
-                gates |= {p if isinstance(p, int) else tunnel for p in members}
-        gates.discard(None)
-        return frozenset(p for p in gates if p is not None)
+        gates: set[int] = set()
+        for members in self._floods.get(switch, {}).values():
+            for p in members:
+                if isinstance(p, int):
+                    gates.add(p)
+                elif tunnel is not None:
+                    gates.add(tunnel)
+        return frozenset(gates)
 
     def _sync_gates(self, switch: str) -> list[FlowMod]:
         gates = self._gate_ports(switch)

@@ -255,6 +255,20 @@ class Topology:
             self._tree = self._spanning_tree()
         return self._tree.get(switch, frozenset())
 
+    def towards_root(self, switch: str) -> list[str]:
+        """The switches from `switch` (excluded) to the root by default ports: the flood
+        tree's path (both are breadth-first from the root, ports in order)."""
+        hops: list[str] = []
+        here = switch
+        for _ in range(len(self._dpids)):
+            port = self.default_port(here)
+            end = None if port is None else self._links[here].get(port)
+            if end is None:
+                break
+            here = end.switch
+            hops.append(here)
+        return hops
+
     def tree_beyond(self, switch: str, port: int) -> frozenset[str]:
         """The switches a flood leaving `switch` by tree port `port` reaches."""
         cached = self._beyond.get((switch, port))
