@@ -190,3 +190,19 @@ def test_a_segments_vni_is_what_the_configuration_maps_it_to() -> None:
     to_b = next(f for f in made if f.match.eth_dst == B)
     assert SetField("tunnel_id", 5010) in to_b.actions
     assert not any(f.match.tunnel_id == 10 or SetField("tunnel_id", 10) in f.actions for f in made)
+
+
+def test_a_host_whose_last_vm_of_a_segment_migrates_away_drops_the_segment() -> None:
+    sim, fabric = tenants()
+    boot(sim, "02:00:00:00:00:c2", "hv2", 9, 20)  # segment 20 on hv0, hv1 and hv2
+    assert holding(sim, 20) == {"hv0", "hv1", "hv2"}
+    mid = ready_migration(sim, D, "hv0", "hv1")
+    sim.port_event(replace(add("hv1", 8, D), segment=20))
+    sim.deliver_all()
+    sim.port_event(replace(link("hv1", 8, D, up=True), segment=20))
+    sim.port_event(replace(delete("hv0", 4, D), segment=20))
+    sim.deliver_all()
+    assert sim.leader.migration(mid).state == "completed"
+    assert holding(sim, 20) == {"hv1", "hv2"}
+    for host, table in fabric.tables.items():
+        assert table.core_flows() == set(sim.master_of(host).installed(host))
