@@ -142,7 +142,7 @@ class SegmentCompiler:
             self._reach.clear()
         old = self.vms.get(rec.vm)
         resited = self.note(rec)
-        mods = self._sync_vm(rec.vm)
+        others: list[FlowMod] = []
         touched: set[tuple[str, int]] = set()
         for seg, switches in resited.items():
             dirty = self._rereach(seg, switches)
@@ -151,13 +151,14 @@ class SegmentCompiler:
                 if vm == rec.vm:
                     continue
                 if other.migrating:
-                    mods += self._sync_vm(vm)  # (a migration's flows follow the sites too)
+                    others += self._sync_vm(vm)  # (a migration's flows follow the sites too)
                 elif other.loc.ovs in dirty:
-                    mods += self._sync_vm(vm, dirty[other.loc.ovs])
+                    others += self._sync_vm(vm, dirty[other.loc.ovs])
             touched |= {(s, seg) for s in self._floods_around(seg, switches)}
         for r in (old, rec):
             if r is not None and r.loc.ovs in self.switches and _segment(r):
                 touched.add((r.loc.ovs, _segment(r)))
+        mods = self._sync_vm(rec.vm) + others  # (after `_rereach`: its reach is the new one)
         for key in sorted(touched):
             mods += self._sync_segment(*key)
         for switch in sorted({s for s, _ in touched}):
@@ -299,15 +300,21 @@ class SegmentCompiler:
                     outs[switch] = (exceptions[switch],)
         return outs
 
-    def _rereach(self, seg: int, changed: set[str]) -> dict[str, set[str]]:
-        """Bring the segment's reach in line with its sites; per switch whose VMs' flows
-        it changed, the switches where. Sites that joined add their paths; one that
-        left: all again."""
-        reach = self._reach.get(seg, {})
+    def _rereach(self, seg: int, changed: set[str]) -> dict[str, set[str] | None]:
+        """Bring the segment's reach in line with its sites; per site whose VMs' flows it
+        changed, the switches where (None: all of them, its reach was not kept). Sites
+        that joined add their paths; one that left: all again."""
+        reach = self._reach.setdefault(seg, {})
         sites: Counter[str] = self._sites.get(seg, Counter())
+        for gone in [here for here in reach if here not in sites]:
+            del reach[gone]
         joined = all(s in sites for s in changed)
-        dirty: dict[str, set[str]] = {}
-        for here, old in reach.items():
+        dirty: dict[str, set[str] | None] = {}
+        for here in sites:
+            old = reach.get(here)
+            if old is None:  # (dropped with the paths, or never made: its VMs' flows may be stale)
+                dirty[here] = None
+                continue
             new = {**old, **self._reach_from(here, changed)} if joined else None
             if new is None:
                 new = self._reach_from(here, sites)
@@ -418,13 +425,17 @@ class SegmentCompiler:
 
 
 def _diff(installed: dict[str, SwitchFlows], held: Flows, desired: Flows) -> list[FlowMod]:
-    """Delete the `held` flows not `desired`, add the `desired` ones `installed` lacks."""
+    """Delete the `held` flows not `desired`, add the `desired` ones `installed` lacks.
+
+    A held flow whose key now holds another flow stays: a port that changed
+    segment has its new segment's flow under the same key (table 0, its port)."""
     mods: list[FlowMod] = []
     for switch, flows in held.items():
         want = desired.get(switch, {})
         if switch in installed:
-            for key in flows:
-                if key not in want:
+            table = installed[switch]
+            for key, flow in flows.items():
+                if key not in want and table.other(key) == flow:
                     mods += uninstall(installed, switch, key)
     for switch, flows in desired.items():
         for key, flow in flows.items():
