@@ -214,3 +214,43 @@ def test_a_host_whose_last_vm_of_a_segment_migrates_away_drops_the_segment(
     assert holding(sim, 20) == {"hv1", "hv2"}
     for host, table in fabric.tables.items():
         assert table.core_flows() == set(sim.master_of(host).installed(host))
+
+
+F, G = "02:00:00:00:00:f1", "02:00:00:00:00:f2"  # untagged: the default segment
+
+
+def test_the_default_segment_crosses_the_tunnels_as_its_vni() -> None:
+    sim, fabric = tenants()
+    boot(sim, F, "hv0", 11, 0)
+    boot(sim, G, "hv2", 12, 0)
+    assert fabric.reach("hv0", 11, G, F) == {("hv2", 12, 0)}
+    assert fabric.reach("hv2", 12, F, G) == {("hv0", 11, 0)}
+    assert fabric.reach("hv0", 11, BCAST, F) == {("hv2", 12, 0)}  # not to A or D on hv0
+    for host, port, dst, src in [("hv0", 11, A, F), ("hv0", 1, F, A), ("hv2", 3, G, C),
+                                 ("hv2", 12, C, G), ("hv1", 5, F, E)]:  # fmt: skip
+        assert fabric.reach(host, port, dst, src) == set(), (host, port, dst)
+    assert fabric.sent_tagged == []
+    (flow,) = [f for f in sim.master_of("hv0").installed("hv0") if f.match.eth_dst == G]
+    assert flow.actions[1:] == (
+        SetField("tunnel_id", 0), SetField("tun_ipv4_dst", "192.0.2.3"), Output(TUN),
+    )  # fmt: skip
+    assert holding(sim, 0) == {"hv0", "hv2"}  # hv1 and hv3 host none of it
+
+
+def test_an_untagged_vm_migrates_across_hosts_and_its_old_host_drops_the_segment() -> None:
+    sim, fabric = tenants()
+    boot(sim, F, "hv0", 11, 0)
+    boot(sim, G, "hv2", 12, 0)
+    mid = ready_migration(sim, G, "hv2", "hv3")
+    assert holding(sim, 0) == {"hv0", "hv2", "hv3"}
+    sim.port_event(add("hv3", 13, G))
+    sim.deliver_all()
+    assert fabric.reach("hv0", 11, G, F) == {("hv2", 12, 0), ("hv3", 13, 0)}  # hand-over
+    sim.port_event(link("hv3", 13, G, up=True))
+    sim.port_event(delete("hv2", 12, G))
+    sim.deliver_all()
+    assert sim.leader.migration(mid).state == "completed"
+    assert fabric.reach("hv0", 11, G, F) == {("hv3", 13, 0)}
+    assert holding(sim, 0) == {"hv0", "hv3"}
+    for host, table in fabric.tables.items():
+        assert table.core_flows() == set(sim.master_of(host).installed(host))

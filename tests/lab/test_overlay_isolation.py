@@ -104,9 +104,9 @@ def test_an_unknown_unicast_reaches_no_vm_of_another_segment(lab: Doc, sender: s
 
 def segment_flows(hv: Doc, tag: int, vni: int) -> list[str]:
     """hv's flows that match or set segment `tag`'s VLAN or its VNI `vni`."""
-    vid = 0x1000 | tag
+    vid, key = 0x1000 | tag, f"{vni:#x}" if vni else "0"  # (OVS prints VNI 0 as 0)
     pattern = re.compile(
-        rf"\btun_id=0x{vni:x}\b|\b0x{vni:x}->tun_id\b|\bdl_vlan={tag}\b|\b{vid}->vlan_vid\b"
+        rf"\btun_id={key}\b|\b{key}->tun_id\b|\bdl_vlan={tag}\b|\b{vid}->vlan_vid\b"
         rf"|\bvlan_vid=(0x{vid:x}|{vid})\b|\bmod_vlan_vid:{tag}\b"
     )
     return [f for f in overlay.flows(hv) if pattern.search(f)]

@@ -115,6 +115,7 @@ class FlowCompiler:
             topology, self.installed, self.switches, tunnels or Tunnels(), segments or SegmentMap()
         )
         self._segment_vms = self._segments.vms  # (the same dict: every update asks it)
+        self._overlay = self._segments.tunnels.hosts  # (the same mapping, kept current)
         # Bumped whatever changes which flows an unchanged entry needs here, or
         # changes `installed` behind the VMs' backs. (Of direct changes to
         # `switches`, only those that change its size are seen: use master and release.)
@@ -166,7 +167,7 @@ class FlowCompiler:
 
     def update_vm(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring every mastered switch in line with `rec`."""
-        if rec.loc.segment or rec.vm in self._segment_vms:
+        if rec.loc.segment or rec.vm in self._segment_vms or rec.loc.ovs in self._overlay:
             return self._update_segmented(rec)
         topology = self.topology
         seen = self._seen
@@ -197,10 +198,10 @@ class FlowCompiler:
         return mods
 
     def _update_segmented(self, rec: VPortRecord) -> list[FlowMod]:
-        """A VM in a tagged segment (`segcompiler`), or that was in one."""
+        """A VM in a tagged segment or on an overlay host (`segcompiler`), or that was."""
         self._refresh_seen()
         mods = self._segments.update(rec)
-        if not rec.loc.segment:
+        if rec.vm not in self._segment_vms:
             return mods + self.update_vm(rec)  # (it is no longer among the segments' VMs)
         vm = rec.vm
         gone = VPortRecord(vm, _NOWHERE)  # its untagged flows, if it had any, go
@@ -390,9 +391,9 @@ class FlowCompiler:
         self._without(switch)
         segments = self._segments
         for rec in records:
-            if rec.loc.segment or rec.vm in segments.vms:
+            if rec.loc.segment or rec.vm in segments.vms or rec.loc.ovs in self._overlay:
                 segments.note(rec)
-                if rec.loc.segment:
+                if rec.vm in segments.vms:
                     continue
             for _, flow in vm_flows(self.topology, rec, only):
                 desired[flow.key] = flow

@@ -11,8 +11,8 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   table 1. Priority 1: tagged frames from an inter-switch link go to table
   3. Priority 0: dropped (a tag a VM sends on a port of no segment).
 * Segments (tenants). A VM port's segment is its OVS port's VLAN `tag`; 0,
-  untagged, is the default segment, forwarded by tables 1 and 2 below and
-  held by every switch as before. A frame of segment S != 0 carries the
+  untagged, is the default segment, forwarded on links by tables 1 and 2
+  below and held by every switch. A frame of segment S != 0 carries the
   802.1Q tag S inside a switch and on the links between switches: pushed
   where it enters from a VM port, popped where it leaves to one. Tables 3
   (forwarding) and 4 (flooding) are tables 1 and 2 for tagged frames, each
@@ -33,7 +33,10 @@ Pipeline on every switch (proactive L2, no learning, no NORMAL):
   priority 3 drops the rest), and is never output to the tunnel again
   (OpenFlow skips the input port: split horizon). A broadcast goes to the
   local ports of S and once to each other host of S (head-end replication).
-  The default segment does not cross the tunnels.
+  On an overlay host the default segment is one of these too: its VMs'
+  frames carry VID 0 inside the switch and its VNI (0 unless configured) on
+  the wire, and a host without a VM of it holds none of its flows; tables 1
+  and 2 serve the default segment on links only.
 * table 1, forwarding by destination MAC. Priority 100: a local VM's MAC to its
   port; a remote VM's MAC to the link towards its switch, only where that link
   is not the switch's default port (see topology). Priority 50, one flow per

@@ -1,7 +1,8 @@
 """The flows of the tagged segments on the switches a flow compiler masters.
 
-The `FlowCompiler` hands every entry of a segment other than 0 (and every
-entry that was in one) to a `SegmentCompiler`, which keeps, cluster-wide,
+The `FlowCompiler` hands every entry of a segment other than 0, every entry
+on an overlay host (there the default segment is one of these, VID 0), and
+every entry that was one of them, to a `SegmentCompiler`, which keeps, cluster-wide,
 where each segment has VMs (its *sites*: the VMs' switches, and the
 destinations of their open migrations), and, on the switches we master, the
 flows `segflows` makes:
@@ -26,7 +27,7 @@ truth: a flow still desired is added again if it is not there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from vportd.core import segflows
 from vportd.core.floods import install, uninstall
@@ -42,9 +43,14 @@ Flows = dict[str, dict[FlowKey, Flow]]  # per switch, by key
 Outs = dict[str, tuple[segflows.Target, ...]]  # per switch, where a VM's flow there outputs
 
 
-def _segment(rec: VPortRecord) -> int:
-    """The segment whose flows the entry needs (0: none here)."""
-    return rec.loc.segment if rec.present else 0
+def segment_of(rec: VPortRecord, overlay: Container[str]) -> int | None:
+    """The segment whose flows the entry needs from this compiler: a tagged one's, or the
+    default segment's on an overlay host (on links, the default segment is the pipeline's
+    tables 1 and 2); None: none."""
+    if not rec.present:
+        return None
+    seg = rec.loc.segment
+    return seg if seg or rec.loc.ovs in overlay else None
 
 
 def sites_of(rec: VPortRecord) -> frozenset[str]:
@@ -92,24 +98,25 @@ class SegmentCompiler:
     def note(self, rec: VPortRecord) -> dict[int, set[str]]:
         """Take the VM's entry; the segments whose sites changed, with the switches that
         became or stopped being one."""
-        vm, seg = rec.vm, _segment(rec)
-        old = self.vms.get(vm)
-        if seg:
+        vm, seg = rec.vm, segment_of(rec, self.tunnels.hosts)
+        old, was = self.vms.get(vm), self.segment(vm)
+        if seg is not None:
             self.vms[vm] = rec
             self._members.setdefault(seg, set()).add(vm)
         else:
             self.vms.pop(vm, None)
-        if old is not None and _segment(old) != seg:
-            self._members[_segment(old)].discard(vm)
-        self._place(vm, old, rec if seg else None)
-        return self._resite(vm, (seg, sites_of(rec)) if seg else None)
+        if was is not None and was != seg:
+            self._members[was].discard(vm)
+        if old is not None and old.loc.ovs is not None and was is not None:
+            self._local.get((old.loc.ovs, was), {}).pop(vm, None)
+        if seg is not None and rec.loc.ovs is not None and rec.loc.port is not None:
+            self._local.setdefault((rec.loc.ovs, seg), {})[vm] = rec.loc.port
+        return self._resite(vm, None if seg is None else (seg, sites_of(rec)))
 
-    def _place(self, vm: str, old: VPortRecord | None, new: VPortRecord | None) -> None:
-        """Keep the VM's port among the local ports of its switch and segment."""
-        if old is not None and old.loc.ovs is not None:
-            self._local.get((old.loc.ovs, _segment(old)), {}).pop(vm, None)
-        if new is not None and new.loc.ovs is not None and new.loc.port is not None:
-            self._local.setdefault((new.loc.ovs, new.loc.segment), {})[vm] = new.loc.port
+    def segment(self, vm: str) -> int | None:
+        """The segment whose flows the VM has here (None: not one of ours)."""
+        sites = self._vm_sites.get(vm)
+        return None if sites is None else sites[0]
 
     def _resite(self, vm: str, now: tuple[int, frozenset[str]] | None) -> dict[int, set[str]]:
         before = self._vm_sites.get(vm)
@@ -140,7 +147,7 @@ class SegmentCompiler:
         if seen != self._reach_seen:
             self._reach_seen = seen
             self._reach.clear()
-        old = self.vms.get(rec.vm)
+        old, was = self.vms.get(rec.vm), self.segment(rec.vm)
         resited = self.note(rec)
         others: list[FlowMod] = []
         touched: set[tuple[str, int]] = set()
@@ -155,9 +162,9 @@ class SegmentCompiler:
                 elif other.loc.ovs in dirty:
                     others += self._sync_vm(vm, dirty[other.loc.ovs])
             touched |= {(s, seg) for s in self._floods_around(seg, switches)}
-        for r in (old, rec):
-            if r is not None and r.loc.ovs in self.switches and _segment(r):
-                touched.add((r.loc.ovs, _segment(r)))
+        for r, in_seg in ((old, was), (rec, self.segment(rec.vm))):
+            if r is not None and in_seg is not None and r.loc.ovs in self.switches:
+                touched.add((r.loc.ovs, in_seg))
         mods = self._sync_vm(rec.vm) + others  # (after `_rereach`: its reach is the new one)
         for key in sorted(touched):
             mods += self._sync_segment(*key)
@@ -241,9 +248,9 @@ class SegmentCompiler:
     # -- a VM's flows ---------------------------------------------------------
     def _vm_flows(self, rec: VPortRecord, only: set[str] | None = None) -> Flows:
         """Per switch of ours (of `only`, if given), the VM's flows (module doc)."""
-        seg, loc = _segment(rec), rec.loc
+        seg, loc = self.segment(rec.vm), rec.loc
         here = loc.ovs
-        if not seg or here is None:
+        if seg is None or here is None:
             return {}
         topology, switches = self.topology, self.switches
         outs = dict(self._reach_of(seg, here))

@@ -10,7 +10,7 @@ reaches every other through it: no inter-switch links between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -37,9 +37,15 @@ class Tunnels:
         new = {e.host: e for e in ends}
         if new == self._ends:
             return False
-        self._ends = new
+        self._ends.clear()  # (in place: `hosts` is held by the flow compiler)
+        self._ends.update(new)
         self.version += 1
         return True
+
+    @property
+    def hosts(self) -> Mapping[str, TunnelEndpoint]:
+        """The overlay hosts' endpoints by name: always the same mapping, kept current."""
+        return self._ends
 
     def get(self, host: str) -> TunnelEndpoint | None:
         return self._ends.get(host)
