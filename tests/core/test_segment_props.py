@@ -4,8 +4,10 @@ Random sequences of VMs booting, moving, leaving, changing segment and
 migrating (every phase), with the topology's version bumped now and then
 (the compiler drops what it keeps of paths then), on the overlay (hosts
 joined by tunnels) and on a mesh of links, with all or some switches
-mastered. After every step, each mastered switch's flows equal those a new
-compiler installs from the same entries.
+mastered and mastership changing (a gained switch is synced once its flows
+are read, as the controller does). After every step, each mastered switch
+whose flows were read holds what a new compiler installs from the same
+entries.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class World:
 
     topology: Topology
     tunnels: Tunnels
-    switches: tuple[str, ...]
+    switches: set[str]
     records: dict[str, VPortRecord] = field(default_factory=dict)
+    synced: set[str] = field(default_factory=set)  # (mastered, and their flows read)
     seq: int = 0
     bumps: int = 0
 
@@ -42,6 +45,7 @@ class World:
         self.compiler = FlowCompiler(self.topology, self.switches, tunnels=self.tunnels)
         for switch in self.switches:  # (its base flows, as on a switch's connect)
             self.compiler.sync_switch(switch, [])
+        self.synced = set(self.switches)
 
     def put(self, rec: VPortRecord) -> None:
         self.records[rec.vm] = rec
@@ -49,15 +53,15 @@ class World:
 
     def scratch(self) -> dict[str, dict[object, object]]:
         fresh = FlowCompiler(self.topology, self.switches, tunnels=self.tunnels)
-        for switch in self.switches:
+        for switch in self.synced:
             fresh.sync_switch(switch, list(self.records.values()))
-        return {s: dict(fresh.installed[s].items()) for s in self.switches}
+        return {s: dict(fresh.installed[s].items()) for s in self.synced}
 
     def held(self) -> dict[str, dict[object, object]]:
-        return {s: dict(self.compiler.installed[s].items()) for s in self.switches}
+        return {s: dict(self.compiler.installed[s].items()) for s in self.synced}
 
 
-def overlay(switches: tuple[str, ...]) -> World:
+def overlay(switches: set[str]) -> World:
     topo = Topology()
     for i, host in enumerate(HOSTS):
         topo.add_switch(host, i + 1)
@@ -66,7 +70,7 @@ def overlay(switches: tuple[str, ...]) -> World:
     return World(topo, tunnels, switches)
 
 
-def links(switches: tuple[str, ...]) -> World:
+def links(switches: set[str]) -> World:
     return World(mesh(3), Tunnels(), switches)
 
 
@@ -98,13 +102,26 @@ def step(w: World, op: str, vm: str, host: str, tag: int) -> None:
         place(w, vm, mig.destination, rec.loc.segment, mig.advance(Phase.ACTIVATED, "c0"))
     elif op == "complete" and rec is not None and mig is not None and mig.phase == Phase.ACTIVATED:
         w.put(VPortRecord(vm, rec.loc, mig.advance(Phase.COMPLETED, "c0")))
+    elif op == "master":  # (a mastership change: as the controller's gain and loss)
+        if host in w.switches:
+            w.switches.discard(host)
+            w.synced.discard(host)
+            w.compiler.release(host)
+        else:
+            w.switches.add(host)
+            w.compiler.master(host)  # (its flows are read, and it is synced, later: "read")
+    elif op == "read" and host in w.switches:
+        w.synced.add(host)
+        w.compiler.sync_switch(host, list(w.records.values()))
     elif op == "bump":
         w.bumps += 1
         w.topology.add_switch(f"far{w.bumps}", 100 + w.bumps)  # (no link: changes no path)
 
 
 OPS = st.tuples(
-    st.sampled_from(["boot", "boot", "leave", "migrate", "activate", "complete", "bump"]),
+    st.sampled_from(
+        ["boot", "boot", "leave", "migrate", "activate", "complete", "master", "read", "bump"]
+    ),
     st.sampled_from(VMS),
     st.sampled_from(HOSTS),
     st.sampled_from(TAGS),
@@ -118,11 +135,22 @@ OPS = st.tuples(
     ops=st.lists(OPS, max_size=40),
 )
 def test_incremental_flows_equal_a_compile_from_scratch(
-    fabric: Callable[[tuple[str, ...]], World],
+    fabric: Callable[[set[str]], World],
     switches: tuple[str, ...],
     ops: list[tuple[str, str, str, int]],
 ) -> None:
-    w = fabric(switches)
+    w = fabric(set(switches))
     for op in ops:
         step(w, *op)
         assert w.held() == w.scratch(), op
+
+
+def test_one_switch_released_and_another_mastered_between_two_updates() -> None:
+    """As many switches as before, other ones: nothing kept names the released one."""
+    w = overlay({"hv0", "hv2"})
+    step(w, "boot", VMS[0], "hv1", 10)
+    step(w, "boot", VMS[1], "hv2", 10)  # hv0 holds a path to hv1's VMs, hv2 too
+    step(w, "master", VMS[0], "hv2", 0)  # released
+    step(w, "master", VMS[0], "hv1", 0)  # mastered, its flows not read yet
+    step(w, "boot", VMS[2], "hv1", 10)
+    assert w.held() == w.scratch()

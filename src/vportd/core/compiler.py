@@ -132,6 +132,7 @@ class FlowCompiler:
         self.switches.add(switch)
         self.installed.setdefault(switch, SwitchFlows())
         self._floods.master(switch)
+        self._segments.mastered()
         self._bump()
 
     def release(self, switch: str) -> None:

@@ -201,8 +201,13 @@ class SegmentCompiler:
         mods += [FlowMod(dest, ADD, segflows.gate(p)) for p in sorted(self._gates.get(dest, ()))]
         return mods
 
+    def mastered(self) -> None:
+        """The switches we master changed: the paths kept name the old ones."""
+        self._reach.clear()
+
     def release(self, switch: str) -> None:
         """Forget what we held on a switch we no longer master."""
+        self._reach.clear()  # (its paths lead through it)
         for flows in self._held_vm.values():
             flows.pop(switch, None)
         for key in [k for k in self._held_seg if k[0] == switch]:
