@@ -11,8 +11,9 @@ import pytest
 
 from tests.cluster.conftest import StoreFactory
 from tests.cluster.support import PATIENCE, Mirror, at, eventually, eventually_async, mac
-from vportd.cluster.codec import encode_record
+from vportd.cluster.codec import decode_record, encode_record
 from vportd.cluster.etcd import EtcdStore
+from vportd.cluster.store import KV
 from vportd_lab.bed.etcd import PrivateEtcd
 
 pytestmark = pytest.mark.etcd
@@ -136,3 +137,33 @@ async def test_follow_reloads_when_etcd_comes_back_with_another_history(
             task.cancel()
     assert set(mirror.records()) == {mac(50)}
     assert any("another history" in r.getMessage() for r in caplog.records)
+
+
+async def test_follow_hands_back_the_records_of_its_own_writes_and_decodes_the_others(
+    connect: StoreFactory,
+) -> None:
+    """Our own writes come back with the record we wrote (equal to what decoding gives);
+    another writer's, and a value of ours overwritten since, are decoded as ever."""
+    mirror = Mirror()
+    mine = [at(mac(n), 1, 0, "me") for n in range(5)]
+    theirs = [at(mac(n), 1, 0, "they") for n in range(5, 10)]
+    newer = at(mac(0), 2, 0, "they")
+    async with connect() as follower, connect() as other:
+        task = asyncio.create_task(follower.follow("vports/", mirror.reset, mirror.change))
+        try:
+            await eventually(lambda: bool(mirror.resets), "the first full read")
+            await follower.merge(mine)
+            await other.merge(theirs)
+            await other.merge([newer])
+            await eventually_async(lambda: equal_to_etcd(mirror, other), "every write seen")
+        finally:
+            task.cancel()
+    by_key: dict[str, list[KV]] = {}
+    for kv in mirror.events:
+        by_key.setdefault(kv.key, []).append(kv)
+    for rec in mine:
+        first = by_key[f"vports/{rec.vm}"][0]
+        assert first.record == rec and first.value is not None
+        assert decode_record(first.value) == first.record
+    for rec in [*theirs, newer]:
+        assert by_key[f"vports/{rec.vm}"][-1].record is None

@@ -519,6 +519,8 @@ class ClusterMachine(RuleBasedStateMachine):
         for cid, ctl in self.sim.controllers.items():
             table = {rec.vm: rec for rec in ctl.records()}
             assert table == store, f"{cid} differs from the store: {table} != {store}"
+            present = sum(rec.present for rec in table.values())
+            assert ctl.vport_count() == present, f"{cid} counts {ctl.vport_count()} entries"
 
     def check_migrations_ended(self) -> None:
         """(d) Migrating only under a migration the VMM drives; the leader runs those."""

@@ -77,6 +77,7 @@ MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, successes and failu
 CHUNK_ATTEMPTS = 3  # whole-chunk CAS rounds before a contended chunk goes key by key
 PARALLEL_CHUNKS = 8  # chunks of one merge in flight at once
 SEEN_KEYS = 4096  # keys whose newest stored value is kept, to merge them in one round trip
+WRITTEN_KEYS = 4096  # keys whose value we last put is kept with its record, for the watch
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class EtcdStore(Store):
         # The newest value seen of recent keys: a merge plans on it and writes in one
         # round trip (its compare-and-swap catches a stale one, and then reads).
         self._seen: OrderedDict[bytes, _Seen] = OrderedDict()
+        # The value we last put at a key and the record it encodes: the watch brings
+        # that value back, which then needs no decoding (the same bytes decode the same).
+        self._written: OrderedDict[bytes, tuple[bytes, VPortRecord]] = OrderedDict()
 
     async def __aenter__(self) -> EtcdStore:
         """Open the channel (it connects, and reconnects, by itself); with TLS, first check
@@ -373,6 +377,24 @@ class EtcdStore(Store):
         if len(self._seen) > SEEN_KEYS:
             self._seen.popitem(last=False)
 
+    def recall(self, key: bytes, value: bytes | None) -> VPortRecord | None:
+        """The record `value` encodes if it is what we last put at `key`, and forget it
+        (the watch brings each value back once)."""
+        held = self._written.get(key)
+        if held is None or held[0] != value:
+            return None
+        del self._written[key]
+        return held[1]
+
+    def _encode(self, key: bytes, rec: VPortRecord) -> bytes:
+        """`encode_record(rec)`, kept with `rec` for the watch (`recall`)."""
+        value = encode_record(rec)
+        self._written[key] = (value, rec)
+        self._written.move_to_end(key)
+        if len(self._written) > WRITTEN_KEYS:
+            self._written.popitem(last=False)
+        return value
+
     def _saw(self, keys: list[bytes], stored: list[list[Msg]]) -> None:
         for key, kvs in zip(keys, stored, strict=True):
             if kvs:
@@ -395,9 +417,8 @@ class EtcdStore(Store):
             if have != fence.revision:
                 raise Fenced(f"fenced out: {fence.key} is generation {have}, not {fence.revision}")
 
-    @staticmethod
     def _plan(
-        keys: list[bytes], items: list[tuple[str, VPortRecord]], stored: list[list[Msg]]
+        self, keys: list[bytes], items: list[tuple[str, VPortRecord]], stored: list[list[Msg]]
     ) -> tuple[list[Msg], list[Msg]]:
         """The compares and puts that join each item into what was read (none if stored wins)."""
         compare: list[Msg] = []
@@ -405,13 +426,13 @@ class EtcdStore(Store):
         for key, (_, rec), kvs in zip(keys, items, stored, strict=True):
             if not kvs:
                 compare.append(created_at(key, 0))
-                puts.append(put_op(key, encode_record(rec)))
+                puts.append(put_op(key, self._encode(key, rec)))
                 continue
             have = decode_record(kvs[0].value)
             joined = have.merge(rec)
             if joined is not have:
                 compare.append(modified_at(key, kvs[0].mod_revision))
-                puts.append(put_op(key, encode_record(joined)))
+                puts.append(put_op(key, self._encode(key, joined)))
         return compare, puts
 
     async def put(self, items: Mapping[str, bytes | None], fences: Sequence[Fence]) -> None:
@@ -523,6 +544,15 @@ class _Follower:
                 self._deliver(resp)
         raise Transient(f"follow {self.sub}: watch stream ended")
 
+    def _event(self, ev: Msg) -> KV:
+        """A watch event as delivered, with the record if it is the value we last put."""
+        store, raw = self.store, ev.kv
+        value = None if is_delete(ev) else bytes(raw.value)
+        key, revision = bytes(raw.key), int(raw.mod_revision)
+        store.remember(key, value, revision)
+        rel = key.decode()[len(store.prefix) :]
+        return KV(rel, value, int(raw.create_revision), revision, store.recall(key, value))
+
     def _check_not_rewound(self, now: int) -> None:
         """A store behind what we delivered is another history (restored from a backup, or a
         new cluster): waiting for revisions past ours would miss everything, so reload."""
@@ -535,9 +565,7 @@ class _Follower:
             # event up to its header revision has been delivered.
             self.revision = max(self.revision or 0, int(resp.header.revision))
             return
-        events = [_to_kv(self.store.prefix, ev.kv, is_delete(ev)) for ev in resp.events]
-        for kv in events:
-            self.store.remember(self.store.key(kv.key), kv.value, kv.mod_revision)
+        events = [self._event(ev) for ev in resp.events]
         # Not the header revision: a catching-up watch may send a batch whose
         # header is ahead of its last event.
         revision = max(kv.mod_revision for kv in events)

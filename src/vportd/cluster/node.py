@@ -448,7 +448,7 @@ class ClusterNode:
             if kv.value is None:
                 continue  # records are never deleted; a removal is a tombstone
             try:
-                records.append(decode_record(kv.value))
+                records.append(decode_record(kv.value) if kv.record is None else kv.record)
             except InvalidRequest as err:
                 log.error("store record %s unreadable, ignored: %s", kv.key, err.detail)
         if records:

@@ -59,12 +59,17 @@ class Fence:
 
 @dataclass(frozen=True)
 class KV:
-    """A key under the prefix as `follow` delivers it; `value` None means deleted."""
+    """A key under the prefix as `follow` delivers it; `value` None means deleted.
+
+    `record`: the vPort record `value` encodes, when the store knows it without
+    decoding (the store wrote that very value at that revision itself).
+    """
 
     key: str
     value: bytes | None
     create_revision: int
     mod_revision: int
+    record: VPortRecord | None = None
 
 
 # What `Store.follow` calls: every key with the revision read at; then each change.

@@ -7,10 +7,20 @@ joins or leaves a port changes only the gates and the one flood flow it must.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from vportd.core.flow import Flow, FlowCommand, FlowKey, FlowMod, unchanged
 from vportd.core.installed import SwitchFlows
 from vportd.core.model import Location, VPortRecord
-from vportd.core.pipeline import FLOOD_KEY, flood_flow, flood_members, gate, gate_key
+from vportd.core.pipeline import (
+    FLOOD_KEY,
+    flood_flow,
+    flood_flow_of,
+    flood_members,
+    gate,
+    gate_key,
+    output_to,
+)
 from vportd.core.topology import Topology
 
 
@@ -49,6 +59,9 @@ class Floods:
         self.members: dict[str, tuple[int, ...]] = {}
         # Per VM on a mastered switch: where `local` placed it (the entry's own location).
         self.placed: dict[str, Location] = {}
+        # Per switch, the last flood flow made by a join or leave and the members it was
+        # made for (that very tuple: compared by identity, so it cannot be another's).
+        self._made: dict[str, tuple[tuple[int, ...], Flow]] = {}
 
     def master(self, switch: str) -> None:
         self.local.setdefault(switch, {})
@@ -56,6 +69,7 @@ class Floods:
     def release(self, switch: str) -> None:
         """Forget a switch we no longer master, and the VMs placed on it."""
         self.members.pop(switch, None)
+        self._made.pop(switch, None)
         for vm in self.local.pop(switch, {}):
             self.placed.pop(vm, None)
 
@@ -103,14 +117,36 @@ class Floods:
         before = self.members.get(switch)
         if before is None:
             return self._diff_floods(switch)
-        if port in before:
+        at = bisect_left(before, port)
+        if at < len(before) and before[at] == port:
             return []  # another VM's port, or a link
-        members = tuple(sorted((*before, port)))
+        members = (*before[:at], port, *before[at:])
+        flood = self._flood(switch, before, members, at, port)
         self.members[switch] = members
         return [
             *install(self.installed, switch, gate_key(port), gate(port)),
-            *install(self.installed, switch, FLOOD_KEY, flood_flow(members)),
+            *install(self.installed, switch, FLOOD_KEY, flood),
         ]
+
+    def _flood(
+        self, switch: str, before: tuple[int, ...], members: tuple[int, ...], at: int, port: int
+    ) -> Flow:
+        """`flood_flow(members)`, `before` with `port` in (or out of) place `at`: made from
+        the flow last made for `before` when there is one, in place of one output per
+        member (a boot storm adds hundreds of VMs to a switch, one at a time)."""
+        made = self._made.get(switch)
+        if made is None or made[0] is not before:
+            flow = flood_flow(members)
+        else:
+            outs = made[1].actions
+            joined = len(members) > len(before)
+            flow = flood_flow_of(
+                (*outs[:at], output_to(port), *outs[at:])
+                if joined
+                else (*outs[:at], *outs[at + 1 :])
+            )
+        self._made[switch] = (members, flow)
+        return flow
 
     def _left(self, switch: str, port: int) -> list[FlowMod]:
         """A VM left `port` of `switch`: no flood member any more, unless still used."""
@@ -123,11 +159,13 @@ class Floods:
             or port in self.topology.tree_ports(switch)
         ):
             return []
-        members = tuple(p for p in before if p != port)
+        at = before.index(port)
+        members = (*before[:at], *before[at + 1 :])
         if not members:
             return self._set_members(switch, before, members)
+        flood = self._flood(switch, before, members, at, port)
         self.members[switch] = members
-        mods = install(self.installed, switch, FLOOD_KEY, flood_flow(members))
+        mods = install(self.installed, switch, FLOOD_KEY, flood)
         mods += uninstall(self.installed, switch, gate_key(port))
         return mods
 

@@ -143,7 +143,11 @@ def gate_key(in_port: int) -> FlowKey:
 
 def flood_flow(members: tuple[int, ...]) -> Flow:
     """To every member; OpenFlow drops the copy for the input port itself."""
-    outputs = tuple(map(output_to, members))  # (no generator: one per VM joining or leaving)
+    return flood_flow_of(tuple(map(output_to, members)))  # (no generator: C speed)
+
+
+def flood_flow_of(outputs: tuple[Action, ...]) -> Flow:
+    """The flood flow with these outputs, one per member in the members' order."""
     return Flow(FLOOD_TABLE, PRIO_FLOOD, _FLOOD_MATCH, outputs, COOKIE_FLOOD)
 
 

@@ -52,6 +52,7 @@ class VPortTable:
     def __init__(self, me: str) -> None:
         self.me = me
         self._records: dict[str, VPortRecord] = {}
+        self._present = 0  # how many of them are present (not tombstones): `len`, often asked
         # What our own OVS says: its ports per MAC, and the MACs contested.
         self._claims = PortClaims(self._records)
         # (Bound once: the rules ask for a MAC's ports all the time.)
@@ -83,7 +84,12 @@ class VPortTable:
         return (r for r in self._records.values() if r.present)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return self._present
+
+    def _put(self, rec: VPortRecord, held: VPortRecord | None) -> None:
+        """Hold `rec` as the VM's entry in place of `held` (what was held), counting it."""
+        self._present += rec.present - (held is not None and held.present)
+        self._records[rec.vm] = rec
 
     def all_records(self) -> Iterator[VPortRecord]:
         return iter(self._records.values())
@@ -106,15 +112,16 @@ class VPortTable:
                 return False if rec != mine else None
         if merged.loc.ovs is None:
             merged = self._shared_tombstone(merged)
-        self._records[rec.vm] = merged
+        self._put(merged, mine)
         return merged
 
     def restore(self, rec: VPortRecord) -> VPortRecord | None:
         """Take the store's entry as ours, whatever we hold: ours holds a leader's record
         that was never written (no one else saw it). The entry, if it changed."""
-        if self._records.get(rec.vm) == rec:
+        held = self._records.get(rec.vm)
+        if held == rec:
             return None
-        self._records[rec.vm] = rec
+        self._put(rec, held)
         return rec
 
     def _tombstone(self, loc: Location) -> Location:
@@ -451,5 +458,5 @@ class VPortTable:
         return self._write(VPortRecord(rec.vm, loc, done), EventKind.DELETE, Reason.VM_MIGRATION)
 
     def _write(self, rec: VPortRecord, kind: EventKind, reason: Reason) -> Change:
-        self._records[rec.vm] = rec
+        self._put(rec, self._records.get(rec.vm))
         return Write(rec, kind, reason)
