@@ -372,10 +372,7 @@ class EtcdStore(Store):
         held = self._seen.get(key)
         if held is not None and held.mod_revision >= mod_revision:
             return
-        self._seen[key] = _Seen(value, mod_revision)
-        self._seen.move_to_end(key)
-        if len(self._seen) > SEEN_KEYS:
-            self._seen.popitem(last=False)
+        _keep(self._seen, key, _Seen(value, mod_revision), SEEN_KEYS)
 
     def recall(self, key: bytes, value: bytes | None) -> VPortRecord | None:
         """The record `value` encodes if it is what we last put at `key`, and forget it
@@ -389,10 +386,7 @@ class EtcdStore(Store):
     def _encode(self, key: bytes, rec: VPortRecord) -> bytes:
         """`encode_record(rec)`, kept with `rec` for the watch (`recall`)."""
         value = encode_record(rec)
-        self._written[key] = (value, rec)
-        self._written.move_to_end(key)
-        if len(self._written) > WRITTEN_KEYS:
-            self._written.popitem(last=False)
+        _keep(self._written, key, (value, rec), WRITTEN_KEYS)
         return value
 
     def _saw(self, keys: list[bytes], stored: list[list[Msg]]) -> None:
@@ -547,11 +541,10 @@ class _Follower:
     def _event(self, ev: Msg) -> KV:
         """A watch event as delivered, with the record if it is the value we last put."""
         store, raw = self.store, ev.kv
-        value = None if is_delete(ev) else bytes(raw.value)
-        key, revision = bytes(raw.key), int(raw.mod_revision)
-        store.remember(key, value, revision)
-        rel = key.decode()[len(store.prefix) :]
-        return KV(rel, value, int(raw.create_revision), revision, store.recall(key, value))
+        key, value = bytes(raw.key), None if is_delete(ev) else bytes(raw.value)
+        kv = _kv(store.prefix, key, value, raw, store.recall(key, value))
+        store.remember(key, value, kv.mod_revision)
+        return kv
 
     def _check_not_rewound(self, now: int) -> None:
         """A store behind what we delivered is another history (restored from a backup, or a
@@ -573,11 +566,25 @@ class _Follower:
         self.on_change(events, revision)
 
 
-def _to_kv(prefix: str, kv: Msg, deleted: bool = False) -> KV:
+def _to_kv(prefix: str, kv: Msg) -> KV:
     """A raw key-value as `follow` delivers it: key relative to `prefix`."""
-    value = None if deleted else bytes(kv.value)
-    key = bytes(kv.key).decode()[len(prefix) :]
-    return KV(key, value, int(kv.create_revision), int(kv.mod_revision))
+    return _kv(prefix, bytes(kv.key), bytes(kv.value), kv)
+
+
+def _kv(
+    prefix: str, key: bytes, value: bytes | None, raw: Msg, record: VPortRecord | None = None
+) -> KV:
+    """`key` (read from `raw`) relative to `prefix`, with `value` and `raw`'s revisions."""
+    rel = key.decode()[len(prefix) :]
+    return KV(rel, value, int(raw.create_revision), int(raw.mod_revision), record)
+
+
+def _keep(cache: OrderedDict[bytes, Any], key: bytes, item: object, limit: int) -> None:
+    """Hold `item` at `key` as the newest of `cache`, which keeps the `limit` newest."""
+    cache[key] = item
+    cache.move_to_end(key)
+    if len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def _target(endpoints: list[str]) -> str:

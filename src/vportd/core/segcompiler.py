@@ -91,7 +91,7 @@ class SegmentCompiler:
         self._flooding: dict[int, set[str]] = {}
         # Per segment and switch, `_reach_of`; made again when the paths may have changed.
         self._reach: dict[int, dict[str, Outs]] = {}
-        self._reach_seen = (-1, -1, -1)
+        self._reach_seen = (-1, -1)
         self._gates: dict[str, frozenset[int]] = {}  # per switch, the gates held
 
     # -- what the table says ------------------------------------------------
@@ -143,7 +143,7 @@ class SegmentCompiler:
     # -- inputs -------------------------------------------------------------
     def update(self, rec: VPortRecord) -> list[FlowMod]:
         """The flow mods that bring our switches in line with the VM's entry."""
-        seen = (self.topology.version, self.tunnels.version, len(self.switches))
+        seen = (self.topology.version, self.tunnels.version)  # (mastership: `mastered`, `release`)
         if seen != self._reach_seen:
             self._reach_seen = seen
             self._reach.clear()
@@ -219,7 +219,6 @@ class SegmentCompiler:
     def sync_switch(self, switch: str) -> dict[FlowKey, Flow]:
         """Every segment flow `switch` needs, from scratch (the compiler installs them)."""
         self.release(switch)
-        self._reach.clear()
         desired: dict[FlowKey, Flow] = {}
         for rec in self.vms.values():
             flows = self._vm_flows(rec).get(switch)

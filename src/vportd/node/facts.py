@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -61,14 +61,13 @@ class FactsWire(Strict):
 
 
 def encode(facts: SwitchFacts) -> bytes:
-    wire = FactsWire.model_construct(
-        bridge=facts.name, dpid=facts.dpid, remote=facts.remote, links=list(facts.ifaces)
-    )
     t = facts.tunnel
+    tunnel: dict[str, Any] = {}
     if t is not None:
-        wire = wire.model_copy(
-            update={"encap_ip": t.ip, "tunnel_port": t.port, "tunnel_kind": t.kind}
-        )
+        tunnel = {"encap_ip": t.ip, "tunnel_port": t.port, "tunnel_kind": t.kind}
+    wire = FactsWire.model_construct(
+        bridge=facts.name, dpid=facts.dpid, remote=facts.remote, links=list(facts.ifaces), **tunnel
+    )
     return wire.model_dump_json(exclude_none=True).encode()
 
 

@@ -412,10 +412,11 @@ class Runtime:
 
     async def _lldp(self) -> None:
         while True:
+            # Not to VM ports, nor to an overlay host's tunnel (it has no one to reach).
+            tunnels = {e.host: {e.port} for e in self.core.tunnels()}
             for name, conn in list(self.switches.adopted.items()):
-                # Not to VM ports, nor to an overlay host's tunnel (it has no one to reach).
-                tunnel = {e.port for e in self.core.tunnels() if e.host == name}
-                await probe(conn, (self.feed.vm_ports(name) | tunnel).__contains__)
+                skip = self.feed.vm_ports(name) | tunnels.get(name, set())
+                await probe(conn, skip.__contains__)
             if self.discovery.expire(self.clock()):
                 self._sync_links()
             await asyncio.sleep(self.config.topology.lldp_interval)
