@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vportd.cluster.codec import decode_record
-from vportd.cluster.node import chosen_master
+from vportd.cluster.mastership import everywhere
 from vportd.core.model import VPortRecord
 from vportd.ctl.client import Client, ClientError
 from vportd.ctl.target import read_token
@@ -209,7 +209,7 @@ class ChaosLab:
 
         Settled: every controller and etcd run and answer; every controller sees
         the same running leader, all three members healthy, every bridge mastered
-        by the controller rendezvous hashing picks for three members, connected
+        by the controller the cluster picks for three members, connected
         to it; with `quiet`, no VM migrating in the store; and every controller's
         table equal to the store's.
         """
@@ -239,8 +239,9 @@ class ChaosLab:
             healthy = sorted(str(m["id"]) for m in cluster["members"] if m.get("healthy"))
             if healthy != every:
                 found.append(f"{cid} sees healthy members {healthy}")
+            wants = everywhere(sorted(str(s["name"]) for s in switches), every)
             for s in switches:
-                want = chosen_master(str(s["name"]), every)
+                want = wants[str(s["name"])]
                 if s.get("master") != want:
                     found.append(
                         f"{cid} sees {s['name']} mastered by {s.get('master')}, not {want}"

@@ -28,7 +28,7 @@ controller OVS gives the master role to.
   reach them (`unreachable/{switch}/{id}`), and their mastership moves to a
   controller that reaches them (OVS gives it the master role); nobody counts
   their VM ports as down. After the heal the notice goes and the mastership
-  returns to where rendezvous hashing puts it.
+  returns to where the choice over every member puts it.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ the records keeps it, resuming from its last revision after any reconnect and
 reloading everything when that revision was compacted. Leading waits for the
 first full load, so that a new leader adopts every open migration.
 
-Mastership: each switch's master is chosen by rendezvous hashing over the live
-members, so that masters spread and move only when members come or go; the
+Mastership: each switch's master is chosen by rendezvous hashing with bounded
+loads over the live members (`mastership`), so that masters spread evenly and
+move only when members or switches come or go; the
 chosen one claims the switch's key (the key's create revision is the
 OpenFlow generation id), a master that is no longer the chosen one hands the
 switch over, and a switch left without a master for two TTLs is claimed by
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from vportd.cluster.board import Board
 from vportd.cluster.codec import decode_moves, decode_record, encode_moves
+from vportd.cluster.mastership import chosen_masters
 from vportd.cluster.members import Peer
 from vportd.cluster.peers import PeerClient, PeerUnreachable
 from vportd.cluster.store import KV, Fence, Fenced, LeaseLost, Store, StoreError
@@ -96,13 +97,6 @@ class NodeEvents(Protocol):
 
     def switch_facts(self, published: dict[str, bytes]) -> None:
         """What the masters publish of their switches (`switches/{name}`), all of it."""
-
-
-def chosen_master(switch: str, members: Sequence[str]) -> str | None:
-    """Rendezvous hashing: the member that should master `switch`."""
-    if not members:
-        return None
-    return max(members, key=lambda m: hashlib.sha256(f"{switch}/{m}".encode()).digest())
 
 
 class ClusterNode:
@@ -390,10 +384,10 @@ class ClusterNode:
     async def _reconsider(self, lease: int) -> None:
         live = sorted(self.members)
         now = asyncio.get_running_loop().time()
-        for switch in sorted(self.events.switch_names()):
-            # Among the controllers that reach it; if none does (the switch is gone), any.
-            candidates = self._reaching(switch, live) or live
-            chosen = chosen_master(switch, candidates)
+        # Among the controllers that reach a switch; if none does (it is gone), any.
+        reaching = {s: self._reaching(s, live) or live for s in self.events.switch_names()}
+        for switch, chosen in sorted(chosen_masters(reaching, live).items()):
+            candidates = reaching[switch]
             holder = self.masters.get(switch, (None, 0))[0]
             if switch in self._mine and chosen not in (None, self.me.id):
                 await self._hand_over(switch, chosen)

@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
-from vportd.cluster.node import chosen_master
+from vportd.cluster.mastership import everywhere
 from vportd_lab.bed import traced
 from vportd_lab.bed.etcd import PrivateEtcd
 from vportd_lab.bed.ovs import PrivateOVS
@@ -280,12 +280,12 @@ class Cluster(Generic[F]):
         return all([await self._adopted(n) for n in self.live()])
 
     async def balanced(self) -> bool:
-        """Settled, and every bridge with the master rendezvous hashing picks (handovers done)."""
+        """Settled, and every bridge with the master the cluster picks (handovers done)."""
         if not await self.settled():
             return False
         live = sorted(n.id for n in self.live())
         masters = await self.masters()
-        return all(m == chosen_master(s, live) for s, m in masters.items())
+        return masters == everywhere(sorted(masters), live)
 
     async def _adopted(self, node: Node) -> bool:
         switches = await node.get("/v1/switches")

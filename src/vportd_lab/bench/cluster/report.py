@@ -143,7 +143,7 @@ def _method_md(r: Result) -> list[str]:
     return [
         f"**Set-up.** One private etcd 3.4 (one member, 127.0.0.1); {_fabric_md(r)}; 3 `vportd` "
         f'processes (`store.kind = "etcd"`, `lease_ttl = {LEASE_TTL}`, logging at info) each '
-        "connected to every bridge; etcd's rendezvous mastership spreads the bridges over them. "
+        "connected to every bridge; the cluster's mastership spreads the bridges over them. "
         "The bench (`vportd_lab.bench.cluster`, harness `vportd_lab.bed.cluster`) is a fourth "
         "process, the VMM.",
         "",
