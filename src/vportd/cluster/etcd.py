@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
@@ -43,6 +42,8 @@ from vportd.cluster.etcd_rpc import (
     check_watch,
     created_at,
     delete_op,
+    first_error,
+    grpc_target,
     is_delete,
     modified_at,
     put_op,
@@ -88,20 +89,6 @@ class _Claim:
     revision: int
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception a caller should see from a group: a lost role before anything else."""
-    flat = list(_leaves(group))
-    return next((e for e in flat if isinstance(e, Fenced | LeaseLost)), flat[0])
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
 @dataclass(frozen=True, slots=True)
 class _Seen:
     """A key's value at a revision, as read, written or watched (None: deleted)."""
@@ -131,7 +118,7 @@ class EtcdStore(Store):
         self.endpoints = list(endpoints)
         self._timeout = call_timeout
         self._patience = patience  # how long a call keeps retrying an unreachable etcd
-        self._target = _target(endpoints)
+        self._target = grpc_target(endpoints)
         self._tls = tls
         self._login = None if login is None else EtcdLogin(*login, timeout=call_timeout)
         context = None if tls is None else tls.context()
@@ -320,7 +307,7 @@ class EtcdStore(Store):
                 for chunk in chunks:
                     group.create_task(one(chunk))
         except BaseExceptionGroup as errors:
-            raise _first_error(errors) from None
+            raise first_error(errors) from None
 
     async def _merge_chunk(
         self, items: list[tuple[str, VPortRecord]], fences: Sequence[Fence], attempts: int | None
@@ -585,19 +572,3 @@ def _keep(cache: OrderedDict[bytes, Any], key: bytes, item: object, limit: int) 
     cache.move_to_end(key)
     if len(cache) > limit:
         cache.popitem(last=False)
-
-
-def _target(endpoints: list[str]) -> str:
-    """The gRPC target for `endpoints`: one HOST:PORT, or several IPv4 ones for failover."""
-    if len(endpoints) == 1:
-        return endpoints[0]
-    for endpoint in endpoints:
-        try:
-            ipaddress.IPv4Address(endpoint.rpartition(":")[0])
-        except ValueError:
-            raise ValueError(
-                f"several etcd endpoints must be IPv4 HOST:PORT, not {endpoint!r}"
-                " (give one DNS name with every member's address instead)"
-            ) from None
-    # gRPC's ipv4: scheme takes a list of addresses and fails over between them.
-    return "ipv4:" + ",".join(endpoints)

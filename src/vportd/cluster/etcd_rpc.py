@@ -1,4 +1,5 @@
-"""The etcd v3 wire, one level below the store: errors, request builders, retries, streams.
+"""The etcd v3 wire, one level below the store: the channel and its target, errors,
+request builders, retries, streams.
 
 Everything talks to aetcd's generated gRPC stubs directly: aetcd's own
 wrappers hide what the store needs (the header revision of each watch
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,7 +24,7 @@ from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
 from vportd.cluster.etcd_tls import EtcdTLS
-from vportd.cluster.store import LeaseLost, StoreError, Transient
+from vportd.cluster.store import Fenced, LeaseLost, StoreError, Transient
 
 log = logging.getLogger("vportd.etcd")
 
@@ -198,3 +200,33 @@ def check_watch(response: Msg, what: str) -> None:
 
 def is_delete(event: Msg) -> bool:
     return bool(event.type == rpc.Event.DELETE)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception a caller should see from a group: a lost role before anything else."""
+    flat = list(leaves(group))
+    return next((e for e in flat if isinstance(e, Fenced | LeaseLost)), flat[0])
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from leaves(exc)
+        else:
+            yield exc
+
+
+def grpc_target(endpoints: list[str]) -> str:
+    """The gRPC target for `endpoints`: one HOST:PORT, or several IPv4 ones for failover."""
+    if len(endpoints) == 1:
+        return endpoints[0]
+    for endpoint in endpoints:
+        try:
+            ipaddress.IPv4Address(endpoint.rpartition(":")[0])
+        except ValueError:
+            raise ValueError(
+                f"several etcd endpoints must be IPv4 HOST:PORT, not {endpoint!r}"
+                " (give one DNS name with every member's address instead)"
+            ) from None
+    # gRPC's ipv4: scheme takes a list of addresses and fails over between them.
+    return "ipv4:" + ",".join(endpoints)

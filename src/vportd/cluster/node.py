@@ -386,7 +386,7 @@ class ClusterNode:
         now = asyncio.get_running_loop().time()
         # Among the controllers that reach a switch; if none does (it is gone), any.
         reaching = {s: self._reaching(s, live) or live for s in self.events.switch_names()}
-        for switch, chosen in sorted(chosen_masters(reaching, live).items()):
+        for switch, chosen in chosen_masters(reaching, live).items():  # (in name order)
             candidates = reaching[switch]
             holder = self.masters.get(switch, (None, 0))[0]
             if switch in self._mine and chosen not in (None, self.me.id):

@@ -5,9 +5,11 @@ What runs (nothing here is mocked except the wire and the switches):
 * **Topology**: a pod fabric. One core switch, P = round(sqrt(S)) - 1 pod
   (aggregation) switches linked to it, every other switch a hypervisor linked
   to one pod switch; the core is the fabric's centre, hence the root of the
-  default routes and of the flooding tree. VMs run on hypervisors only. The
-  topology caches are filled (`Topology.precompute`) before timing; that
-  time is reported on its own.
+  default routes and of the flooding tree. VMs run on hypervisors only.
+  `Topology.precompute` fills the fabric's own caches before timing (that
+  time is reported on its own); each controller learns the fabric as its
+  inputs and fills its own caches during the run, as after a topology
+  change, so that cost counts in its events/s.
 * **Cluster**: `SimCluster` with `fabric=False`: real `Controller`s (table,
   flow compiler, the leader's coordinator) exchanging their real messages
   through the in-process FIFO queue; flow mods are counted, not applied.

@@ -106,8 +106,9 @@ def markdown(r: Result) -> str:
         "",
         "**Set-up.** "
         f"Fabric: {r.fabric}; VMs on hypervisors only. `Topology.precompute()` "
-        f"took {r.precompute_seconds:.2f} s and building the cluster (every switch "
-        f"connected, base flows) {r.build_seconds:.2f} s, both before timing. "
+        f"took {r.precompute_seconds:.2f} s on the fabric's own topology and building "
+        f"the cluster (every switch connected, base flows) {r.build_seconds:.2f} s, both "
+        "before timing; each controller's topology fills its caches during the run. "
         f"{r.controllers} `Controller`s in one process (`SimCluster`, no fake data "
         "plane: flow mods are counted, not applied), switches spread round robin, "
         "c0 leading; the records the sim's store of record brings every controller, "
